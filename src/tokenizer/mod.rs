@@ -1,0 +1,5 @@
+//! Byte-level BPE tokenizer.
+
+mod spec;
+
+pub use spec::{PreTokenizer, TokenType, TokenizerSpec};
