@@ -1,1 +1,4 @@
-pub fn placeholder() {}
+//! Block formats, f16 and (de)quantization for gpt-fast.
+#![forbid(unsafe_code)]
+
+pub mod q8;

@@ -1,0 +1,205 @@
+//! gpt-fast's q8 weight format: symmetric int8 in blocks of 32 with one f16
+//! scale per block, rows interleaved in tiles of 8 (docs/FORMAT.md, "dtypes").
+//!
+//! The packed order lets a matmul kernel stream one tile with one pointer and
+//! share each block of activations between the tile's rows.
+
+use half::f16;
+
+/// Values per quantization block along a row.
+pub const BLOCK: usize = 32;
+/// Rows interleaved in one tile.
+pub const TILE_ROWS: usize = 8;
+/// Bytes of int8 quants for one block of one whole tile.
+pub const TILE_BLOCK_QUANT_BYTES: usize = TILE_ROWS * BLOCK;
+
+/// Shape of a packed q8 matrix and where its two planes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedQ8Layout {
+    pub rows: usize,
+    pub cols: usize,
+    /// `ceil(rows / TILE_ROWS)`.
+    pub tiles: usize,
+    /// Blocks per row: `cols / BLOCK`.
+    pub blocks_per_row: usize,
+}
+
+impl PackedQ8Layout {
+    /// `None` if `cols` is not a multiple of [`BLOCK`] or the size overflows.
+    pub fn new(rows: usize, cols: usize) -> Option<Self> {
+        if cols % BLOCK != 0 {
+            return None;
+        }
+        let layout = Self {
+            rows,
+            cols,
+            tiles: rows.div_ceil(TILE_ROWS),
+            blocks_per_row: cols / BLOCK,
+        };
+        layout.total_bytes()?;
+        Some(layout)
+    }
+
+    /// Bytes of the quants plane (`[tile][block][row in tile][32]` int8).
+    pub fn quant_bytes(&self) -> usize {
+        self.tiles * self.blocks_per_row * TILE_BLOCK_QUANT_BYTES
+    }
+
+    /// Bytes of the scales plane (`[tile][block][row in tile]` f16).
+    pub fn scale_bytes(&self) -> usize {
+        self.tiles * self.blocks_per_row * TILE_ROWS * 2
+    }
+
+    fn total_bytes(&self) -> Option<usize> {
+        self.tiles
+            .checked_mul(self.blocks_per_row)?
+            .checked_mul(TILE_ROWS * (BLOCK + 2))
+    }
+
+    /// Size of the whole packed tensor in bytes.
+    pub fn n_bytes(&self) -> usize {
+        self.quant_bytes() + self.scale_bytes()
+    }
+}
+
+/// Quantizes one block: returns the scale and writes the 32 quants.
+///
+/// `scale = max|x| / 127`, `q = round(x / scale)` with ties away from zero (as
+/// GGUF's Q8_0). The scale is rounded to f16 first and the quants computed
+/// against the *stored* scale, so dequantization sees exactly what was meant.
+pub fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> f16 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = f16::from_f32(amax / 127.0);
+    let s = scale.to_f32();
+    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        *qi = (xi * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
+/// Quantizes a row-major `[rows, cols]` f32 matrix into the packed q8 layout.
+///
+/// `dst.len()` must be `layout.n_bytes()`.
+pub fn quantize_packed(src: &[f32], layout: &PackedQ8Layout, dst: &mut [u8]) {
+    assert_eq!(src.len(), layout.rows * layout.cols, "q8 pack: source size");
+    assert_eq!(dst.len(), layout.n_bytes(), "q8 pack: destination size");
+    let (quants, scales) = dst.split_at_mut(layout.quant_bytes());
+    quants.fill(0);
+    scales.fill(0);
+    let mut block = [0f32; BLOCK];
+    let mut q = [0i8; BLOCK];
+    for row in 0..layout.rows {
+        for b in 0..layout.blocks_per_row {
+            let start = row * layout.cols + b * BLOCK;
+            block.copy_from_slice(&src[start..start + BLOCK]);
+            let scale = quantize_block(&block, &mut q);
+            let (qoff, soff) = block_offsets(layout, row, b);
+            quants[qoff..qoff + BLOCK].copy_from_slice(bytemuck::cast_slice(&q));
+            scales[soff..soff + 2].copy_from_slice(&scale.to_bits().to_le_bytes());
+        }
+    }
+}
+
+/// Byte offsets, within the quants plane and within the scales plane, of block
+/// `b` of row `row`.
+fn block_offsets(layout: &PackedQ8Layout, row: usize, b: usize) -> (usize, usize) {
+    let tile = row / TILE_ROWS;
+    let lane = row % TILE_ROWS;
+    let group = tile * layout.blocks_per_row + b;
+    (
+        group * TILE_BLOCK_QUANT_BYTES + lane * BLOCK,
+        (group * TILE_ROWS + lane) * 2,
+    )
+}
+
+/// Dequantizes row `row` of a packed q8 matrix into `out` (`layout.cols` values).
+pub fn dequantize_row(packed: &[u8], layout: &PackedQ8Layout, row: usize, out: &mut [f32]) {
+    assert!(row < layout.rows, "q8 row {row} out of {}", layout.rows);
+    assert_eq!(out.len(), layout.cols, "q8 row: output size");
+    assert_eq!(packed.len(), layout.n_bytes(), "q8 row: packed size");
+    let (quants, scales) = packed.split_at(layout.quant_bytes());
+    for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let (qoff, soff) = block_offsets(layout, row, b);
+        let scale = f16::from_bits(u16::from_le_bytes([scales[soff], scales[soff + 1]])).to_f32();
+        for (o, &q) in chunk.iter_mut().zip(&quants[qoff..qoff + BLOCK]) {
+            *o = scale * f32::from(q as i8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layout_requires_whole_blocks() {
+        assert!(PackedQ8Layout::new(8, 33).is_none());
+        let l = PackedQ8Layout::new(9, 64).unwrap();
+        assert_eq!(l.tiles, 2);
+        assert_eq!(l.n_bytes(), 2 * 2 * 8 * 34);
+        assert!(PackedQ8Layout::new(usize::MAX, 32).is_none());
+    }
+
+    #[test]
+    fn round_trip_error_is_within_half_a_step() {
+        for rows in [1, 7, 8, 9, 17] {
+            let cols = 96;
+            let src = pseudo_random(rows * cols, rows as u32);
+            let layout = PackedQ8Layout::new(rows, cols).unwrap();
+            let mut packed = vec![0u8; layout.n_bytes()];
+            quantize_packed(&src, &layout, &mut packed);
+            let mut row_out = vec![0f32; cols];
+            for r in 0..rows {
+                dequantize_row(&packed, &layout, r, &mut row_out);
+                for b in 0..cols / BLOCK {
+                    let x = &src[r * cols + b * BLOCK..][..BLOCK];
+                    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    // Half a quantization step, plus the f16 rounding of the scale.
+                    let tol = amax / 127.0 * 0.5 + amax * 1e-3;
+                    for (i, &v) in x.iter().enumerate() {
+                        let got = row_out[b * BLOCK + i];
+                        assert!((got - v).abs() <= tol, "row {r} block {b}: {got} vs {v}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_block_and_extremes() {
+        let mut x = [0f32; BLOCK];
+        let mut q = [1i8; BLOCK];
+        assert_eq!(quantize_block(&x, &mut q).to_f32(), 0.0);
+        assert!(q.iter().all(|&v| v == 0));
+        x[3] = -1000.0;
+        x[4] = 1000.0;
+        x[5] = 1000.0 / 254.0; // exactly half a step: rounds away from zero
+        let s = quantize_block(&x, &mut q);
+        assert_eq!((q[3], q[4]), (-127, 127));
+        assert!(s.to_f32() > 0.0);
+        assert_eq!(q[5], (x[5] / s.to_f32()).round() as i8);
+    }
+
+    #[test]
+    fn padding_rows_are_zero() {
+        let layout = PackedQ8Layout::new(3, 32).unwrap();
+        let mut packed = vec![0xAAu8; layout.n_bytes()];
+        quantize_packed(&[1.0; 96], &layout, &mut packed);
+        let (quants, scales) = packed.split_at(layout.quant_bytes());
+        assert!(quants[3 * BLOCK..].iter().all(|&b| b == 0));
+        assert!(scales[3 * 2..].iter().all(|&b| b == 0));
+    }
+}

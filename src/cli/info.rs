@@ -1,0 +1,86 @@
+//! `gpt-fast info` and `gpt-fast verify`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gpt_fast::format::ModelFile;
+
+use super::{print_out, CliResult};
+use std::fmt::Write;
+
+pub fn info(path: &Path) -> CliResult {
+    let file = ModelFile::open(path)?;
+    let mut out = String::new();
+    let h = file.hparams();
+    let n_params: u64 = file.tensors().iter().map(|t| t.rows * t.cols).sum();
+    writeln!(out, "file:          {}", path.display())?;
+    writeln!(
+        out,
+        "size:          {} bytes ({:.1} MiB)",
+        file.file_len(),
+        file.file_len() as f64 / (1 << 20) as f64
+    )?;
+    writeln!(out, "architecture:  {}", h.arch.name())?;
+    writeln!(
+        out,
+        "parameters:    {n_params} ({:.1} M)",
+        n_params as f64 / 1e6
+    )?;
+    writeln!(out, "weight type:   {}", file.weight_dtype().name())?;
+    writeln!(out, "layers:        {}", h.n_layers)?;
+    writeln!(out, "dim:           {}", h.dim)?;
+    writeln!(
+        out,
+        "heads:         {} (kv {}, head_dim {})",
+        h.n_heads, h.n_kv_heads, h.head_dim
+    )?;
+    writeln!(out, "ffn_dim:       {}", h.ffn_dim)?;
+    writeln!(out, "vocab:         {}", h.vocab_size)?;
+    writeln!(out, "context:       {}", h.max_seq_len)?;
+    if h.arch.learned_positions() {
+        writeln!(out, "positions:     learned")?;
+    } else {
+        writeln!(out, "rope_theta:    {}", h.rope_theta)?;
+    }
+    writeln!(out, "norm_eps:      {:e}", h.norm_eps)?;
+    writeln!(out, "tied embed:    {}", h.tied_embeddings)?;
+    let tok = file.tokenizer();
+    writeln!(
+        out,
+        "tokenizer:     byte-level BPE, {:?} pre-tokenizer, {} merges, bos {:?}, eos {:?}, add_bos {}",
+        tok.pre,
+        tok.merges.len(),
+        tok.bos_id,
+        tok.eos_id,
+        tok.add_bos
+    )?;
+    // Tensor groups: the name with the layer index folded ("blk.*.attn_qkv.weight").
+    let mut groups: BTreeMap<String, (String, usize, u64)> = BTreeMap::new();
+    for t in file.tensors() {
+        let key = match t.name.strip_prefix("blk.") {
+            Some(rest) => format!("blk.*.{}", rest.split_once('.').map_or(rest, |(_, r)| r)),
+            None => t.name.clone(),
+        };
+        let g = groups
+            .entry(key)
+            .or_insert_with(|| (t.dtype.name().to_string(), 0, 0));
+        g.1 += 1;
+        g.2 += t.n_bytes;
+    }
+    writeln!(out, "tensors:       {}", file.tensors().len())?;
+    for (name, (dtype, count, bytes)) in groups {
+        writeln!(out, "  {name:<28} {dtype:<4} x{count:<3} {bytes:>12} bytes")?;
+    }
+    print_out(&out)
+}
+
+pub fn verify(path: &Path) -> CliResult {
+    let file = ModelFile::open(path)?;
+    file.verify()?;
+    print_out(&format!(
+        "{}: OK ({} tensors, header and tensor checksums match)\n",
+        path.display(),
+        file.tensors().len()
+    ))?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The gpt-fast model file (docs/FORMAT.md): spec, validating reader, writer.
+
+pub mod encode;
+mod reader;
+pub mod spec;
+mod tokenizer_section;
+mod writer;
+
+pub use reader::{LoadError, LoadErrorKind, ModelFile, TensorInfo};
+pub use spec::{expected_tensors, Arch, DType, HParams, TensorRole, TensorSpec};
+pub use writer::{ModelWriter, WriteError};

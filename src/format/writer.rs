@@ -1,0 +1,249 @@
+//! Writes a model file: to a temporary file beside the target, renamed into
+//! place only once every byte is written, so a failed conversion leaves nothing
+//! half-written at the destination.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::spec::{
+    expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorSpec, DATA_ALIGN,
+    DIR_ENTRY_BYTES, FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN,
+    VERSION,
+};
+use super::tokenizer_section;
+use crate::tokenizer::TokenizerSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("invalid model: {0}")]
+    Invalid(String),
+    #[error("tensor '{name}': {reason}")]
+    Tensor { name: String, reason: String },
+}
+
+/// Streams a model file to disk, tensor by tensor, in the order of
+/// [`ModelWriter::tensors`].
+pub struct ModelWriter {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    /// `None` only once `finish` has taken it.
+    out: Option<BufWriter<File>>,
+    tensors: Vec<TensorSpec>,
+    entries: Vec<RawTensorEntry>,
+    header: RawHeader,
+    /// Bytes `[0, data_offset)`: header, directory, tokenizer, padding.
+    meta: Vec<u8>,
+    next: usize,
+    pos: u64,
+    finished: bool,
+}
+
+impl ModelWriter {
+    pub fn create(
+        path: &Path,
+        hparams: &HParams,
+        weight_dtype: DType,
+        tokenizer: &TokenizerSpec,
+    ) -> Result<Self, WriteError> {
+        hparams.validate().map_err(WriteError::Invalid)?;
+        if tokenizer.tokens.len() != hparams.vocab_size as usize {
+            return Err(WriteError::Invalid(format!(
+                "the tokenizer has {} tokens but vocab_size is {}",
+                tokenizer.tokens.len(),
+                hparams.vocab_size
+            )));
+        }
+        let tok = tokenizer_section::encode(tokenizer).map_err(WriteError::Invalid)?;
+        let tensors = expected_tensors(hparams);
+
+        let dir_offset = HEADER_BYTES;
+        let tok_offset = dir_offset + DIR_ENTRY_BYTES * tensors.len() as u64;
+        let data_offset = (tok_offset + tok.len() as u64).next_multiple_of(DATA_ALIGN);
+        let mut offset = data_offset;
+        let mut entries = Vec::with_capacity(tensors.len());
+        for t in &tensors {
+            let dtype = t.dtype(weight_dtype);
+            let n_bytes = dtype
+                .n_bytes(t.rows, t.cols)
+                .ok_or_else(|| WriteError::Tensor {
+                    name: t.name.clone(),
+                    reason: format!(
+                        "shape [{}, {}] cannot be stored as {} (q8 needs a multiple of 32 columns)",
+                        t.rows,
+                        t.cols,
+                        dtype.name()
+                    ),
+                })?;
+            let mut name = [0u8; 64];
+            name[..t.name.len()].copy_from_slice(t.name.as_bytes());
+            entries.push(RawTensorEntry {
+                name,
+                dtype: dtype as u32,
+                ndim: t.ndim,
+                rows: t.rows,
+                cols: t.cols,
+                offset,
+                n_bytes,
+                crc32: 0,
+                reserved: [0; 20],
+            });
+            offset = (offset + n_bytes).next_multiple_of(TENSOR_ALIGN);
+        }
+        let file_len = entries.last().map_or(data_offset, |e| e.offset + e.n_bytes);
+
+        let header = RawHeader {
+            magic: MAGIC,
+            version: VERSION,
+            header_crc32: 0,
+            file_len,
+            data_offset,
+            dir_offset,
+            n_tensors: tensors.len() as u64,
+            tok_offset,
+            tok_len: tok.len() as u64,
+            arch: hparams.arch as u32,
+            n_layers: hparams.n_layers,
+            dim: hparams.dim,
+            n_heads: hparams.n_heads,
+            n_kv_heads: hparams.n_kv_heads,
+            head_dim: hparams.head_dim,
+            ffn_dim: hparams.ffn_dim,
+            vocab_size: hparams.vocab_size,
+            max_seq_len: hparams.max_seq_len,
+            rope_theta: hparams.rope_theta,
+            norm_eps: hparams.norm_eps,
+            flags: if hparams.tied_embeddings {
+                FLAG_TIED_EMBEDDINGS
+            } else {
+                0
+            },
+            weight_dtype: weight_dtype as u32,
+            reserved: [0; 140],
+        };
+        let mut meta = vec![0u8; data_offset as usize];
+        meta[tok_offset as usize..][..tok.len()].copy_from_slice(&tok);
+
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| WriteError::Invalid(format!("{}: not a file path", path.display())))?;
+        let mut tmp_name = file_name.to_os_string();
+        tmp_name.push(format!(".tmp{}", std::process::id()));
+        let tmp_path = path.with_file_name(tmp_name);
+        let io_err = |source| WriteError::Io {
+            path: tmp_path.clone(),
+            source,
+        };
+        let file = File::create(&tmp_path).map_err(io_err)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // The metadata is written last, once the tensor checksums are known.
+        out.seek(SeekFrom::Start(data_offset)).map_err(io_err)?;
+        Ok(Self {
+            final_path: path.to_path_buf(),
+            tmp_path,
+            out: Some(out),
+            tensors,
+            entries,
+            header,
+            meta,
+            next: 0,
+            pos: data_offset,
+            finished: false,
+        })
+    }
+
+    /// The tensors to write, in the order [`Self::write_tensor`] expects them.
+    pub fn tensors(&self) -> &[TensorSpec] {
+        &self.tensors
+    }
+
+    /// The dtype and exact byte size the next tensors must have.
+    pub fn entry_dtype(&self, index: usize) -> DType {
+        DType::from_u32(self.entries[index].dtype).expect("writer-made dtype")
+    }
+
+    pub fn entry_bytes(&self, index: usize) -> u64 {
+        self.entries[index].n_bytes
+    }
+
+    /// Writes the data of the next tensor; `name` must be the next one in order.
+    pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let Some(spec) = self.tensors.get(self.next) else {
+            return Err(WriteError::Tensor {
+                name: name.into(),
+                reason: "all tensors are already written".into(),
+            });
+        };
+        if spec.name != name {
+            return Err(WriteError::Tensor {
+                name: name.into(),
+                reason: format!("expected '{}' next", spec.name),
+            });
+        }
+        let entry = &mut self.entries[self.next];
+        if bytes.len() as u64 != entry.n_bytes {
+            return Err(WriteError::Tensor {
+                name: name.into(),
+                reason: format!("{} bytes given, {} expected", bytes.len(), entry.n_bytes),
+            });
+        }
+        let io_err = |source| WriteError::Io {
+            path: self.tmp_path.clone(),
+            source,
+        };
+        let pad = entry.offset - self.pos;
+        let out = self.out.as_mut().expect("writer is live until finish");
+        out.write_all(&[0u8; TENSOR_ALIGN as usize][..pad as usize])
+            .map_err(io_err)?;
+        out.write_all(bytes).map_err(io_err)?;
+        entry.crc32 = crc32fast::hash(bytes);
+        self.pos = entry.offset + entry.n_bytes;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Writes the header and directory and renames the file into place.
+    pub fn finish(mut self) -> Result<(), WriteError> {
+        if self.next != self.tensors.len() {
+            return Err(WriteError::Invalid(format!(
+                "only {} of {} tensors were written",
+                self.next,
+                self.tensors.len()
+            )));
+        }
+        let dir_offset = self.header.dir_offset as usize;
+        let dir: &[u8] = bytemuck::cast_slice(&self.entries);
+        self.meta[dir_offset..dir_offset + dir.len()].copy_from_slice(dir);
+        self.meta[..HEADER_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&self.header));
+        let crc = crc32fast::hash(&self.meta[HEADER_CRC_START..]);
+        self.meta[12..16].copy_from_slice(&crc.to_le_bytes());
+
+        let tmp = self.tmp_path.clone();
+        let io_err = |source| WriteError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let mut out = self.out.take().expect("writer is live until finish");
+        out.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        out.write_all(&self.meta).map_err(io_err)?;
+        let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        fs::rename(&self.tmp_path, &self.final_path).map_err(|source| WriteError::Io {
+            path: self.final_path.clone(),
+            source,
+        })?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for ModelWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}

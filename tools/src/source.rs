@@ -1,0 +1,35 @@
+//! What every checkpoint reader hands the converter: hyper-parameters, the
+//! tokenizer, and tensors by name in one canonical convention, so that the
+//! assembly into gpt-fast's tensors (tools/src/assemble.rs) is written once.
+//!
+//! The canonical convention (checkpoint quirks are undone by each reader):
+//! - names as GGUF spells them, unfused: `token_embd.weight`,
+//!   `position_embd.weight`, `output.weight`, `output_norm.{weight,bias}`, and per
+//!   layer `blk.N.` + `attn_norm`, `attn_q`, `attn_k`, `attn_v` (Llama),
+//!   `attn_qkv` (GPT-2, already fused by both GPT-2 checkpoint formats),
+//!   `attn_output`, `ffn_norm`, `ffn_gate` (Llama), `ffn_up`, `ffn_down`, each
+//!   `.weight` or `.bias`;
+//! - matrices `[rows = outputs, cols = inputs]`, row-major (`nn.Linear`);
+//! - Q and K rows in the rotate-half RoPE order of the Hugging Face checkpoints.
+
+use gpt_fast::format::HParams;
+use gpt_fast::tokenizer::TokenizerSpec;
+
+/// A tensor read from a checkpoint and converted to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceTensor {
+    pub rows: usize,
+    /// 1 for a vector.
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+/// A checkpoint opened for conversion.
+pub trait Source: Sync {
+    fn hparams(&self) -> &HParams;
+    fn tokenizer(&self) -> &TokenizerSpec;
+    /// Whether the checkpoint has a tensor of this canonical name.
+    fn has(&self, name: &str) -> bool;
+    /// Reads a tensor by canonical name, in canonical layout.
+    fn tensor(&self, name: &str) -> Result<SourceTensor, crate::ConvertError>;
+}
