@@ -2,5 +2,8 @@
 
 pub mod format;
 pub mod mmap;
+pub mod model;
+pub mod sampler;
+pub mod session;
 pub mod synthetic;
 pub mod tokenizer;

@@ -130,7 +130,10 @@ impl ModelWriter {
             .file_name()
             .ok_or_else(|| WriteError::Invalid(format!("{}: not a file path", path.display())))?;
         let mut tmp_name = file_name.to_os_string();
-        tmp_name.push(format!(".tmp{}", std::process::id()));
+        // Unique per process and per writer, so concurrent writers never share it.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tmp_name.push(format!(".tmp{}-{serial}", std::process::id()));
         let tmp_path = path.with_file_name(tmp_name);
         let io_err = |source| WriteError::Io {
             path: tmp_path.clone(),

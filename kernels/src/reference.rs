@@ -1,0 +1,205 @@
+//! Scalar kernels: the specification of every operation, and the fallback.
+//!
+//! Shapes are checked by the callers' types and by debug assertions; the SIMD
+//! modules implement the same signatures and are tested against these.
+
+use std::ops::Range;
+
+use half::f16;
+
+use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+
+/// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for every `r` in
+/// `rows` and token `t < n`: a row-major f32 weight (`cols` wide) times `n`
+/// activation rows.
+pub fn matmul_f32(
+    w: &[f32],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    for t in 0..n {
+        let xt = &x[t * cols..][..cols];
+        for (o, r) in out[t * out_stride..].iter_mut().zip(rows.clone()) {
+            *o = dot_f32(&w[r * cols..][..cols], xt);
+        }
+    }
+}
+
+/// As [`matmul_f32`], for an f16 weight.
+pub fn matmul_f16(
+    w: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    for t in 0..n {
+        let xt = &x[t * cols..][..cols];
+        for (o, r) in out[t * out_stride..].iter_mut().zip(rows.clone()) {
+            *o = w[r * cols..][..cols]
+                .iter()
+                .zip(xt)
+                .map(|(a, b)| a.to_f32() * b)
+                .sum();
+        }
+    }
+}
+
+/// As [`matmul_f32`], for a packed q8 weight and q8 activations: per block, an
+/// exact integer dot product scaled by both blocks' scales, summed in block order.
+pub fn matmul_q8(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let nb = cols / Q8_BLOCK;
+    for t in 0..n {
+        let xq = &x.quants[t * cols..][..cols];
+        let xs = &x.scales[t * nb..][..nb];
+        for (o, r) in out[t * out_stride..].iter_mut().zip(rows.clone()) {
+            let (tile, lane) = (r / Q8_TILE_ROWS, r % Q8_TILE_ROWS);
+            let mut acc = 0f32;
+            for b in 0..nb {
+                let group = tile * nb + b;
+                let wq = &quants[(group * Q8_TILE_ROWS + lane) * Q8_BLOCK..][..Q8_BLOCK];
+                let isum: i32 = wq
+                    .iter()
+                    .zip(&xq[b * Q8_BLOCK..][..Q8_BLOCK])
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum();
+                acc += scales[group * Q8_TILE_ROWS + lane].to_f32() * xs[b] * isum as f32;
+            }
+            *o = acc;
+        }
+    }
+}
+
+/// Quantizes activation rows to q8 blocks of 32 (`scale = max|x| / 127`,
+/// round half away from zero), the counterpart of the weights' format.
+pub fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {
+    for ((xb, qb), s) in x
+        .chunks_exact(Q8_BLOCK)
+        .zip(quants.chunks_exact_mut(Q8_BLOCK))
+        .zip(scales.iter_mut())
+    {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = (v * inv).round() as i8;
+        }
+        *s = scale;
+    }
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `out = x / rms(x) * weight`.
+pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * inv * w;
+    }
+}
+
+/// `out = (x - mean) / std * weight + bias`.
+pub fn layernorm(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
+        *o = (v - mean) * inv * w + b;
+    }
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Rotary position embedding, rotate-half pairing (`i`, `i + head_dim/2`), on
+/// each of the `x.len() / head_dim` heads; `cos`/`sin` hold `head_dim / 2`
+/// values for this position.
+pub fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        let (a, b) = head.split_at_mut(half);
+        for i in 0..half {
+            let (x0, x1) = (a[i], b[i]);
+            a[i] = x0 * cos[i] - x1 * sin[i];
+            b[i] = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
+/// SwiGLU: `out[i] = silu(gate[i]) * up[i]`.
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// GELU, tanh approximation (GPT-2's `gelu_new`), in place.
+pub fn gelu_tanh(x: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for v in x.iter_mut() {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + (SQRT_2_OVER_PI * (u + 0.044_715 * u * u * u)).tanh());
+    }
+}
+
+/// `acc += x`.
+pub fn add(acc: &mut [f32], x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += v;
+    }
+}
+
+/// One query head against `n_pos` cached positions: `out = softmax(q·K / sqrt(d)) V`.
+/// `keys` and `values` are `[n_pos][head_dim]`; `scores` is scratch of `n_pos`.
+pub fn attention_head(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n_pos: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let head_dim = q.len();
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scores = &mut scores[..n_pos];
+    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+        *s = dot_f32(q, k) * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
+        for (o, &vv) in out.iter_mut().zip(v) {
+            *o += p * vv;
+        }
+    }
+}

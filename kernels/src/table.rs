@@ -1,0 +1,116 @@
+//! The dispatch table: one function pointer per operation, filled once for the
+//! instruction set chosen at start-up.
+
+use std::ops::Range;
+
+use half::f16;
+
+use crate::{reference, Matrix, Q8Acts, WeightData};
+
+/// An instruction-set level gpt-fast has kernels for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+            Self::Neon => "neon",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Scalar, Self::Avx2, Self::Avx512, Self::Neon]
+            .into_iter()
+            .find(|i| i.name() == s)
+    }
+}
+
+type MatmulF32 = fn(&[f32], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
+type MatmulF16 = fn(&[f16], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
+type MatmulQ8 = fn(&[i8], &[f16], usize, Range<usize>, &Q8Acts, usize, &mut [f32], usize);
+
+/// The kernels the model calls, for one instruction set.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    pub isa: Isa,
+    pub matmul_f32: MatmulF32,
+    pub matmul_f16: MatmulF16,
+    pub matmul_q8: MatmulQ8,
+    pub quantize_q8_acts: fn(&[f32], &mut [i8], &mut [f32]),
+    pub rmsnorm: fn(&[f32], &[f32], f32, &mut [f32]),
+    pub layernorm: fn(&[f32], &[f32], &[f32], f32, &mut [f32]),
+    pub softmax: fn(&mut [f32]),
+    pub rope: fn(&mut [f32], usize, &[f32], &[f32]),
+    pub swiglu: fn(&[f32], &[f32], &mut [f32]),
+    pub gelu_tanh: fn(&mut [f32]),
+    pub add: fn(&mut [f32], &[f32]),
+    pub attention_head: fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut [f32]),
+}
+
+impl Kernels {
+    /// The scalar reference kernels: available everywhere.
+    pub fn scalar() -> Self {
+        Self {
+            isa: Isa::Scalar,
+            matmul_f32: reference::matmul_f32,
+            matmul_f16: reference::matmul_f16,
+            matmul_q8: reference::matmul_q8,
+            quantize_q8_acts: reference::quantize_q8_acts,
+            rmsnorm: reference::rmsnorm,
+            layernorm: reference::layernorm,
+            softmax: reference::softmax,
+            rope: reference::rope,
+            swiglu: reference::swiglu,
+            gelu_tanh: reference::gelu_tanh,
+            add: reference::add,
+            attention_head: reference::attention_head,
+        }
+    }
+
+    /// The kernels for `isa`, or `None` when this CPU lacks it.
+    pub fn for_isa(isa: Isa) -> Option<Self> {
+        match isa {
+            Isa::Scalar => Some(Self::scalar()),
+            _ => None,
+        }
+    }
+
+    /// The best kernels this CPU supports.
+    pub fn best() -> Self {
+        [Isa::Avx512, Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find_map(Self::for_isa)
+            .unwrap_or_else(Self::scalar)
+    }
+
+    /// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,
+    /// `t < n`. q8 weights read `x_q8` (the same rows quantized); the others `x`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        w: &Matrix,
+        rows: Range<usize>,
+        x: &[f32],
+        x_q8: &Q8Acts,
+        n: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        debug_assert!(rows.end <= w.rows && x.len() >= n * w.cols);
+        match w.data {
+            WeightData::F32(d) => (self.matmul_f32)(d, w.cols, rows, x, n, out, out_stride),
+            WeightData::F16(d) => (self.matmul_f16)(d, w.cols, rows, x, n, out, out_stride),
+            WeightData::Q8 { quants, scales } => {
+                (self.matmul_q8)(quants, scales, w.cols, rows, x_q8, n, out, out_stride)
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The decoder forward pass, shared by GPT-2 and Llama: embeddings (+ learned
+//! positions) → N blocks of `x += attn(norm(x))`, `x += ffn(norm(x))` → final
+//! norm → LM head. What differs between the families is data (`Arch`).
+
+use gpt_fast_kernels::{Kernels, Q8Acts, WeightData, Q8_BLOCK};
+
+use super::kv_cache::KvCache;
+use super::weights::{Linear, Norm, Weights};
+use crate::format::{Arch, HParams};
+
+/// Which positions of a batch get logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsMode {
+    /// Only the last token (generation).
+    Last,
+    /// Every token (perplexity, tests).
+    All,
+    /// None (a prefill batch that is not the prompt's last).
+    None,
+}
+
+/// Scratch for the forward pass, allocated once for batches of up to `batch_cap` tokens.
+pub struct Forward {
+    batch_cap: usize,
+    dim: usize,
+    /// `(batch_cap, dim)`: the residual stream.
+    x: Vec<f32>,
+    /// `(batch_cap, dim)`: normalised input of a sub-block.
+    xn: Vec<f32>,
+    /// `(batch_cap, widest input)`: activations quantized for q8 matmuls.
+    xq: Vec<i8>,
+    xq_scales: Vec<f32>,
+    /// `(batch_cap, qkv rows)`
+    qkv: Vec<f32>,
+    /// `(batch_cap, n_heads head_dim)`
+    att: Vec<f32>,
+    /// `(batch_cap, dim)`: a sub-block's output before the residual add.
+    proj: Vec<f32>,
+    /// `(batch_cap, ffn_up rows)`
+    up: Vec<f32>,
+    /// `(batch_cap, ffn_dim)`
+    hidden: Vec<f32>,
+    /// `(context)`: attention scores of one head.
+    scores: Vec<f32>,
+    /// `(context, head_dim / 2)` each: RoPE cos and sin by position.
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    /// `(batch_cap or 1, vocab)`
+    logits: Vec<f32>,
+    logits_rows: usize,
+}
+
+impl Forward {
+    /// `context`: the most positions attended to; `all_logits`: whether batches
+    /// may ask for every position's logits.
+    pub fn new(h: &HParams, context: usize, batch_cap: usize, all_logits: bool) -> Self {
+        let dim = h.dim as usize;
+        let q_dim = h.q_dim() as usize;
+        let qkv_rows = q_dim + 2 * h.kv_dim() as usize;
+        let ffn = h.ffn_dim as usize;
+        let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
+        let widest = dim.max(q_dim).max(ffn);
+        let half = h.head_dim as usize / 2;
+        let (mut rope_cos, mut rope_sin) = (Vec::new(), Vec::new());
+        if h.arch == Arch::Llama {
+            rope_cos.reserve(context * half);
+            rope_sin.reserve(context * half);
+            for pos in 0..context {
+                for i in 0..half {
+                    // Angles in f64: position × frequency loses precision in f32 at long contexts.
+                    let freq =
+                        f64::from(h.rope_theta).powf(-((2 * i) as f64) / f64::from(h.head_dim));
+                    let angle = pos as f64 * freq;
+                    rope_cos.push(angle.cos() as f32);
+                    rope_sin.push(angle.sin() as f32);
+                }
+            }
+        }
+        let logits_rows = if all_logits { batch_cap } else { 1 };
+        Self {
+            batch_cap,
+            dim,
+            x: vec![0.0; batch_cap * dim],
+            xn: vec![0.0; batch_cap * dim],
+            xq: vec![0; batch_cap * widest],
+            xq_scales: vec![0.0; batch_cap * widest / Q8_BLOCK],
+            qkv: vec![0.0; batch_cap * qkv_rows],
+            att: vec![0.0; batch_cap * q_dim],
+            proj: vec![0.0; batch_cap * dim],
+            up: vec![0.0; batch_cap * up_rows],
+            hidden: vec![0.0; batch_cap * ffn],
+            scores: vec![0.0; context],
+            rope_cos,
+            rope_sin,
+            logits: vec![0.0; logits_rows * h.vocab_size as usize],
+            logits_rows,
+        }
+    }
+
+    pub fn batch_cap(&self) -> usize {
+        self.batch_cap
+    }
+
+    /// Runs `tokens` at positions `pos..`, filling the cache; returns the logits
+    /// (`(1 or tokens.len(), vocab)`). `tokens.len()` must be at most
+    /// `batch_cap` (and at most 1 row of logits unless built with `all_logits`),
+    /// and `pos + tokens.len()` at most the cache capacity.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &mut self,
+        w: &Weights,
+        h: &HParams,
+        k: &Kernels,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        pos: usize,
+        mode: LogitsMode,
+    ) -> &[f32] {
+        let n = tokens.len();
+        assert!(
+            n >= 1 && n <= self.batch_cap,
+            "batch of {n} tokens (cap {})",
+            self.batch_cap
+        );
+        assert!(pos + n <= cache.capacity(), "positions past the cache");
+        let dim = self.dim;
+        let (hd, n_heads, n_kv) = (
+            h.head_dim as usize,
+            h.n_heads as usize,
+            h.n_kv_heads as usize,
+        );
+        let (q_dim, kv_dim) = (n_heads * hd, n_kv * hd);
+        let qkv_rows = q_dim + 2 * kv_dim;
+        let ffn = h.ffn_dim as usize;
+        let half = hd / 2;
+
+        for (t, &tok) in tokens.iter().enumerate() {
+            let xt = &mut self.x[t * dim..][..dim];
+            w.token_embd.row_to_f32(tok as usize, xt);
+            if let Some(pe) = w.position_embd {
+                (k.add)(xt, &pe[(pos + t) * dim..][..dim]);
+            }
+        }
+
+        for (layer, lw) in w.layers.iter().enumerate() {
+            // Attention: x += W_o · attention(rope(W_qkv · norm(x)))
+            norm(k, h, &lw.attn_norm, &self.x, &mut self.xn, n, dim);
+            linear(
+                k,
+                &lw.attn_qkv,
+                &self.xn,
+                n,
+                &mut self.xq,
+                &mut self.xq_scales,
+                &mut self.qkv,
+            );
+            for t in 0..n {
+                let row = &mut self.qkv[t * qkv_rows..][..qkv_rows];
+                if h.arch == Arch::Llama {
+                    let (cos, sin) = (
+                        &self.rope_cos[(pos + t) * half..][..half],
+                        &self.rope_sin[(pos + t) * half..][..half],
+                    );
+                    (k.rope)(&mut row[..q_dim + kv_dim], hd, cos, sin);
+                }
+                cache.store(
+                    layer,
+                    pos + t,
+                    &row[q_dim..q_dim + kv_dim],
+                    &row[q_dim + kv_dim..],
+                );
+            }
+            let group = n_heads / n_kv;
+            for t in 0..n {
+                let n_pos = pos + t + 1; // causal: up to and including this position
+                for head in 0..n_heads {
+                    let q = &self.qkv[t * qkv_rows + head * hd..][..hd];
+                    let (keys, values) = cache.head(layer, head / group, n_pos);
+                    let out = &mut self.att[t * q_dim + head * hd..][..hd];
+                    (k.attention_head)(q, keys, values, n_pos, &mut self.scores, out);
+                }
+            }
+            linear(
+                k,
+                &lw.attn_output,
+                &self.att,
+                n,
+                &mut self.xq,
+                &mut self.xq_scales,
+                &mut self.proj,
+            );
+            (k.add)(&mut self.x[..n * dim], &self.proj[..n * dim]);
+
+            // Feed-forward: x += W_down · act(W_up · norm(x))
+            norm(k, h, &lw.ffn_norm, &self.x, &mut self.xn, n, dim);
+            linear(
+                k,
+                &lw.ffn_up,
+                &self.xn,
+                n,
+                &mut self.xq,
+                &mut self.xq_scales,
+                &mut self.up,
+            );
+            if h.arch.gated_ffn() {
+                for t in 0..n {
+                    let (gate, up) = self.up[t * 2 * ffn..][..2 * ffn].split_at(ffn);
+                    (k.swiglu)(gate, up, &mut self.hidden[t * ffn..][..ffn]);
+                }
+            } else {
+                self.hidden[..n * ffn].copy_from_slice(&self.up[..n * ffn]);
+                (k.gelu_tanh)(&mut self.hidden[..n * ffn]);
+            }
+            linear(
+                k,
+                &lw.ffn_down,
+                &self.hidden,
+                n,
+                &mut self.xq,
+                &mut self.xq_scales,
+                &mut self.proj,
+            );
+            (k.add)(&mut self.x[..n * dim], &self.proj[..n * dim]);
+        }
+
+        // Final norm and LM head, for the rows that need logits.
+        let first = match mode {
+            LogitsMode::Last => n - 1,
+            LogitsMode::All => 0,
+            LogitsMode::None => return &[],
+        };
+        let rows = n - first;
+        assert!(
+            rows <= self.logits_rows,
+            "all-logits batch on a last-only state"
+        );
+        norm(
+            k,
+            h,
+            &w.output_norm,
+            &self.x[first * dim..],
+            &mut self.xn,
+            rows,
+            dim,
+        );
+        let head = Linear {
+            w: w.lm_head,
+            bias: None,
+        };
+        linear(
+            k,
+            &head,
+            &self.xn,
+            rows,
+            &mut self.xq,
+            &mut self.xq_scales,
+            &mut self.logits,
+        );
+        &self.logits[..rows * h.vocab_size as usize]
+    }
+}
+
+fn norm(k: &Kernels, h: &HParams, n_w: &Norm, x: &[f32], out: &mut [f32], n: usize, dim: usize) {
+    for t in 0..n {
+        let (xt, ot) = (&x[t * dim..][..dim], &mut out[t * dim..][..dim]);
+        match n_w.bias {
+            Some(bias) => (k.layernorm)(xt, n_w.weight, bias, h.norm_eps, ot),
+            None => (k.rmsnorm)(xt, n_w.weight, h.norm_eps, ot),
+        }
+    }
+}
+
+/// `out[t] = W x[t] (+ b)` for `n` rows; quantizes `x` first for q8 weights.
+fn linear(
+    k: &Kernels,
+    lin: &Linear,
+    x: &[f32],
+    n: usize,
+    xq: &mut [i8],
+    xs: &mut [f32],
+    out: &mut [f32],
+) {
+    let (rows, cols) = (lin.w.rows, lin.w.cols);
+    let x = &x[..n * cols];
+    if matches!(lin.w.data, WeightData::Q8 { .. }) {
+        (k.quantize_q8_acts)(x, &mut xq[..n * cols], &mut xs[..n * cols / Q8_BLOCK]);
+    }
+    let acts = Q8Acts {
+        cols,
+        quants: &xq[..n * cols],
+        scales: &xs[..n * cols / Q8_BLOCK],
+    };
+    k.matmul(&lin.w, 0..rows, x, &acts, n, &mut out[..n * rows], rows);
+    if let Some(b) = lin.bias {
+        for t in 0..n {
+            (k.add)(&mut out[t * rows..][..rows], b);
+        }
+    }
+}

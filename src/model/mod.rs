@@ -1,0 +1,170 @@
+//! A model ready to run: the mapped file, its weights at the requested
+//! precision, and the kernels for this CPU.
+
+mod forward;
+mod kv_cache;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use gpt_fast_kernels::{Isa, Kernels};
+
+pub use forward::{Forward, LogitsMode};
+pub use kv_cache::KvCache;
+pub use weights::Weights;
+
+use crate::format::encode::{decode_tensor, encode_tensor};
+use crate::format::{DType, HParams, LoadError, ModelFile, TensorRole};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{path}: holds {file} weights; running at {wanted} would need more precision than the file has")]
+    Precision {
+        path: String,
+        file: &'static str,
+        wanted: &'static str,
+    },
+    #[error("GPT_FAST_ISA={0}: unknown instruction set (expected scalar, avx2, avx512 or neon)")]
+    UnknownIsa(String),
+    #[error("GPT_FAST_ISA={0}: this CPU does not support it")]
+    IsaUnavailable(&'static str),
+}
+
+/// How to open a model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModelOptions {
+    /// Weight type to run; `None` runs the file's own type in place. A lower
+    /// precision than the file's is converted at load; a higher one is refused.
+    pub quant: Option<DType>,
+    /// Instruction set; `None` takes `GPT_FAST_ISA` if set, else the best this CPU has.
+    pub isa: Option<Isa>,
+}
+
+/// Chooses the kernels: an explicit choice, else `GPT_FAST_ISA`, else the best.
+pub fn select_kernels(isa: Option<Isa>) -> Result<Kernels, ModelError> {
+    let isa = match isa {
+        Some(isa) => Some(isa),
+        None => match std::env::var("GPT_FAST_ISA") {
+            Ok(name) if !name.is_empty() => {
+                Some(Isa::parse(&name).ok_or(ModelError::UnknownIsa(name))?)
+            }
+            _ => None,
+        },
+    };
+    match isa {
+        Some(isa) => Kernels::for_isa(isa).ok_or(ModelError::IsaUnavailable(isa.name())),
+        None => Ok(Kernels::best()),
+    }
+}
+
+/// Converted tensors, when the run precision differs from the file's. Stored
+/// as u64 words so that any element type's alignment holds.
+type Converted = HashMap<String, (Vec<u64>, usize)>;
+
+pub struct Model {
+    file: ModelFile,
+    dtype: DType,
+    converted: Converted,
+    kernels: Kernels,
+}
+
+impl Model {
+    pub fn open(path: &Path, options: ModelOptions) -> Result<Self, ModelError> {
+        let kernels = select_kernels(options.isa)?;
+        let file = ModelFile::open(path)?;
+        let file_dtype = file.weight_dtype();
+        let dtype = options.quant.unwrap_or(file_dtype);
+        if dtype.precision() > file_dtype.precision() {
+            return Err(ModelError::Precision {
+                path: path.display().to_string(),
+                file: file_dtype.name(),
+                wanted: dtype.name(),
+            });
+        }
+        let mut converted = Converted::new();
+        if dtype != file_dtype {
+            let mut bytes = Vec::new();
+            for spec in crate::format::expected_tensors(file.hparams()) {
+                if spec.role != TensorRole::Matmul {
+                    continue;
+                }
+                let info = file.tensor(&spec.name).expect("validated tensor list");
+                let (rows, cols) = (info.rows as usize, info.cols as usize);
+                let values = decode_tensor(info.dtype, file.tensor_bytes(info), rows, cols);
+                encode_tensor(dtype, rows, cols, &values, &mut bytes);
+                let mut words = vec![0u64; bytes.len().div_ceil(8)];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()]
+                    .copy_from_slice(&bytes);
+                converted.insert(spec.name, (words, bytes.len()));
+            }
+        }
+        Ok(Self {
+            file,
+            dtype,
+            converted,
+            kernels,
+        })
+    }
+
+    pub fn hparams(&self) -> &HParams {
+        self.file.hparams()
+    }
+
+    pub fn file(&self) -> &ModelFile {
+        &self.file
+    }
+
+    /// The weight type the model runs at.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Whether the weights were converted at load (the file held another type).
+    pub fn converted_at_load(&self) -> bool {
+        !self.converted.is_empty()
+    }
+
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    /// Typed views of every weight.
+    pub fn weights(&self) -> Weights<'_> {
+        weights::build(self.hparams(), |name| {
+            let info = self.file.tensor(name).expect("validated tensor list");
+            let (rows, cols) = (info.rows as usize, info.cols as usize);
+            match self.converted.get(name) {
+                Some((words, len)) => (
+                    self.dtype,
+                    rows,
+                    cols,
+                    &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+                ),
+                None => (info.dtype, rows, cols, self.file.tensor_bytes(info)),
+            }
+        })
+    }
+
+    /// Bytes of weights read per decoded token (for GB/s figures).
+    pub fn weight_bytes(&self) -> u64 {
+        let w = self.weights();
+        let mut total = 0u64;
+        let size = |m: &gpt_fast_kernels::Matrix| match m.data {
+            gpt_fast_kernels::WeightData::F32(d) => d.len() as u64 * 4,
+            gpt_fast_kernels::WeightData::F16(d) => d.len() as u64 * 2,
+            gpt_fast_kernels::WeightData::Q8 { quants, scales } => {
+                quants.len() as u64 + scales.len() as u64 * 2
+            }
+        };
+        for l in &w.layers {
+            total += size(&l.attn_qkv.w)
+                + size(&l.attn_output.w)
+                + size(&l.ffn_up.w)
+                + size(&l.ffn_down.w);
+        }
+        total + size(&w.lm_head)
+    }
+}

@@ -1,0 +1,116 @@
+//! Typed views of a model's tensors: every field names its role and shape, so
+//! the forward pass never does offset arithmetic.
+
+use gpt_fast_kernels::{Matrix, WeightData};
+use half::f16;
+
+use crate::format::{DType, HParams};
+
+/// A linear layer `y = W x (+ b)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear<'a> {
+    pub w: Matrix<'a>,
+    /// `(w.rows)`, GPT-2 only.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// RMSNorm (weight) or LayerNorm (weight and bias).
+#[derive(Clone, Copy, Debug)]
+pub struct Norm<'a> {
+    /// `(dim)`
+    pub weight: &'a [f32],
+    /// `(dim)`, LayerNorm only.
+    pub bias: Option<&'a [f32]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct LayerWeights<'a> {
+    pub attn_norm: Norm<'a>,
+    /// `((n_heads + 2 n_kv_heads) head_dim, dim)`: Q rows, K rows, V rows.
+    pub attn_qkv: Linear<'a>,
+    /// `(dim, n_heads head_dim)`
+    pub attn_output: Linear<'a>,
+    pub ffn_norm: Norm<'a>,
+    /// Llama `(2 ffn_dim, dim)`: gate rows then up rows; GPT-2 `(ffn_dim, dim)`.
+    pub ffn_up: Linear<'a>,
+    /// `(dim, ffn_dim)`
+    pub ffn_down: Linear<'a>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Weights<'a> {
+    /// `(vocab_size, dim)`
+    pub token_embd: Matrix<'a>,
+    /// `(max_seq_len, dim)`, GPT-2 only.
+    pub position_embd: Option<&'a [f32]>,
+    pub layers: Vec<LayerWeights<'a>>,
+    pub output_norm: Norm<'a>,
+    /// `(vocab_size, dim)`: `output.weight`, or `token_embd` when tied.
+    pub lm_head: Matrix<'a>,
+}
+
+/// Views a tensor's bytes as a matrix of `dtype`. The loader has checked sizes
+/// and alignment, so the casts cannot fail.
+pub fn matrix(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Matrix<'_> {
+    let data = match dtype {
+        DType::F32 => WeightData::F32(bytemuck::cast_slice(bytes)),
+        DType::F16 => WeightData::F16(bytemuck::cast_slice::<u8, f16>(bytes)),
+        DType::Q8 => {
+            let quant_bytes = gpt_fast_quant::q8::PackedQ8Layout::new(rows, cols)
+                .expect("validated q8 shape")
+                .quant_bytes();
+            let (q, s) = bytes.split_at(quant_bytes);
+            WeightData::Q8 {
+                quants: bytemuck::cast_slice(q),
+                scales: bytemuck::cast_slice(s),
+            }
+        }
+    };
+    Matrix { rows, cols, data }
+}
+
+/// Builds [`Weights`] from a lookup of tensors by name (`(dtype, rows, cols, bytes)`).
+pub fn build<'a>(
+    h: &HParams,
+    get: impl Fn(&str) -> (DType, usize, usize, &'a [u8]),
+) -> Weights<'a> {
+    let mat = |name: &str| {
+        let (dtype, rows, cols, bytes) = get(name);
+        matrix(dtype, rows, cols, bytes)
+    };
+    let f32s = |name: &str| -> &'a [f32] { bytemuck::cast_slice(get(name).3) };
+    let bias = |name: String| h.arch.has_biases().then(|| f32s(&name));
+    let norm = |p: &str| Norm {
+        weight: f32s(&format!("{p}.weight")),
+        bias: bias(format!("{p}.bias")),
+    };
+    let linear = |p: &str| Linear {
+        w: mat(&format!("{p}.weight")),
+        bias: bias(format!("{p}.bias")),
+    };
+    let layers = (0..h.n_layers)
+        .map(|i| LayerWeights {
+            attn_norm: norm(&format!("blk.{i}.attn_norm")),
+            attn_qkv: linear(&format!("blk.{i}.attn_qkv")),
+            attn_output: linear(&format!("blk.{i}.attn_output")),
+            ffn_norm: norm(&format!("blk.{i}.ffn_norm")),
+            ffn_up: linear(&format!("blk.{i}.ffn_up")),
+            ffn_down: linear(&format!("blk.{i}.ffn_down")),
+        })
+        .collect();
+    let token_embd = mat("token_embd.weight");
+    Weights {
+        token_embd,
+        position_embd: h
+            .arch
+            .learned_positions()
+            .then(|| f32s("position_embd.weight")),
+        layers,
+        output_norm: norm("output_norm"),
+        lm_head: if h.tied_embeddings {
+            token_embd
+        } else {
+            mat("output.weight")
+        },
+    }
+}

@@ -1,0 +1,307 @@
+//! Choosing the next token from logits: greedy, or temperature sampling with
+//! top-k, top-p and min-p filtering and a repetition penalty, from a seeded RNG
+//! so that the same seed and inputs give the same text.
+//!
+//! The order of the steps follows llama.cpp's default chain (penalty → top-k →
+//! top-p → min-p → temperature), so settings carry over. All buffers are
+//! allocated once, in [`Sampler::new`].
+
+/// Sampling settings. `temperature <= 0` is greedy (argmax).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplerParams {
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches `top_p`; 1 keeps all.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` × the most likely one's probability; 0 keeps all.
+    pub min_p: f32,
+    /// Divide positive logits (multiply negative ones) of recently seen tokens; 1 is off.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 42,
+        }
+    }
+}
+
+impl SamplerParams {
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the ranges; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let finite = |name: &str, v: f32| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite number"))
+            }
+        };
+        finite("temperature", self.temperature)?;
+        finite("top-p", self.top_p)?;
+        finite("min-p", self.min_p)?;
+        finite("repeat-penalty", self.repeat_penalty)?;
+        if !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
+            return Err(format!("top-p {} must be in (0, 1]", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(format!("min-p {} must be in [0, 1]", self.min_p));
+        }
+        if self.repeat_penalty <= 0.0 {
+            return Err(format!(
+                "repeat-penalty {} must be positive",
+                self.repeat_penalty
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub struct Sampler {
+    params: SamplerParams,
+    rng: u64,
+    /// `(logit, id)`, reused every call.
+    candidates: Vec<(f32, u32)>,
+    /// The last `repeat_last_n` tokens, as a ring.
+    recent: Vec<u32>,
+    recent_next: usize,
+}
+
+impl Sampler {
+    pub fn new(params: SamplerParams, vocab_size: usize) -> Self {
+        Self {
+            params,
+            rng: params.seed ^ 0x853C_49E6_748F_EA9B,
+            candidates: Vec::with_capacity(vocab_size),
+            recent: Vec::with_capacity(params.repeat_last_n),
+            recent_next: 0,
+        }
+    }
+
+    pub fn params(&self) -> &SamplerParams {
+        &self.params
+    }
+
+    /// Records a token as seen (prompt tokens and generated ones), for the penalty.
+    pub fn accept(&mut self, token: u32) {
+        let cap = self.params.repeat_last_n;
+        if cap == 0 {
+            return;
+        }
+        if self.recent.len() < cap {
+            self.recent.push(token);
+        } else {
+            self.recent[self.recent_next] = token;
+            self.recent_next = (self.recent_next + 1) % cap;
+        }
+    }
+
+    /// Forgets the seen tokens and restarts the RNG from the seed.
+    pub fn reset(&mut self) {
+        self.recent.clear();
+        self.recent_next = 0;
+        self.rng = self.params.seed ^ 0x853C_49E6_748F_EA9B;
+    }
+
+    /// splitmix64 → a uniform f64 in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn penalized(&self, id: u32, logit: f32) -> f32 {
+        let p = self.params.repeat_penalty;
+        if p == 1.0 || !self.recent.contains(&id) {
+            logit
+        } else if logit > 0.0 {
+            logit / p
+        } else {
+            logit * p
+        }
+    }
+
+    /// Picks the next token from `logits` (one per vocabulary entry).
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let p = self.params;
+        self.candidates.clear();
+        if p.repeat_penalty == 1.0 {
+            self.candidates
+                .extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
+        } else {
+            for (i, &l) in logits.iter().enumerate() {
+                let v = self.penalized(i as u32, l);
+                self.candidates.push((v, i as u32));
+            }
+        }
+        let by_logit_desc =
+            |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if p.temperature <= 0.0 {
+            return self
+                .candidates
+                .iter()
+                .min_by(|a, b| by_logit_desc(a, b))
+                .map_or(0, |c| c.1);
+        }
+        // top-k: partition, then sort only what is kept.
+        let keep = if p.top_k == 0 {
+            self.candidates.len()
+        } else {
+            p.top_k.min(self.candidates.len())
+        };
+        if keep < self.candidates.len() {
+            self.candidates
+                .select_nth_unstable_by(keep - 1, by_logit_desc);
+            self.candidates.truncate(keep);
+        }
+        self.candidates.sort_unstable_by(by_logit_desc);
+        // Probabilities at temperature 1 for top-p and min-p (as llama.cpp), kept in the first field.
+        let max = self.candidates[0].0;
+        let mut sum = 0f64;
+        for c in self.candidates.iter_mut() {
+            let e = f64::from(c.0 - max).exp();
+            sum += e;
+            c.0 = e as f32;
+        }
+        let mut cumulative = 0f64;
+        let mut kept = self.candidates.len();
+        for (i, c) in self.candidates.iter().enumerate() {
+            cumulative += f64::from(c.0) / sum;
+            if cumulative >= f64::from(p.top_p) {
+                kept = i + 1;
+                break;
+            }
+        }
+        self.candidates.truncate(kept);
+        let floor = self.candidates[0].0 * p.min_p;
+        let kept = self
+            .candidates
+            .iter()
+            .take_while(|c| c.0 >= floor)
+            .count()
+            .max(1);
+        self.candidates.truncate(kept);
+        // Temperature on the kept tokens: p_i ∝ exp(l_i / T) = (exp(l_i - max))^(1/T).
+        let inv_t = 1.0 / f64::from(p.temperature);
+        let mut total = 0f64;
+        for c in self.candidates.iter_mut() {
+            let w = f64::from(c.0).powf(inv_t);
+            total += w;
+            c.0 = w as f32;
+        }
+        let mut r = self.uniform() * total;
+        for c in &self.candidates {
+            r -= f64::from(c.0);
+            if r < 0.0 {
+                return c.1;
+            }
+        }
+        self.candidates.last().map_or(0, |c| c.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_argmax() {
+        let mut s = Sampler::new(SamplerParams::greedy(), 4);
+        assert_eq!(s.sample(&[0.1, 3.0, -2.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn repetition_penalty_moves_the_argmax() {
+        let params = SamplerParams {
+            repeat_penalty: 2.0,
+            ..SamplerParams::greedy()
+        };
+        let mut s = Sampler::new(params, 3);
+        s.accept(1);
+        assert_eq!(s.sample(&[1.0, 1.5, -1.0]), 0);
+    }
+
+    #[test]
+    fn same_seed_same_choices_and_filters_hold() {
+        let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let params = SamplerParams {
+            temperature: 1.5,
+            top_k: 5,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        };
+        let mut top5: Vec<u32> = (0..100u32).collect();
+        top5.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        top5.truncate(5);
+        let mut a = Sampler::new(params, 100);
+        let mut b = Sampler::new(params, 100);
+        let draws: Vec<u32> = (0..200).map(|_| a.sample(&logits)).collect();
+        assert_eq!(
+            draws,
+            (0..200).map(|_| b.sample(&logits)).collect::<Vec<_>>()
+        );
+        assert!(draws.iter().all(|d| top5.contains(d)), "top-k violated");
+        assert!(
+            draws.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+            "no randomness"
+        );
+        // min-p 1.0 keeps only the most likely token.
+        let mut c = Sampler::new(
+            SamplerParams {
+                min_p: 1.0,
+                ..params
+            },
+            100,
+        );
+        assert!((0..20).all(|_| c.sample(&logits) == top5[0]));
+        // top-p tiny keeps only the most likely token.
+        let mut d = Sampler::new(
+            SamplerParams {
+                top_p: 1e-6,
+                top_k: 0,
+                ..params
+            },
+            100,
+        );
+        assert!((0..20).all(|_| d.sample(&logits) == top5[0]));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        assert!(SamplerParams {
+            top_p: 0.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("top-p"));
+        assert!(SamplerParams {
+            temperature: f32::NAN,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("temperature"));
+    }
+}
