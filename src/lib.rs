@@ -3,6 +3,7 @@
 pub mod format;
 pub mod mmap;
 pub mod model;
+pub mod perplexity;
 pub mod sampler;
 pub mod session;
 pub mod synthetic;
