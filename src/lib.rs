@@ -1,4 +1,8 @@
 //! gpt-fast: GPT-2 and Llama family inference on CPUs.
+//!
+//! `unsafe` is allowed only in `mmap` (mapping model files) and `threads`
+//! (the thread pool); the SIMD kernels live in the `gpt-fast-kernels` crate.
+#![deny(unsafe_code)]
 
 pub mod format;
 pub mod mmap;
@@ -7,4 +11,5 @@ pub mod perplexity;
 pub mod sampler;
 pub mod session;
 pub mod synthetic;
+pub mod threads;
 pub mod tokenizer;

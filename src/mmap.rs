@@ -1,4 +1,5 @@
 //! Read-only memory maps of model files: the one place gpt-fast maps a file.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
