@@ -19,11 +19,7 @@ pub struct Perplexity {
 #[derive(Debug, thiserror::Error)]
 pub enum PerplexityError {
     #[error("the text has {tokens} tokens: at least {needed} (two chunks' worth is better) are needed for context {context}")]
-    TooShort {
-        tokens: usize,
-        needed: usize,
-        context: usize,
-    },
+    TooShort { tokens: usize, needed: usize, context: usize },
     #[error(transparent)]
     Session(#[from] SessionError),
 }
@@ -41,22 +37,15 @@ pub fn perplexity(
     tokens: &[u32],
     context: usize,
     batch: usize,
+    threads: usize,
     mut on_chunk: impl FnMut(usize, usize, f64),
 ) -> Result<Perplexity, PerplexityError> {
     let chunks = tokens.len() / context.max(1);
     if context < 2 || chunks == 0 {
-        return Err(PerplexityError::TooShort {
-            tokens: tokens.len(),
-            needed: context.max(2),
-            context,
-        });
+        return Err(PerplexityError::TooShort { tokens: tokens.len(), needed: context.max(2), context });
     }
     let vocab = model.hparams().vocab_size as usize;
-    let options = SessionOptions {
-        context,
-        batch,
-        all_logits: true,
-    };
+    let options = SessionOptions { context, batch, all_logits: true, threads };
     let mut session = Session::new(model, options)?;
     let first = context / 2;
     let (mut sum, mut sum_sq, mut count) = (0f64, 0f64, 0usize);
@@ -81,17 +70,8 @@ pub fn perplexity(
     let mean = sum / count as f64;
     let ppl = mean.exp();
     let var = sum_sq / count as f64 - mean * mean;
-    let stderr = if var > 0.0 && count > 1 {
-        (var / (count - 1) as f64).sqrt() * ppl
-    } else {
-        0.0
-    };
-    Ok(Perplexity {
-        ppl,
-        stderr,
-        scored_tokens: count,
-        chunks,
-    })
+    let stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+    Ok(Perplexity { ppl, stderr, scored_tokens: count, chunks })
 }
 
 #[cfg(test)]

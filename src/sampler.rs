@@ -25,24 +25,13 @@ pub struct SamplerParams {
 
 impl Default for SamplerParams {
     fn default() -> Self {
-        Self {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            seed: 42,
-        }
+        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 42 }
     }
 }
 
 impl SamplerParams {
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            ..Self::default()
-        }
+        Self { temperature: 0.0, ..Self::default() }
     }
 
     /// Checks the ranges; the error names the setting.
@@ -65,10 +54,7 @@ impl SamplerParams {
             return Err(format!("min-p {} must be in [0, 1]", self.min_p));
         }
         if self.repeat_penalty <= 0.0 {
-            return Err(format!(
-                "repeat-penalty {} must be positive",
-                self.repeat_penalty
-            ));
+            return Err(format!("repeat-penalty {} must be positive", self.repeat_penalty));
         }
         Ok(())
     }
@@ -146,32 +132,21 @@ impl Sampler {
         let p = self.params;
         self.candidates.clear();
         if p.repeat_penalty == 1.0 {
-            self.candidates
-                .extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
+            self.candidates.extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
         } else {
             for (i, &l) in logits.iter().enumerate() {
                 let v = self.penalized(i as u32, l);
                 self.candidates.push((v, i as u32));
             }
         }
-        let by_logit_desc =
-            |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let by_logit_desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if p.temperature <= 0.0 {
-            return self
-                .candidates
-                .iter()
-                .min_by(|a, b| by_logit_desc(a, b))
-                .map_or(0, |c| c.1);
+            return self.candidates.iter().min_by(|a, b| by_logit_desc(a, b)).map_or(0, |c| c.1);
         }
         // top-k: partition, then sort only what is kept.
-        let keep = if p.top_k == 0 {
-            self.candidates.len()
-        } else {
-            p.top_k.min(self.candidates.len())
-        };
+        let keep = if p.top_k == 0 { self.candidates.len() } else { p.top_k.min(self.candidates.len()) };
         if keep < self.candidates.len() {
-            self.candidates
-                .select_nth_unstable_by(keep - 1, by_logit_desc);
+            self.candidates.select_nth_unstable_by(keep - 1, by_logit_desc);
             self.candidates.truncate(keep);
         }
         self.candidates.sort_unstable_by(by_logit_desc);
@@ -194,12 +169,7 @@ impl Sampler {
         }
         self.candidates.truncate(kept);
         let floor = self.candidates[0].0 * p.min_p;
-        let kept = self
-            .candidates
-            .iter()
-            .take_while(|c| c.0 >= floor)
-            .count()
-            .max(1);
+        let kept = self.candidates.iter().take_while(|c| c.0 >= floor).count().max(1);
         self.candidates.truncate(kept);
         // Temperature on the kept tokens: p_i ∝ exp(l_i / T) = (exp(l_i - max))^(1/T).
         let inv_t = 1.0 / f64::from(p.temperature);
@@ -232,10 +202,7 @@ mod tests {
 
     #[test]
     fn repetition_penalty_moves_the_argmax() {
-        let params = SamplerParams {
-            repeat_penalty: 2.0,
-            ..SamplerParams::greedy()
-        };
+        let params = SamplerParams { repeat_penalty: 2.0, ..SamplerParams::greedy() };
         let mut s = Sampler::new(params, 3);
         s.accept(1);
         assert_eq!(s.sample(&[1.0, 1.5, -1.0]), 0);
@@ -244,64 +211,30 @@ mod tests {
     #[test]
     fn same_seed_same_choices_and_filters_hold() {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        let params = SamplerParams {
-            temperature: 1.5,
-            top_k: 5,
-            top_p: 1.0,
-            min_p: 0.0,
-            ..Default::default()
-        };
+        let params = SamplerParams { temperature: 1.5, top_k: 5, top_p: 1.0, min_p: 0.0, ..Default::default() };
         let mut top5: Vec<u32> = (0..100u32).collect();
         top5.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         top5.truncate(5);
         let mut a = Sampler::new(params, 100);
         let mut b = Sampler::new(params, 100);
         let draws: Vec<u32> = (0..200).map(|_| a.sample(&logits)).collect();
-        assert_eq!(
-            draws,
-            (0..200).map(|_| b.sample(&logits)).collect::<Vec<_>>()
-        );
+        assert_eq!(draws, (0..200).map(|_| b.sample(&logits)).collect::<Vec<_>>());
         assert!(draws.iter().all(|d| top5.contains(d)), "top-k violated");
-        assert!(
-            draws.iter().collect::<std::collections::HashSet<_>>().len() > 1,
-            "no randomness"
-        );
+        assert!(draws.iter().collect::<std::collections::HashSet<_>>().len() > 1, "no randomness");
         // min-p 1.0 keeps only the most likely token.
-        let mut c = Sampler::new(
-            SamplerParams {
-                min_p: 1.0,
-                ..params
-            },
-            100,
-        );
+        let mut c = Sampler::new(SamplerParams { min_p: 1.0, ..params }, 100);
         assert!((0..20).all(|_| c.sample(&logits) == top5[0]));
         // top-p tiny keeps only the most likely token.
-        let mut d = Sampler::new(
-            SamplerParams {
-                top_p: 1e-6,
-                top_k: 0,
-                ..params
-            },
-            100,
-        );
+        let mut d = Sampler::new(SamplerParams { top_p: 1e-6, top_k: 0, ..params }, 100);
         assert!((0..20).all(|_| d.sample(&logits) == top5[0]));
     }
 
     #[test]
     fn bad_settings_are_named() {
-        assert!(SamplerParams {
-            top_p: 0.0,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err()
-        .contains("top-p"));
-        assert!(SamplerParams {
-            temperature: f32::NAN,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err()
-        .contains("temperature"));
+        assert!(SamplerParams { top_p: 0.0, ..Default::default() }.validate().unwrap_err().contains("top-p"));
+        assert!(SamplerParams { temperature: f32::NAN, ..Default::default() }
+            .validate()
+            .unwrap_err()
+            .contains("temperature"));
     }
 }

@@ -29,15 +29,13 @@ pub struct SessionOptions {
     pub batch: usize,
     /// Whether [`Session::eval_all`] may be used (allocates `batch × vocab` logits).
     pub all_logits: bool,
+    /// Threads of the session's pool; 0 takes one per CPU the process may use.
+    pub threads: usize,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self {
-            context: 0,
-            batch: 128,
-            all_logits: false,
-        }
+        Self { context: 0, batch: 128, all_logits: false, threads: 0 }
     }
 }
 
@@ -53,19 +51,19 @@ impl<'m> Session<'m> {
     pub fn new(model: &'m Model, options: SessionOptions) -> Result<Self, SessionError> {
         let h = model.hparams();
         let max = h.max_seq_len as usize;
-        let context = if options.context == 0 {
-            max.min(DEFAULT_MAX_CONTEXT)
-        } else {
-            options.context
-        };
+        let context = if options.context == 0 { max.min(DEFAULT_MAX_CONTEXT) } else { options.context };
         if context > max {
             return Err(SessionError::BadContext { context, max });
         }
         let batch = options.batch.clamp(1, context);
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Ok(Self {
             model,
             weights: model.weights(),
-            forward: Forward::new(h, context, batch, options.all_logits),
+            forward: Forward::new(h, context, batch, options.all_logits, threads),
             cache: KvCache::new(h, context),
             pos: 0,
         })
@@ -104,10 +102,7 @@ impl<'m> Session<'m> {
         }
         let needed = self.pos + tokens.len();
         if needed > self.context() {
-            return Err(SessionError::ContextFull {
-                needed,
-                context: self.context(),
-            });
+            return Err(SessionError::ContextFull { needed, context: self.context() });
         }
         Ok(())
     }
@@ -119,50 +114,23 @@ impl<'m> Session<'m> {
         let (h, k) = (self.model.hparams(), self.model.kernels());
         let last_start = (tokens.len() - 1) / batch * batch;
         for chunk in tokens[..last_start].chunks(batch) {
-            self.forward.run(
-                &self.weights,
-                h,
-                k,
-                &mut self.cache,
-                chunk,
-                self.pos,
-                LogitsMode::None,
-            );
+            self.forward.run(&self.weights, h, k, &mut self.cache, chunk, self.pos, LogitsMode::None);
             self.pos += chunk.len();
         }
         let last = &tokens[last_start..];
         let pos = self.pos;
         self.pos += last.len();
-        Ok(self.forward.run(
-            &self.weights,
-            h,
-            k,
-            &mut self.cache,
-            last,
-            pos,
-            LogitsMode::Last,
-        ))
+        Ok(self.forward.run(&self.weights, h, k, &mut self.cache, last, pos, LogitsMode::Last))
     }
 
     /// Appends at most `batch` tokens and returns every position's logits
     /// (`(tokens.len(), vocab)`). Needs `all_logits` in the options.
     pub fn eval_all(&mut self, tokens: &[u32]) -> Result<&[f32], SessionError> {
         self.check(tokens)?;
-        assert!(
-            tokens.len() <= self.forward.batch_cap(),
-            "eval_all takes at most one batch"
-        );
+        assert!(tokens.len() <= self.forward.batch_cap(), "eval_all takes at most one batch");
         let pos = self.pos;
         self.pos += tokens.len();
         let (h, k) = (self.model.hparams(), self.model.kernels());
-        Ok(self.forward.run(
-            &self.weights,
-            h,
-            k,
-            &mut self.cache,
-            tokens,
-            pos,
-            LogitsMode::All,
-        ))
+        Ok(self.forward.run(&self.weights, h, k, &mut self.cache, tokens, pos, LogitsMode::All))
     }
 }

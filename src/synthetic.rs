@@ -7,23 +7,20 @@ use crate::tokenizer::{PreTokenizer, TokenType, TokenizerSpec};
 
 /// Named configurations: `(name, hyper-parameters)`.
 pub fn configs() -> Vec<(&'static str, HParams)> {
-    let llama =
-        |n_layers, dim, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len, rope_theta, tied| {
-            HParams {
-                arch: Arch::Llama,
-                n_layers,
-                dim,
-                n_heads,
-                n_kv_heads,
-                head_dim: dim / n_heads,
-                ffn_dim,
-                vocab_size,
-                max_seq_len,
-                rope_theta,
-                norm_eps: 1e-5,
-                tied_embeddings: tied,
-            }
-        };
+    let llama = |n_layers, dim, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len, rope_theta, tied| HParams {
+        arch: Arch::Llama,
+        n_layers,
+        dim,
+        n_heads,
+        n_kv_heads,
+        head_dim: dim / n_heads,
+        ffn_dim,
+        vocab_size,
+        max_seq_len,
+        rope_theta,
+        norm_eps: 1e-5,
+        tied_embeddings: tied,
+    };
     let gpt2 = |n_layers, dim, n_heads, vocab_size| HParams {
         arch: Arch::Gpt2,
         n_layers,
@@ -39,35 +36,20 @@ pub fn configs() -> Vec<(&'static str, HParams)> {
         tied_embeddings: true,
     };
     vec![
-        (
-            "smollm2-135m",
-            llama(30, 576, 9, 3, 1536, 49152, 8192, 100_000.0, true),
-        ),
-        (
-            "tinyllama-1.1b",
-            llama(22, 2048, 32, 4, 5632, 32000, 2048, 10_000.0, false),
-        ),
-        (
-            "llama2-7b",
-            llama(32, 4096, 32, 32, 11008, 32000, 4096, 10_000.0, false),
-        ),
+        ("smollm2-135m", llama(30, 576, 9, 3, 1536, 49152, 8192, 100_000.0, true)),
+        ("tinyllama-1.1b", llama(22, 2048, 32, 4, 5632, 32000, 2048, 10_000.0, false)),
+        ("llama2-7b", llama(32, 4096, 32, 32, 11008, 32000, 4096, 10_000.0, false)),
         ("gpt2-124m", gpt2(12, 768, 12, 50257)),
         ("gpt2-xl", gpt2(48, 1600, 25, 50257)),
         // Small enough for unit tests: every feature of the real ones
         // (grouped-query attention, a partial last q8 tile, untied head).
-        (
-            "test-llama",
-            llama(2, 64, 4, 2, 96, 300, 128, 10_000.0, false),
-        ),
+        ("test-llama", llama(2, 64, 4, 2, 96, 300, 128, 10_000.0, false)),
         ("test-gpt2", gpt2(2, 64, 4, 300)),
     ]
 }
 
 pub fn config(name: &str) -> Option<HParams> {
-    configs()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, h)| h)
+    configs().into_iter().find(|(n, _)| *n == name).map(|(_, h)| h)
 }
 
 /// A byte-level BPE vocabulary of exactly `vocab_size` tokens: the 256 bytes,
@@ -168,13 +150,7 @@ pub fn write(
     for (i, spec) in specs.iter().enumerate() {
         values.resize(spec.n_elements() as usize, 0.0);
         fill_tensor(&spec.name, seed, &mut values);
-        encode_tensor(
-            writer.entry_dtype(i),
-            spec.rows as usize,
-            spec.cols as usize,
-            &values,
-            &mut bytes,
-        );
+        encode_tensor(writer.entry_dtype(i), spec.rows as usize, spec.cols as usize, &values, &mut bytes);
         writer.write_tensor(&spec.name, &bytes)?;
         on_tensor(i + 1, specs.len());
     }

@@ -131,9 +131,7 @@ fn worker(shared: &Shared, index: usize) {
             // Re-check under the lock: `run` bumps the epoch before it looks
             // for sleepers under this lock, so either we see the new epoch here
             // or it sees us and notifies.
-            while shared.epoch.0.load(Ordering::Acquire) == seen
-                && !shared.stop.load(Ordering::Relaxed)
-            {
+            while shared.epoch.0.load(Ordering::Acquire) == seen && !shared.stop.load(Ordering::Relaxed) {
                 sleepers = shared.wake.wait(sleepers).expect("pool lock");
             }
             *sleepers -= 1;
@@ -143,11 +141,7 @@ fn worker(shared: &Shared, index: usize) {
             return;
         }
         seen = epoch;
-        let job = shared
-            .job
-            .lock()
-            .expect("pool lock")
-            .expect("a job is published with its epoch");
+        let job = shared.job.lock().expect("pool lock").expect("a job is published with its epoch");
         // SAFETY: `run` published this pointer for this epoch and waits for our
         // `done` increment below before the borrow it came from ends.
         unsafe { (*job.0)(index) };
@@ -176,10 +170,7 @@ pub struct ChunkCounter {
 
 impl ChunkCounter {
     pub fn new(n_chunks: usize) -> Self {
-        Self {
-            next: AtomicUsize::new(0),
-            n_chunks,
-        }
+        Self { next: AtomicUsize::new(0), n_chunks }
     }
 
     pub fn next(&self) -> Option<usize> {
@@ -204,19 +195,14 @@ pub struct DisjointChunks<'a, T> {
 unsafe impl<T: Send> Sync for DisjointChunks<'_, T> {}
 
 impl<'a, T> DisjointChunks<'a, T> {
-    /// `claimed` is scratch of at least `ceil(len / chunk)` flags, all false.
+    /// `claimed` is scratch of at least `ceil(len / chunk)` flags (reset here).
     pub fn new(slice: &'a mut [T], chunk: usize, claimed: &'a [AtomicBool]) -> Self {
-        assert!(
-            chunk > 0 && claimed.len() >= slice.len().div_ceil(chunk),
-            "claim flags"
-        );
-        Self {
-            ptr: slice.as_mut_ptr(),
-            len: slice.len(),
-            chunk,
-            claimed,
-            _borrow: PhantomData,
+        let n_chunks = slice.len().div_ceil(chunk.max(1));
+        assert!(chunk > 0 && claimed.len() >= n_chunks, "{n_chunks} chunks, {} claim flags", claimed.len());
+        for flag in &claimed[..n_chunks] {
+            flag.store(false, Ordering::Relaxed);
         }
+        Self { ptr: slice.as_mut_ptr(), len: slice.len(), chunk, claimed, _borrow: PhantomData }
     }
 
     /// Chunk `index`, once; a second claim of the same index panics.
@@ -224,10 +210,7 @@ impl<'a, T> DisjointChunks<'a, T> {
     pub fn claim(&self, index: usize) -> &'a mut [T] {
         let start = index * self.chunk;
         assert!(start < self.len, "chunk {index} out of range");
-        assert!(
-            !self.claimed[index].swap(true, Ordering::AcqRel),
-            "chunk {index} claimed twice"
-        );
+        assert!(!self.claimed[index].swap(true, Ordering::AcqRel), "chunk {index} claimed twice");
         let len = self.chunk.min(self.len - start);
         // SAFETY: `start + len <= self.len` (checked above), the slice is
         // borrowed mutably for 'a, and `claimed` guarantees no other reference

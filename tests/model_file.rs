@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gpt_fast::format::encode::decode_tensor;
-use gpt_fast::format::spec::{
-    RawHeader, RawTensorEntry, DIR_ENTRY_BYTES, HEADER_BYTES, HEADER_CRC_START,
-};
+use gpt_fast::format::spec::{RawHeader, RawTensorEntry, DIR_ENTRY_BYTES, HEADER_BYTES, HEADER_CRC_START};
 use gpt_fast::format::{DType, LoadErrorKind, ModelFile};
 
 fn tmp(name: &str) -> PathBuf {
@@ -33,10 +31,8 @@ fn patched(bytes: &[u8], edit: impl FnOnce(&mut RawHeader, &mut [RawTensorEntry]
     let mut h = header(&out);
     let dir_start = h.dir_offset as usize;
     let dir_end = dir_start + h.n_tensors as usize * DIR_ENTRY_BYTES as usize;
-    let mut entries: Vec<RawTensorEntry> = out[dir_start..dir_end]
-        .chunks_exact(DIR_ENTRY_BYTES as usize)
-        .map(bytemuck::pod_read_unaligned)
-        .collect();
+    let mut entries: Vec<RawTensorEntry> =
+        out[dir_start..dir_end].chunks_exact(DIR_ENTRY_BYTES as usize).map(bytemuck::pod_read_unaligned).collect();
     edit(&mut h, &mut entries);
     out[..HEADER_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&h));
     out[dir_start..dir_end].copy_from_slice(bytemuck::cast_slice(&entries));
@@ -55,58 +51,29 @@ fn open_bytes(name: &str, bytes: &[u8]) -> Result<ModelFile, gpt_fast::format::L
 fn cli_refuses(name: &str, bytes: &[u8], expect: &str) {
     let path = tmp(&format!("cli-{name}"));
     std::fs::write(&path, bytes).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
-        .arg("info")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast")).arg("info").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{name}: one line expected: {stderr}"
-    );
-    assert!(
-        stderr.contains(expect),
-        "{name}: '{expect}' not in: {stderr}"
-    );
-    assert!(
-        stderr.contains(&path.display().to_string()),
-        "{name}: path not named: {stderr}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: one line expected: {stderr}");
+    assert!(stderr.contains(expect), "{name}: '{expect}' not in: {stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{name}: path not named: {stderr}");
 }
 
 #[test]
 fn synthetic_models_round_trip() {
-    for (config, dtype) in [
-        ("test-llama", DType::Q8),
-        ("test-llama", DType::F16),
-        ("test-gpt2", DType::F32),
-    ] {
+    for (config, dtype) in [("test-llama", DType::Q8), ("test-llama", DType::F16), ("test-gpt2", DType::F32)] {
         let (path, _) = synthetic(config, dtype, &format!("rt-{config}-{}", dtype.name()));
         let file = ModelFile::open(&path).unwrap();
         file.verify().unwrap();
-        assert_eq!(
-            file.hparams(),
-            &gpt_fast::synthetic::config(config).unwrap()
-        );
+        assert_eq!(file.hparams(), &gpt_fast::synthetic::config(config).unwrap());
         assert_eq!(file.weight_dtype(), dtype);
-        assert_eq!(
-            file.tokenizer(),
-            &gpt_fast::synthetic::tokenizer(file.hparams().vocab_size)
-        );
+        assert_eq!(file.tokenizer(), &gpt_fast::synthetic::tokenizer(file.hparams().vocab_size));
         for t in file.tensors() {
             assert_eq!(t.offset % 64, 0, "{} misaligned", t.name);
             // The stored values decode back to the generator's, within the dtype's precision.
             let mut want = vec![0f32; (t.rows * t.cols) as usize];
             gpt_fast::synthetic::fill_tensor(&t.name, 7, &mut want);
-            let got = decode_tensor(
-                t.dtype,
-                file.tensor_bytes(t),
-                t.rows as usize,
-                t.cols as usize,
-            );
+            let got = decode_tensor(t.dtype, file.tensor_bytes(t), t.rows as usize, t.cols as usize);
             let tol = match t.dtype {
                 DType::F32 => 0.0,
                 DType::F16 => 1e-3,
@@ -124,24 +91,16 @@ fn truncated_files_are_refused() {
     let (_, bytes) = synthetic("test-llama", DType::Q8, "trunc");
     let len = bytes.len();
     for cut in [0, 7, 100, 255, 256, 4000, 4096, len / 2, len - 64, len - 1] {
-        let err = open_bytes(&format!("trunc-{cut}"), &bytes[..cut])
-            .err()
-            .unwrap();
+        let err = open_bytes(&format!("trunc-{cut}"), &bytes[..cut]).err().unwrap();
         assert!(
-            matches!(
-                err.kind,
-                LoadErrorKind::TooShort { .. } | LoadErrorKind::Length { .. }
-            ),
+            matches!(err.kind, LoadErrorKind::TooShort { .. } | LoadErrorKind::Length { .. }),
             "cut at {cut}: {err}"
         );
     }
     cli_refuses("trunc", &bytes[..len / 2], "truncated");
     let mut longer = bytes.clone();
     longer.push(0);
-    assert!(matches!(
-        open_bytes("longer", &longer).err().unwrap().kind,
-        LoadErrorKind::Length { .. }
-    ));
+    assert!(matches!(open_bytes("longer", &longer).err().unwrap().kind, LoadErrorKind::Length { .. }));
 }
 
 #[test]
@@ -149,21 +108,12 @@ fn bad_magic_version_and_checksum_are_refused() {
     let (_, bytes) = synthetic("test-llama", DType::Q8, "magic");
     let mut b = bytes.clone();
     b[0] = b'X';
-    assert!(matches!(
-        open_bytes("magic", &b).err().unwrap().kind,
-        LoadErrorKind::BadMagic(_)
-    ));
+    assert!(matches!(open_bytes("magic", &b).err().unwrap().kind, LoadErrorKind::BadMagic(_)));
     cli_refuses("magic", &b, "not a gpt-fast model file");
-    assert!(matches!(
-        open_bytes("gguf", b"GGUF\x03\0\0\0").err().unwrap().kind,
-        LoadErrorKind::BadMagic(_)
-    ));
+    assert!(matches!(open_bytes("gguf", b"GGUF\x03\0\0\0").err().unwrap().kind, LoadErrorKind::BadMagic(_)));
 
     let b = patched(&bytes, |h, _| h.version = 2);
-    assert!(matches!(
-        open_bytes("version", &b).err().unwrap().kind,
-        LoadErrorKind::Version(2)
-    ));
+    assert!(matches!(open_bytes("version", &b).err().unwrap().kind, LoadErrorKind::Version(2)));
     cli_refuses("version", &b, "unsupported format version 2");
 
     // A flipped byte anywhere in the header region, directory or tokenizer.
@@ -174,9 +124,7 @@ fn bad_magic_version_and_checksum_are_refused() {
         assert!(
             matches!(
                 err.kind,
-                LoadErrorKind::HeaderChecksum { .. }
-                    | LoadErrorKind::Length { .. }
-                    | LoadErrorKind::Header(_)
+                LoadErrorKind::HeaderChecksum { .. } | LoadErrorKind::Length { .. } | LoadErrorKind::Header(_)
             ),
             "flip at {at}: {err}"
         );
@@ -210,10 +158,7 @@ fn inconsistent_directories_are_refused() {
         LoadErrorKind::Tensor { .. } | LoadErrorKind::HParams(_)
     ));
     let b = patched(&bytes, |h, _| h.dim = u32::MAX);
-    assert!(matches!(
-        open_bytes("dim-max", &b).err().unwrap().kind,
-        LoadErrorKind::HParams(_)
-    ));
+    assert!(matches!(open_bytes("dim-max", &b).err().unwrap().kind, LoadErrorKind::HParams(_)));
 
     let b = patched(&bytes, |h, e| {
         let last = e.len() - 1;
@@ -230,19 +175,13 @@ fn inconsistent_directories_are_refused() {
     assert!(tensor_err("misaligned", &b).contains("aligned"));
 
     let b = patched(&bytes, |_, e| e[0].name[0] = b'X');
-    assert!(matches!(
-        open_bytes("renamed", &b).err().unwrap().kind,
-        LoadErrorKind::MissingTensor(_)
-    ));
+    assert!(matches!(open_bytes("renamed", &b).err().unwrap().kind, LoadErrorKind::MissingTensor(_)));
 
     let b = patched(&bytes, |_, e| e[1].rows += 1);
     assert!(!tensor_err("shape", &b).is_empty());
 
     let b = patched(&bytes, |h, _| h.tok_len += 1 << 40);
-    assert!(matches!(
-        open_bytes("tok", &b).err().unwrap().kind,
-        LoadErrorKind::Header(_)
-    ));
+    assert!(matches!(open_bytes("tok", &b).err().unwrap().kind, LoadErrorKind::Header(_)));
 }
 
 #[test]
@@ -253,29 +192,16 @@ fn verify_catches_corrupt_tensor_data() {
     bytes[t.offset as usize + 10] ^= 1;
     // The header is intact, so the file opens; only verify reads the data.
     let bad = open_bytes("verify-bad", &bytes).unwrap();
-    assert!(matches!(
-        bad.verify().unwrap_err().kind,
-        LoadErrorKind::TensorChecksum { .. }
-    ));
-    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
-        .arg("verify")
-        .arg(tmp("verify-bad"))
-        .output()
-        .unwrap();
+    assert!(matches!(bad.verify().unwrap_err().kind, LoadErrorKind::TensorChecksum { .. }));
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast")).arg("verify").arg(tmp("verify-bad")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("blk.1.ffn_down.weight"));
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
-        .args(["info", "/nonexistent/model.bin"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast")).args(["info", "/nonexistent/model.bin"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("/nonexistent/model.bin") && stderr.contains("No such file"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("/nonexistent/model.bin") && stderr.contains("No such file"), "{stderr}");
 }

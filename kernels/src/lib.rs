@@ -59,10 +59,7 @@ impl Matrix<'_> {
                 for (b, chunk) in out.chunks_exact_mut(Q8_BLOCK).enumerate() {
                     let group = (tile * nb + b) * Q8_TILE_ROWS + lane;
                     let scale = scales[group].to_f32();
-                    for (o, &q) in chunk
-                        .iter_mut()
-                        .zip(&quants[group * Q8_BLOCK..][..Q8_BLOCK])
-                    {
+                    for (o, &q) in chunk.iter_mut().zip(&quants[group * Q8_BLOCK..][..Q8_BLOCK]) {
                         *o = scale * f32::from(q);
                     }
                 }

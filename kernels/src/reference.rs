@@ -12,15 +12,7 @@ use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 /// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for every `r` in
 /// `rows` and token `t < n`: a row-major f32 weight (`cols` wide) times `n`
 /// activation rows.
-pub fn matmul_f32(
-    w: &[f32],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+pub fn matmul_f32(w: &[f32], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
     for t in 0..n {
         let xt = &x[t * cols..][..cols];
         for (o, r) in out[t * out_stride..].iter_mut().zip(rows.clone()) {
@@ -30,23 +22,11 @@ pub fn matmul_f32(
 }
 
 /// As [`matmul_f32`], for an f16 weight.
-pub fn matmul_f16(
-    w: &[f16],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+pub fn matmul_f16(w: &[f16], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
     for t in 0..n {
         let xt = &x[t * cols..][..cols];
         for (o, r) in out[t * out_stride..].iter_mut().zip(rows.clone()) {
-            *o = w[r * cols..][..cols]
-                .iter()
-                .zip(xt)
-                .map(|(a, b)| a.to_f32() * b)
-                .sum();
+            *o = w[r * cols..][..cols].iter().zip(xt).map(|(a, b)| a.to_f32() * b).sum();
         }
     }
 }
@@ -73,11 +53,8 @@ pub fn matmul_q8(
             for b in 0..nb {
                 let group = tile * nb + b;
                 let wq = &quants[(group * Q8_TILE_ROWS + lane) * Q8_BLOCK..][..Q8_BLOCK];
-                let isum: i32 = wq
-                    .iter()
-                    .zip(&xq[b * Q8_BLOCK..][..Q8_BLOCK])
-                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
-                    .sum();
+                let isum: i32 =
+                    wq.iter().zip(&xq[b * Q8_BLOCK..][..Q8_BLOCK]).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum();
                 acc += scales[group * Q8_TILE_ROWS + lane].to_f32() * xs[b] * isum as f32;
             }
             *o = acc;
@@ -88,11 +65,7 @@ pub fn matmul_q8(
 /// Quantizes activation rows to q8 blocks of 32 (`scale = max|x| / 127`,
 /// round half away from zero), the counterpart of the weights' format.
 pub fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {
-    for ((xb, qb), s) in x
-        .chunks_exact(Q8_BLOCK)
-        .zip(quants.chunks_exact_mut(Q8_BLOCK))
-        .zip(scales.iter_mut())
-    {
+    for ((xb, qb), s) in x.chunks_exact(Q8_BLOCK).zip(quants.chunks_exact_mut(Q8_BLOCK)).zip(scales.iter_mut()) {
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = amax / 127.0;
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
@@ -181,14 +154,7 @@ pub fn add(acc: &mut [f32], x: &[f32]) {
 
 /// One query head against `n_pos` cached positions: `out = softmax(q·K / sqrt(d)) V`.
 /// `keys` and `values` are `[n_pos][head_dim]`; `scores` is scratch of `n_pos`.
-pub fn attention_head(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n_pos: usize,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+pub fn attention_head(q: &[f32], keys: &[f32], values: &[f32], n_pos: usize, scores: &mut [f32], out: &mut [f32]) {
     let head_dim = q.len();
     let scale = 1.0 / (head_dim as f32).sqrt();
     let scores = &mut scores[..n_pos];

@@ -27,9 +27,7 @@ impl Isa {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Scalar, Self::Avx2, Self::Avx512, Self::Neon]
-            .into_iter()
-            .find(|i| i.name() == s)
+        [Self::Scalar, Self::Avx2, Self::Avx512, Self::Neon].into_iter().find(|i| i.name() == s)
     }
 }
 
@@ -85,10 +83,7 @@ impl Kernels {
 
     /// The best kernels this CPU supports.
     pub fn best() -> Self {
-        [Isa::Avx512, Isa::Avx2, Isa::Neon]
-            .into_iter()
-            .find_map(Self::for_isa)
-            .unwrap_or_else(Self::scalar)
+        [Isa::Avx512, Isa::Avx2, Isa::Neon].into_iter().find_map(Self::for_isa).unwrap_or_else(Self::scalar)
     }
 
     /// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,

@@ -30,12 +30,7 @@ impl PackedQ8Layout {
         if cols % BLOCK != 0 {
             return None;
         }
-        let layout = Self {
-            rows,
-            cols,
-            tiles: rows.div_ceil(TILE_ROWS),
-            blocks_per_row: cols / BLOCK,
-        };
+        let layout = Self { rows, cols, tiles: rows.div_ceil(TILE_ROWS), blocks_per_row: cols / BLOCK };
         layout.total_bytes()?;
         Some(layout)
     }
@@ -51,9 +46,7 @@ impl PackedQ8Layout {
     }
 
     fn total_bytes(&self) -> Option<usize> {
-        self.tiles
-            .checked_mul(self.blocks_per_row)?
-            .checked_mul(TILE_ROWS * (BLOCK + 2))
+        self.tiles.checked_mul(self.blocks_per_row)?.checked_mul(TILE_ROWS * (BLOCK + 2))
     }
 
     /// Size of the whole packed tensor in bytes.
@@ -107,10 +100,7 @@ fn block_offsets(layout: &PackedQ8Layout, row: usize, b: usize) -> (usize, usize
     let tile = row / TILE_ROWS;
     let lane = row % TILE_ROWS;
     let group = tile * layout.blocks_per_row + b;
-    (
-        group * TILE_BLOCK_QUANT_BYTES + lane * BLOCK,
-        (group * TILE_ROWS + lane) * 2,
-    )
+    (group * TILE_BLOCK_QUANT_BYTES + lane * BLOCK, (group * TILE_ROWS + lane) * 2)
 }
 
 /// Dequantizes row `row` of a packed q8 matrix into `out` (`layout.cols` values).

@@ -14,26 +14,13 @@ pub fn info(path: &Path) -> CliResult {
     let h = file.hparams();
     let n_params: u64 = file.tensors().iter().map(|t| t.rows * t.cols).sum();
     writeln!(out, "file:          {}", path.display())?;
-    writeln!(
-        out,
-        "size:          {} bytes ({:.1} MiB)",
-        file.file_len(),
-        file.file_len() as f64 / (1 << 20) as f64
-    )?;
+    writeln!(out, "size:          {} bytes ({:.1} MiB)", file.file_len(), file.file_len() as f64 / (1 << 20) as f64)?;
     writeln!(out, "architecture:  {}", h.arch.name())?;
-    writeln!(
-        out,
-        "parameters:    {n_params} ({:.1} M)",
-        n_params as f64 / 1e6
-    )?;
+    writeln!(out, "parameters:    {n_params} ({:.1} M)", n_params as f64 / 1e6)?;
     writeln!(out, "weight type:   {}", file.weight_dtype().name())?;
     writeln!(out, "layers:        {}", h.n_layers)?;
     writeln!(out, "dim:           {}", h.dim)?;
-    writeln!(
-        out,
-        "heads:         {} (kv {}, head_dim {})",
-        h.n_heads, h.n_kv_heads, h.head_dim
-    )?;
+    writeln!(out, "heads:         {} (kv {}, head_dim {})", h.n_heads, h.n_kv_heads, h.head_dim)?;
     writeln!(out, "ffn_dim:       {}", h.ffn_dim)?;
     writeln!(out, "vocab:         {}", h.vocab_size)?;
     writeln!(out, "context:       {}", h.max_seq_len)?;
@@ -61,9 +48,7 @@ pub fn info(path: &Path) -> CliResult {
             Some(rest) => format!("blk.*.{}", rest.split_once('.').map_or(rest, |(_, r)| r)),
             None => t.name.clone(),
         };
-        let g = groups
-            .entry(key)
-            .or_insert_with(|| (t.dtype.name().to_string(), 0, 0));
+        let g = groups.entry(key).or_insert_with(|| (t.dtype.name().to_string(), 0, 0));
         g.1 += 1;
         g.2 += t.n_bytes;
     }

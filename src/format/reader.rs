@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::spec::{
     expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, DATA_ALIGN, DIR_ENTRY_BYTES,
-    FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, MAX_NAME_BYTES, TENSOR_ALIGN,
-    VERSION,
+    FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, MAX_NAME_BYTES, TENSOR_ALIGN, VERSION,
 };
 use super::tokenizer_section;
 use crate::mmap::MappedFile;
@@ -41,23 +40,13 @@ pub enum LoadErrorKind {
     #[error("bad hyper-parameters: {0}")]
     HParams(String),
     #[error("tensor {index} ('{name}'): {reason}")]
-    Tensor {
-        index: usize,
-        name: String,
-        reason: String,
-    },
+    Tensor { index: usize, name: String, reason: String },
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
     #[error("bad tokenizer: {0}")]
     Tokenizer(String),
-    #[error(
-        "tensor '{name}' checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-    )]
-    TensorChecksum {
-        name: String,
-        stored: u32,
-        computed: u32,
-    },
+    #[error("tensor '{name}' checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    TensorChecksum { name: String, stored: u32, computed: u32 },
 }
 
 impl fmt::Display for LoadError {
@@ -98,10 +87,7 @@ pub struct ModelFile {
 
 impl ModelFile {
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let fail = |kind| LoadError {
-            path: path.to_path_buf(),
-            kind,
-        };
+        let fail = |kind| LoadError { path: path.to_path_buf(), kind };
         let map = MappedFile::open(path).map_err(|e| fail(LoadErrorKind::Io(e)))?;
         let parsed = parse(&map).map_err(fail)?;
         Ok(Self {
@@ -109,12 +95,7 @@ impl ModelFile {
             map,
             hparams: parsed.hparams,
             weight_dtype: parsed.weight_dtype,
-            by_name: parsed
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.name.clone(), i))
-                .collect(),
+            by_name: parsed.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
             tensors: parsed.tensors,
             tokenizer: parsed.tokenizer,
         })
@@ -161,11 +142,7 @@ impl ModelFile {
             if computed != t.crc32 {
                 return Err(LoadError {
                     path: self.path.clone(),
-                    kind: LoadErrorKind::TensorChecksum {
-                        name: t.name.clone(),
-                        stored: t.crc32,
-                        computed,
-                    },
+                    kind: LoadErrorKind::TensorChecksum { name: t.name.clone(), stored: t.crc32, computed },
                 });
             }
         }
@@ -191,9 +168,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
     if total < HEADER_BYTES {
         // Check the magic on what there is, so a foreign short file says so.
         if bytes.len() >= 8 && bytes[..8] != MAGIC {
-            return Err(LoadErrorKind::BadMagic(
-                bytes[..8].try_into().expect("8 bytes"),
-            ));
+            return Err(LoadErrorKind::BadMagic(bytes[..8].try_into().expect("8 bytes")));
         }
         return Err(LoadErrorKind::TooShort { actual: total });
     }
@@ -205,31 +180,19 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
         return Err(LoadErrorKind::Version(header.version));
     }
     if header.file_len != total {
-        return Err(LoadErrorKind::Length {
-            expected: header.file_len,
-            actual: total,
-        });
+        return Err(LoadErrorKind::Length { expected: header.file_len, actual: total });
     }
     let bad = |s: String| LoadErrorKind::Header(s);
     if header.data_offset % DATA_ALIGN != 0 || header.data_offset < HEADER_BYTES {
-        return Err(bad(format!(
-            "data offset {} is not a multiple of {DATA_ALIGN}",
-            header.data_offset
-        )));
+        return Err(bad(format!("data offset {} is not a multiple of {DATA_ALIGN}", header.data_offset)));
     }
     if header.data_offset > total {
-        return Err(bad(format!(
-            "data offset {} is past the end of the file",
-            header.data_offset
-        )));
+        return Err(bad(format!("data offset {} is past the end of the file", header.data_offset)));
     }
     let meta = &bytes[..header.data_offset as usize];
     let computed = crc32fast::hash(&meta[HEADER_CRC_START..]);
     if computed != header.header_crc32 {
-        return Err(LoadErrorKind::HeaderChecksum {
-            stored: header.header_crc32,
-            computed,
-        });
+        return Err(LoadErrorKind::HeaderChecksum { stored: header.header_crc32, computed });
     }
     if header.reserved.iter().any(|&b| b != 0) {
         return Err(bad("reserved header bytes are not zero".into()));
@@ -238,12 +201,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
     let dir_len = header
         .n_tensors
         .checked_mul(DIR_ENTRY_BYTES)
-        .ok_or_else(|| {
-            bad(format!(
-                "{} tensors overflow the directory size",
-                header.n_tensors
-            ))
-        })?;
+        .ok_or_else(|| bad(format!("{} tensors overflow the directory size", header.n_tensors)))?;
     let dir_range = range_in(header.dir_offset, dir_len, meta_len)
         .filter(|r| r.start >= HEADER_BYTES as usize)
         .ok_or_else(|| {
@@ -266,9 +224,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
 
     let arch = Arch::from_u32(header.arch)
         .ok_or_else(|| LoadErrorKind::HParams(format!("unknown architecture {}", header.arch)))?;
-    let weight_dtype = DType::from_u32(header.weight_dtype).ok_or_else(|| {
-        LoadErrorKind::HParams(format!("unknown weight dtype {}", header.weight_dtype))
-    })?;
+    let weight_dtype = DType::from_u32(header.weight_dtype)
+        .ok_or_else(|| LoadErrorKind::HParams(format!("unknown weight dtype {}", header.weight_dtype)))?;
     if header.flags & !FLAG_TIED_EMBEDDINGS != 0 {
         return Err(bad(format!("unknown flags {:#x}", header.flags)));
     }
@@ -291,8 +248,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
     let tensors = parse_directory(&bytes[dir_range], &header, total)?;
     check_against_hparams(&tensors, &hparams, weight_dtype)?;
 
-    let tokenizer =
-        tokenizer_section::decode(&bytes[tok_range]).map_err(LoadErrorKind::Tokenizer)?;
+    let tokenizer = tokenizer_section::decode(&bytes[tok_range]).map_err(LoadErrorKind::Tokenizer)?;
     if tokenizer.tokens.len() != hparams.vocab_size as usize {
         return Err(LoadErrorKind::Tokenizer(format!(
             "{} tokens but vocab_size is {}",
@@ -300,71 +256,39 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
             hparams.vocab_size
         )));
     }
-    Ok(Parsed {
-        hparams,
-        weight_dtype,
-        tensors,
-        tokenizer,
-    })
+    Ok(Parsed { hparams, weight_dtype, tensors, tokenizer })
 }
 
-fn parse_directory(
-    dir: &[u8],
-    header: &RawHeader,
-    total: u64,
-) -> Result<Vec<TensorInfo>, LoadErrorKind> {
+fn parse_directory(dir: &[u8], header: &RawHeader, total: u64) -> Result<Vec<TensorInfo>, LoadErrorKind> {
     let mut tensors = Vec::with_capacity(dir.len() / DIR_ENTRY_BYTES as usize);
     let mut prev_end = header.data_offset;
     for (index, raw) in dir.chunks_exact(DIR_ENTRY_BYTES as usize).enumerate() {
         let e: RawTensorEntry = bytemuck::pod_read_unaligned(raw);
-        let name_len = e
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(MAX_NAME_BYTES);
+        let name_len = e.name.iter().position(|&b| b == 0).unwrap_or(MAX_NAME_BYTES);
         let name = std::str::from_utf8(&e.name[..name_len]).map_err(|_| LoadErrorKind::Tensor {
             index,
             name: String::from_utf8_lossy(&e.name[..name_len]).into_owned(),
             reason: "name is not UTF-8".into(),
         })?;
-        let fail = |reason: String| LoadErrorKind::Tensor {
-            index,
-            name: name.to_string(),
-            reason,
-        };
+        let fail = |reason: String| LoadErrorKind::Tensor { index, name: name.to_string(), reason };
         if name.is_empty() || e.name[name_len..].iter().any(|&b| b != 0) {
             return Err(fail("name is empty or not zero-padded".into()));
         }
         if e.reserved.iter().any(|&b| b != 0) {
             return Err(fail("reserved bytes are not zero".into()));
         }
-        let dtype =
-            DType::from_u32(e.dtype).ok_or_else(|| fail(format!("unknown dtype {}", e.dtype)))?;
+        let dtype = DType::from_u32(e.dtype).ok_or_else(|| fail(format!("unknown dtype {}", e.dtype)))?;
         if !(e.ndim == 1 && e.cols == 1 || e.ndim == 2) {
-            return Err(fail(format!(
-                "bad shape: ndim {} with [{}, {}]",
-                e.ndim, e.rows, e.cols
-            )));
+            return Err(fail(format!("bad shape: ndim {} with [{}, {}]", e.ndim, e.rows, e.cols)));
         }
         let expected_bytes = dtype.n_bytes(e.rows, e.cols).ok_or_else(|| {
-            fail(format!(
-                "shape [{}, {}] overflows or does not fit {}",
-                e.rows,
-                e.cols,
-                dtype.name()
-            ))
+            fail(format!("shape [{}, {}] overflows or does not fit {}", e.rows, e.cols, dtype.name()))
         })?;
         if e.n_bytes != expected_bytes {
-            return Err(fail(format!(
-                "{} bytes recorded, {expected_bytes} expected for its shape",
-                e.n_bytes
-            )));
+            return Err(fail(format!("{} bytes recorded, {expected_bytes} expected for its shape", e.n_bytes)));
         }
         if e.offset % TENSOR_ALIGN != 0 {
-            return Err(fail(format!(
-                "offset {} is not {TENSOR_ALIGN}-byte aligned",
-                e.offset
-            )));
+            return Err(fail(format!("offset {} is not {TENSOR_ALIGN}-byte aligned", e.offset)));
         }
         if e.offset < prev_end {
             return Err(fail(format!(
@@ -374,10 +298,7 @@ fn parse_directory(
         }
         let end = range_in(e.offset, e.n_bytes, total)
             .ok_or_else(|| {
-                fail(format!(
-                    "data [{}, +{}) runs past the end of the file ({total} bytes)",
-                    e.offset, e.n_bytes
-                ))
+                fail(format!("data [{}, +{}) runs past the end of the file ({total} bytes)", e.offset, e.n_bytes))
             })?
             .end as u64;
         prev_end = end;
@@ -395,31 +316,18 @@ fn parse_directory(
     Ok(tensors)
 }
 
-fn check_against_hparams(
-    tensors: &[TensorInfo],
-    h: &HParams,
-    weight_dtype: DType,
-) -> Result<(), LoadErrorKind> {
+fn check_against_hparams(tensors: &[TensorInfo], h: &HParams, weight_dtype: DType) -> Result<(), LoadErrorKind> {
     let mut by_name: HashMap<&str, (usize, &TensorInfo)> = HashMap::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
         if by_name.insert(&t.name, (i, t)).is_some() {
-            return Err(LoadErrorKind::Tensor {
-                index: i,
-                name: t.name.clone(),
-                reason: "duplicate name".into(),
-            });
+            return Err(LoadErrorKind::Tensor { index: i, name: t.name.clone(), reason: "duplicate name".into() });
         }
     }
     let expected = expected_tensors(h);
     for spec in &expected {
-        let (index, t) = by_name
-            .get(spec.name.as_str())
-            .ok_or_else(|| LoadErrorKind::MissingTensor(spec.name.clone()))?;
-        let fail = |reason: String| LoadErrorKind::Tensor {
-            index: *index,
-            name: t.name.clone(),
-            reason,
-        };
+        let (index, t) =
+            by_name.get(spec.name.as_str()).ok_or_else(|| LoadErrorKind::MissingTensor(spec.name.clone()))?;
+        let fail = |reason: String| LoadErrorKind::Tensor { index: *index, name: t.name.clone(), reason };
         if (t.ndim, t.rows, t.cols) != (spec.ndim, spec.rows, spec.cols) {
             return Err(fail(format!(
                 "shape [{}, {}] (ndim {}), the hyper-parameters give [{}, {}] (ndim {})",
@@ -428,21 +336,13 @@ fn check_against_hparams(
         }
         let dtype = spec.dtype(weight_dtype);
         if t.dtype != dtype {
-            return Err(fail(format!(
-                "dtype {}, expected {}",
-                t.dtype.name(),
-                dtype.name()
-            )));
+            return Err(fail(format!("dtype {}, expected {}", t.dtype.name(), dtype.name())));
         }
     }
     if tensors.len() != expected.len() {
-        let known: std::collections::HashSet<&str> =
-            expected.iter().map(|s| s.name.as_str()).collect();
-        let (index, extra) = tensors
-            .iter()
-            .enumerate()
-            .find(|(_, t)| !known.contains(t.name.as_str()))
-            .expect("an unknown tensor");
+        let known: std::collections::HashSet<&str> = expected.iter().map(|s| s.name.as_str()).collect();
+        let (index, extra) =
+            tensors.iter().enumerate().find(|(_, t)| !known.contains(t.name.as_str())).expect("an unknown tensor");
         return Err(LoadErrorKind::Tensor {
             index,
             name: extra.name.clone(),

@@ -137,10 +137,8 @@ impl DType {
             Self::F32 => n.checked_mul(4),
             Self::F16 => n.checked_mul(2),
             Self::Q8 => {
-                let layout = gpt_fast_quant::q8::PackedQ8Layout::new(
-                    usize::try_from(rows).ok()?,
-                    usize::try_from(cols).ok()?,
-                )?;
+                let layout =
+                    gpt_fast_quant::q8::PackedQ8Layout::new(usize::try_from(rows).ok()?, usize::try_from(cols).ok()?)?;
                 u64::try_from(layout.n_bytes()).ok()
             }
         }
@@ -163,9 +161,7 @@ impl std::str::FromStr for DType {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             "q8" => Ok(Self::Q8),
-            other => Err(format!(
-                "unknown weight type '{other}' (expected q8, f16 or f32)"
-            )),
+            other => Err(format!("unknown weight type '{other}' (expected q8, f16 or f32)")),
         }
     }
 }
@@ -210,19 +206,13 @@ impl HParams {
             }
         }
         if self.n_heads % self.n_kv_heads != 0 {
-            return Err(format!(
-                "n_heads = {} is not a multiple of n_kv_heads = {}",
-                self.n_heads, self.n_kv_heads
-            ));
+            return Err(format!("n_heads = {} is not a multiple of n_kv_heads = {}", self.n_heads, self.n_kv_heads));
         }
         if self.head_dim % 2 != 0 {
             return Err(format!("head_dim = {} is odd", self.head_dim));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
-            return Err(format!(
-                "norm_eps = {} is not a finite non-negative number",
-                self.norm_eps
-            ));
+            return Err(format!("norm_eps = {} is not a finite non-negative number", self.norm_eps));
         }
         if self.arch == Arch::Llama && !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(format!("rope_theta = {} must be positive", self.rope_theta));
@@ -263,23 +253,11 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     fn matrix(name: String, rows: u64, cols: u64) -> Self {
-        Self {
-            name,
-            role: TensorRole::Matmul,
-            ndim: 2,
-            rows,
-            cols,
-        }
+        Self { name, role: TensorRole::Matmul, ndim: 2, rows, cols }
     }
 
     fn vector(name: String, len: u64) -> Self {
-        Self {
-            name,
-            role: TensorRole::Small,
-            ndim: 1,
-            rows: len,
-            cols: 1,
-        }
+        Self { name, role: TensorRole::Small, ndim: 1, rows: len, cols: 1 }
     }
 
     pub fn dtype(&self, weight_dtype: DType) -> DType {
@@ -306,8 +284,7 @@ pub fn expected_tensors(h: &HParams) -> Vec<TensorSpec> {
 
     let mut out = vec![TensorSpec::matrix("token_embd.weight".into(), vocab, dim)];
     if h.arch.learned_positions() {
-        let mut pos =
-            TensorSpec::matrix("position_embd.weight".into(), u64::from(h.max_seq_len), dim);
+        let mut pos = TensorSpec::matrix("position_embd.weight".into(), u64::from(h.max_seq_len), dim);
         pos.role = TensorRole::Small;
         out.push(pos);
     }

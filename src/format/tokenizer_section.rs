@@ -16,25 +16,15 @@ fn opt_id(id: Option<u32>) -> i32 {
 pub fn encode(spec: &TokenizerSpec) -> Result<Vec<u8>, String> {
     let n_tokens = u32::try_from(spec.tokens.len()).map_err(|_| "too many tokens")?;
     if spec.token_types.len() != spec.tokens.len() {
-        return Err(format!(
-            "{} token types for {} tokens",
-            spec.token_types.len(),
-            spec.tokens.len()
-        ));
+        return Err(format!("{} token types for {} tokens", spec.token_types.len(), spec.tokens.len()));
     }
     let n_merges = u32::try_from(spec.merges.len()).map_err(|_| "too many merges")?;
     let token_bytes_len: usize = spec.tokens.iter().map(Vec::len).sum();
     let token_bytes_len = u32::try_from(token_bytes_len).map_err(|_| "token bytes exceed 4 GiB")?;
-    let template_len =
-        u32::try_from(spec.chat_template.len()).map_err(|_| "chat template exceeds 4 GiB")?;
-    for id in [spec.bos_id, spec.eos_id, spec.unk_id, spec.pad_id]
-        .into_iter()
-        .flatten()
-    {
+    let template_len = u32::try_from(spec.chat_template.len()).map_err(|_| "chat template exceeds 4 GiB")?;
+    for id in [spec.bos_id, spec.eos_id, spec.unk_id, spec.pad_id].into_iter().flatten() {
         if id >= n_tokens || id > i32::MAX as u32 {
-            return Err(format!(
-                "special id {id} out of range for {n_tokens} tokens"
-            ));
+            return Err(format!("special id {id} out of range for {n_tokens} tokens"));
         }
     }
 
@@ -78,17 +68,9 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| {
-                format!(
-                    "{what} needs {n} bytes at offset {} but the section has {}",
-                    self.pos,
-                    self.bytes.len()
-                )
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
+            format!("{what} needs {n} bytes at offset {} but the section has {}", self.pos, self.bytes.len())
+        })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -100,9 +82,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn array_len(n: u32, elem: usize, what: &str) -> Result<usize, String> {
-        (n as usize)
-            .checked_mul(elem)
-            .ok_or_else(|| format!("{what}: size overflows"))
+        (n as usize).checked_mul(elem).ok_or_else(|| format!("{what}: size overflows"))
     }
 }
 
@@ -110,9 +90,7 @@ fn decode_id(raw: u32, n_tokens: u32, what: &str) -> Result<Option<u32>, String>
     match raw as i32 {
         -1 => Ok(None),
         id if id >= 0 && (id as u32) < n_tokens => Ok(Some(id as u32)),
-        id => Err(format!(
-            "{what} id {id} is out of range for {n_tokens} tokens"
-        )),
+        id => Err(format!("{what} id {id} is out of range for {n_tokens} tokens")),
     }
 }
 
@@ -124,8 +102,7 @@ pub fn decode(bytes: &[u8]) -> Result<TokenizerSpec, String> {
         return Err(format!("unknown tokenizer model {model}"));
     }
     let pre_raw = c.u32("pre-tokenizer")?;
-    let pre = PreTokenizer::from_u32(pre_raw)
-        .ok_or_else(|| format!("unknown pre-tokenizer {pre_raw}"))?;
+    let pre = PreTokenizer::from_u32(pre_raw).ok_or_else(|| format!("unknown pre-tokenizer {pre_raw}"))?;
     let n_tokens = c.u32("n_tokens")?;
     let n_merges = c.u32("n_merges")?;
     let bos_id = decode_id(c.u32("bos")?, n_tokens, "bos")?;
@@ -141,10 +118,7 @@ pub fn decode(bytes: &[u8]) -> Result<TokenizerSpec, String> {
     c.u32("reserved")?;
     debug_assert_eq!(c.pos, FIXED_BYTES);
 
-    let ends = c.take(
-        Cursor::array_len(n_tokens, 4, "token offsets")?,
-        "token offsets",
-    )?;
+    let ends = c.take(Cursor::array_len(n_tokens, 4, "token offsets")?, "token offsets")?;
     let types = c.take(n_tokens as usize, "token types")?;
     let pad = types.len().next_multiple_of(4) - types.len();
     c.take(pad, "padding")?;
@@ -152,10 +126,7 @@ pub fn decode(bytes: &[u8]) -> Result<TokenizerSpec, String> {
     let blob = c.take(token_bytes_len as usize, "token bytes")?;
     let template = c.take(template_len, "chat template")?;
     if c.pos != bytes.len() {
-        return Err(format!(
-            "{} unexpected bytes after the chat template",
-            bytes.len() - c.pos
-        ));
+        return Err(format!("{} unexpected bytes after the chat template", bytes.len() - c.pos));
     }
 
     let mut tokens = Vec::with_capacity(n_tokens as usize);
@@ -163,44 +134,32 @@ pub fn decode(bytes: &[u8]) -> Result<TokenizerSpec, String> {
     for (i, e) in ends.chunks_exact(4).enumerate() {
         let end = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize;
         if end < start || end > blob.len() {
-            return Err(format!(
-                "token {i} ends at {end}, outside [{start}, {}]",
-                blob.len()
-            ));
+            return Err(format!("token {i} ends at {end}, outside [{start}, {}]", blob.len()));
         }
         tokens.push(blob[start..end].to_vec());
         start = end;
     }
     if start != blob.len() {
-        return Err(format!(
-            "token bytes hold {} bytes but tokens use {start}",
-            blob.len()
-        ));
+        return Err(format!("token bytes hold {} bytes but tokens use {start}", blob.len()));
     }
     let token_types = types
         .iter()
         .enumerate()
-        .map(|(i, &t)| {
-            TokenType::from_u8(t).ok_or_else(|| format!("token {i} has unknown type {t}"))
-        })
+        .map(|(i, &t)| TokenType::from_u8(t).ok_or_else(|| format!("token {i} has unknown type {t}")))
         .collect::<Result<Vec<_>, _>>()?;
     let merges = merges_raw
         .chunks_exact(12)
         .enumerate()
         .map(|(rank, m)| {
-            let v =
-                |k: usize| u32::from_le_bytes([m[4 * k], m[4 * k + 1], m[4 * k + 2], m[4 * k + 3]]);
+            let v = |k: usize| u32::from_le_bytes([m[4 * k], m[4 * k + 1], m[4 * k + 2], m[4 * k + 3]]);
             let merge = [v(0), v(1), v(2)];
             if merge.iter().any(|&id| id >= n_tokens) {
-                return Err(format!(
-                    "merge {rank} {merge:?} has an id out of range for {n_tokens} tokens"
-                ));
+                return Err(format!("merge {rank} {merge:?} has an id out of range for {n_tokens} tokens"));
             }
             Ok(merge)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let chat_template = String::from_utf8(template.to_vec())
-        .map_err(|_| "chat template is not UTF-8".to_string())?;
+    let chat_template = String::from_utf8(template.to_vec()).map_err(|_| "chat template is not UTF-8".to_string())?;
     Ok(TokenizerSpec {
         pre,
         tokens,
@@ -223,18 +182,8 @@ mod tests {
     pub(crate) fn sample() -> TokenizerSpec {
         TokenizerSpec {
             pre: PreTokenizer::SmolLm,
-            tokens: vec![
-                b"a".to_vec(),
-                b"b".to_vec(),
-                b"ab".to_vec(),
-                b"<|end|>".to_vec(),
-            ],
-            token_types: vec![
-                TokenType::Normal,
-                TokenType::Normal,
-                TokenType::Normal,
-                TokenType::Control,
-            ],
+            tokens: vec![b"a".to_vec(), b"b".to_vec(), b"ab".to_vec(), b"<|end|>".to_vec()],
+            token_types: vec![TokenType::Normal, TokenType::Normal, TokenType::Normal, TokenType::Control],
             merges: vec![[0, 1, 2]],
             bos_id: None,
             eos_id: Some(3),
@@ -267,8 +216,6 @@ mod tests {
         assert!(decode(&bytes).unwrap_err().contains("eos id 7"));
         let mut spec = sample();
         spec.merges[0][2] = 9;
-        assert!(decode(&encode(&spec).unwrap())
-            .unwrap_err()
-            .contains("merge 0"));
+        assert!(decode(&encode(&spec).unwrap()).unwrap_err().contains("merge 0"));
     }
 }

@@ -7,9 +7,8 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::spec::{
-    expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorSpec, DATA_ALIGN,
-    DIR_ENTRY_BYTES, FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN,
-    VERSION,
+    expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorSpec, DATA_ALIGN, DIR_ENTRY_BYTES,
+    FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN, VERSION,
 };
 use super::tokenizer_section;
 use crate::tokenizer::TokenizerSpec;
@@ -66,17 +65,15 @@ impl ModelWriter {
         let mut entries = Vec::with_capacity(tensors.len());
         for t in &tensors {
             let dtype = t.dtype(weight_dtype);
-            let n_bytes = dtype
-                .n_bytes(t.rows, t.cols)
-                .ok_or_else(|| WriteError::Tensor {
-                    name: t.name.clone(),
-                    reason: format!(
-                        "shape [{}, {}] cannot be stored as {} (q8 needs a multiple of 32 columns)",
-                        t.rows,
-                        t.cols,
-                        dtype.name()
-                    ),
-                })?;
+            let n_bytes = dtype.n_bytes(t.rows, t.cols).ok_or_else(|| WriteError::Tensor {
+                name: t.name.clone(),
+                reason: format!(
+                    "shape [{}, {}] cannot be stored as {} (q8 needs a multiple of 32 columns)",
+                    t.rows,
+                    t.cols,
+                    dtype.name()
+                ),
+            })?;
             let mut name = [0u8; 64];
             name[..t.name.len()].copy_from_slice(t.name.as_bytes());
             entries.push(RawTensorEntry {
@@ -115,30 +112,22 @@ impl ModelWriter {
             max_seq_len: hparams.max_seq_len,
             rope_theta: hparams.rope_theta,
             norm_eps: hparams.norm_eps,
-            flags: if hparams.tied_embeddings {
-                FLAG_TIED_EMBEDDINGS
-            } else {
-                0
-            },
+            flags: if hparams.tied_embeddings { FLAG_TIED_EMBEDDINGS } else { 0 },
             weight_dtype: weight_dtype as u32,
             reserved: [0; 140],
         };
         let mut meta = vec![0u8; data_offset as usize];
         meta[tok_offset as usize..][..tok.len()].copy_from_slice(&tok);
 
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| WriteError::Invalid(format!("{}: not a file path", path.display())))?;
+        let file_name =
+            path.file_name().ok_or_else(|| WriteError::Invalid(format!("{}: not a file path", path.display())))?;
         let mut tmp_name = file_name.to_os_string();
         // Unique per process and per writer, so concurrent writers never share it.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tmp_name.push(format!(".tmp{}-{serial}", std::process::id()));
         let tmp_path = path.with_file_name(tmp_name);
-        let io_err = |source| WriteError::Io {
-            path: tmp_path.clone(),
-            source,
-        };
+        let io_err = |source| WriteError::Io { path: tmp_path.clone(), source };
         let file = File::create(&tmp_path).map_err(io_err)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         // The metadata is written last, once the tensor checksums are known.
@@ -174,16 +163,10 @@ impl ModelWriter {
     /// Writes the data of the next tensor; `name` must be the next one in order.
     pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
         let Some(spec) = self.tensors.get(self.next) else {
-            return Err(WriteError::Tensor {
-                name: name.into(),
-                reason: "all tensors are already written".into(),
-            });
+            return Err(WriteError::Tensor { name: name.into(), reason: "all tensors are already written".into() });
         };
         if spec.name != name {
-            return Err(WriteError::Tensor {
-                name: name.into(),
-                reason: format!("expected '{}' next", spec.name),
-            });
+            return Err(WriteError::Tensor { name: name.into(), reason: format!("expected '{}' next", spec.name) });
         }
         let entry = &mut self.entries[self.next];
         if bytes.len() as u64 != entry.n_bytes {
@@ -192,14 +175,10 @@ impl ModelWriter {
                 reason: format!("{} bytes given, {} expected", bytes.len(), entry.n_bytes),
             });
         }
-        let io_err = |source| WriteError::Io {
-            path: self.tmp_path.clone(),
-            source,
-        };
+        let io_err = |source| WriteError::Io { path: self.tmp_path.clone(), source };
         let pad = entry.offset - self.pos;
         let out = self.out.as_mut().expect("writer is live until finish");
-        out.write_all(&[0u8; TENSOR_ALIGN as usize][..pad as usize])
-            .map_err(io_err)?;
+        out.write_all(&[0u8; TENSOR_ALIGN as usize][..pad as usize]).map_err(io_err)?;
         out.write_all(bytes).map_err(io_err)?;
         entry.crc32 = crc32fast::hash(bytes);
         self.pos = entry.offset + entry.n_bytes;
@@ -224,20 +203,15 @@ impl ModelWriter {
         self.meta[12..16].copy_from_slice(&crc.to_le_bytes());
 
         let tmp = self.tmp_path.clone();
-        let io_err = |source| WriteError::Io {
-            path: tmp.clone(),
-            source,
-        };
+        let io_err = |source| WriteError::Io { path: tmp.clone(), source };
         let mut out = self.out.take().expect("writer is live until finish");
         out.seek(SeekFrom::Start(0)).map_err(io_err)?;
         out.write_all(&self.meta).map_err(io_err)?;
         let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
         file.sync_all().map_err(io_err)?;
         drop(file);
-        fs::rename(&self.tmp_path, &self.final_path).map_err(|source| WriteError::Io {
-            path: self.final_path.clone(),
-            source,
-        })?;
+        fs::rename(&self.tmp_path, &self.final_path)
+            .map_err(|source| WriteError::Io { path: self.final_path.clone(), source })?;
         self.finished = true;
         Ok(())
     }

@@ -2,9 +2,10 @@
 //! positions) → N blocks of `x += attn(norm(x))`, `x += ffn(norm(x))` → final
 //! norm → LM head. What differs between the families is data (`Arch`).
 
-use gpt_fast_kernels::{Kernels, Q8Acts, WeightData, Q8_BLOCK};
+use gpt_fast_kernels::{Kernels, Q8_BLOCK};
 
 use super::kv_cache::KvCache;
+use super::parallel::Parallel;
 use super::weights::{Linear, Norm, Weights};
 use crate::format::{Arch, HParams};
 
@@ -40,8 +41,10 @@ pub struct Forward {
     up: Vec<f32>,
     /// `(batch_cap, ffn_dim)`
     hidden: Vec<f32>,
-    /// `(context)`: attention scores of one head.
+    /// `(threads, context)`: attention scores of one head, per thread.
     scores: Vec<f32>,
+    context: usize,
+    parallel: Parallel,
     /// `(context, head_dim / 2)` each: RoPE cos and sin by position.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
@@ -53,7 +56,7 @@ pub struct Forward {
 impl Forward {
     /// `context`: the most positions attended to; `all_logits`: whether batches
     /// may ask for every position's logits.
-    pub fn new(h: &HParams, context: usize, batch_cap: usize, all_logits: bool) -> Self {
+    pub fn new(h: &HParams, context: usize, batch_cap: usize, all_logits: bool, n_threads: usize) -> Self {
         let dim = h.dim as usize;
         let q_dim = h.q_dim() as usize;
         let qkv_rows = q_dim + 2 * h.kv_dim() as usize;
@@ -68,8 +71,7 @@ impl Forward {
             for pos in 0..context {
                 for i in 0..half {
                     // Angles in f64: position × frequency loses precision in f32 at long contexts.
-                    let freq =
-                        f64::from(h.rope_theta).powf(-((2 * i) as f64) / f64::from(h.head_dim));
+                    let freq = f64::from(h.rope_theta).powf(-((2 * i) as f64) / f64::from(h.head_dim));
                     let angle = pos as f64 * freq;
                     rope_cos.push(angle.cos() as f32);
                     rope_sin.push(angle.sin() as f32);
@@ -89,7 +91,9 @@ impl Forward {
             proj: vec![0.0; batch_cap * dim],
             up: vec![0.0; batch_cap * up_rows],
             hidden: vec![0.0; batch_cap * ffn],
-            scores: vec![0.0; context],
+            scores: vec![0.0; n_threads.max(1) * context],
+            context,
+            parallel: Parallel::new(n_threads, batch_cap * h.n_heads as usize),
             rope_cos,
             rope_sin,
             logits: vec![0.0; logits_rows * h.vocab_size as usize],
@@ -117,18 +121,10 @@ impl Forward {
         mode: LogitsMode,
     ) -> &[f32] {
         let n = tokens.len();
-        assert!(
-            n >= 1 && n <= self.batch_cap,
-            "batch of {n} tokens (cap {})",
-            self.batch_cap
-        );
+        assert!(n >= 1 && n <= self.batch_cap, "batch of {n} tokens (cap {})", self.batch_cap);
         assert!(pos + n <= cache.capacity(), "positions past the cache");
         let dim = self.dim;
-        let (hd, n_heads, n_kv) = (
-            h.head_dim as usize,
-            h.n_heads as usize,
-            h.n_kv_heads as usize,
-        );
+        let (hd, n_heads, n_kv) = (h.head_dim as usize, h.n_heads as usize, h.n_kv_heads as usize);
         let (q_dim, kv_dim) = (n_heads * hd, n_kv * hd);
         let qkv_rows = q_dim + 2 * kv_dim;
         let ffn = h.ffn_dim as usize;
@@ -145,63 +141,40 @@ impl Forward {
         for (layer, lw) in w.layers.iter().enumerate() {
             // Attention: x += W_o · attention(rope(W_qkv · norm(x)))
             norm(k, h, &lw.attn_norm, &self.x, &mut self.xn, n, dim);
-            linear(
-                k,
-                &lw.attn_qkv,
-                &self.xn,
-                n,
-                &mut self.xq,
-                &mut self.xq_scales,
-                &mut self.qkv,
-            );
+            linear(&self.parallel, k, &lw.attn_qkv, &self.xn, n, &mut self.xq, &mut self.xq_scales, &mut self.qkv);
             for t in 0..n {
                 let row = &mut self.qkv[t * qkv_rows..][..qkv_rows];
                 if h.arch == Arch::Llama {
-                    let (cos, sin) = (
-                        &self.rope_cos[(pos + t) * half..][..half],
-                        &self.rope_sin[(pos + t) * half..][..half],
-                    );
+                    let (cos, sin) =
+                        (&self.rope_cos[(pos + t) * half..][..half], &self.rope_sin[(pos + t) * half..][..half]);
                     (k.rope)(&mut row[..q_dim + kv_dim], hd, cos, sin);
                 }
-                cache.store(
-                    layer,
-                    pos + t,
-                    &row[q_dim..q_dim + kv_dim],
-                    &row[q_dim + kv_dim..],
-                );
+                cache.store(layer, pos + t, &row[q_dim..q_dim + kv_dim], &row[q_dim + kv_dim..]);
             }
             let group = n_heads / n_kv;
-            for t in 0..n {
-                let n_pos = pos + t + 1; // causal: up to and including this position
-                for head in 0..n_heads {
-                    let q = &self.qkv[t * qkv_rows + head * hd..][..hd];
-                    let (keys, values) = cache.head(layer, head / group, n_pos);
-                    let out = &mut self.att[t * q_dim + head * hd..][..hd];
-                    (k.attention_head)(q, keys, values, n_pos, &mut self.scores, out);
-                }
-            }
-            linear(
-                k,
-                &lw.attn_output,
-                &self.att,
-                n,
-                &mut self.xq,
-                &mut self.xq_scales,
-                &mut self.proj,
+            let qkv = &self.qkv;
+            let cache_ref = &*cache;
+            let context = self.context;
+            self.parallel.for_each_chunk(
+                n * n_heads,
+                &mut self.att,
+                hd,
+                &mut self.scores,
+                context,
+                &|item, out, scores| {
+                    let (t, head) = (item / n_heads, item % n_heads);
+                    let n_pos = pos + t + 1; // causal: up to and including this position
+                    let q = &qkv[t * qkv_rows + head * hd..][..hd];
+                    let (keys, values) = cache_ref.head(layer, head / group, n_pos);
+                    (k.attention_head)(q, keys, values, n_pos, scores, out);
+                },
             );
+            linear(&self.parallel, k, &lw.attn_output, &self.att, n, &mut self.xq, &mut self.xq_scales, &mut self.proj);
             (k.add)(&mut self.x[..n * dim], &self.proj[..n * dim]);
 
             // Feed-forward: x += W_down · act(W_up · norm(x))
             norm(k, h, &lw.ffn_norm, &self.x, &mut self.xn, n, dim);
-            linear(
-                k,
-                &lw.ffn_up,
-                &self.xn,
-                n,
-                &mut self.xq,
-                &mut self.xq_scales,
-                &mut self.up,
-            );
+            linear(&self.parallel, k, &lw.ffn_up, &self.xn, n, &mut self.xq, &mut self.xq_scales, &mut self.up);
             if h.arch.gated_ffn() {
                 for t in 0..n {
                     let (gate, up) = self.up[t * 2 * ffn..][..2 * ffn].split_at(ffn);
@@ -211,15 +184,7 @@ impl Forward {
                 self.hidden[..n * ffn].copy_from_slice(&self.up[..n * ffn]);
                 (k.gelu_tanh)(&mut self.hidden[..n * ffn]);
             }
-            linear(
-                k,
-                &lw.ffn_down,
-                &self.hidden,
-                n,
-                &mut self.xq,
-                &mut self.xq_scales,
-                &mut self.proj,
-            );
+            linear(&self.parallel, k, &lw.ffn_down, &self.hidden, n, &mut self.xq, &mut self.xq_scales, &mut self.proj);
             (k.add)(&mut self.x[..n * dim], &self.proj[..n * dim]);
         }
 
@@ -230,32 +195,10 @@ impl Forward {
             LogitsMode::None => return &[],
         };
         let rows = n - first;
-        assert!(
-            rows <= self.logits_rows,
-            "all-logits batch on a last-only state"
-        );
-        norm(
-            k,
-            h,
-            &w.output_norm,
-            &self.x[first * dim..],
-            &mut self.xn,
-            rows,
-            dim,
-        );
-        let head = Linear {
-            w: w.lm_head,
-            bias: None,
-        };
-        linear(
-            k,
-            &head,
-            &self.xn,
-            rows,
-            &mut self.xq,
-            &mut self.xq_scales,
-            &mut self.logits,
-        );
+        assert!(rows <= self.logits_rows, "all-logits batch on a last-only state");
+        norm(k, h, &w.output_norm, &self.x[first * dim..], &mut self.xn, rows, dim);
+        let head = Linear { w: w.lm_head, bias: None };
+        linear(&self.parallel, k, &head, &self.xn, rows, &mut self.xq, &mut self.xq_scales, &mut self.logits);
         &self.logits[..rows * h.vocab_size as usize]
     }
 }
@@ -270,8 +213,10 @@ fn norm(k: &Kernels, h: &HParams, n_w: &Norm, x: &[f32], out: &mut [f32], n: usi
     }
 }
 
-/// `out[t] = W x[t] (+ b)` for `n` rows; quantizes `x` first for q8 weights.
+/// `out[t] = W x[t] (+ b)` for `n` rows.
+#[allow(clippy::too_many_arguments)]
 fn linear(
+    par: &Parallel,
     k: &Kernels,
     lin: &Linear,
     x: &[f32],
@@ -280,17 +225,8 @@ fn linear(
     xs: &mut [f32],
     out: &mut [f32],
 ) {
-    let (rows, cols) = (lin.w.rows, lin.w.cols);
-    let x = &x[..n * cols];
-    if matches!(lin.w.data, WeightData::Q8 { .. }) {
-        (k.quantize_q8_acts)(x, &mut xq[..n * cols], &mut xs[..n * cols / Q8_BLOCK]);
-    }
-    let acts = Q8Acts {
-        cols,
-        quants: &xq[..n * cols],
-        scales: &xs[..n * cols / Q8_BLOCK],
-    };
-    k.matmul(&lin.w, 0..rows, x, &acts, n, &mut out[..n * rows], rows);
+    let rows = lin.w.rows;
+    par.matmul(k, &lin.w, x, xq, xs, n, out);
     if let Some(b) = lin.bias {
         for t in 0..n {
             (k.add)(&mut out[t * rows..][..rows], b);

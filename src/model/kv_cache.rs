@@ -55,9 +55,6 @@ impl KvCache {
     pub fn head(&self, layer: usize, head: usize, n_pos: usize) -> (&[f32], &[f32]) {
         let start = self.head_start(layer, head);
         let len = n_pos * self.head_dim;
-        (
-            &self.keys[start..start + len],
-            &self.values[start..start + len],
-        )
+        (&self.keys[start..start + len], &self.values[start..start + len])
     }
 }

@@ -3,6 +3,7 @@
 
 mod forward;
 mod kv_cache;
+mod parallel;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -22,11 +23,7 @@ pub enum ModelError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("{path}: holds {file} weights; running at {wanted} would need more precision than the file has")]
-    Precision {
-        path: String,
-        file: &'static str,
-        wanted: &'static str,
-    },
+    Precision { path: String, file: &'static str, wanted: &'static str },
     #[error("GPT_FAST_ISA={0}: unknown instruction set (expected scalar, avx2, avx512 or neon)")]
     UnknownIsa(String),
     #[error("GPT_FAST_ISA={0}: this CPU does not support it")]
@@ -48,9 +45,7 @@ pub fn select_kernels(isa: Option<Isa>) -> Result<Kernels, ModelError> {
     let isa = match isa {
         Some(isa) => Some(isa),
         None => match std::env::var("GPT_FAST_ISA") {
-            Ok(name) if !name.is_empty() => {
-                Some(Isa::parse(&name).ok_or(ModelError::UnknownIsa(name))?)
-            }
+            Ok(name) if !name.is_empty() => Some(Isa::parse(&name).ok_or(ModelError::UnknownIsa(name))?),
             _ => None,
         },
     };
@@ -96,17 +91,11 @@ impl Model {
                 let values = decode_tensor(info.dtype, file.tensor_bytes(info), rows, cols);
                 encode_tensor(dtype, rows, cols, &values, &mut bytes);
                 let mut words = vec![0u64; bytes.len().div_ceil(8)];
-                bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()]
-                    .copy_from_slice(&bytes);
+                bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
                 converted.insert(spec.name, (words, bytes.len()));
             }
         }
-        Ok(Self {
-            file,
-            dtype,
-            converted,
-            kernels,
-        })
+        Ok(Self { file, dtype, converted, kernels })
     }
 
     pub fn hparams(&self) -> &HParams {
@@ -137,12 +126,7 @@ impl Model {
             let info = self.file.tensor(name).expect("validated tensor list");
             let (rows, cols) = (info.rows as usize, info.cols as usize);
             match self.converted.get(name) {
-                Some((words, len)) => (
-                    self.dtype,
-                    rows,
-                    cols,
-                    &bytemuck::cast_slice::<u64, u8>(words)[..*len],
-                ),
+                Some((words, len)) => (self.dtype, rows, cols, &bytemuck::cast_slice::<u64, u8>(words)[..*len]),
                 None => (info.dtype, rows, cols, self.file.tensor_bytes(info)),
             }
         })
@@ -155,15 +139,10 @@ impl Model {
         let size = |m: &gpt_fast_kernels::Matrix| match m.data {
             gpt_fast_kernels::WeightData::F32(d) => d.len() as u64 * 4,
             gpt_fast_kernels::WeightData::F16(d) => d.len() as u64 * 2,
-            gpt_fast_kernels::WeightData::Q8 { quants, scales } => {
-                quants.len() as u64 + scales.len() as u64 * 2
-            }
+            gpt_fast_kernels::WeightData::Q8 { quants, scales } => quants.len() as u64 + scales.len() as u64 * 2,
         };
         for l in &w.layers {
-            total += size(&l.attn_qkv.w)
-                + size(&l.attn_output.w)
-                + size(&l.ffn_up.w)
-                + size(&l.ffn_down.w);
+            total += size(&l.attn_qkv.w) + size(&l.attn_output.w) + size(&l.ffn_up.w) + size(&l.ffn_down.w);
         }
         total + size(&w.lm_head)
     }

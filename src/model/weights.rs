@@ -56,38 +56,25 @@ pub fn matrix(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Matrix<'_
         DType::F32 => WeightData::F32(bytemuck::cast_slice(bytes)),
         DType::F16 => WeightData::F16(bytemuck::cast_slice::<u8, f16>(bytes)),
         DType::Q8 => {
-            let quant_bytes = gpt_fast_quant::q8::PackedQ8Layout::new(rows, cols)
-                .expect("validated q8 shape")
-                .quant_bytes();
+            let quant_bytes =
+                gpt_fast_quant::q8::PackedQ8Layout::new(rows, cols).expect("validated q8 shape").quant_bytes();
             let (q, s) = bytes.split_at(quant_bytes);
-            WeightData::Q8 {
-                quants: bytemuck::cast_slice(q),
-                scales: bytemuck::cast_slice(s),
-            }
+            WeightData::Q8 { quants: bytemuck::cast_slice(q), scales: bytemuck::cast_slice(s) }
         }
     };
     Matrix { rows, cols, data }
 }
 
 /// Builds [`Weights`] from a lookup of tensors by name (`(dtype, rows, cols, bytes)`).
-pub fn build<'a>(
-    h: &HParams,
-    get: impl Fn(&str) -> (DType, usize, usize, &'a [u8]),
-) -> Weights<'a> {
+pub fn build<'a>(h: &HParams, get: impl Fn(&str) -> (DType, usize, usize, &'a [u8])) -> Weights<'a> {
     let mat = |name: &str| {
         let (dtype, rows, cols, bytes) = get(name);
         matrix(dtype, rows, cols, bytes)
     };
     let f32s = |name: &str| -> &'a [f32] { bytemuck::cast_slice(get(name).3) };
     let bias = |name: String| h.arch.has_biases().then(|| f32s(&name));
-    let norm = |p: &str| Norm {
-        weight: f32s(&format!("{p}.weight")),
-        bias: bias(format!("{p}.bias")),
-    };
-    let linear = |p: &str| Linear {
-        w: mat(&format!("{p}.weight")),
-        bias: bias(format!("{p}.bias")),
-    };
+    let norm = |p: &str| Norm { weight: f32s(&format!("{p}.weight")), bias: bias(format!("{p}.bias")) };
+    let linear = |p: &str| Linear { w: mat(&format!("{p}.weight")), bias: bias(format!("{p}.bias")) };
     let layers = (0..h.n_layers)
         .map(|i| LayerWeights {
             attn_norm: norm(&format!("blk.{i}.attn_norm")),
@@ -101,16 +88,9 @@ pub fn build<'a>(
     let token_embd = mat("token_embd.weight");
     Weights {
         token_embd,
-        position_embd: h
-            .arch
-            .learned_positions()
-            .then(|| f32s("position_embd.weight")),
+        position_embd: h.arch.learned_positions().then(|| f32s("position_embd.weight")),
         layers,
         output_norm: norm("output_norm"),
-        lm_head: if h.tied_embeddings {
-            token_embd
-        } else {
-            mat("output.weight")
-        },
+        lm_head: if h.tied_embeddings { token_embd } else { mat("output.weight") },
     }
 }

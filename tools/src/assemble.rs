@@ -11,12 +11,8 @@ use crate::ConvertError;
 
 /// The canonical source tensors whose rows, stacked in order, make `name`.
 fn parts(arch: Arch, name: &str) -> Vec<String> {
-    let fused = |layer: &str, suffix: &str, pieces: &[&str]| {
-        pieces
-            .iter()
-            .map(|p| format!("{layer}.{p}.{suffix}"))
-            .collect()
-    };
+    let fused =
+        |layer: &str, suffix: &str, pieces: &[&str]| pieces.iter().map(|p| format!("{layer}.{p}.{suffix}")).collect();
     if arch == Arch::Llama {
         if let Some(layer) = name.strip_suffix(".attn_qkv.weight") {
             return fused(layer, "weight", &["attn_q", "attn_k", "attn_v"]);
@@ -29,28 +25,17 @@ fn parts(arch: Arch, name: &str) -> Vec<String> {
 }
 
 /// Reads and assembles one tensor of the gpt-fast file, checking its shape.
-pub fn assemble(
-    source: &dyn Source,
-    spec: &TensorSpec,
-    path: &Path,
-) -> Result<Vec<f32>, ConvertError> {
+pub fn assemble(source: &dyn Source, spec: &TensorSpec, path: &Path) -> Result<Vec<f32>, ConvertError> {
     let arch = source.hparams().arch;
     let mut data = Vec::with_capacity(spec.n_elements() as usize);
     let mut rows = 0;
     for part in parts(arch, &spec.name) {
-        let SourceTensor {
-            rows: r,
-            cols,
-            data: d,
-        } = source.tensor(&part)?;
+        let SourceTensor { rows: r, cols, data: d } = source.tensor(&part)?;
         if cols as u64 != spec.cols {
             return Err(ConvertError::Tensor {
                 path: path.to_path_buf(),
                 name: part,
-                reason: format!(
-                    "has {cols} columns, the hyper-parameters give {}",
-                    spec.cols
-                ),
+                reason: format!("has {cols} columns, the hyper-parameters give {}", spec.cols),
             });
         }
         rows += r;

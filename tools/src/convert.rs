@@ -32,13 +32,7 @@ pub fn convert(
                 let data = assemble(source, spec, input)?;
                 let mut bytes = Vec::new();
                 let index = chunk_index * batch + k;
-                encode_tensor(
-                    writer.entry_dtype(index),
-                    spec.rows as usize,
-                    spec.cols as usize,
-                    &data,
-                    &mut bytes,
-                );
+                encode_tensor(writer.entry_dtype(index), spec.rows as usize, spec.cols as usize, &data, &mut bytes);
                 Ok(bytes)
             })
             .collect::<Result<_, ConvertError>>()?;

@@ -9,11 +9,7 @@ pub enum ConvertError {
     #[error("{path}: missing tensor '{name}'")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor '{name}': {reason}")]
-    Tensor {
-        path: PathBuf,
-        name: String,
-        reason: String,
-    },
+    Tensor { path: PathBuf, name: String, reason: String },
     #[error(transparent)]
     Write(#[from] gpt_fast::format::WriteError),
 }

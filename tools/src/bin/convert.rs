@@ -41,10 +41,7 @@ fn progress(quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
-            .expect("static template"),
-    );
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}").expect("static template"));
     bar
 }
 
@@ -52,30 +49,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let bar = progress(args.quiet);
     if let Some(name) = &args.synthetic {
         let hparams = gpt_fast::synthetic::config(name).ok_or_else(|| {
-            let names: Vec<_> = gpt_fast::synthetic::configs()
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-            format!(
-                "unknown synthetic config '{name}' (known: {})",
-                names.join(", ")
-            )
+            let names: Vec<_> = gpt_fast::synthetic::configs().into_iter().map(|(n, _)| n).collect();
+            format!("unknown synthetic config '{name}' (known: {})", names.join(", "))
         })?;
-        gpt_fast::synthetic::write(
-            &args.output,
-            &hparams,
-            args.quant,
-            args.seed,
-            |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
-        )?;
+        gpt_fast::synthetic::write(&args.output, &hparams, args.quant, args.seed, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
     } else {
-        let input = args
-            .input
-            .as_deref()
-            .expect("clap requires input without --synthetic");
+        let input = args.input.as_deref().expect("clap requires input without --synthetic");
         convert_checkpoint(input, &args.output, args.quant, &bar)?;
     }
     bar.finish_and_clear();

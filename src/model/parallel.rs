@@ -1,0 +1,109 @@
+//! Splitting the forward pass's heavy operations across the thread pool.
+//!
+//! Decode (one token): a matmul's output rows are cut into chunks of whole q8
+//! tiles. Prefill (many tokens): the tokens are cut into groups and each thread
+//! multiplies its group by the whole matrix, quantizing its own activations
+//! first, so every output element is computed by one thread in a fixed order
+//! and results do not depend on the thread count.
+
+use std::sync::atomic::AtomicBool;
+
+use gpt_fast_kernels::{Kernels, Matrix, Q8Acts, WeightData, Q8_BLOCK, Q8_TILE_ROWS};
+
+use crate::threads::{ChunkCounter, DisjointChunks, ThreadPool};
+
+pub struct Parallel {
+    pool: ThreadPool,
+    /// Claim flags for the disjoint chunks of up to three outputs per operation.
+    flags: [Vec<AtomicBool>; 3],
+}
+
+fn flags(n: usize) -> Vec<AtomicBool> {
+    (0..n).map(|_| AtomicBool::new(false)).collect()
+}
+
+impl Parallel {
+    /// `max_items`: the most chunks one operation cuts its output into (a
+    /// batch's tokens × heads in attention).
+    pub fn new(n_threads: usize, max_items: usize) -> Self {
+        let pool = ThreadPool::new(n_threads);
+        let max_chunks = max_items.max(4 * pool.n_threads()) + 1;
+        Self { pool, flags: [flags(max_chunks), flags(max_chunks), flags(max_chunks)] }
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// `out[t] = W x[t]` for `n` rows of `x`; q8 weights quantize `x` into
+    /// `xq`/`xs` first (scratch of `n * cols` and `n * cols / 32`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(&self, k: &Kernels, w: &Matrix, x: &[f32], xq: &mut [i8], xs: &mut [f32], n: usize, out: &mut [f32]) {
+        let (rows, cols) = (w.rows, w.cols);
+        let nb = cols / Q8_BLOCK;
+        let q8 = matches!(w.data, WeightData::Q8 { .. });
+        let threads = self.n_threads();
+        if n == 1 {
+            if q8 {
+                (k.quantize_q8_acts)(&x[..cols], &mut xq[..cols], &mut xs[..nb]);
+            }
+            let acts = Q8Acts { cols, quants: &xq[..cols], scales: &xs[..nb] };
+            let chunk = rows.div_ceil(4 * threads).next_multiple_of(Q8_TILE_ROWS).max(Q8_TILE_ROWS);
+            let outs = DisjointChunks::new(&mut out[..rows], chunk, &self.flags[0]);
+            let counter = ChunkCounter::new(rows.div_ceil(chunk));
+            self.pool.run(&|_| {
+                while let Some(c) = counter.next() {
+                    let o = outs.claim(c);
+                    let r0 = c * chunk;
+                    let len = o.len();
+                    k.matmul(w, r0..r0 + len, &x[..cols], &acts, 1, o, len);
+                }
+            });
+            return;
+        }
+        // Groups of tokens: a multiple of 4 (the kernels' register tile), about
+        // two groups per thread for balance.
+        let group = n.div_ceil(2 * threads).next_multiple_of(4).clamp(4, 64);
+        let outs = DisjointChunks::new(&mut out[..n * rows], group * rows, &self.flags[0]);
+        let quants = DisjointChunks::new(&mut xq[..n * cols], group * cols, &self.flags[1]);
+        let scales = DisjointChunks::new(&mut xs[..n * nb], (group * nb).max(1), &self.flags[2]);
+        let counter = ChunkCounter::new(n.div_ceil(group));
+        self.pool.run(&|_| {
+            while let Some(c) = counter.next() {
+                let t0 = c * group;
+                let nt = group.min(n - t0);
+                let xt = &x[t0 * cols..(t0 + nt) * cols];
+                let (q, s) = (quants.claim(c), scales.claim(c));
+                if q8 {
+                    (k.quantize_q8_acts)(xt, q, s);
+                }
+                let acts = Q8Acts { cols, quants: q, scales: s };
+                k.matmul(w, 0..rows, xt, &acts, nt, outs.claim(c), rows);
+            }
+        });
+    }
+
+    /// Runs `work(item, out_chunk, scratch)` for items `0..n_items`, where
+    /// `out_chunk` is the item's `chunk`-sized piece of `out` and `scratch` is
+    /// the calling thread's `scratch_len`-sized piece of `scratch`.
+    pub fn for_each_chunk(
+        &self,
+        n_items: usize,
+        out: &mut [f32],
+        chunk: usize,
+        scratch: &mut [f32],
+        scratch_len: usize,
+        work: &(dyn Fn(usize, &mut [f32], &mut [f32]) + Sync),
+    ) {
+        let outs = DisjointChunks::new(&mut out[..n_items * chunk], chunk, &self.flags[0]);
+        let scratches =
+            DisjointChunks::new(&mut scratch[..self.n_threads() * scratch_len], scratch_len, &self.flags[1]);
+        let counter = ChunkCounter::new(n_items);
+        self.pool.run(&|thread| {
+            let mine = scratches.claim(thread);
+            while let Some(i) = counter.next() {
+                work(i, outs.claim(i), mine);
+            }
+        });
+    }
+}
