@@ -4,6 +4,7 @@
 //! (the thread pool); the SIMD kernels live in the `gpt-fast-kernels` crate.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod format;
 pub mod mmap;
 pub mod model;

@@ -88,7 +88,6 @@ impl Kernels {
 
     /// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,
     /// `t < n`. q8 weights read `x_q8` (the same rows quantized); the others `x`.
-    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         w: &Matrix,

@@ -1,4 +1,8 @@
 //! Block formats, f16 and (de)quantization for gpt-fast.
 #![forbid(unsafe_code)]
 
+mod error;
+pub mod ggml;
 pub mod q8;
+
+pub use error::QuantError;

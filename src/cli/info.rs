@@ -31,6 +31,10 @@ pub fn info(path: &Path) -> CliResult {
     }
     writeln!(out, "norm_eps:      {:e}", h.norm_eps)?;
     writeln!(out, "tied embed:    {}", h.tied_embeddings)?;
+    match gpt_fast::model::select_kernels(None) {
+        Ok(k) => writeln!(out, "kernels:       {} (GPT_FAST_ISA overrides)", k.isa.name())?,
+        Err(e) => writeln!(out, "kernels:       {e}")?,
+    }
     let tok = file.tokenizer();
     writeln!(
         out,

@@ -109,7 +109,6 @@ impl Forward {
     /// (`(1 or tokens.len(), vocab)`). `tokens.len()` must be at most
     /// `batch_cap` (and at most 1 row of logits unless built with `all_logits`),
     /// and `pos + tokens.len()` at most the cache capacity.
-    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         w: &Weights,
@@ -214,7 +213,6 @@ fn norm(k: &Kernels, h: &HParams, n_w: &Norm, x: &[f32], out: &mut [f32], n: usi
 }
 
 /// `out[t] = W x[t] (+ b)` for `n` rows.
-#[allow(clippy::too_many_arguments)]
 fn linear(
     par: &Parallel,
     k: &Kernels,

@@ -37,7 +37,6 @@ impl Parallel {
 
     /// `out[t] = W x[t]` for `n` rows of `x`; q8 weights quantize `x` into
     /// `xq`/`xs` first (scratch of `n * cols` and `n * cols / 32`).
-    #[allow(clippy::too_many_arguments)]
     pub fn matmul(&self, k: &Kernels, w: &Matrix, x: &[f32], xq: &mut [i8], xs: &mut [f32], n: usize, out: &mut [f32]) {
         let (rows, cols) = (w.rows, w.cols);
         let nb = cols / Q8_BLOCK;

@@ -3,6 +3,7 @@
 pub mod assemble;
 pub mod convert;
 mod error;
+pub mod gguf;
 // pub mod from_gguf; (enabled once gguf and tokenizer_import land)
 pub mod source;
 

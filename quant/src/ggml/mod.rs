@@ -1,0 +1,282 @@
+//! ggml's tensor types, as stored in GGUF files, and their scalar dequantizers.
+//!
+//! Each quantized type is a `#[repr(C)]` block struct laid out byte for byte as
+//! in ggml (`ggml-common.h`), with a `dequantize_block` that performs the same
+//! f32 operations in the same order as ggml's reference `dequantize_row_*`
+//! (`ggml-quants.c`), so the results are bit-identical to it and to the gguf
+//! Python package's numpy reference (`gguf.quants.dequantize`), which the
+//! fixture tests check (`quant/tests/ggml_fixtures.rs`).
+//!
+//! One caveat on "bit-identical to ggml": C compilers may contract `a * b + c`
+//! into a fused multiply-add, so a ggml binary built that way can differ from
+//! its own source in the last bit for Q4_1 and the K-quants. Rust never
+//! contracts, so these decoders match the unfused reading of the source.
+//!
+//! GGUF is little-endian and so is every target gpt-fast builds for (see
+//! `src/format/spec.rs`), so block fields are read in host order.
+
+mod kquants;
+mod legacy;
+
+use half::f16;
+
+use crate::QuantError;
+
+pub use kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK4_0, QK4_1, QK8_0};
+
+/// The ggml tensor types gpt-fast reads.
+#[allow(non_camel_case_types)] // ggml's own names, as in GGUF tooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GgmlType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+}
+
+impl GgmlType {
+    /// Every supported type, in GGUF id order.
+    pub const ALL: [GgmlType; 9] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::BF16,
+    ];
+
+    /// The type with this `ggml_type` id as written in GGUF tensor infos;
+    /// `None` for ids gpt-fast does not read (Q5_0, IQ*, …) or that do not exist.
+    pub fn from_gguf_id(id: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|ty| ty.gguf_id() == id)
+    }
+
+    /// The `ggml_type` id (`ggml.h`).
+    pub fn gguf_id(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Q4_K => 12,
+            GgmlType::Q5_K => 13,
+            GgmlType::Q6_K => 14,
+            GgmlType::BF16 => 30,
+        }
+    }
+
+    /// ggml's name for the type (`ggml_type_name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GgmlType::F32 => "F32",
+            GgmlType::F16 => "F16",
+            GgmlType::BF16 => "BF16",
+            GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q4_K => "Q4_K",
+            GgmlType::Q5_K => "Q5_K",
+            GgmlType::Q6_K => "Q6_K",
+        }
+    }
+
+    /// Elements per block: 1 for the float types.
+    pub fn block_size(self) -> usize {
+        match self {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
+            GgmlType::Q4_0 => QK4_0,
+            GgmlType::Q4_1 => QK4_1,
+            GgmlType::Q8_0 => QK8_0,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn type_size(self) -> usize {
+        match self {
+            GgmlType::F32 => 4,
+            GgmlType::F16 | GgmlType::BF16 => 2,
+            GgmlType::Q4_0 => size_of::<BlockQ4_0>(),
+            GgmlType::Q4_1 => size_of::<BlockQ4_1>(),
+            GgmlType::Q8_0 => size_of::<BlockQ8_0>(),
+            GgmlType::Q4_K => size_of::<BlockQ4K>(),
+            GgmlType::Q5_K => size_of::<BlockQ5K>(),
+            GgmlType::Q6_K => size_of::<BlockQ6K>(),
+        }
+    }
+
+    /// Bytes of `n_elements` values of this type; `None` if `n_elements` is not
+    /// a whole number of blocks or the size overflows `usize`.
+    pub fn row_bytes(self, n_elements: usize) -> Option<usize> {
+        if n_elements % self.block_size() != 0 {
+            return None;
+        }
+        (n_elements / self.block_size()).checked_mul(self.type_size())
+    }
+}
+
+impl std::fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Decodes `dst.len()` values of type `ty` from `src` into `dst`.
+///
+/// `dst.len()` must be a whole number of blocks and `src` exactly their bytes;
+/// otherwise an error, and `dst` is left untouched.
+pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    let n_elements = dst.len();
+    if n_elements % ty.block_size() != 0 {
+        return Err(QuantError::PartialBlock { ty: ty.name(), n_elements, block_size: ty.block_size() });
+    }
+    // Cannot overflow: the product is at most 4 bytes per element of a slice of f32.
+    let expected = n_elements / ty.block_size() * ty.type_size();
+    if src.len() != expected {
+        return Err(QuantError::ByteLength { ty: ty.name(), n_elements, expected, actual: src.len() });
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (y, x) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *y = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (y, x) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *y = f16::from_le_bytes([x[0], x[1]]).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            // ggml widens bf16 by a plain shift (`ggml_compute_bf16_to_fp32`),
+            // keeping NaN payloads as they are; `half::bf16::to_f32` would set
+            // the quiet bit of a signalling NaN.
+            for (y, x) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *y = f32::from_bits(u32::from(u16::from_le_bytes([x[0], x[1]])) << 16);
+            }
+        }
+        GgmlType::Q4_0 => decode_blocks(src, dst, BlockQ4_0::dequantize_block),
+        GgmlType::Q4_1 => decode_blocks(src, dst, BlockQ4_1::dequantize_block),
+        GgmlType::Q8_0 => decode_blocks(src, dst, BlockQ8_0::dequantize_block),
+        GgmlType::Q4_K => decode_blocks(src, dst, BlockQ4K::dequantize_block),
+        GgmlType::Q5_K => decode_blocks(src, dst, BlockQ5K::dequantize_block),
+        GgmlType::Q6_K => decode_blocks(src, dst, BlockQ6K::dequantize_block),
+    }
+    Ok(())
+}
+
+/// Decodes whole blocks; the caller has checked that `src` holds exactly
+/// `dst.len() / N` blocks. Blocks are copied out one at a time because `src`
+/// (a slice of a mapped file) need not be aligned for the block's f16 fields.
+fn decode_blocks<B: bytemuck::Pod, const N: usize>(src: &[u8], dst: &mut [f32], decode: fn(&B, &mut [f32; N])) {
+    let blocks = src.chunks_exact(size_of::<B>());
+    for (raw, out) in blocks.zip(dst.chunks_exact_mut(N)) {
+        let block: B = bytemuck::pod_read_unaligned(raw);
+        let out: &mut [f32; N] = out.try_into().expect("chunks_exact_mut(N)");
+        decode(&block, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_sizes_match_ggml() {
+        // (type, elements per block, bytes per block) from ggml's type traits table.
+        let table = [
+            (GgmlType::F32, 1, 4),
+            (GgmlType::F16, 1, 2),
+            (GgmlType::BF16, 1, 2),
+            (GgmlType::Q4_0, 32, 18),
+            (GgmlType::Q4_1, 32, 20),
+            (GgmlType::Q8_0, 32, 34),
+            (GgmlType::Q4_K, 256, 144),
+            (GgmlType::Q5_K, 256, 176),
+            (GgmlType::Q6_K, 256, 210),
+        ];
+        for (ty, block_size, type_size) in table {
+            assert_eq!(ty.block_size(), block_size, "{ty}");
+            assert_eq!(ty.type_size(), type_size, "{ty}");
+            assert_eq!(GgmlType::from_gguf_id(ty.gguf_id()), Some(ty));
+        }
+    }
+
+    #[test]
+    fn gguf_ids() {
+        let ids = [(0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (8, "Q8_0")];
+        for (id, name) in ids {
+            assert_eq!(GgmlType::from_gguf_id(id).map(GgmlType::name), Some(name));
+        }
+        assert_eq!(GgmlType::from_gguf_id(12), Some(GgmlType::Q4_K));
+        assert_eq!(GgmlType::from_gguf_id(13), Some(GgmlType::Q5_K));
+        assert_eq!(GgmlType::from_gguf_id(14), Some(GgmlType::Q6_K));
+        assert_eq!(GgmlType::from_gguf_id(30), Some(GgmlType::BF16));
+        for unsupported in [4, 5, 6, 7, 9, 10, 11, 15, 16, 29, 31, 99, u32::MAX] {
+            assert_eq!(GgmlType::from_gguf_id(unsupported), None, "id {unsupported}");
+        }
+    }
+
+    #[test]
+    fn row_bytes() {
+        assert_eq!(GgmlType::Q4_0.row_bytes(64), Some(36));
+        assert_eq!(GgmlType::Q4_0.row_bytes(0), Some(0));
+        assert_eq!(GgmlType::Q4_0.row_bytes(33), None);
+        assert_eq!(GgmlType::Q6_K.row_bytes(512), Some(420));
+        assert_eq!(GgmlType::Q6_K.row_bytes(128), None);
+        assert_eq!(GgmlType::F32.row_bytes(3), Some(12));
+        assert_eq!(GgmlType::F32.row_bytes(usize::MAX), None);
+        assert_eq!(GgmlType::Q8_0.row_bytes(usize::MAX / 32 * 32), None);
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        for ty in GgmlType::ALL {
+            let n = ty.block_size() * 2;
+            let bytes = ty.row_bytes(n).unwrap();
+            let mut dst = vec![0f32; n];
+            assert!(dequantize(ty, &vec![0; bytes], &mut dst).is_ok(), "{ty}");
+            for bad_len in [0, bytes - 1, bytes + 1, bytes * 2] {
+                let err = dequantize(ty, &vec![0; bad_len], &mut dst).unwrap_err();
+                assert!(matches!(err, QuantError::ByteLength { .. }), "{ty}: {err}");
+            }
+            if ty.block_size() > 1 {
+                let mut partial = vec![0f32; n - 1];
+                let err = dequantize(ty, &vec![0; bytes], &mut partial).unwrap_err();
+                assert!(matches!(err, QuantError::PartialBlock { .. }), "{ty}: {err}");
+                assert!(err.to_string().contains(ty.name()), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_is_fine() {
+        for ty in GgmlType::ALL {
+            assert_eq!(dequantize(ty, &[], &mut []), Ok(()));
+        }
+    }
+
+    #[test]
+    fn float_types() {
+        let mut dst = [0f32; 2];
+        let src: Vec<u8> = [1.5f32, -0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        dequantize(GgmlType::F32, &src, &mut dst).unwrap();
+        assert_eq!(dst, [1.5, -0.25]);
+        dequantize(GgmlType::F16, &[0x00, 0x3e, 0x00, 0xc0], &mut dst).unwrap();
+        assert_eq!(dst, [1.5, -2.0]);
+        dequantize(GgmlType::BF16, &[0xc0, 0x3f, 0x80, 0xbe], &mut dst).unwrap();
+        assert_eq!(dst, [1.5, -0.25]);
+        // A signalling bf16 NaN keeps its payload, as in ggml.
+        dequantize(GgmlType::BF16, &[0x81, 0x7f, 0, 0], &mut dst).unwrap();
+        assert_eq!(dst[0].to_bits(), 0x7f81_0000);
+    }
+}

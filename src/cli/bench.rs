@@ -1,0 +1,69 @@
+//! `gpt-fast bench`: llama-bench-style throughput table (or JSON lines).
+
+use std::fmt::Write;
+use std::path::Path;
+
+use gpt_fast::bench::{self, Test};
+use gpt_fast::model::{Model, ModelOptions};
+
+use super::{print_out, CliResult, ModelArgs};
+
+pub struct BenchArgs<'a> {
+    pub prompt: &'a [usize],
+    pub generate: &'a [usize],
+    pub repetitions: usize,
+    pub json: bool,
+}
+
+pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult {
+    let model = Model::open(path, ModelOptions { quant: model_args.quant, isa: None })?;
+    let threads = model_args.threads_or_default();
+    let size = model.weight_bytes();
+    let n_params: u64 = model.file().tensors().iter().map(|t| t.rows * t.cols).sum();
+    let isa = model.kernels().isa.name();
+    let dtype = model.dtype().name();
+    let tests = args.prompt.iter().map(|&n| Test::Prompt(n)).chain(args.generate.iter().map(|&n| Test::Generate(n)));
+    if !args.json {
+        print_out(
+            "| model | weights | params | isa | threads | test | t/s | GB/s |\n|---|---|---|---|---|---|---|---|\n",
+        )?;
+    }
+    for test in tests {
+        let r = bench::run(&model, test, args.repetitions, threads)?;
+        // Decode reads every weight once per token: bytes per token × tokens/s.
+        let gbps = match test {
+            Test::Generate(_) => Some(size as f64 * r.mean_tps / 1e9),
+            Test::Prompt(_) => None,
+        };
+        let mut line = String::new();
+        if args.json {
+            write!(
+                line,
+                "{{\"model\":{:?},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"test\":\"{}\",\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
+                path.display().to_string(),
+                test.name(),
+                r.mean_tps,
+                r.stddev_tps,
+                r.samples_tps
+            )?;
+            if let Some(g) = gbps {
+                write!(line, ",\"gb_per_second\":{g:.3}")?;
+            }
+            line.push_str("}\n");
+        } else {
+            writeln!(
+                line,
+                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {:.2} ± {:.2} | {} |",
+                path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+                size as f64 / (1 << 20) as f64,
+                n_params as f64 / 1e6,
+                test.name(),
+                r.mean_tps,
+                r.stddev_tps,
+                gbps.map_or_else(|| "-".to_string(), |g| format!("{g:.2}"))
+            )?;
+        }
+        print_out(&line)?;
+    }
+    Ok(())
+}
