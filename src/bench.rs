@@ -51,7 +51,7 @@ pub fn run(model: &Model, test: Test, repetitions: usize, threads: usize) -> Res
         Test::Prompt(_) => n.min(512),
         Test::Generate(_) => 1,
     };
-    let mut session = Session::new(model, SessionOptions { context, batch, all_logits: false, threads })?;
+    let mut session = Session::new(model, SessionOptions { context, batch, threads, ..Default::default() })?;
     let input = tokens(n, vocab);
     let mut once = || -> Result<f64, SessionError> {
         session.reset();

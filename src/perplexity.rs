@@ -31,7 +31,40 @@ fn nll(logits: &[f32], target: u32) -> f64 {
     sum.ln() - f64::from(logits[target as usize] - max)
 }
 
-/// Scores `tokens` in chunks of `context`; `on_chunk(done, total, running_ppl)` reports progress.
+/// Running sums of negative log-likelihoods.
+#[derive(Default)]
+struct Tally {
+    sum: f64,
+    sum_sq: f64,
+    count: usize,
+}
+
+impl Tally {
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.sum_sq += v * v;
+        self.count += 1;
+    }
+
+    fn ppl(&self) -> f64 {
+        (self.sum / self.count.max(1) as f64).exp()
+    }
+
+    fn finish(&self, chunks: usize) -> Perplexity {
+        let mean = self.sum / self.count as f64;
+        let ppl = mean.exp();
+        let var = self.sum_sq / self.count as f64 - mean * mean;
+        let stderr = if var > 0.0 && self.count > 1 { (var / (self.count - 1) as f64).sqrt() * ppl } else { 0.0 };
+        Perplexity { ppl, stderr, scored_tokens: self.count, chunks }
+    }
+}
+
+fn session_options(context: usize, batch: usize, threads: usize) -> SessionOptions {
+    SessionOptions { context, batch, all_logits: true, threads, context_shift: true }
+}
+
+/// Scores `tokens` in chunks of `context` (llama.cpp's method);
+/// `on_chunk(done, total, running_ppl)` reports progress.
 pub fn perplexity(
     model: &Model,
     tokens: &[u32],
@@ -44,34 +77,46 @@ pub fn perplexity(
     if context < 2 || chunks == 0 {
         return Err(PerplexityError::TooShort { tokens: tokens.len(), needed: context.max(2), context });
     }
-    let vocab = model.hparams().vocab_size as usize;
-    let options = SessionOptions { context, batch, all_logits: true, threads };
-    let mut session = Session::new(model, options)?;
+    let mut session = Session::new(model, session_options(context, batch, threads))?;
     let first = context / 2;
-    let (mut sum, mut sum_sq, mut count) = (0f64, 0f64, 0usize);
+    let mut tally = Tally::default();
     for c in 0..chunks {
         let chunk = &tokens[c * context..(c + 1) * context];
         session.reset();
-        let mut start = 0;
-        while start < context {
-            let end = (start + batch).min(context);
-            let logits = session.eval_all(&chunk[start..end])?;
-            // Logits at position j predict token j + 1; score j in [first, context - 1).
-            for j in start.max(first)..end.min(context - 1) {
-                let v = nll(&logits[(j - start) * vocab..][..vocab], chunk[j + 1]);
-                sum += v;
-                sum_sq += v * v;
-                count += 1;
+        // Logits at position j predict token j + 1; score j in [first, context - 1).
+        session.eval_each(chunk, |j, logits| {
+            if j >= first && j + 1 < context {
+                tally.add(nll(logits, chunk[j + 1]));
             }
-            start = end;
-        }
-        on_chunk(c + 1, chunks, (sum / count as f64).exp());
+        })?;
+        on_chunk(c + 1, chunks, tally.ppl());
     }
-    let mean = sum / count as f64;
-    let ppl = mean.exp();
-    let var = sum_sq / count as f64 - mean * mean;
-    let stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
-    Ok(Perplexity { ppl, stderr, scored_tokens: count, chunks })
+    Ok(tally.finish(chunks))
+}
+
+/// Scores every token after the first in one pass through a `context`-slot
+/// ring cache (it wraps many times on a long text): how well the model does
+/// with a sliding window and attention sinks. `on_progress(done, total, ppl)`.
+pub fn perplexity_stream(
+    model: &Model,
+    tokens: &[u32],
+    context: usize,
+    batch: usize,
+    threads: usize,
+    mut on_progress: impl FnMut(usize, usize, f64),
+) -> Result<Perplexity, PerplexityError> {
+    if tokens.len() < 2 {
+        return Err(PerplexityError::TooShort { tokens: tokens.len(), needed: 2, context });
+    }
+    let mut session = Session::new(model, session_options(context, batch, threads))?;
+    let mut tally = Tally::default();
+    let step = context.max(1);
+    for (c, part) in tokens[..tokens.len() - 1].chunks(step).enumerate() {
+        let offset = c * step;
+        session.eval_each(part, |j, logits| tally.add(nll(logits, tokens[offset + j + 1])))?;
+        on_progress(offset + part.len(), tokens.len() - 1, tally.ppl());
+    }
+    Ok(tally.finish(1))
 }
 
 #[cfg(test)]

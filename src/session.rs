@@ -1,6 +1,9 @@
-//! A session: one conversation's state (KV cache, scratch, position) over a
-//! shared [`Model`]. Sessions are independent; each owns its cache.
+//! A session: one conversation's state (KV cache, scratch, thread pool,
+//! position) over a shared [`Model`]. Sessions are independent; each owns its
+//! cache, and everything is allocated when it is created.
 
+use crate::format::Arch;
+use crate::model::kv_cache::DEFAULT_SINKS;
 use crate::model::{Forward, KvCache, LogitsMode, Model, Weights};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -11,7 +14,7 @@ pub enum SessionError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("nothing to evaluate: no tokens")]
     Empty,
-    #[error("context {context} is outside 1..={max} (the model's trained length)")]
+    #[error("context {context} is outside 2..={max} (the model's trained length)")]
     BadContext { context: usize, max: usize },
 }
 
@@ -31,11 +34,14 @@ pub struct SessionOptions {
     pub all_logits: bool,
     /// Threads of the session's pool; 0 takes one per CPU the process may use.
     pub threads: usize,
+    /// Whether evaluation goes on past a full context (docs/DESIGN.md,
+    /// "Context shift"); if not, a full context is an error.
+    pub context_shift: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { context: 0, batch: 128, all_logits: false, threads: 0 }
+        Self { context: 0, batch: 128, all_logits: false, threads: 0, context_shift: true }
     }
 }
 
@@ -44,7 +50,12 @@ pub struct Session<'m> {
     weights: Weights<'m>,
     forward: Forward,
     cache: KvCache,
+    options: SessionOptions,
+    /// Positions evaluated since the last reset (may exceed the context).
     pos: usize,
+    /// GPT-2 only: the tokens in the cache, to re-evaluate the newer half when
+    /// its learned positions run out (`context` entries, allocated once).
+    history: Vec<u32>,
 }
 
 impl<'m> Session<'m> {
@@ -52,7 +63,9 @@ impl<'m> Session<'m> {
         let h = model.hparams();
         let max = h.max_seq_len as usize;
         let context = if options.context == 0 { max.min(DEFAULT_MAX_CONTEXT) } else { options.context };
-        if context > max {
+        // RoPE models could run past their trained length, but quality falls
+        // apart there; learned positions cannot at all.
+        if !(2..=max).contains(&context) {
             return Err(SessionError::BadContext { context, max });
         }
         let batch = options.batch.clamp(1, context);
@@ -60,12 +73,15 @@ impl<'m> Session<'m> {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let learned = h.arch.learned_positions();
         Ok(Self {
             model,
             weights: model.weights(),
-            forward: Forward::new(h, context, batch, options.all_logits, threads),
-            cache: KvCache::new(h, context),
+            forward: Forward::new(h, context, DEFAULT_SINKS, batch, options.all_logits, threads),
+            cache: KvCache::new(h, context, DEFAULT_SINKS),
+            options: SessionOptions { context, batch, threads, ..options },
             pos: 0,
+            history: Vec::with_capacity(if learned { context } else { 0 }),
         })
     }
 
@@ -73,13 +89,17 @@ impl<'m> Session<'m> {
         self.model
     }
 
-    /// Positions evaluated so far.
+    /// Positions evaluated since the last reset.
     pub fn position(&self) -> usize {
         self.pos
     }
 
     pub fn context(&self) -> usize {
         self.cache.capacity()
+    }
+
+    pub fn threads(&self) -> usize {
+        self.options.threads
     }
 
     /// Bytes of the KV cache.
@@ -90,6 +110,7 @@ impl<'m> Session<'m> {
     /// Forgets everything evaluated; the next token is at position 0.
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.history.clear();
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {
@@ -101,36 +122,92 @@ impl<'m> Session<'m> {
             return Err(SessionError::TokenOutOfRange { id, vocab });
         }
         let needed = self.pos + tokens.len();
-        if needed > self.context() {
+        if !self.options.context_shift && needed > self.context() {
             return Err(SessionError::ContextFull { needed, context: self.context() });
         }
         Ok(())
     }
 
+    /// How many of the next tokens can run as one batch: never past the
+    /// batch size, and never across a full cache (after the wrap, one at a time).
+    fn next_batch(&self, remaining: usize) -> usize {
+        let room = self.context().saturating_sub(self.pos);
+        remaining.min(self.options.batch).min(room.max(1))
+    }
+
+    /// GPT-2's learned positions end at the context: keep the newer half of
+    /// the tokens and evaluate them again from position 0 (a pause of half a
+    /// context's prefill, once every half context).
+    fn shift_learned_positions(&mut self) {
+        let keep = self.context() / 2;
+        let start = self.history.len() - keep;
+        self.history.copy_within(start.., 0);
+        self.history.truncate(keep);
+        self.pos = 0;
+        let (h, k) = (self.model.hparams(), self.model.kernels());
+        let mut done = 0;
+        while done < keep {
+            let n = (keep - done).min(self.options.batch);
+            let chunk = &self.history[done..done + n];
+            self.forward.run(&self.weights, h, k, &mut self.cache, chunk, self.pos, LogitsMode::None);
+            self.pos += n;
+            done += n;
+        }
+    }
+
+    /// Runs one batch; returns the logits `mode` asks for.
+    fn run_batch(&mut self, chunk: &[u32], mode: LogitsMode) -> &[f32] {
+        let learned = self.model.hparams().arch == Arch::Gpt2;
+        if learned && self.pos == self.context() {
+            self.shift_learned_positions();
+        }
+        if learned {
+            self.history.extend_from_slice(chunk);
+        }
+        let pos = self.pos;
+        self.pos += chunk.len();
+        let (h, k) = (self.model.hparams(), self.model.kernels());
+        self.forward.run(&self.weights, h, k, &mut self.cache, chunk, pos, mode)
+    }
+
     /// Appends `tokens` (prefill in batches) and returns the logits after the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32], SessionError> {
         self.check(tokens)?;
-        let batch = self.forward.batch_cap();
-        let (h, k) = (self.model.hparams(), self.model.kernels());
-        let last_start = (tokens.len() - 1) / batch * batch;
-        for chunk in tokens[..last_start].chunks(batch) {
-            self.forward.run(&self.weights, h, k, &mut self.cache, chunk, self.pos, LogitsMode::None);
-            self.pos += chunk.len();
+        let mut start = 0;
+        loop {
+            let n = self.next_batch(tokens.len() - start);
+            if start + n == tokens.len() {
+                return Ok(self.run_batch(&tokens[start..], LogitsMode::Last));
+            }
+            self.run_batch(&tokens[start..start + n], LogitsMode::None);
+            start += n;
         }
-        let last = &tokens[last_start..];
-        let pos = self.pos;
-        self.pos += last.len();
-        Ok(self.forward.run(&self.weights, h, k, &mut self.cache, last, pos, LogitsMode::Last))
     }
 
-    /// Appends at most `batch` tokens and returns every position's logits
-    /// (`(tokens.len(), vocab)`). Needs `all_logits` in the options.
+    /// Appends tokens and calls `each(index, logits)` with every token's logits
+    /// (`vocab` values, predicting the next token). Needs `all_logits`.
+    pub fn eval_each(&mut self, tokens: &[u32], mut each: impl FnMut(usize, &[f32])) -> Result<(), SessionError> {
+        self.check(tokens)?;
+        assert!(self.options.all_logits, "eval_each needs SessionOptions::all_logits");
+        let vocab = self.model.hparams().vocab_size as usize;
+        let mut start = 0;
+        while start < tokens.len() {
+            let n = self.next_batch(tokens.len() - start);
+            let logits = self.run_batch(&tokens[start..start + n], LogitsMode::All);
+            for (i, row) in logits.chunks_exact(vocab).enumerate() {
+                each(start + i, row);
+            }
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// Appends at most `batch` tokens, within the context, and returns every
+    /// position's logits (`(tokens.len(), vocab)`). Needs `all_logits`.
     pub fn eval_all(&mut self, tokens: &[u32]) -> Result<&[f32], SessionError> {
         self.check(tokens)?;
-        assert!(tokens.len() <= self.forward.batch_cap(), "eval_all takes at most one batch");
-        let pos = self.pos;
-        self.pos += tokens.len();
-        let (h, k) = (self.model.hparams(), self.model.kernels());
-        Ok(self.forward.run(&self.weights, h, k, &mut self.cache, tokens, pos, LogitsMode::All))
+        assert!(self.options.all_logits, "eval_all needs SessionOptions::all_logits");
+        assert!(self.next_batch(tokens.len()) == tokens.len(), "eval_all takes one batch within the context");
+        Ok(self.run_batch(tokens, LogitsMode::All))
     }
 }

@@ -32,7 +32,7 @@ fn cached_decoding_equals_full_recompute() {
             let model = Model::open(&synthetic("cache", config, dtype), ModelOptions::default()).unwrap();
             let vocab = model.hparams().vocab_size as usize;
             let tokens = prompt(20, vocab as u32);
-            let opts = SessionOptions { context: 64, batch: 32, all_logits: true, threads: 1 };
+            let opts = SessionOptions { context: 64, batch: 32, all_logits: true, threads: 1, context_shift: false };
             let mut full = Session::new(&model, opts).unwrap();
             let all = full.eval_all(&tokens).unwrap().to_vec();
             assert_eq!(all.len(), tokens.len() * vocab);
@@ -82,7 +82,11 @@ fn lower_precision_at_load_and_higher_refused() {
 #[test]
 fn bad_session_inputs_are_errors() {
     let model = Model::open(&synthetic("inputs", "test-gpt2", DType::Q8), ModelOptions::default()).unwrap();
-    let mut s = Session::new(&model, SessionOptions { context: 16, batch: 8, all_logits: false, threads: 2 }).unwrap();
+    let mut s = Session::new(
+        &model,
+        SessionOptions { context: 16, batch: 8, all_logits: false, threads: 2, context_shift: false },
+    )
+    .unwrap();
     assert_eq!(s.eval(&[]).unwrap_err(), SessionError::Empty);
     assert_eq!(s.eval(&[300]).unwrap_err(), SessionError::TokenOutOfRange { id: 300, vocab: 300 });
     assert_eq!(s.eval(&prompt(17, 300)).unwrap_err(), SessionError::ContextFull { needed: 17, context: 16 });
@@ -101,8 +105,11 @@ fn results_do_not_depend_on_the_thread_count() {
         let model = Model::open(&synthetic("threads", config, DType::Q8), ModelOptions::default()).unwrap();
         let tokens = prompt(19, 300);
         let run = |threads| {
-            let mut s =
-                Session::new(&model, SessionOptions { context: 64, batch: 16, all_logits: true, threads }).unwrap();
+            let mut s = Session::new(
+                &model,
+                SessionOptions { context: 64, batch: 16, all_logits: true, threads, context_shift: false },
+            )
+            .unwrap();
             let mut all = s.eval_all(&tokens[..16]).unwrap().to_vec();
             for &t in &tokens[16..] {
                 all.extend_from_slice(s.eval(&[t]).unwrap());

@@ -45,7 +45,8 @@ pub struct Forward {
     scores: Vec<f32>,
     context: usize,
     parallel: Parallel,
-    /// `(context, head_dim / 2)` each: RoPE cos and sin by position.
+    /// `(batch_cap + sinks, head_dim / 2)` each: RoPE cos and sin for the
+    /// batch's positions, then for the re-rotated sinks.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
     /// `(batch_cap or 1, vocab)`
@@ -54,9 +55,17 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// `context`: the most positions attended to; `all_logits`: whether batches
-    /// may ask for every position's logits.
-    pub fn new(h: &HParams, context: usize, batch_cap: usize, all_logits: bool, n_threads: usize) -> Self {
+    /// `context`: the most positions attended to; `sinks`: the KV cache's
+    /// attention sinks; `all_logits`: whether batches may ask for every
+    /// position's logits.
+    pub fn new(
+        h: &HParams,
+        context: usize,
+        sinks: usize,
+        batch_cap: usize,
+        all_logits: bool,
+        n_threads: usize,
+    ) -> Self {
         let dim = h.dim as usize;
         let q_dim = h.q_dim() as usize;
         let qkv_rows = q_dim + 2 * h.kv_dim() as usize;
@@ -64,20 +73,7 @@ impl Forward {
         let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
         let widest = dim.max(q_dim).max(ffn);
         let half = h.head_dim as usize / 2;
-        let (mut rope_cos, mut rope_sin) = (Vec::new(), Vec::new());
-        if h.arch == Arch::Llama {
-            rope_cos.reserve(context * half);
-            rope_sin.reserve(context * half);
-            for pos in 0..context {
-                for i in 0..half {
-                    // Angles in f64: position × frequency loses precision in f32 at long contexts.
-                    let freq = f64::from(h.rope_theta).powf(-((2 * i) as f64) / f64::from(h.head_dim));
-                    let angle = pos as f64 * freq;
-                    rope_cos.push(angle.cos() as f32);
-                    rope_sin.push(angle.sin() as f32);
-                }
-            }
-        }
+        let rope_len = if h.arch == Arch::Llama { (batch_cap + sinks) * half } else { 0 };
         let logits_rows = if all_logits { batch_cap } else { 1 };
         Self {
             batch_cap,
@@ -94,8 +90,8 @@ impl Forward {
             scores: vec![0.0; n_threads.max(1) * context],
             context,
             parallel: Parallel::new(n_threads, batch_cap * h.n_heads as usize),
-            rope_cos,
-            rope_sin,
+            rope_cos: vec![0.0; rope_len],
+            rope_sin: vec![0.0; rope_len],
             logits: vec![0.0; logits_rows * h.vocab_size as usize],
             logits_rows,
         }
@@ -121,13 +117,30 @@ impl Forward {
     ) -> &[f32] {
         let n = tokens.len();
         assert!(n >= 1 && n <= self.batch_cap, "batch of {n} tokens (cap {})", self.batch_cap);
-        assert!(pos + n <= cache.capacity(), "positions past the cache");
+        // Past the wrap, a later token of a batch would overwrite a slot an
+        // earlier one attends to: the caller runs those one at a time.
+        assert!(n == 1 || pos + n <= cache.capacity(), "a batch may not wrap the cache");
         let dim = self.dim;
         let (hd, n_heads, n_kv) = (h.head_dim as usize, h.n_heads as usize, h.n_kv_heads as usize);
         let (q_dim, kv_dim) = (n_heads * hd, n_kv * hd);
         let qkv_rows = q_dim + 2 * kv_dim;
         let ffn = h.ffn_dim as usize;
         let half = hd / 2;
+        let llama = h.arch == Arch::Llama;
+        let wrapped = pos + n > cache.capacity();
+        if llama {
+            for t in 0..n {
+                rope_angles(h, pos + t, &mut self.rope_cos[t * half..][..half], &mut self.rope_sin[t * half..][..half]);
+            }
+            if wrapped {
+                // The sinks sit just before the oldest ring entry.
+                let first = pos + 1 - cache.capacity();
+                for sink in 0..cache.sinks() {
+                    let at = (n + sink) * half;
+                    rope_angles(h, first + sink, &mut self.rope_cos[at..][..half], &mut self.rope_sin[at..][..half]);
+                }
+            }
+        }
 
         for (t, &tok) in tokens.iter().enumerate() {
             let xt = &mut self.x[t * dim..][..dim];
@@ -143,12 +156,21 @@ impl Forward {
             linear(&self.parallel, k, &lw.attn_qkv, &self.xn, n, &mut self.xq, &mut self.xq_scales, &mut self.qkv);
             for t in 0..n {
                 let row = &mut self.qkv[t * qkv_rows..][..qkv_rows];
-                if h.arch == Arch::Llama {
-                    let (cos, sin) =
-                        (&self.rope_cos[(pos + t) * half..][..half], &self.rope_sin[(pos + t) * half..][..half]);
+                if llama {
+                    if pos + t < cache.sinks() {
+                        cache.store_sink_raw(layer, pos + t, &row[q_dim..q_dim + kv_dim]);
+                    }
+                    let (cos, sin) = (&self.rope_cos[t * half..][..half], &self.rope_sin[t * half..][..half]);
                     (k.rope)(&mut row[..q_dim + kv_dim], hd, cos, sin);
                 }
                 cache.store(layer, pos + t, &row[q_dim..q_dim + kv_dim], &row[q_dim + kv_dim..]);
+            }
+            if llama && wrapped {
+                let (cos, sin) = (&self.rope_cos, &self.rope_sin);
+                cache.refresh_sinks(layer, |sink, key| {
+                    let at = (n + sink) * half;
+                    (k.rope)(key, hd, &cos[at..][..half], &sin[at..][..half]);
+                });
             }
             let group = n_heads / n_kv;
             let qkv = &self.qkv;
@@ -162,7 +184,7 @@ impl Forward {
                 context,
                 &|item, out, scores| {
                     let (t, head) = (item / n_heads, item % n_heads);
-                    let n_pos = pos + t + 1; // causal: up to and including this position
+                    let n_pos = cache_ref.filled(pos + t); // causal: up to and including this position
                     let q = &qkv[t * qkv_rows + head * hd..][..hd];
                     let (keys, values) = cache_ref.head(layer, head / group, n_pos);
                     (k.attention_head)(q, keys, values, n_pos, scores, out);
@@ -229,5 +251,16 @@ fn linear(
         for t in 0..n {
             (k.add)(&mut out[t * rows..][..rows], b);
         }
+    }
+}
+
+/// RoPE angles of position `pos`: `cos/sin(pos × theta^(-2i / head_dim))`,
+/// computed in f64 (a position × frequency product loses precision in f32).
+fn rope_angles(h: &HParams, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+    for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
+        let freq = f64::from(h.rope_theta).powf(-((2 * i) as f64) / f64::from(h.head_dim));
+        let (sn, cs) = (pos as f64 * freq).sin_cos();
+        *c = cs as f32;
+        *s = sn as f32;
     }
 }

@@ -2,7 +2,7 @@
 //! precision, and the kernels for this CPU.
 
 mod forward;
-mod kv_cache;
+pub mod kv_cache;
 mod parallel;
 pub mod weights;
 
