@@ -51,8 +51,11 @@ pub struct Session<'m> {
     forward: Forward,
     cache: KvCache,
     options: SessionOptions,
-    /// Positions evaluated since the last reset (may exceed the context).
+    /// Position of the next token in the cache's numbering (restarts after a
+    /// GPT-2 shift; keeps growing through Llama's ring).
     pos: usize,
+    /// Tokens evaluated since the last reset.
+    evaluated: usize,
     /// GPT-2 only: the tokens in the cache, to re-evaluate the newer half when
     /// its learned positions run out (`context` entries, allocated once).
     history: Vec<u32>,
@@ -81,6 +84,7 @@ impl<'m> Session<'m> {
             cache: KvCache::new(h, context, DEFAULT_SINKS),
             options: SessionOptions { context, batch, threads, ..options },
             pos: 0,
+            evaluated: 0,
             history: Vec::with_capacity(if learned { context } else { 0 }),
         })
     }
@@ -89,9 +93,9 @@ impl<'m> Session<'m> {
         self.model
     }
 
-    /// Positions evaluated since the last reset.
+    /// Tokens evaluated since the last reset (may exceed the context).
     pub fn position(&self) -> usize {
-        self.pos
+        self.evaluated
     }
 
     pub fn context(&self) -> usize {
@@ -110,6 +114,7 @@ impl<'m> Session<'m> {
     /// Forgets everything evaluated; the next token is at position 0.
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.evaluated = 0;
         self.history.clear();
     }
 
@@ -166,6 +171,7 @@ impl<'m> Session<'m> {
         }
         let pos = self.pos;
         self.pos += chunk.len();
+        self.evaluated += chunk.len();
         let (h, k) = (self.model.hparams(), self.model.kernels());
         self.forward.run(&self.weights, h, k, &mut self.cache, chunk, pos, mode)
     }
