@@ -1,5 +1,328 @@
-//! Byte-level BPE tokenizer.
+//! Byte-level BPE tokenizer (GPT-2, SmolLM2), token for token with llama.cpp.
+//!
+//! Encoding runs in three steps: special tokens' literal text is cut out of
+//! the input ([`special`]), the text between is split into pre-tokens by the
+//! model's pre-tokenizer ([`pretok`]), and each pre-token's bytes are merged
+//! by BPE rank ([`bpe`]), with a bounded cache in front for repeated words.
+//! Decoding concatenates token bytes; [`StreamDecoder`] does it one token at
+//! a time without splitting a UTF-8 character.
+//!
+//! [`Tokenizer::encode`] adds no BOS/EOS; [`Tokenizer::encode_prompt`] adds
+//! them as the spec's `add_bos` / `add_eos` say (llama.cpp's `add_special`).
 
+mod bpe;
+mod pretok;
 mod spec;
+mod special;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::{Mutex, TryLockError};
 
 pub use spec::{PreTokenizer, TokenType, TokenizerSpec};
+pub use stream::Utf8Stream;
+
+use bpe::{MergeScratch, Merges, WordCache};
+use special::{Fragment, Special};
+
+/// Why a [`TokenizerSpec`] was rejected, or a token id could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenizer has {tokens} tokens but {types} token types")]
+    TypeCountMismatch { tokens: usize, types: usize },
+    #[error("tokenizer has {0} tokens, more than 32-bit ids can address")]
+    TooManyTokens(usize),
+    #[error("{kind} token {id} has empty text")]
+    EmptySpecialToken { id: u32, kind: &'static str },
+    #[error("merge #{rank} names token id {id}, but the vocabulary has {n_vocab} tokens")]
+    MergeIdOutOfRange { rank: usize, id: u32, n_vocab: usize },
+    #[error("merge #{rank}: token {merged} is not token {left} followed by token {right}")]
+    MergeMismatch { rank: usize, left: u32, right: u32, merged: u32 },
+    #[error("{role} token id {id} is out of range (vocabulary has {n_vocab} tokens)")]
+    SpecialIdOutOfRange { role: &'static str, id: u32, n_vocab: usize },
+    #[error("add_{role} is set but the tokenizer has no {role} token")]
+    MissingSpecialId { role: &'static str },
+    #[error("token id {id} is out of range (vocabulary has {n_vocab} tokens)")]
+    IdOutOfRange { id: u32, n_vocab: usize },
+}
+
+/// Reusable buffers for encoding; behind a mutex so `encode` takes `&self`.
+struct Scratch {
+    cache: WordCache,
+    merge: MergeScratch,
+    fragments: Vec<Fragment>,
+    spare: Vec<Fragment>,
+}
+
+impl Scratch {
+    fn new(cache: WordCache) -> Self {
+        Scratch { cache, merge: MergeScratch::default(), fragments: Vec::new(), spare: Vec::new() }
+    }
+}
+
+/// A validated byte-level BPE tokenizer. `Send + Sync`; encoding from several
+/// threads at once is correct (a thread that finds the shared cache busy
+/// encodes without it).
+pub struct Tokenizer {
+    spec: TokenizerSpec,
+    /// The token of each single byte (`u32::MAX`: none); every pre-token
+    /// starts from these.
+    byte_ids: [u32; 256],
+    merges: Merges,
+    /// Control, unknown and user-defined tokens, longest text first.
+    specials: Vec<Special>,
+    scratch: Mutex<Scratch>,
+}
+
+impl fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("pre", &self.spec.pre)
+            .field("n_vocab", &self.spec.tokens.len())
+            .field("n_merges", &self.spec.merges.len())
+            .field("n_specials", &self.specials.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for Tokenizer {
+    fn clone(&self) -> Self {
+        // Validated already; only the caches are rebuilt.
+        Tokenizer {
+            spec: self.spec.clone(),
+            byte_ids: self.byte_ids,
+            merges: Merges::new(&self.spec.merges),
+            specials: self.specials.clone(),
+            scratch: Mutex::new(Scratch::new(WordCache::new())),
+        }
+    }
+}
+
+fn is_special(ty: TokenType) -> bool {
+    matches!(ty, TokenType::Control | TokenType::UserDefined)
+}
+
+impl Tokenizer {
+    /// Validates `spec`: one type per token, ids that fit in u32, every merge
+    /// in range with merged bytes equal to left bytes followed by right bytes,
+    /// non-empty control and user-defined tokens, BOS/EOS/UNK/PAD ids in range
+    /// and present when `add_bos` / `add_eos` need them.
+    ///
+    /// A byte without a single-byte token is allowed: real vocabularies lack
+    /// some (SmolLM2 has none for 21 bytes, among them 0x04, 0x1d and 0xf5 to
+    /// 0xff). Such a byte is dropped when it ends up alone after merging, as
+    /// llama.cpp and Hugging Face `tokenizers` (without `unk`) both do; see
+    /// [`Self::byte_token`].
+    pub fn new(spec: TokenizerSpec) -> Result<Tokenizer, TokenizerError> {
+        let n_vocab = spec.tokens.len();
+        if spec.token_types.len() != n_vocab {
+            return Err(TokenizerError::TypeCountMismatch { tokens: n_vocab, types: spec.token_types.len() });
+        }
+        if n_vocab > u32::MAX as usize {
+            return Err(TokenizerError::TooManyTokens(n_vocab));
+        }
+        for (id, (bytes, &ty)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
+            if bytes.is_empty() && is_special(ty) {
+                let kind = if ty == TokenType::Control { "control" } else { "user-defined" };
+                return Err(TokenizerError::EmptySpecialToken { id: id as u32, kind });
+            }
+        }
+        // The last non-special token of each single byte, as llama.cpp's
+        // text-to-id map (last id wins) would find it.
+        let mut byte_ids = [u32::MAX; 256];
+        for (id, (bytes, &ty)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
+            if let [b] = bytes[..] {
+                if !is_special(ty) {
+                    byte_ids[usize::from(b)] = id as u32;
+                }
+            }
+        }
+        for (rank, &[left, right, merged]) in spec.merges.iter().enumerate() {
+            for id in [left, right, merged] {
+                if id as usize >= n_vocab {
+                    return Err(TokenizerError::MergeIdOutOfRange { rank, id, n_vocab });
+                }
+            }
+            let (l, r, m) = (&spec.tokens[left as usize], &spec.tokens[right as usize], &spec.tokens[merged as usize]);
+            if m.len() != l.len() + r.len() || !m.starts_with(l) || !m.ends_with(r) {
+                return Err(TokenizerError::MergeMismatch { rank, left, right, merged });
+            }
+        }
+        let roles = [("bos", spec.bos_id), ("eos", spec.eos_id), ("unk", spec.unk_id), ("pad", spec.pad_id)];
+        for (role, id) in roles {
+            if let Some(id) = id {
+                if id as usize >= n_vocab {
+                    return Err(TokenizerError::SpecialIdOutOfRange { role, id, n_vocab });
+                }
+            }
+        }
+        if spec.add_bos && spec.bos_id.is_none() {
+            return Err(TokenizerError::MissingSpecialId { role: "bos" });
+        }
+        if spec.add_eos && spec.eos_id.is_none() {
+            return Err(TokenizerError::MissingSpecialId { role: "eos" });
+        }
+        Ok(Tokenizer {
+            byte_ids,
+            merges: Merges::new(&spec.merges),
+            specials: special::collect(&spec.tokens, &spec.token_types),
+            scratch: Mutex::new(Scratch::new(WordCache::new())),
+            spec,
+        })
+    }
+
+    /// The spec this tokenizer was built from (what the model file stores).
+    pub fn spec(&self) -> &TokenizerSpec {
+        &self.spec
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.spec.tokens.len()
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.spec.bos_id
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.spec.eos_id
+    }
+
+    /// The raw bytes of token `id` (a control token's literal text), or
+    /// `None` when `id` is out of range.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.spec.tokens.get(id as usize).map(Vec::as_slice)
+    }
+
+    /// The single-byte token of `byte`; `None` if the vocabulary has none, in
+    /// which case encoding drops that byte unless a merge absorbs it.
+    pub fn byte_token(&self, byte: u8) -> Option<u32> {
+        Some(self.byte_ids[usize::from(byte)]).filter(|&id| id != u32::MAX)
+    }
+
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.spec.token_types.get(id as usize).copied()
+    }
+
+    /// Tokens of `text`, without BOS/EOS. With `parse_special`, the literal
+    /// text of control tokens (`<|im_start|>`) becomes those tokens;
+    /// user-defined tokens are matched either way, as llama.cpp does.
+    /// `decode(encode(text)) == text` unless `text` has a byte the vocabulary
+    /// cannot spell (see [`Self::byte_token`]).
+    pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        self.encode_into(text, parse_special, &mut out);
+        out
+    }
+
+    /// [`Self::encode`], appending to `out`. Allocates only while `out` or the
+    /// internal buffers grow, so a warm tokenizer encoding into a reused
+    /// buffer does not allocate.
+    pub fn encode_into(&self, text: &str, parse_special: bool, out: &mut Vec<u32>) {
+        let mut guard;
+        let mut uncached;
+        let scratch: &mut Scratch = match self.scratch.try_lock() {
+            Ok(g) => {
+                guard = g;
+                &mut guard
+            }
+            Err(TryLockError::Poisoned(p)) => {
+                guard = p.into_inner();
+                &mut guard
+            }
+            Err(TryLockError::WouldBlock) => {
+                uncached = Scratch::new(WordCache::disabled());
+                &mut uncached
+            }
+        };
+        let Scratch { cache, merge, fragments, spare } = scratch;
+        special::partition(text, &self.specials, parse_special, fragments, spare);
+        for &fragment in fragments.iter() {
+            match fragment {
+                Fragment::Token(id) => out.push(id),
+                Fragment::Text { start, end } => {
+                    pretok::split(self.spec.pre, &text[start..end], &mut |piece| {
+                        let word = piece.as_bytes();
+                        if cache.get(word, out) {
+                            return;
+                        }
+                        let first = out.len();
+                        bpe::merge_word(word, &self.byte_ids, &self.merges, merge, out);
+                        cache.insert(word, &out[first..]);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Tokens of a prompt: BOS if the spec's `add_bos`, then
+    /// [`Self::encode`], then EOS if `add_eos`.
+    pub fn encode_prompt(&self, text: &str, parse_special: bool) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_prompt_into(text, parse_special, &mut out);
+        out
+    }
+
+    /// [`Self::encode_prompt`], appending to `out`.
+    pub fn encode_prompt_into(&self, text: &str, parse_special: bool, out: &mut Vec<u32>) {
+        if let (true, Some(bos)) = (self.spec.add_bos, self.spec.bos_id) {
+            out.push(bos);
+        }
+        self.encode_into(text, parse_special, out);
+        if let (true, Some(eos)) = (self.spec.add_eos, self.spec.eos_id) {
+            out.push(eos);
+        }
+    }
+
+    /// The text of `ids`: their bytes concatenated (control tokens as their
+    /// literal text), invalid UTF-8 replaced by U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend_from_slice(self.bytes_or_err(id)?);
+        }
+        Ok(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    fn bytes_or_err(&self, id: u32) -> Result<&[u8], TokenizerError> {
+        self.token_bytes(id).ok_or(TokenizerError::IdOutOfRange { id, n_vocab: self.n_vocab() })
+    }
+}
+
+/// Decodes generated tokens one at a time into complete UTF-8 characters.
+///
+/// ```ignore
+/// let mut dec = StreamDecoder::new();
+/// let mut text = String::new();
+/// for id in ids { dec.push(&tokenizer, id, &mut text)?; }
+/// dec.finish(&mut text);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamDecoder {
+    utf8: Utf8Stream,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends to `out` every character that token `id` completes; bytes of
+    /// an unfinished character are held back. An out-of-range id is an error
+    /// and changes nothing.
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32, out: &mut String) -> Result<(), TokenizerError> {
+        let bytes = tokenizer.bytes_or_err(id)?;
+        self.utf8.push(bytes, out);
+        Ok(())
+    }
+
+    /// Ends the stream: an unfinished character becomes U+FFFD.
+    pub fn finish(&mut self, out: &mut String) {
+        self.utf8.finish(out);
+    }
+}
