@@ -77,6 +77,10 @@ impl Kernels {
     pub fn for_isa(isa: Isa) -> Option<Self> {
         match isa {
             Isa::Scalar => Some(Self::scalar()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => crate::x86_64::avx2::kernels(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => crate::x86_64::avx512::kernels(),
             _ => None,
         }
     }

@@ -1,0 +1,422 @@
+//! Every SIMD kernel table this CPU can run, against the scalar reference.
+//!
+//! Each test runs every instruction set `Kernels::for_isa` returns on this CPU
+//! (not only the one `best()` picks) and prints a "skipped" line for the others.
+//! Data is random (seeded xorshift) at awkward sizes, plus edge cases.
+//!
+//! Error budgets (all relative to the magnitude of the terms, so they stay
+//! tight whatever the data's scale):
+//! - bit-exact: `quantize_q8_acts` (quants and scales), `rope`, `add`;
+//! - matmuls: `|got - want| <= 1e-5 × Σ|terms|` (f32/f16: the products
+//!   `w·x`; q8: the per-block `w_scale·x_scale·isum`); the SIMD kernels sum in
+//!   a different order (f32/f16) or fuse one multiply-add per block (q8);
+//! - norms: `1e-5 × |terms|` of each output (`|x - shift| · inv · |w| + |b|`);
+//! - softmax, swiglu, gelu: `1e-5 × |want|` plus an absolute `1e-7` (softmax),
+//!   `1e-6 × |u|` (gelu), `1e-30` (swiglu), covering the vectorized `exp`
+//!   (about 2 ulp) and its flush to 0 / inf just inside f32's range;
+//! - attention: `2e-5 × Σ_p p·|v|` per output, plus `1e-7`.
+
+use std::ops::Range;
+
+use gpt_fast_kernels::{reference, Isa, Kernels, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use half::f16;
+
+/// The kernel tables to test: every non-scalar ISA this CPU has.
+fn tables() -> Vec<Kernels> {
+    let mut found = Vec::new();
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
+        match Kernels::for_isa(isa) {
+            Some(k) => found.push(k),
+            None => println!("skipped: {} not available on this CPU (or in this build)", isa.name()),
+        }
+    }
+    found
+}
+
+/// xorshift64* — deterministic, no extra crates.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|_| self.f32() * scale).collect()
+    }
+    fn i8_127(&mut self) -> i8 {
+        (self.below(255) as i32 - 127) as i8
+    }
+}
+
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol(i);
+        assert!(ok, "{what}: [{i}] got {g:e}, want {w:e} (tolerance {:e})", tol(i));
+    }
+}
+
+#[track_caller]
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    let (g, w): (Vec<u32>, Vec<u32>) =
+        (got.iter().map(|v| v.to_bits()).collect(), want.iter().map(|v| v.to_bits()).collect());
+    assert_eq!(g, w, "{what}: not bit-identical");
+}
+
+// ---------------------------------------------------------------- q8 matmul
+
+/// A packed q8 matrix (docs/FORMAT.md) with random quants and scales, including
+/// all-zero blocks, ±127 blocks and extreme scales; padding rows are zero.
+fn random_q8(rng: &mut Rng, rows: usize, cols: usize) -> (Vec<i8>, Vec<f16>) {
+    let (tiles, nb) = (rows.div_ceil(Q8_TILE_ROWS), cols / Q8_BLOCK);
+    let mut quants = vec![0i8; tiles * nb * Q8_TILE_ROWS * Q8_BLOCK];
+    let mut scales = vec![f16::ZERO; tiles * nb * Q8_TILE_ROWS];
+    for row in 0..rows {
+        let (tile, lane) = (row / Q8_TILE_ROWS, row % Q8_TILE_ROWS);
+        for b in 0..nb {
+            let group = (tile * nb + b) * Q8_TILE_ROWS + lane;
+            let q = &mut quants[group * Q8_BLOCK..][..Q8_BLOCK];
+            let kind = rng.below(10);
+            for v in q.iter_mut() {
+                *v = match kind {
+                    0 => 0,
+                    1 => 127,
+                    2 => -127,
+                    3 => [127, -127][rng.below(2)],
+                    _ => rng.i8_127(),
+                };
+            }
+            scales[group] = f16::from_f32(match rng.below(12) {
+                0 => 65504.0,
+                1 => 6.0e-8, // subnormal f16
+                2 => 6.1e-5,
+                3 => 0.0,
+                _ => (rng.f32().abs() + 0.01) * 0.05,
+            });
+        }
+    }
+    (quants, scales)
+}
+
+/// `n` activation rows quantized by the reference, with some all-zero blocks,
+/// some large ones, and some blocks replaced by raw ±127 quants.
+fn random_acts(rng: &mut Rng, n: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let nb = cols / Q8_BLOCK;
+    let mut x = rng.vec(n * cols, 2.0);
+    for block in x.chunks_exact_mut(Q8_BLOCK) {
+        match rng.below(8) {
+            0 => block.fill(0.0),
+            1 => block.iter_mut().for_each(|v| *v *= 1000.0),
+            _ => {}
+        }
+    }
+    let mut quants = vec![0i8; n * cols];
+    let mut scales = vec![0f32; n * nb];
+    reference::quantize_q8_acts(&x, &mut quants, &mut scales);
+    for (q, s) in quants.chunks_exact_mut(Q8_BLOCK).zip(&mut scales) {
+        if rng.below(10) == 0 {
+            q.iter_mut().for_each(|v| *v = [127, -127][rng.below(2)]);
+            *s = 1e-3;
+        }
+    }
+    (quants, scales)
+}
+
+/// `Σ_b |w_scale · x_scale · isum_b|` for each output: the q8 error budget's scale.
+fn q8_magnitude(quants: &[i8], scales: &[f16], cols: usize, row: usize, xq: &[i8], xs: &[f32]) -> f64 {
+    let nb = cols / Q8_BLOCK;
+    let (tile, lane) = (row / Q8_TILE_ROWS, row % Q8_TILE_ROWS);
+    (0..nb)
+        .map(|b| {
+            let group = (tile * nb + b) * Q8_TILE_ROWS + lane;
+            let w = &quants[group * Q8_BLOCK..][..Q8_BLOCK];
+            let isum: i64 = w.iter().zip(&xq[b * Q8_BLOCK..]).map(|(&a, &c)| i64::from(a) * i64::from(c)).sum();
+            (f64::from(scales[group].to_f32()) * f64::from(xs[b]) * isum as f64).abs()
+        })
+        .sum()
+}
+
+/// Row ranges: whole, starting mid-tile, ending mid-tile, one row mid-tile.
+fn row_ranges(rows: usize) -> Vec<Range<usize>> {
+    let mut r = Vec::new();
+    r.push(0..rows);
+    if rows > 3 {
+        r.push(3..rows);
+        r.push(0..rows - 2);
+        r.push(rows / 2..rows / 2 + 1);
+    }
+    if rows > 20 {
+        r.push(5..rows - 11);
+    }
+    r
+}
+
+#[test]
+fn matmul_q8_matches_reference() {
+    for k in tables() {
+        let mut rng = Rng::new(1);
+        for rows in [1, 7, 8, 9, 17, 300] {
+            for cols in [32, 96, 160, 576, 4096] {
+                let (quants, scales) = random_q8(&mut rng, rows, cols);
+                for n in [1, 2, 3, 5, 8] {
+                    let (xq, xs) = random_acts(&mut rng, n, cols);
+                    let acts = Q8Acts { cols, quants: &xq, scales: &xs };
+                    for range in row_ranges(rows) {
+                        let stride = range.len() + 3; // gaps between tokens stay untouched
+                        let mut want = vec![f32::NAN; n * stride];
+                        let mut got = want.clone();
+                        reference::matmul_q8(&quants, &scales, cols, range.clone(), &acts, n, &mut want, stride);
+                        (k.matmul_q8)(&quants, &scales, cols, range.clone(), &acts, n, &mut got, stride);
+                        let nb = cols / Q8_BLOCK;
+                        let what = format!("{} matmul_q8 rows {range:?}/{rows} cols {cols} n {n}", k.isa.name());
+                        assert_close(&what, &got, &want, |i| {
+                            let (t, j) = (i / stride, i % stride);
+                            if j >= range.len() {
+                                return 0.0; // must stay NaN: compared as NaN == NaN
+                            }
+                            let m =
+                                q8_magnitude(&quants, &scales, cols, range.start + j, &xq[t * cols..], &xs[t * nb..]);
+                            (1e-5 * m) as f32 + f32::MIN_POSITIVE
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantize_q8_acts_is_bit_identical() {
+    for k in tables() {
+        let mut rng = Rng::new(2);
+        let mut lengths: Vec<usize> = (1..=20).map(|b| b * Q8_BLOCK).collect();
+        lengths.extend([576, 1536, 4096, 33, 95]); // the last two: a partial block is ignored
+        for len in lengths {
+            for scale in [1.0, 1e-3, 3e4, 1e-38] {
+                let mut x = rng.vec(len, scale);
+                for block in x.chunks_exact_mut(Q8_BLOCK) {
+                    match rng.below(12) {
+                        0 => block.fill(0.0),
+                        // scale exactly 1: every value k + 0.5 is a rounding tie.
+                        1 => {
+                            for (i, v) in block.iter_mut().enumerate() {
+                                *v = (rng.below(254) as f32 - 127.0 + 0.5) * [1.0, -1.0][i % 2];
+                            }
+                            block[0] = 127.0;
+                        }
+                        2 => {
+                            block[0] = 127.0;
+                            block[1] = 0.499_999_97;
+                            block[2] = -0.5;
+                            block[3] = 126.5;
+                            block[4] = -126.499_99;
+                            block[5] = -0.0;
+                        }
+                        3 => block[rng.below(Q8_BLOCK)] = f32::NAN,
+                        4 => block[rng.below(Q8_BLOCK)] = f32::INFINITY,
+                        5 => block[rng.below(Q8_BLOCK)] = f32::NEG_INFINITY,
+                        6 => block.iter_mut().for_each(|v| *v *= 1e-39), // subnormal scale
+                        _ => {}
+                    }
+                }
+                let nb = len / Q8_BLOCK;
+                let (mut want_q, mut want_s) = (vec![0i8; nb * Q8_BLOCK], vec![0f32; nb]);
+                let (mut got_q, mut got_s) = (vec![1i8; nb * Q8_BLOCK], vec![1f32; nb]);
+                reference::quantize_q8_acts(&x, &mut want_q, &mut want_s);
+                (k.quantize_q8_acts)(&x, &mut got_q, &mut got_s);
+                assert_eq!(got_q, want_q, "{} quantize_q8_acts len {len} scale {scale}: quants", k.isa.name());
+                assert_bits(&format!("{} quantize_q8_acts len {len}: scales", k.isa.name()), &got_s, &want_s);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ float matmuls
+
+fn float_matmul_case(k: &Kernels, rng: &mut Rng, rows: usize, cols: usize, n: usize) {
+    let w32 = rng.vec(rows * cols, 1.0);
+    let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+    let x = rng.vec(n * cols, 3.0);
+    for range in row_ranges(rows) {
+        let stride = range.len() + 1;
+        let magnitude = |i: usize, w: &dyn Fn(usize) -> f32| {
+            let (t, j) = (i / stride, i % stride);
+            if j >= range.len() {
+                return 0.0;
+            }
+            let r = range.start + j;
+            let m: f32 = (0..cols).map(|c| (w(r * cols + c) * x[t * cols + c]).abs()).sum();
+            1e-5 * m + f32::MIN_POSITIVE
+        };
+        let what = format!("{} matmul rows {range:?}/{rows} cols {cols} n {n}", k.isa.name());
+        let mut want = vec![f32::NAN; n * stride];
+        let mut got = want.clone();
+        reference::matmul_f32(&w32, cols, range.clone(), &x, n, &mut want, stride);
+        (k.matmul_f32)(&w32, cols, range.clone(), &x, n, &mut got, stride);
+        assert_close(&format!("{what} f32"), &got, &want, |i| magnitude(i, &|j| w32[j]));
+        let mut want = vec![f32::NAN; n * stride];
+        let mut got = want.clone();
+        reference::matmul_f16(&w16, cols, range.clone(), &x, n, &mut want, stride);
+        (k.matmul_f16)(&w16, cols, range.clone(), &x, n, &mut got, stride);
+        assert_close(&format!("{what} f16"), &got, &want, |i| magnitude(i, &|j| w16[j].to_f32()));
+    }
+}
+
+#[test]
+fn matmul_f32_f16_match_reference() {
+    for k in tables() {
+        let mut rng = Rng::new(3);
+        for rows in [1, 3, 4, 5, 9, 17, 300] {
+            for cols in [1, 7, 8, 9, 31, 64, 130, 576, 4096] {
+                for n in [1, 2, 3] {
+                    if rows * cols * n > 2_000_000 {
+                        continue;
+                    }
+                    float_matmul_case(&k, &mut rng, rows, cols, n);
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------- elementwise
+
+fn lengths() -> impl Iterator<Item = usize> {
+    (1..=130).chain([576, 1000, 1536, 4096])
+}
+
+#[test]
+fn rmsnorm_layernorm_match_reference() {
+    for k in tables() {
+        let mut rng = Rng::new(4);
+        for len in lengths() {
+            for scale in [1.0, 1e-3, 1e3] {
+                let x: Vec<f32> = rng.vec(len, scale).iter().map(|v| v + 0.3 * scale).collect();
+                let (w, b) = (rng.vec(len, 2.0), rng.vec(len, 1.0));
+                let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+                reference::rmsnorm(&x, &w, 1e-5, &mut want);
+                (k.rmsnorm)(&x, &w, 1e-5, &mut got);
+                let inv = want.iter().zip(&x).zip(&w).find(|((o, v), w)| **o != 0.0 && **v != 0.0 && **w != 0.0);
+                let inv = inv.map_or(0.0, |((o, v), w)| (o / (v * w)).abs());
+                let what = format!("{} rmsnorm len {len} scale {scale}", k.isa.name());
+                assert_close(&what, &got, &want, |i| 1e-5 * (x[i] * inv * w[i]).abs() + f32::MIN_POSITIVE);
+
+                reference::layernorm(&x, &w, &b, 1e-5, &mut want);
+                (k.layernorm)(&x, &w, &b, 1e-5, &mut got);
+                let mean = x.iter().sum::<f32>() / len as f32;
+                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / len as f32;
+                let inv = 1.0 / (var + 1e-5).sqrt();
+                let what = format!("{} layernorm len {len} scale {scale}", k.isa.name());
+                assert_close(&what, &got, &want, |i| {
+                    1e-5 * ((x[i].abs() + mean.abs()) * inv * w[i].abs() + b[i].abs()) + f32::MIN_POSITIVE
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_matches_reference() {
+    for k in tables() {
+        let mut rng = Rng::new(5);
+        for len in lengths() {
+            for scale in [1.0, 10.0, 100.0] {
+                let mut want = rng.vec(len, scale);
+                if len > 3 {
+                    want[len / 3] = f32::NEG_INFINITY; // a masked position
+                }
+                let mut got = want.clone();
+                reference::softmax(&mut want);
+                (k.softmax)(&mut got);
+                let what = format!("{} softmax len {len} scale {scale}", k.isa.name());
+                assert_close(&what, &got, &want, |i| 1e-5 * want[i] + 1e-7);
+            }
+        }
+    }
+}
+
+#[test]
+fn swiglu_gelu_match_reference() {
+    for k in tables() {
+        let mut rng = Rng::new(6);
+        for len in lengths() {
+            for scale in [1.0, 8.0, 100.0] {
+                let (gate, up) = (rng.vec(len, scale), rng.vec(len, 2.0));
+                let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+                reference::swiglu(&gate, &up, &mut want);
+                (k.swiglu)(&gate, &up, &mut got);
+                let what = format!("{} swiglu len {len} scale {scale}", k.isa.name());
+                assert_close(&what, &got, &want, |i| 1e-5 * want[i].abs() + 1e-30);
+
+                let mut want = gate.clone();
+                let mut got = gate.clone();
+                reference::gelu_tanh(&mut want);
+                (k.gelu_tanh)(&mut got);
+                let what = format!("{} gelu_tanh len {len} scale {scale}", k.isa.name());
+                assert_close(&what, &got, &want, |i| 1e-5 * want[i].abs() + 1e-6 * gate[i].abs());
+            }
+        }
+    }
+}
+
+#[test]
+fn add_and_rope_are_bit_identical() {
+    for k in tables() {
+        let mut rng = Rng::new(7);
+        for len in lengths() {
+            let x = rng.vec(len, 5.0);
+            let mut want = rng.vec(len, 5.0);
+            let mut got = want.clone();
+            reference::add(&mut want, &x);
+            (k.add)(&mut got, &x);
+            assert_bits(&format!("{} add len {len}", k.isa.name()), &got, &want);
+        }
+        for head_dim in [2, 4, 6, 16, 18, 34, 64, 128] {
+            for heads in [1, 2, 3, 9] {
+                let half = head_dim / 2;
+                let (cos, sin) = (rng.vec(half, 1.0), rng.vec(half, 1.0));
+                let mut want = rng.vec(heads * head_dim, 4.0);
+                let mut got = want.clone();
+                reference::rope(&mut want, head_dim, &cos, &sin);
+                (k.rope)(&mut got, head_dim, &cos, &sin);
+                assert_bits(&format!("{} rope head_dim {head_dim} heads {heads}", k.isa.name()), &got, &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_head_matches_reference() {
+    for k in tables() {
+        let mut rng = Rng::new(8);
+        for head_dim in [1, 7, 8, 9, 64, 80, 128] {
+            for n_pos in [1, 2, 3, 4, 5, 7, 33, 130] {
+                let q = rng.vec(head_dim, 4.0);
+                let (keys, values) = (rng.vec(n_pos * head_dim, 1.0), rng.vec(n_pos * head_dim, 1.0));
+                let (mut want_s, mut got_s) = (vec![0.0; n_pos + 2], vec![0.0; n_pos + 2]);
+                let (mut want, mut got) = (vec![0.0; head_dim], vec![7.0; head_dim]);
+                reference::attention_head(&q, &keys, &values, n_pos, &mut want_s, &mut want);
+                (k.attention_head)(&q, &keys, &values, n_pos, &mut got_s, &mut got);
+                let what = format!("{} attention_head head_dim {head_dim} n_pos {n_pos}", k.isa.name());
+                assert_close(&what, &got, &want, |d| {
+                    let m: f32 = (0..n_pos).map(|p| want_s[p] * values[p * head_dim + d].abs()).sum();
+                    2e-5 * m + 1e-7
+                });
+            }
+        }
+    }
+}
