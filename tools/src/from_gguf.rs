@@ -25,7 +25,7 @@ pub struct GgufSource {
 impl GgufSource {
     pub fn open(path: &Path) -> Result<Self, ConvertError> {
         let input = |reason: String| ConvertError::Input { path: path.to_path_buf(), reason };
-        let file = GgufFile::open(path).map_err(|e| input(e.to_string()))?;
+        let file = GgufFile::open(path).map_err(|e| input(e.kind.to_string()))?;
         let arch_name = file
             .get("general.architecture")
             .and_then(GgufValue::as_str)

@@ -3,8 +3,10 @@
 pub mod assemble;
 pub mod convert;
 mod error;
+pub mod from_gguf;
+pub mod from_hf;
 pub mod gguf;
-// pub mod from_gguf; (enabled once gguf and tokenizer_import land)
 pub mod source;
+pub mod tokenizer_import;
 
 pub use error::ConvertError;

@@ -2,11 +2,15 @@
 //! gpt-fast model file.
 #![forbid(unsafe_code)]
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use gpt_fast::format::DType;
+use gpt_fast_tools::from_hf::HfSource;
+use gpt_fast_tools::source::Source;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Convert a GGUF file or a Hugging Face model folder to gpt-fast's model file.
@@ -73,8 +77,31 @@ fn convert_checkpoint(
     dtype: DType,
     bar: &ProgressBar,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let _ = (input, output, dtype, bar);
-    Err("checkpoint import is not wired yet".into())
+    let source = open_source(input)?;
+    gpt_fast_tools::convert::convert(source.as_ref(), input, output, dtype, |done, total, name| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    })?;
+    Ok(())
+}
+
+/// A folder is a Hugging Face checkpoint; a file must start with GGUF's magic.
+fn open_source(input: &Path) -> Result<Box<dyn Source>, Box<dyn std::error::Error>> {
+    let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    if meta.is_dir() {
+        return Ok(Box::new(HfSource::open(input)?));
+    }
+    let mut magic = [0u8; 4];
+    let read = File::open(input).and_then(|mut f| f.read_exact(&mut magic));
+    if read.is_ok() && &magic == b"GGUF" {
+        return open_gguf(input);
+    }
+    Err(format!("{}: neither a Hugging Face model folder nor a GGUF file", input.display()).into())
+}
+
+fn open_gguf(input: &Path) -> Result<Box<dyn Source>, Box<dyn std::error::Error>> {
+    Ok(Box::new(gpt_fast_tools::from_gguf::GgufSource::open(input)?))
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,350 @@
+//! Hugging Face model folders as a [`Source`]: `config.json`, the weights in
+//! `model.safetensors` (or shards listed by `model.safetensors.index.json`),
+//! `tokenizer.json` and, for what that file does not say, `tokenizer_config.json`,
+//! `generation_config.json` and `chat_template.jinja`.
+//!
+//! Hyper-parameters: [`config`]; the tokenizer: [`tokenizer`]; the checkpoint
+//! quirks are all in [`checkpoint_name`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use gpt_fast::format::{Arch, HParams};
+use gpt_fast::mmap::MappedFile;
+use gpt_fast::tokenizer::TokenizerSpec;
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+use crate::source::{Source, SourceTensor};
+use crate::ConvertError;
+use config::Config;
+
+mod config;
+mod tokenizer;
+
+/// A checkpoint's name for a canonical tensor, and how to read it.
+#[derive(Debug, PartialEq, Eq)]
+struct CheckpointName {
+    /// Without GPT-2's optional `transformer.` prefix (tried both ways).
+    name: String,
+    /// Stored `[in, out]`: transpose to `[out, in]`.
+    transposed: bool,
+}
+
+/// Canonical names to checkpoint names: every quirk of the two layouts, here only.
+/// - Llama (`LlamaForCausalLM`): `model.` + `embed_tokens`, `norm`, `layers.N.…`
+///   as nn.Linear `[out, in]`; `lm_head.weight` outside `model.`.
+/// - GPT-2 (`GPT2LMHeadModel`): names with `transformer.` (what `save_pretrained`
+///   writes) or without (the hub's `gpt2`), the caller tries both. Its
+///   attention and MLP are `Conv1D` layers whose weights are stored `[in, out]`,
+///   the transpose of nn.Linear: marked `transposed`. `c_attn` already holds
+///   Q, K and V stacked, as gpt-fast's `attn_qkv`.
+/// - Q/K rows of Llama checkpoints are already in the rotate-half order gpt-fast
+///   uses (only GGUF permutes them).
+/// - The tied LM head (no `output.weight`) is decided by config.json, see [`HfSource::has`].
+fn checkpoint_name(arch: Arch, canonical: &str) -> Option<CheckpointName> {
+    const LLAMA_LAYER: &[(&str, &str)] = &[
+        ("attn_norm", "input_layernorm"),
+        ("attn_q", "self_attn.q_proj"),
+        ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"),
+        ("attn_output", "self_attn.o_proj"),
+        ("ffn_norm", "post_attention_layernorm"),
+        ("ffn_gate", "mlp.gate_proj"),
+        ("ffn_up", "mlp.up_proj"),
+        ("ffn_down", "mlp.down_proj"),
+    ];
+    // (canonical, checkpoint, Conv1D)
+    const GPT2_LAYER: &[(&str, &str, bool)] = &[
+        ("attn_norm", "ln_1", false),
+        ("attn_qkv", "attn.c_attn", true),
+        ("attn_output", "attn.c_proj", true),
+        ("ffn_norm", "ln_2", false),
+        ("ffn_up", "mlp.c_fc", true),
+        ("ffn_down", "mlp.c_proj", true),
+    ];
+    let (stem, kind) = canonical.rsplit_once('.')?;
+    if kind != "weight" && kind != "bias" {
+        return None;
+    }
+    let plain = |name: String| CheckpointName { name, transposed: false };
+    if let Some(rest) = stem.strip_prefix("blk.") {
+        let (layer, part) = rest.split_once('.')?;
+        let layer: u32 = layer.parse().ok()?;
+        return match arch {
+            Arch::Llama => LLAMA_LAYER
+                .iter()
+                .find(|(c, _)| *c == part)
+                .filter(|_| kind == "weight")
+                .map(|(_, hf)| plain(format!("model.layers.{layer}.{hf}.{kind}"))),
+            Arch::Gpt2 => GPT2_LAYER.iter().find(|(c, _, _)| *c == part).map(|(_, hf, conv1d)| CheckpointName {
+                name: format!("h.{layer}.{hf}.{kind}"),
+                transposed: *conv1d && kind == "weight",
+            }),
+        };
+    }
+    let name = match (arch, stem, kind) {
+        (Arch::Llama, "token_embd", "weight") => "model.embed_tokens.weight",
+        (Arch::Llama, "output_norm", "weight") => "model.norm.weight",
+        (Arch::Llama, "output", "weight") => "lm_head.weight",
+        (Arch::Gpt2, "token_embd", "weight") => "wte.weight",
+        (Arch::Gpt2, "position_embd", "weight") => "wpe.weight",
+        (Arch::Gpt2, "output_norm", "weight") => "ln_f.weight",
+        (Arch::Gpt2, "output_norm", "bias") => "ln_f.bias",
+        _ => return None,
+    };
+    Some(plain(name.to_string()))
+}
+
+/// One safetensors file, mapped.
+struct Shard {
+    path: PathBuf,
+    map: MappedFile,
+}
+
+pub struct HfSource {
+    dir: PathBuf,
+    hparams: HParams,
+    tokenizer: TokenizerSpec,
+    shards: Vec<Shard>,
+    /// Checkpoint tensor name to the shard holding it.
+    shard_of: HashMap<String, usize>,
+}
+
+fn input_error(path: &Path, reason: impl Into<String>) -> ConvertError {
+    ConvertError::Input { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Reads a JSON file; `Ok(None)` if it does not exist.
+fn read_json(path: &Path) -> Result<Option<Value>, ConvertError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(input_error(path, e.to_string())),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| input_error(path, format!("invalid JSON: {e}")))
+}
+
+fn require_json(path: &Path) -> Result<Value, ConvertError> {
+    read_json(path)?.ok_or_else(|| input_error(path, "not found"))
+}
+
+/// The safetensors files of the folder: `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` lists.
+fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index_path = dir.join("model.safetensors.index.json");
+    let Some(index) = read_json(&index_path)? else {
+        return Err(input_error(dir, "no model.safetensors or model.safetensors.index.json"));
+    };
+    let map = index
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| input_error(&index_path, "no weight_map object"))?;
+    let mut files: Vec<&str> = Vec::new();
+    for file in map.values() {
+        let file = file
+            .as_str()
+            .ok_or_else(|| input_error(&index_path, format!("weight_map value {file} is not a file name")))?;
+        // Shards sit beside the index: refuse paths that would leave the folder.
+        if file.contains(['/', '\\']) || file == ".." || file.is_empty() {
+            return Err(input_error(&index_path, format!("shard '{file}' is not a plain file name")));
+        }
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    files.sort_unstable();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+impl HfSource {
+    pub fn open(dir: &Path) -> Result<Self, ConvertError> {
+        if !dir.is_dir() {
+            return Err(input_error(dir, "not a directory"));
+        }
+        let config_path = dir.join("config.json");
+        let config_json = require_json(&config_path)?;
+        let config = Config { path: &config_path, json: &config_json };
+        let hparams = match config.arch()? {
+            Arch::Llama => config.llama()?,
+            Arch::Gpt2 => config.gpt2()?,
+        };
+
+        let tokenizer = tokenizer::read_tokenizer(dir, &config_json)?;
+        if tokenizer.tokens.len() != hparams.vocab_size as usize {
+            return Err(input_error(
+                dir,
+                format!(
+                    "config.json has vocab_size {} but tokenizer.json has {} tokens",
+                    hparams.vocab_size,
+                    tokenizer.tokens.len()
+                ),
+            ));
+        }
+        hparams.validate().map_err(|e| input_error(&config_path, e))?;
+
+        let mut shards = Vec::new();
+        let mut shard_of = HashMap::new();
+        for path in shard_paths(dir)? {
+            let map = MappedFile::open(&path).map_err(|e| input_error(&path, e.to_string()))?;
+            let st = SafeTensors::deserialize(&map)
+                .map_err(|e| input_error(&path, format!("not a valid safetensors file: {e}")))?;
+            for name in st.names() {
+                if shard_of.insert(name.clone(), shards.len()).is_some() {
+                    return Err(input_error(&path, format!("tensor '{name}' is in two shards")));
+                }
+            }
+            drop(st);
+            shards.push(Shard { path, map });
+        }
+        Ok(Self { dir: dir.to_path_buf(), hparams, tokenizer, shards, shard_of })
+    }
+
+    /// The checkpoint's name for `canonical` as present in the shards.
+    fn locate(&self, canonical: &str) -> Option<(CheckpointName, usize)> {
+        let mut found = checkpoint_name(self.hparams.arch, canonical)?;
+        if let Some(&shard) = self.shard_of.get(&found.name) {
+            return Some((found, shard));
+        }
+        if self.hparams.arch == Arch::Gpt2 {
+            found.name = format!("transformer.{}", found.name);
+            if let Some(&shard) = self.shard_of.get(&found.name) {
+                return Some((found, shard));
+            }
+        }
+        None
+    }
+}
+
+/// Decodes little-endian F32, F16 or BF16 data to f32.
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    Ok(match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => {
+            bytes.chunks_exact(2).map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect()
+        }
+        Dtype::BF16 => {
+            bytes.chunks_exact(2).map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect()
+        }
+        other => return Err(format!("has dtype {other:?} (supported: F32, F16, BF16)")),
+    })
+}
+
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+impl Source for HfSource {
+    fn hparams(&self) -> &HParams {
+        &self.hparams
+    }
+
+    fn tokenizer(&self) -> &TokenizerSpec {
+        &self.tokenizer
+    }
+
+    fn has(&self, name: &str) -> bool {
+        if name == "output.weight" && self.hparams.tied_embeddings {
+            return false;
+        }
+        self.locate(name).is_some()
+    }
+
+    fn tensor(&self, name: &str) -> Result<SourceTensor, ConvertError> {
+        // Named as the checkpoint spells it, which is what a user can look for.
+        let missing = || ConvertError::MissingTensor {
+            path: self.dir.clone(),
+            name: checkpoint_name(self.hparams.arch, name).map_or_else(|| name.to_string(), |c| c.name),
+        };
+        if name == "output.weight" && self.hparams.tied_embeddings {
+            return Err(missing());
+        }
+        let (found, shard) = self.locate(name).ok_or_else(missing)?;
+        let shard = &self.shards[shard];
+        let fail = |reason: String| ConvertError::Tensor { path: shard.path.clone(), name: found.name.clone(), reason };
+        let st = SafeTensors::deserialize(&shard.map).map_err(|e| fail(e.to_string()))?;
+        let view = st.tensor(&found.name).map_err(|e| fail(e.to_string()))?;
+        let data = to_f32(view.dtype(), view.data()).map_err(fail)?;
+        let (rows, cols) = match *view.shape() {
+            [n] => (n, 1),
+            [rows, cols] => (rows, cols),
+            ref shape => return Err(fail(format!("has shape {shape:?}, expected 1 or 2 dimensions"))),
+        };
+        if found.transposed {
+            Ok(SourceTensor { rows: cols, cols: rows, data: transpose(&data, rows, cols) })
+        } else {
+            Ok(SourceTensor { rows, cols, data })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(arch: Arch, canonical: &str) -> Option<(String, bool)> {
+        checkpoint_name(arch, canonical).map(|c| (c.name, c.transposed))
+    }
+
+    #[test]
+    fn llama_names() {
+        let l = Arch::Llama;
+        let s = |n: &str| Some((n.to_string(), false));
+        assert_eq!(name(l, "token_embd.weight"), s("model.embed_tokens.weight"));
+        assert_eq!(name(l, "output.weight"), s("lm_head.weight"));
+        assert_eq!(name(l, "output_norm.weight"), s("model.norm.weight"));
+        assert_eq!(name(l, "blk.3.attn_q.weight"), s("model.layers.3.self_attn.q_proj.weight"));
+        assert_eq!(name(l, "blk.0.attn_output.weight"), s("model.layers.0.self_attn.o_proj.weight"));
+        assert_eq!(name(l, "blk.1.ffn_gate.weight"), s("model.layers.1.mlp.gate_proj.weight"));
+        assert_eq!(name(l, "blk.1.ffn_norm.weight"), s("model.layers.1.post_attention_layernorm.weight"));
+        assert_eq!(name(l, "blk.1.attn_norm.weight"), s("model.layers.1.input_layernorm.weight"));
+        assert_eq!(name(l, "blk.1.attn_q.bias"), None);
+        assert_eq!(name(l, "blk.1.attn_qkv.weight"), None);
+        assert_eq!(name(l, "position_embd.weight"), None);
+        assert_eq!(name(l, "blk.x.attn_q.weight"), None);
+    }
+
+    #[test]
+    fn gpt2_names_and_conv1d_transposes() {
+        let g = Arch::Gpt2;
+        let n = |s: &str, t: bool| Some((s.to_string(), t));
+        assert_eq!(name(g, "token_embd.weight"), n("wte.weight", false));
+        assert_eq!(name(g, "position_embd.weight"), n("wpe.weight", false));
+        assert_eq!(name(g, "output_norm.bias"), n("ln_f.bias", false));
+        assert_eq!(name(g, "blk.2.attn_qkv.weight"), n("h.2.attn.c_attn.weight", true));
+        assert_eq!(name(g, "blk.2.attn_qkv.bias"), n("h.2.attn.c_attn.bias", false));
+        assert_eq!(name(g, "blk.0.attn_output.weight"), n("h.0.attn.c_proj.weight", true));
+        assert_eq!(name(g, "blk.0.ffn_up.weight"), n("h.0.mlp.c_fc.weight", true));
+        assert_eq!(name(g, "blk.0.ffn_down.weight"), n("h.0.mlp.c_proj.weight", true));
+        assert_eq!(name(g, "blk.0.ffn_norm.bias"), n("h.0.ln_2.bias", false));
+        assert_eq!(name(g, "blk.0.attn_q.weight"), None);
+        assert_eq!(name(g, "output.weight"), None);
+    }
+
+    #[test]
+    fn transpose_swaps_axes() {
+        // [[1, 2, 3], [4, 5, 6]] -> [[1, 4], [2, 5], [3, 6]]
+        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+    }
+
+    #[test]
+    fn half_types_decode() {
+        let one_f16 = f16::from_f32(1.5).to_bits().to_le_bytes();
+        let one_bf16 = bf16::from_f32(-2.0).to_bits().to_le_bytes();
+        assert_eq!(to_f32(Dtype::F16, &one_f16).unwrap(), vec![1.5]);
+        assert_eq!(to_f32(Dtype::BF16, &one_bf16).unwrap(), vec![-2.0]);
+        assert_eq!(to_f32(Dtype::F32, &0.25f32.to_le_bytes()).unwrap(), vec![0.25]);
+        assert!(to_f32(Dtype::I32, &[0; 4]).unwrap_err().contains("I32"));
+    }
+}
