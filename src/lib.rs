@@ -5,7 +5,9 @@
 #![deny(unsafe_code)]
 
 pub mod bench;
+pub mod chat;
 pub mod format;
+pub mod generate;
 pub mod mmap;
 pub mod model;
 pub mod perplexity;

@@ -17,6 +17,7 @@ pub use weights::Weights;
 
 use crate::format::encode::{decode_tensor, encode_tensor};
 use crate::format::{DType, HParams, LoadError, ModelFile, TensorRole};
+use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -24,6 +25,8 @@ pub enum ModelError {
     Load(#[from] LoadError),
     #[error("{path}: holds {file} weights; running at {wanted} would need more precision than the file has")]
     Precision { path: String, file: &'static str, wanted: &'static str },
+    #[error("{path}: bad tokenizer: {source}")]
+    Tokenizer { path: String, source: crate::tokenizer::TokenizerError },
     #[error("GPT_FAST_ISA={0}: unknown instruction set (expected scalar, avx2, avx512 or neon)")]
     UnknownIsa(String),
     #[error("GPT_FAST_ISA={0}: this CPU does not support it")]
@@ -61,6 +64,7 @@ type Converted = HashMap<String, (Vec<u64>, usize)>;
 
 pub struct Model {
     file: ModelFile,
+    tokenizer: Tokenizer,
     dtype: DType,
     converted: Converted,
     kernels: Kernels,
@@ -95,11 +99,17 @@ impl Model {
                 converted.insert(spec.name, (words, bytes.len()));
             }
         }
-        Ok(Self { file, dtype, converted, kernels })
+        let tokenizer = Tokenizer::new(file.tokenizer().clone())
+            .map_err(|source| ModelError::Tokenizer { path: path.display().to_string(), source })?;
+        Ok(Self { file, tokenizer, dtype, converted, kernels })
     }
 
     pub fn hparams(&self) -> &HParams {
         self.file.hparams()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     pub fn file(&self) -> &ModelFile {

@@ -1,0 +1,38 @@
+//! `gpt-fast tokenize` and `gpt-fast perplexity`.
+
+use std::path::Path;
+
+use gpt_fast::model::{Model, ModelOptions};
+
+use super::{print_out, CliResult, ModelArgs};
+
+pub fn tokenize(path: &Path, text: &str, parse_special: bool) -> CliResult {
+    let model = Model::open(path, ModelOptions::default())?;
+    let ids = model.tokenizer().encode_prompt(text, parse_special);
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    print_out(&format!("[{}]\n", list.join(", ")))
+}
+
+pub fn perplexity(path: &Path, model_args: &ModelArgs, text: &str, context: usize, stream: bool) -> CliResult {
+    let model = Model::open(path, ModelOptions { quant: model_args.quant, isa: None })?;
+    let tokens = model.tokenizer().encode_prompt(text, false);
+    let threads = model_args.threads_or_default();
+    let batch = context.min(512);
+    let start = std::time::Instant::now();
+    let progress = |done: usize, total: usize, ppl: f64| eprint!("\r[{done}/{total}] running PPL = {ppl:.4}   ");
+    let result = if stream {
+        gpt_fast::perplexity::perplexity_stream(&model, &tokens, context, batch, threads, progress)?
+    } else {
+        gpt_fast::perplexity::perplexity(&model, &tokens, context, batch, threads, progress)?
+    };
+    eprintln!();
+    eprintln!(
+        "{} tokens, {} scored in {} chunk(s) of context {context}{}, {:.1} s",
+        tokens.len(),
+        result.scored_tokens,
+        result.chunks,
+        if stream { " (one pass through the ring cache)" } else { "" },
+        start.elapsed().as_secs_f64()
+    );
+    print_out(&format!("PPL = {:.4} +/- {:.5}\n", result.ppl, result.stderr))
+}

@@ -1,0 +1,214 @@
+//! Text generation on a [`Session`]: prompt in, tokens out one at a time, with
+//! sampling, streaming detokenization and stop conditions. Every buffer is
+//! allocated in [`Generator::new`]; a step allocates nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::model::Model;
+use crate::sampler::{Sampler, SamplerParams};
+use crate::session::{Session, SessionError, SessionOptions};
+use crate::tokenizer::StreamDecoder;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GenerateError {
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the prompt has {tokens} tokens but the context holds {context} (raise -c)")]
+    PromptTooLong { tokens: usize, context: usize },
+    #[error("{0}")]
+    BadSampler(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced its end-of-sequence token.
+    Eos,
+    /// The token limit was reached.
+    MaxTokens,
+    /// The text reached a stop string (which is not emitted).
+    StopString,
+    /// The callback asked to stop.
+    Cancelled,
+    /// The context is full and context shift is off.
+    ContextFull,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub prompt_time: Duration,
+    pub generated_tokens: usize,
+    pub generate_time: Duration,
+    pub stop: StopReason,
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    /// At most this many tokens.
+    pub max_tokens: usize,
+    pub sampler: SamplerParams,
+    /// Generation stops when the text reaches any of these (not emitted).
+    pub stop: Vec<String>,
+}
+
+/// Whether to go on after a piece of text: the callback's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+pub struct Generator<'m> {
+    session: Session<'m>,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    /// Text decoded but not yet handed out: held back while it could be the
+    /// start of a stop string.
+    pending: String,
+    prompt: Vec<u32>,
+    /// Per generated token, the time its step took (for latency percentiles).
+    step_times: Vec<Duration>,
+}
+
+impl<'m> Generator<'m> {
+    pub fn new(model: &'m Model, options: SessionOptions, sampler: SamplerParams) -> Result<Self, GenerateError> {
+        sampler.validate().map_err(GenerateError::BadSampler)?;
+        let session = Session::new(model, options)?;
+        let context = session.context();
+        Ok(Self {
+            sampler: Sampler::new(sampler, model.hparams().vocab_size as usize),
+            session,
+            decoder: StreamDecoder::new(),
+            pending: String::with_capacity(1024),
+            prompt: Vec::with_capacity(context),
+            step_times: Vec::new(),
+        })
+    }
+
+    pub fn session(&self) -> &Session<'m> {
+        &self.session
+    }
+
+    /// How long each generated token's step took, in order (after `generate`).
+    pub fn step_times(&self) -> &[Duration] {
+        &self.step_times
+    }
+
+    /// Forgets the conversation: an empty cache, the sampler restarted.
+    pub fn reset(&mut self) {
+        self.session.reset();
+        self.sampler.reset();
+        self.decoder = StreamDecoder::new();
+        self.pending.clear();
+    }
+
+    /// Evaluates `prompt` (special-token text recognised if `parse_special`),
+    /// then generates, handing each piece of text to `on_text` as soon as it
+    /// is complete UTF-8 and cannot be the start of a stop string.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        parse_special: bool,
+        params: &GenerateParams,
+        mut on_text: impl FnMut(&str) -> Flow,
+    ) -> Result<GenerateStats, GenerateError> {
+        self.reset();
+        let model = self.session.model();
+        let tokenizer = model.tokenizer();
+        tokenizer.encode_prompt_into(prompt, parse_special, &mut self.prompt);
+        if self.prompt.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        if self.prompt.len() > self.session.context() {
+            return Err(GenerateError::PromptTooLong { tokens: self.prompt.len(), context: self.session.context() });
+        }
+        self.step_times.clear();
+        self.step_times.reserve(params.max_tokens);
+        let eos = tokenizer.eos_id();
+        for &t in &self.prompt {
+            self.sampler.accept(t);
+        }
+        let start = Instant::now();
+        let mut token = self.sampler.sample(self.session.eval(&self.prompt)?);
+        let prompt_time = start.elapsed();
+        let mut generated = 0;
+        let start = Instant::now();
+        let longest_stop = params.stop.iter().map(String::len).max().unwrap_or(0);
+        let stop = loop {
+            let step_start = Instant::now();
+            if Some(token) == eos {
+                break StopReason::Eos;
+            }
+            generated += 1;
+            self.sampler.accept(token);
+            self.decoder.push(tokenizer, token, &mut self.pending).expect("sampled ids are in range");
+            if let Some(at) = params.stop.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+                self.pending.truncate(at);
+                on_text(&self.pending);
+                self.pending.clear();
+                break StopReason::StopString;
+            }
+            // Hand out all but a tail that could still grow into a stop string.
+            let keep = held_back(&self.pending, &params.stop, longest_stop);
+            let cut = self.pending.len() - keep;
+            if cut > 0 {
+                let flow = on_text(&self.pending[..cut]);
+                self.pending.drain(..cut);
+                if flow == Flow::Stop {
+                    break StopReason::Cancelled;
+                }
+            }
+            if generated >= params.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            match self.session.eval(&[token]) {
+                Ok(logits) => token = self.sampler.sample(logits),
+                Err(SessionError::ContextFull { .. }) => break StopReason::ContextFull,
+                Err(e) => return Err(e.into()),
+            }
+            if self.step_times.len() < self.step_times.capacity() {
+                self.step_times.push(step_start.elapsed());
+            }
+        };
+        self.decoder.finish(&mut self.pending);
+        if stop != StopReason::StopString && !self.pending.is_empty() {
+            on_text(&self.pending);
+        }
+        self.pending.clear();
+        Ok(GenerateStats {
+            prompt_tokens: self.prompt.len(),
+            prompt_time,
+            generated_tokens: generated,
+            generate_time: start.elapsed(),
+            stop,
+        })
+    }
+}
+
+/// Bytes at the end of `text` that are a proper prefix of some stop string.
+fn held_back(text: &str, stops: &[String], longest: usize) -> usize {
+    let max = longest.saturating_sub(1).min(text.len());
+    (1..=max)
+        .rev()
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n) && stops.iter().any(|s| s.starts_with(&text[text.len() - n..]))
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn holds_back_only_possible_stop_prefixes() {
+        let stops = vec!["\nUser:".to_string()];
+        assert_eq!(held_back("hello\nUs", &stops, 6), 3);
+        assert_eq!(held_back("hello", &stops, 6), 0);
+        assert_eq!(held_back("a\n", &stops, 6), 1);
+    }
+}
