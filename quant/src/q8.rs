@@ -27,7 +27,7 @@ pub struct PackedQ8Layout {
 impl PackedQ8Layout {
     /// `None` if `cols` is not a multiple of [`BLOCK`] or the size overflows.
     pub fn new(rows: usize, cols: usize) -> Option<Self> {
-        if cols % BLOCK != 0 {
+        if !cols.is_multiple_of(BLOCK) {
             return None;
         }
         let layout = Self { rows, cols, tiles: rows.div_ceil(TILE_ROWS), blocks_per_row: cols / BLOCK };

@@ -183,7 +183,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
         return Err(LoadErrorKind::Length { expected: header.file_len, actual: total });
     }
     let bad = |s: String| LoadErrorKind::Header(s);
-    if header.data_offset % DATA_ALIGN != 0 || header.data_offset < HEADER_BYTES {
+    if !header.data_offset.is_multiple_of(DATA_ALIGN) || header.data_offset < HEADER_BYTES {
         return Err(bad(format!("data offset {} is not a multiple of {DATA_ALIGN}", header.data_offset)));
     }
     if header.data_offset > total {
@@ -287,7 +287,7 @@ fn parse_directory(dir: &[u8], header: &RawHeader, total: u64) -> Result<Vec<Ten
         if e.n_bytes != expected_bytes {
             return Err(fail(format!("{} bytes recorded, {expected_bytes} expected for its shape", e.n_bytes)));
         }
-        if e.offset % TENSOR_ALIGN != 0 {
+        if !e.offset.is_multiple_of(TENSOR_ALIGN) {
             return Err(fail(format!("offset {} is not {TENSOR_ALIGN}-byte aligned", e.offset)));
         }
         if e.offset < prev_end {

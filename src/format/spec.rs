@@ -205,10 +205,10 @@ impl HParams {
                 return Err(format!("{name} = {v} is outside 1..={MAX_DIM}"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(format!("n_heads = {} is not a multiple of n_kv_heads = {}", self.n_heads, self.n_kv_heads));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim = {} is odd", self.head_dim));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {

@@ -118,7 +118,7 @@ impl GgmlType {
     /// Bytes of `n_elements` values of this type; `None` if `n_elements` is not
     /// a whole number of blocks or the size overflows `usize`.
     pub fn row_bytes(self, n_elements: usize) -> Option<usize> {
-        if n_elements % self.block_size() != 0 {
+        if !n_elements.is_multiple_of(self.block_size()) {
             return None;
         }
         (n_elements / self.block_size()).checked_mul(self.type_size())
@@ -137,7 +137,7 @@ impl std::fmt::Display for GgmlType {
 /// otherwise an error, and `dst` is left untouched.
 pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     let n_elements = dst.len();
-    if n_elements % ty.block_size() != 0 {
+    if !n_elements.is_multiple_of(ty.block_size()) {
         return Err(QuantError::PartialBlock { ty: ty.name(), n_elements, block_size: ty.block_size() });
     }
     // Cannot overflow: the product is at most 4 bytes per element of a slice of f32.
