@@ -9,6 +9,9 @@
 // lint keeps it out of everything else.
 #![deny(unsafe_code)]
 
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+mod aarch64;
 pub mod reference;
 mod table;
 #[cfg(target_arch = "x86_64")]

@@ -39,6 +39,8 @@ type MatmulQ8 = fn(&[i8], &[f16], usize, Range<usize>, &Q8Acts, usize, &mut [f32
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     pub isa: Isa,
+    /// See [`Kernels::name`].
+    pub(crate) name: &'static str,
     pub matmul_f32: MatmulF32,
     pub matmul_f16: MatmulF16,
     pub matmul_q8: MatmulQ8,
@@ -58,6 +60,7 @@ impl Kernels {
     pub fn scalar() -> Self {
         Self {
             isa: Isa::Scalar,
+            name: "scalar",
             matmul_f32: reference::matmul_f32,
             matmul_f16: reference::matmul_f16,
             matmul_q8: reference::matmul_q8,
@@ -81,8 +84,16 @@ impl Kernels {
             Isa::Avx2 => crate::x86_64::avx2::kernels(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => crate::x86_64::avx512::kernels(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => crate::aarch64::neon::kernels(),
             _ => None,
         }
+    }
+
+    /// The table's name: the ISA's, or a variant within it chosen when the
+    /// table was built (`neon+dotprod`: NEON with the SDOT q8 matmul).
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The best kernels this CPU supports.

@@ -21,12 +21,16 @@ use std::ops::Range;
 use gpt_fast_kernels::{reference, Isa, Kernels, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 use half::f16;
 
-/// The kernel tables to test: every non-scalar ISA this CPU has.
+/// The kernel tables to test: every non-scalar ISA this CPU has. The "testing"
+/// line names the table's variant (`neon+dotprod` or `neon`: which q8 matmul ran).
 fn tables() -> Vec<Kernels> {
     let mut found = Vec::new();
     for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
         match Kernels::for_isa(isa) {
-            Some(k) => found.push(k),
+            Some(k) => {
+                println!("testing: {}", k.name());
+                found.push(k);
+            }
             None => println!("skipped: {} not available on this CPU (or in this build)", isa.name()),
         }
     }
@@ -182,7 +186,7 @@ fn matmul_q8_matches_reference() {
                         reference::matmul_q8(&quants, &scales, cols, range.clone(), &acts, n, &mut want, stride);
                         (k.matmul_q8)(&quants, &scales, cols, range.clone(), &acts, n, &mut got, stride);
                         let nb = cols / Q8_BLOCK;
-                        let what = format!("{} matmul_q8 rows {range:?}/{rows} cols {cols} n {n}", k.isa.name());
+                        let what = format!("{} matmul_q8 rows {range:?}/{rows} cols {cols} n {n}", k.name());
                         assert_close(&what, &got, &want, |i| {
                             let (t, j) = (i / stride, i % stride);
                             if j >= range.len() {
@@ -238,8 +242,8 @@ fn quantize_q8_acts_is_bit_identical() {
                 let (mut got_q, mut got_s) = (vec![1i8; nb * Q8_BLOCK], vec![1f32; nb]);
                 reference::quantize_q8_acts(&x, &mut want_q, &mut want_s);
                 (k.quantize_q8_acts)(&x, &mut got_q, &mut got_s);
-                assert_eq!(got_q, want_q, "{} quantize_q8_acts len {len} scale {scale}: quants", k.isa.name());
-                assert_bits(&format!("{} quantize_q8_acts len {len}: scales", k.isa.name()), &got_s, &want_s);
+                assert_eq!(got_q, want_q, "{} quantize_q8_acts len {len} scale {scale}: quants", k.name());
+                assert_bits(&format!("{} quantize_q8_acts len {len}: scales", k.name()), &got_s, &want_s);
             }
         }
     }
@@ -262,7 +266,7 @@ fn float_matmul_case(k: &Kernels, rng: &mut Rng, rows: usize, cols: usize, n: us
             let m: f32 = (0..cols).map(|c| (w(r * cols + c) * x[t * cols + c]).abs()).sum();
             1e-5 * m + f32::MIN_POSITIVE
         };
-        let what = format!("{} matmul rows {range:?}/{rows} cols {cols} n {n}", k.isa.name());
+        let what = format!("{} matmul rows {range:?}/{rows} cols {cols} n {n}", k.name());
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         reference::matmul_f32(&w32, cols, range.clone(), &x, n, &mut want, stride);
@@ -312,7 +316,7 @@ fn rmsnorm_layernorm_match_reference() {
                 (k.rmsnorm)(&x, &w, 1e-5, &mut got);
                 let inv = want.iter().zip(&x).zip(&w).find(|((o, v), w)| **o != 0.0 && **v != 0.0 && **w != 0.0);
                 let inv = inv.map_or(0.0, |((o, v), w)| (o / (v * w)).abs());
-                let what = format!("{} rmsnorm len {len} scale {scale}", k.isa.name());
+                let what = format!("{} rmsnorm len {len} scale {scale}", k.name());
                 assert_close(&what, &got, &want, |i| 1e-5 * (x[i] * inv * w[i]).abs() + f32::MIN_POSITIVE);
 
                 reference::layernorm(&x, &w, &b, 1e-5, &mut want);
@@ -320,7 +324,7 @@ fn rmsnorm_layernorm_match_reference() {
                 let mean = x.iter().sum::<f32>() / len as f32;
                 let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / len as f32;
                 let inv = 1.0 / (var + 1e-5).sqrt();
-                let what = format!("{} layernorm len {len} scale {scale}", k.isa.name());
+                let what = format!("{} layernorm len {len} scale {scale}", k.name());
                 assert_close(&what, &got, &want, |i| {
                     1e-5 * ((x[i].abs() + mean.abs()) * inv * w[i].abs() + b[i].abs()) + f32::MIN_POSITIVE
                 });
@@ -342,7 +346,7 @@ fn softmax_matches_reference() {
                 let mut got = want.clone();
                 reference::softmax(&mut want);
                 (k.softmax)(&mut got);
-                let what = format!("{} softmax len {len} scale {scale}", k.isa.name());
+                let what = format!("{} softmax len {len} scale {scale}", k.name());
                 assert_close(&what, &got, &want, |i| 1e-5 * want[i] + 1e-7);
             }
         }
@@ -359,14 +363,14 @@ fn swiglu_gelu_match_reference() {
                 let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
                 reference::swiglu(&gate, &up, &mut want);
                 (k.swiglu)(&gate, &up, &mut got);
-                let what = format!("{} swiglu len {len} scale {scale}", k.isa.name());
+                let what = format!("{} swiglu len {len} scale {scale}", k.name());
                 assert_close(&what, &got, &want, |i| 1e-5 * want[i].abs() + 1e-30);
 
                 let mut want = gate.clone();
                 let mut got = gate.clone();
                 reference::gelu_tanh(&mut want);
                 (k.gelu_tanh)(&mut got);
-                let what = format!("{} gelu_tanh len {len} scale {scale}", k.isa.name());
+                let what = format!("{} gelu_tanh len {len} scale {scale}", k.name());
                 assert_close(&what, &got, &want, |i| 1e-5 * want[i].abs() + 1e-6 * gate[i].abs());
             }
         }
@@ -383,7 +387,7 @@ fn add_and_rope_are_bit_identical() {
             let mut got = want.clone();
             reference::add(&mut want, &x);
             (k.add)(&mut got, &x);
-            assert_bits(&format!("{} add len {len}", k.isa.name()), &got, &want);
+            assert_bits(&format!("{} add len {len}", k.name()), &got, &want);
         }
         for head_dim in [2, 4, 6, 16, 18, 34, 64, 128] {
             for heads in [1, 2, 3, 9] {
@@ -393,7 +397,7 @@ fn add_and_rope_are_bit_identical() {
                 let mut got = want.clone();
                 reference::rope(&mut want, head_dim, &cos, &sin);
                 (k.rope)(&mut got, head_dim, &cos, &sin);
-                assert_bits(&format!("{} rope head_dim {head_dim} heads {heads}", k.isa.name()), &got, &want);
+                assert_bits(&format!("{} rope head_dim {head_dim} heads {heads}", k.name()), &got, &want);
             }
         }
     }
@@ -411,7 +415,7 @@ fn attention_head_matches_reference() {
                 let (mut want, mut got) = (vec![0.0; head_dim], vec![7.0; head_dim]);
                 reference::attention_head(&q, &keys, &values, n_pos, &mut want_s, &mut want);
                 (k.attention_head)(&q, &keys, &values, n_pos, &mut got_s, &mut got);
-                let what = format!("{} attention_head head_dim {head_dim} n_pos {n_pos}", k.isa.name());
+                let what = format!("{} attention_head head_dim {head_dim} n_pos {n_pos}", k.name());
                 assert_close(&what, &got, &want, |d| {
                     let m: f32 = (0..n_pos).map(|p| want_s[p] * values[p * head_dim + d].abs()).sum();
                     2e-5 * m + 1e-7
@@ -419,4 +423,16 @@ fn attention_head_matches_reference() {
             }
         }
     }
+}
+
+/// The NEON table picks its q8 matmul from the CPU: SDOT with dotprod, the
+/// widening multiplies without (run under `qemu-aarch64 -cpu max` and
+/// `-cpu cortex-a57` to test both).
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_q8_path_follows_dotprod() {
+    let k = Kernels::for_isa(Isa::Neon).expect("every AArch64 Linux CPU has NEON");
+    let want = if std::arch::is_aarch64_feature_detected!("dotprod") { "neon+dotprod" } else { "neon" };
+    assert_eq!(k.name(), want);
+    println!("neon q8 matmul path: {}", k.name());
 }

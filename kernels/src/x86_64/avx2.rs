@@ -28,6 +28,7 @@ pub fn kernels() -> Option<Kernels> {
     }
     Some(Kernels {
         isa: Isa::Avx2,
+        name: "avx2",
         matmul_f32,
         matmul_f16,
         matmul_q8,

@@ -27,7 +27,7 @@ pub fn kernels() -> Option<Kernels> {
     if !is_available() {
         return None;
     }
-    Some(Kernels { isa: Isa::Avx512, matmul_q8, ..avx2::kernels()? })
+    Some(Kernels { isa: Isa::Avx512, name: "avx512", matmul_q8, ..avx2::kernels()? })
 }
 
 // Private: reachable only through the table `kernels()` returns after

@@ -1,0 +1,149 @@
+//! NEON (Advanced SIMD) kernels, for every AArch64 CPU; the q8 matmul uses SDOT
+//! where the CPU has the dotprod extension (Arm Cortex-A55/A75 and later, Apple
+//! M1 and later, Neoverse N1 and later).
+//!
+//! Layout as in the AVX2 module: `matmul` holds the three matmuls (where decode
+//! spends its time), `elementwise` the norms, activations, RoPE and attention,
+//! `simd` the load/store, reduction and dot-product helpers (the only `unsafe`
+//! blocks besides the wrappers below). Every function here has the same
+//! signature and semantics as its namesake in [`crate::reference`], which the
+//! tests compare against.
+
+mod elementwise;
+mod matmul;
+mod simd;
+
+use std::arch::is_aarch64_feature_detected;
+use std::ops::Range;
+
+use half::f16;
+
+use crate::{Isa, Kernels, Q8Acts};
+
+/// Whether this CPU can run the NEON kernels.
+pub fn is_available() -> bool {
+    is_aarch64_feature_detected!("neon")
+}
+
+/// Whether the q8 matmul can use SDOT (the dotprod extension).
+pub fn has_dotprod() -> bool {
+    is_available() && is_aarch64_feature_detected!("dotprod")
+}
+
+/// The NEON kernel table, or `None` when this CPU lacks NEON. Its q8 matmul is
+/// chosen here, once: SDOT with dotprod (table name `neon+dotprod`), widening
+/// multiplies without (`neon`).
+pub fn kernels() -> Option<Kernels> {
+    if !is_available() {
+        return None;
+    }
+    let base = Kernels {
+        isa: Isa::Neon,
+        name: "neon",
+        matmul_f32,
+        matmul_f16,
+        matmul_q8,
+        quantize_q8_acts,
+        rmsnorm,
+        layernorm,
+        softmax,
+        rope,
+        swiglu,
+        gelu_tanh,
+        add,
+        attention_head,
+    };
+    if has_dotprod() {
+        return Some(Kernels { name: "neon+dotprod", matmul_q8: matmul_q8_sdot, ..base });
+    }
+    Some(base)
+}
+
+// The safe wrappers below are private: the only way to reach them is through
+// the table `kernels()` returns, and it returns one only after `is_available()`
+// saw NEON, and puts `matmul_q8_sdot` in it only after `has_dotprod()` saw
+// dotprod. That is the proof every `SAFETY` comment below cites.
+
+fn matmul_f32(w: &[f32], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul::matmul_f32(w, cols, rows, x, n, out, out_stride) }
+}
+
+fn matmul_f16(w: &[f16], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul::matmul_f16(w, cols, rows, x, n, out, out_stride) }
+}
+
+fn matmul_q8(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul::matmul_q8(quants, scales, cols, rows, x, n, out, out_stride) }
+}
+
+fn matmul_q8_sdot(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon and, before
+    // choosing this function, dotprod.
+    unsafe { matmul::matmul_q8_sdot(quants, scales, cols, rows, x, n, out, out_stride) }
+}
+
+fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul::quantize_q8_acts(x, quants, scales) }
+}
+
+fn rmsnorm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::rmsnorm(x, weight, eps, out) }
+}
+
+fn layernorm(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::layernorm(x, weight, bias, eps, out) }
+}
+
+fn softmax(x: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::softmax(x) }
+}
+
+fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::rope(x, head_dim, cos, sin) }
+}
+
+fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::swiglu(gate, up, out) }
+}
+
+fn gelu_tanh(x: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::gelu_tanh(x) }
+}
+
+fn add(acc: &mut [f32], x: &[f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::add(acc, x) }
+}
+
+fn attention_head(q: &[f32], keys: &[f32], values: &[f32], n_pos: usize, scores: &mut [f32], out: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { elementwise::attention_head(q, keys, values, n_pos, scores, out) }
+}

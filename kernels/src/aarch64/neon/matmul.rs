@@ -1,0 +1,336 @@
+//! NEON matmuls (`y = W x` for `n` activation rows) and the q8 activation
+//! quantizer. Decode spends most of its time in the q8 matmul with `n = 1`.
+
+use std::arch::aarch64::*;
+use std::ops::Range;
+
+use half::f16;
+
+use super::simd::{dot16_sdot, dot16_widening, hmax, hsum, load16_i8, load4, load8, load8_f16, store16_i8, store4};
+use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+
+/// Tokens per register tile in the q8 matmul: each loaded weight block is used
+/// for this many activation rows before the next is loaded.
+const Q8_TOKENS: usize = 4;
+/// Weight rows per register tile in the f32/f16 matmuls (sharing each `x` load).
+const FLOAT_ROWS: usize = 4;
+
+/// One q8 tile's f32 accumulators: `acc[t][h]` lane `i` is row `4h + i` of the
+/// tile for token `t`.
+type TileAcc = [[float32x4_t; 2]; Q8_TOKENS];
+
+/// Checks the output shape shared by the matmuls: token `t`'s results go to
+/// `out[t * out_stride..][..rows.len()]`.
+fn check_out(rows: &Range<usize>, n: usize, out: &[f32], out_stride: usize) {
+    assert!((n - 1) * out_stride + rows.len() <= out.len(), "matmul: output too short");
+}
+
+/// As [`crate::reference::matmul_q8`], with SDOT (the dotprod extension).
+///
+/// Per tile of 8 interleaved rows and per block of 32 columns, each token's 32
+/// activation quants are loaded once and dotted with the 8 rows' quants in
+/// integers (exact); each loaded weight row serves up to [`Q8_TOKENS`] tokens.
+/// The row sums are gathered into two vectors (rows 0-3, 4-7), converted to f32
+/// and fused-multiply-added with `weight scale × activation scale` into the
+/// token's accumulators. The only difference from the reference is that FMA
+/// (one rounding instead of two per block). SDOT is exact for any i8 quants.
+///
+/// # Safety
+/// The CPU must support NEON and the dotprod extension.
+#[target_feature(enable = "neon,dotprod")]
+pub unsafe fn matmul_q8_sdot(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    q8_driver(quants, scales, cols, rows, x, n, out, out_stride, |wq, ws, xq, xs, nb, tn, acc| {
+        let dot = |acc, w, x| dot16_sdot(acc, w, x);
+        match tn {
+            4 => q8_tile::<4>(wq, ws, xq, xs, nb, acc, dot),
+            3 => q8_tile::<3>(wq, ws, xq, xs, nb, acc, dot),
+            2 => q8_tile::<2>(wq, ws, xq, xs, nb, acc, dot),
+            _ => q8_tile::<1>(wq, ws, xq, xs, nb, acc, dot),
+        }
+    });
+}
+
+/// As [`matmul_q8_sdot`], for CPUs without dotprod: the 16-byte dot products
+/// are widening multiplies (`smull`/`smlal2` into i16, `sadalp` into i32).
+///
+/// Exact for weights in [-127, 127] (docs/FORMAT.md) and any i8 activations
+/// (see [`dot16_widening`]).
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn matmul_q8(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    q8_driver(quants, scales, cols, rows, x, n, out, out_stride, |wq, ws, xq, xs, nb, tn, acc| {
+        let dot = |acc, w, x| dot16_widening(acc, w, x);
+        match tn {
+            4 => q8_tile::<4>(wq, ws, xq, xs, nb, acc, dot),
+            3 => q8_tile::<3>(wq, ws, xq, xs, nb, acc, dot),
+            2 => q8_tile::<2>(wq, ws, xq, xs, nb, acc, dot),
+            _ => q8_tile::<1>(wq, ws, xq, xs, nb, acc, dot),
+        }
+    });
+}
+
+/// The loop structure of a q8 matmul, shared by both inner products: shape
+/// checks, the loops over tiles and token groups, and the writes of whole or
+/// cut tiles. `tile_kernel(wq, ws, xq, xs, nb, tn, acc)` computes one tile
+/// (quants `wq`, scales `ws`, `nb` blocks) against `tn <= Q8_TOKENS` tokens
+/// (`xq`, `xs`) into `acc` (see [`TileAcc`]).
+#[inline]
+#[target_feature(enable = "neon")]
+fn q8_driver(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    tile_kernel: impl Fn(&[i8], &[f16], &[i8], &[f32], usize, usize, &mut TileAcc),
+) {
+    if rows.is_empty() || n == 0 {
+        return;
+    }
+    assert!(cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a multiple of {Q8_BLOCK}");
+    check_out(&rows, n, out, out_stride);
+    let nb = cols / Q8_BLOCK;
+    let (tile_quants, tile_scales) = (nb * Q8_BLOCK * Q8_TILE_ROWS, nb * Q8_TILE_ROWS);
+    let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
+    // One slice each, checked here; the loops below only index inside them.
+    let (quants, scales) = (&quants[..end_tile * tile_quants], &scales[..end_tile * tile_scales]);
+    let (xq, xs) = (&x.quants[..n * cols], &x.scales[..n * nb]);
+
+    // Tiles outer, tokens inner: a tile's weights (nb × 256 bytes) come from
+    // memory once and stay in L1 while every token group passes over them.
+    for tile in rows.start / Q8_TILE_ROWS..end_tile {
+        let wq = &quants[tile * tile_quants..][..tile_quants];
+        let ws = &scales[tile * tile_scales..][..tile_scales];
+        let row0 = tile * Q8_TILE_ROWS;
+        let (lo, hi) = (rows.start.max(row0), rows.end.min(row0 + Q8_TILE_ROWS));
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(Q8_TOKENS);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; Q8_TOKENS];
+            let (xq, xs) = (&xq[t0 * cols..(t0 + tn) * cols], &xs[t0 * nb..(t0 + tn) * nb]);
+            tile_kernel(wq, ws, xq, xs, nb, tn, &mut acc);
+            for (t, acc) in acc[..tn].iter().enumerate() {
+                let base = (t0 + t) * out_stride;
+                if lo == row0 && hi == row0 + Q8_TILE_ROWS {
+                    let o = &mut out[base + row0 - rows.start..];
+                    store4(o, acc[0]);
+                    store4(&mut o[4..], acc[1]);
+                } else {
+                    // A tile cut by the row range: write only its rows in range.
+                    let mut tmp = [0f32; 8];
+                    store4(&mut tmp, acc[0]);
+                    store4(&mut tmp[4..], acc[1]);
+                    out[base + lo - rows.start..base + hi - rows.start].copy_from_slice(&tmp[lo - row0..hi - row0]);
+                }
+            }
+            t0 += tn;
+        }
+    }
+}
+
+/// One tile of 8 rows against `T` tokens: `acc[t]` row `r` += row `r` · token `t`.
+/// `wq`/`ws` are the tile's `nb` blocks; `xq`/`xs` hold `T` tokens; `dot` is one
+/// of the 16-byte integer dot products ([`dot16_sdot`], [`dot16_widening`]).
+#[inline]
+#[target_feature(enable = "neon")]
+fn q8_tile<const T: usize>(
+    wq: &[i8],
+    ws: &[f16],
+    xq: &[i8],
+    xs: &[f32],
+    nb: usize,
+    acc: &mut TileAcc,
+    dot: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t + Copy,
+) {
+    let cols = nb * Q8_BLOCK;
+    let zero = vdupq_n_s32(0);
+    for b in 0..nb {
+        let wblock = &wq[b * Q8_BLOCK * Q8_TILE_ROWS..][..Q8_BLOCK * Q8_TILE_ROWS];
+        let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| {
+            let xb = &xq[t * cols + b * Q8_BLOCK..][..Q8_BLOCK];
+            [load16_i8(xb), load16_i8(&xb[16..])]
+        });
+        // Row dot products (4 partial sums each) are folded by `addp` as soon
+        // as a pair exists, so few partial vectors per token are live.
+        let mut quads = [[zero; 2]; T];
+        for (h, wquad) in wblock.chunks_exact(4 * Q8_BLOCK).enumerate() {
+            let mut pairs = [[zero; 2]; T];
+            for (p, wpair) in wquad.chunks_exact(2 * Q8_BLOCK).enumerate() {
+                let mut dots = [[zero; 2]; T];
+                for (r, wrow) in wpair.chunks_exact(Q8_BLOCK).enumerate() {
+                    let w = [load16_i8(wrow), load16_i8(&wrow[16..])];
+                    for t in 0..T {
+                        dots[t][r] = dot(dot(zero, w[0], xv[t][0]), w[1], xv[t][1]);
+                    }
+                }
+                // [a0+a1, a2+a3, b0+b1, b2+b3]: two partial sums per row.
+                for t in 0..T {
+                    pairs[t][p] = vpaddq_s32(dots[t][0], dots[t][1]);
+                }
+            }
+            // One full sum per row: rows 4h..4h + 4 in order.
+            for t in 0..T {
+                quads[t][h] = vpaddq_s32(pairs[t][0], pairs[t][1]);
+            }
+        }
+        let w_scales = load8_f16(&ws[b * Q8_TILE_ROWS..]);
+        for t in 0..T {
+            let x_scale = xs[t * nb + b];
+            for h in 0..2 {
+                // |isum| <= 32 × 128² < 2^24: the conversion is exact.
+                let isum = vcvtq_f32_s32(quads[t][h]);
+                acc[t][h] = vfmaq_f32(acc[t][h], isum, vmulq_n_f32(w_scales[h], x_scale));
+            }
+        }
+    }
+}
+
+/// As [`crate::reference::matmul_f32`], 4 rows at a time sharing each load of `x`.
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn matmul_f32(
+    w: &[f32],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if rows.is_empty() || n == 0 {
+        return;
+    }
+    check_out(&rows, n, out, out_stride);
+    let w = &w[rows.start * cols..rows.end * cols];
+    for t in 0..n {
+        let xt = &x[t * cols..][..cols];
+        let out = &mut out[t * out_stride..][..rows.len()];
+        dot_rows(w, cols, xt, out, |s| load8(s));
+    }
+}
+
+/// As [`crate::reference::matmul_f16`]: `fcvtl` widens 8 weights at a time.
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn matmul_f16(
+    w: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if rows.is_empty() || n == 0 {
+        return;
+    }
+    check_out(&rows, n, out, out_stride);
+    let w = &w[rows.start * cols..rows.end * cols];
+    for t in 0..n {
+        let xt = &x[t * cols..][..cols];
+        let out = &mut out[t * out_stride..][..rows.len()];
+        dot_rows(w, cols, xt, out, |s| load8_f16(s));
+    }
+}
+
+/// `out[r] = dot(w[r], x)` for the `out.len()` rows of the row-major `w`
+/// (`cols` wide), [`FLOAT_ROWS`] rows at a time; `load` widens 8 weights to f32.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn dot_rows<W: Copy + Into<f32>>(
+    w: &[W],
+    cols: usize,
+    x: &[f32],
+    out: &mut [f32],
+    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+) {
+    let mut row_groups = w.chunks_exact(FLOAT_ROWS * cols);
+    let mut out_groups = out.chunks_exact_mut(FLOAT_ROWS);
+    for (wg, og) in (&mut row_groups).zip(&mut out_groups) {
+        let wr: [&[W]; FLOAT_ROWS] = std::array::from_fn(|r| &wg[r * cols..][..cols]);
+        let sums = dot_n::<W, FLOAT_ROWS>(wr, x, load);
+        og.copy_from_slice(&sums);
+    }
+    for (wr, o) in row_groups.remainder().chunks_exact(cols).zip(out_groups.into_remainder()) {
+        *o = dot_n::<W, 1>([wr], x, load)[0];
+    }
+}
+
+/// `R` dot products against the same `x`, sharing its loads; two accumulators
+/// per row (8 columns a step).
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot_n<W: Copy + Into<f32>, const R: usize>(
+    w: [&[W]; R],
+    x: &[f32],
+    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+) -> [f32; R] {
+    let main = x.len() / 8 * 8;
+    let mut acc = [[vdupq_n_f32(0.0); 2]; R];
+    for c in (0..main).step_by(8) {
+        let xv = load8(&x[c..]);
+        for r in 0..R {
+            let wv = load(&w[r][c..]);
+            acc[r][0] = vfmaq_f32(acc[r][0], wv[0], xv[0]);
+            acc[r][1] = vfmaq_f32(acc[r][1], wv[1], xv[1]);
+        }
+    }
+    std::array::from_fn(|r| {
+        let tail: f32 = w[r][main..].iter().zip(&x[main..]).map(|(&a, b)| a.into() * b).sum();
+        hsum(vaddq_f32(acc[r][0], acc[r][1])) + tail
+    })
+}
+
+/// As [`crate::reference::quantize_q8_acts`], bit for bit: the same
+/// `max|x| / 127` scale and the same rounding. `fcvtas` rounds half away from
+/// zero as `f32::round` does and, like Rust's `as`, saturates and sends NaN to
+/// 0; the saturating narrows (`sqxtn`) then clamp to [-128, 127] as `as i8` does.
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {
+    for ((xb, qb), s) in x.chunks_exact(Q8_BLOCK).zip(quants.chunks_exact_mut(Q8_BLOCK)).zip(scales.iter_mut()) {
+        let v: [float32x4_t; 8] = std::array::from_fn(|i| load4(&xb[i * 4..]));
+        // `fmaxnm` returns the number when the other operand is a quiet NaN, so
+        // NaNs are skipped, as `f32::max` skips them in the reference.
+        let mut m = vdupq_n_f32(0.0);
+        for &vi in &v {
+            m = vmaxnmq_f32(m, vabsq_f32(vi));
+        }
+        let scale = hmax(m) / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let q = v.map(|vi| vcvtaq_s32_f32(vmulq_n_f32(vi, inv)));
+        let h: [int16x8_t; 4] = std::array::from_fn(|i| vcombine_s16(vqmovn_s32(q[2 * i]), vqmovn_s32(q[2 * i + 1])));
+        store16_i8(qb, vcombine_s8(vqmovn_s16(h[0]), vqmovn_s16(h[1])));
+        store16_i8(&mut qb[16..], vcombine_s8(vqmovn_s16(h[2]), vqmovn_s16(h[3])));
+        *s = scale;
+    }
+}
