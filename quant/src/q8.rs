@@ -57,18 +57,53 @@ impl PackedQ8Layout {
 
 /// Quantizes one block: returns the scale and writes the 32 quants.
 ///
-/// `scale = max|x| / 127`, `q = round(x / scale)` with ties away from zero (as
-/// GGUF's Q8_0). The scale is rounded to f16 first and the quants computed
-/// against the *stored* scale, so dequantization sees exactly what was meant.
+/// The scale minimises the block's squared error, not just `max|x| / 127`:
+/// for each candidate step near `max|x| / 127` the quants are rounded, the
+/// least-squares scale for those quants (`Σ x q / Σ q²`) is rounded to f16,
+/// and the candidate whose stored scale gives the smallest error wins (the
+/// plain `max|x| / 127` is the first candidate, so the result is never worse).
+/// Quants are computed against the stored scale, so dequantization sees
+/// exactly what was meant. Conversion is offline: the search costs nothing
+/// when the model runs.
 pub fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> f16 {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let scale = f16::from_f32(amax / 127.0);
-    let s = scale.to_f32();
-    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+    if amax == 0.0 {
+        q.fill(0);
+        return f16::ZERO;
+    }
+    let mut best = (f32::INFINITY, f16::ZERO);
+    let mut trial = [0i8; BLOCK];
+    // Steps from max|x|/127 to max|x|/(127 - 8): a larger step never helps.
+    for k in 0..=16 {
+        let step = amax / (127.0 - 0.5 * k as f32);
+        let mut candidate = f16::from_f32(step);
+        if k > 0 {
+            round_to(x, 1.0 / step, &mut trial);
+            let (xq, qq) = trial.iter().zip(x).fold((0f32, 0f32), |(a, b), (&qi, &xi)| {
+                let qi = f32::from(qi);
+                (a + xi * qi, b + qi * qi)
+            });
+            candidate = f16::from_f32(xq / qq);
+        }
+        let s = candidate.to_f32();
+        if !(s > 0.0 && s.is_finite()) {
+            continue;
+        }
+        round_to(x, 1.0 / s, &mut trial);
+        let err: f32 = trial.iter().zip(x).map(|(&qi, &xi)| (xi - s * f32::from(qi)).powi(2)).sum();
+        if err < best.0 {
+            best = (err, candidate);
+            q.copy_from_slice(&trial);
+        }
+    }
+    best.1
+}
+
+/// `q = round(x × inv)` with ties away from zero, clamped to ±127.
+fn round_to(x: &[f32; BLOCK], inv: f32, q: &mut [i8; BLOCK]) {
     for (qi, &xi) in q.iter_mut().zip(x) {
         *qi = (xi * inv).round().clamp(-127.0, 127.0) as i8;
     }
-    scale
 }
 
 /// Quantizes a row-major `[rows, cols]` f32 matrix into the packed q8 layout.
@@ -168,6 +203,10 @@ mod tests {
         }
     }
 
+    fn block_error(x: &[f32; BLOCK], q: &[i8; BLOCK], scale: f32) -> f32 {
+        x.iter().zip(q).map(|(&xi, &qi)| (xi - scale * f32::from(qi)).powi(2)).sum()
+    }
+
     #[test]
     fn zero_block_and_extremes() {
         let mut x = [0f32; BLOCK];
@@ -176,11 +215,29 @@ mod tests {
         assert!(q.iter().all(|&v| v == 0));
         x[3] = -1000.0;
         x[4] = 1000.0;
-        x[5] = 1000.0 / 254.0; // exactly half a step: rounds away from zero
-        let s = quantize_block(&x, &mut q);
-        assert_eq!((q[3], q[4]), (-127, 127));
-        assert!(s.to_f32() > 0.0);
-        assert_eq!(q[5], (x[5] / s.to_f32()).round() as i8);
+        x[5] = 1000.0 / 254.0;
+        let s = quantize_block(&x, &mut q).to_f32();
+        assert!(s > 0.0 && q[3] == -q[4] && q[4] >= 119, "extremes keep their sign and most of the range");
+        for (i, (&xi, &qi)) in x.iter().zip(&q).enumerate() {
+            assert_eq!(
+                qi,
+                (xi / s).round().clamp(-127.0, 127.0) as i8,
+                "quant {i} is rounded against the stored scale"
+            );
+        }
+    }
+
+    #[test]
+    fn searched_scale_is_never_worse_than_max_over_127() {
+        for seed in 1..200u32 {
+            let x: [f32; BLOCK] = pseudo_random(BLOCK, seed).try_into().unwrap();
+            let mut q = [0i8; BLOCK];
+            let s = quantize_block(&x, &mut q).to_f32();
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let plain = f16::from_f32(amax / 127.0).to_f32();
+            let plain_q: [i8; BLOCK] = std::array::from_fn(|i| (x[i] / plain).round().clamp(-127.0, 127.0) as i8);
+            assert!(block_error(&x, &q, s) <= block_error(&x, &plain_q, plain), "seed {seed}");
+        }
     }
 
     #[test]

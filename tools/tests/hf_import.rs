@@ -182,9 +182,11 @@ fn q8_files_load_and_stay_within_quantization_error() {
             let (rows, cols, exact) = file_tensor(&f32_file, &info.name);
             let (_, _, quant) = file_tensor(&q8, &info.name);
             for (r, (e, q)) in exact.chunks(cols).zip(quant.chunks(cols)).enumerate() {
-                // Blocks of 32 share a scale of max|x|/127: the error is at most half a step.
+                // Blocks of 32 share one scale, searched between max|x|/127 and
+                // max|x|/119 for the least squared error (quant/src/q8.rs): each
+                // value is within about half of the largest step.
                 for (block, (eb, qb)) in e.chunks(32).zip(q.chunks(32)).enumerate() {
-                    let step = eb.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                    let step = eb.iter().fold(0f32, |m, v| m.max(v.abs())) / 119.0 * 1.02;
                     for (x, y) in eb.iter().zip(qb) {
                         assert!(
                             (x - y).abs() <= step * 0.5 + 1e-3 * step + 1e-7,
