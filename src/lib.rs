@@ -4,6 +4,8 @@
 //! (the thread pool); the SIMD kernels live in the `gpt-fast-kernels` crate.
 #![deny(unsafe_code)]
 
+pub use gpt_fast_kernels as kernels;
+
 pub mod bench;
 pub mod chat;
 pub mod format;

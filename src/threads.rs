@@ -23,6 +23,9 @@ use std::thread::JoinHandle;
 /// of one token, short enough that an idle pool sleeps almost at once.
 const SPIN_ITERATIONS: u32 = 20_000;
 
+/// Set in `joined` when a job takes no more workers.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
 #[repr(align(128))]
 struct CachePadded<T>(T);
 
@@ -33,13 +36,20 @@ type JobPtr = *const (dyn Fn(usize) + Sync + 'static);
 struct Shared {
     /// Bumped once per job; workers wait for it to change.
     epoch: CachePadded<AtomicU64>,
+    /// Workers that joined the current job, and [`CLOSED`] once the caller
+    /// has finished its own share: a worker that comes later skips the job,
+    /// so a descheduled worker never holds the caller up.
+    joined: CachePadded<AtomicUsize>,
     /// Workers that finished the current job.
     done: CachePadded<AtomicUsize>,
-    job: Mutex<Option<SendPtr>>,
+    /// The current job and its epoch.
+    job: Mutex<(u64, Option<SendPtr>)>,
     /// Workers park here after spinning.
     wake: Condvar,
     sleepers: Mutex<usize>,
     stop: AtomicBool,
+    /// Workers that have started running (`new` waits for all of them).
+    started: AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -58,11 +68,13 @@ impl ThreadPool {
     pub fn new(n_threads: usize) -> Self {
         let shared = Arc::new(Shared {
             epoch: CachePadded(AtomicU64::new(0)),
+            joined: CachePadded(AtomicUsize::new(0)),
             done: CachePadded(AtomicUsize::new(0)),
-            job: Mutex::new(None),
+            job: Mutex::new((0, None)),
             wake: Condvar::new(),
             sleepers: Mutex::new(0),
             stop: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
         });
         let workers = (1..n_threads.max(1))
             .map(|index| {
@@ -72,7 +84,12 @@ impl ThreadPool {
                     .spawn(move || worker(&shared, index))
                     .expect("spawning a worker thread")
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Wait until every worker runs: a thread's start-up allocates (its name,
+        // its stack guard), and that must happen here, not during a later job.
+        while shared.started.load(Ordering::Acquire) < workers.len() {
+            std::thread::yield_now();
+        }
         Self { shared, workers }
     }
 
@@ -80,8 +97,11 @@ impl ThreadPool {
         self.workers.len() + 1
     }
 
-    /// Runs `job(thread_index)` on every thread of the pool, the caller's as
-    /// index 0, and returns when all have finished.
+    /// Runs `job(thread_index)` on the caller's thread (index 0) and on every
+    /// worker that joins before the caller's own call returns; returns when
+    /// all of those have finished. A worker that is late (descheduled, say)
+    /// skips the job rather than hold the caller up, so a job must hand out
+    /// its work dynamically (a [`ChunkCounter`]) rather than by thread index.
     pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() {
             job(0);
@@ -92,15 +112,22 @@ impl ThreadPool {
         // workers below and this function does not return before every worker
         // has counted itself done with this epoch's job, so no use outlives `job`.
         let ptr: JobPtr = unsafe { std::mem::transmute(ptr) };
-        *self.shared.job.lock().expect("pool lock") = Some(SendPtr(ptr));
-        self.shared.done.0.store(0, Ordering::Relaxed);
-        self.shared.epoch.0.fetch_add(1, Ordering::Release);
+        {
+            let mut slot = self.shared.job.lock().expect("pool lock");
+            *slot = (slot.0 + 1, Some(SendPtr(ptr)));
+            self.shared.done.0.store(0, Ordering::Relaxed);
+            self.shared.joined.0.store(0, Ordering::Release);
+            self.shared.epoch.0.fetch_add(1, Ordering::Release);
+        }
         if *self.shared.sleepers.lock().expect("pool lock") > 0 {
             self.shared.wake.notify_all();
         }
         job(0);
+        // Work is handed out by the job itself (atomic chunk counters), so the
+        // workers that have not joined by now have nothing left to do.
+        let joined = self.shared.joined.0.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED;
         let mut spins = 0u32;
-        while self.shared.done.0.load(Ordering::Acquire) < self.workers.len() {
+        while self.shared.done.0.load(Ordering::Acquire) < joined {
             spins += 1;
             if spins < SPIN_ITERATIONS {
                 std::hint::spin_loop();
@@ -108,11 +135,12 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        *self.shared.job.lock().expect("pool lock") = None;
+        self.shared.job.lock().expect("pool lock").1 = None;
     }
 }
 
 fn worker(shared: &Shared, index: usize) {
+    shared.started.fetch_add(1, Ordering::Release);
     let mut seen = 0u64;
     loop {
         let mut spins = 0u32;
@@ -141,9 +169,17 @@ fn worker(shared: &Shared, index: usize) {
             return;
         }
         seen = epoch;
-        let job = shared.job.lock().expect("pool lock").expect("a job is published with its epoch");
-        // SAFETY: `run` published this pointer for this epoch and waits for our
-        // `done` increment below before the borrow it came from ends.
+        if shared.joined.0.fetch_add(1, Ordering::AcqRel) & CLOSED != 0 {
+            continue; // the caller already finished this job without us
+        }
+        // Joining counted us in whichever job is current now (a newer one if
+        // we were slow), so take that job and its epoch together.
+        let (job_epoch, job) = *shared.job.lock().expect("pool lock");
+        seen = job_epoch;
+        let job = job.expect("a joined job is published until its caller returns");
+        // SAFETY: `run` published this pointer and, having counted us in
+        // `joined`, waits for our `done` increment below before the borrow it
+        // came from ends.
         unsafe { (*job.0)(index) };
         shared.done.0.fetch_add(1, Ordering::Release);
     }
@@ -224,16 +260,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_thread_runs_every_job() {
+    fn every_chunk_is_done_once_whoever_joins() {
         for n in [1, 2, 3] {
             let pool = ThreadPool::new(n);
-            for round in 0..200u64 {
-                let hits = AtomicU64::new(0);
-                pool.run(&|i| {
-                    hits.fetch_add(1 << (8 * i), Ordering::Relaxed);
+            for round in 0..500u64 {
+                let counter = ChunkCounter::new(37);
+                let sum = AtomicU64::new(0);
+                let seen = AtomicU64::new(0);
+                pool.run(&|thread| {
+                    assert!(thread < n);
+                    seen.fetch_or(1 << thread, Ordering::Relaxed);
+                    while let Some(c) = counter.next() {
+                        sum.fetch_add(c as u64 + 1, Ordering::Relaxed);
+                    }
                 });
-                let want: u64 = (0..n).map(|i| 1u64 << (8 * i)).sum();
-                assert_eq!(hits.load(Ordering::Relaxed), want, "round {round}");
+                assert_eq!(sum.load(Ordering::Relaxed), 37 * 38 / 2, "round {round}");
+                assert!(seen.load(Ordering::Relaxed) & 1 == 1, "the caller always runs the job");
             }
         }
     }
@@ -255,12 +297,16 @@ mod tests {
             });
         }
         assert!(out.iter().enumerate().all(|(i, &v)| v == i as u32));
-        // Let the workers park, then wake them.
+        // Let the workers park; a job that waits for a worker to join proves
+        // that run() wakes them.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let hits = AtomicUsize::new(0);
+        let joined = AtomicUsize::new(0);
         pool.run(&|_| {
-            hits.fetch_add(1, Ordering::Relaxed);
+            joined.fetch_add(1, Ordering::Relaxed);
+            while joined.load(Ordering::Relaxed) < 2 {
+                std::hint::spin_loop();
+            }
         });
-        assert_eq!(hits.load(Ordering::Relaxed), 3);
+        assert!(joined.load(Ordering::Relaxed) >= 2);
     }
 }
