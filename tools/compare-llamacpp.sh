@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# gpt-fast against llama.cpp on SmolLM2-135M-Instruct, same weights, same
+# machine, same threads. Not part of CI (slow, and its figures depend on the
+# machine's load).
+#
+# llama.cpp is the PyPI package llama-cpp-python==0.3.36 (it builds llama.cpp
+# from source into .cache/venv-llamacpp, once). The Q4_1 GGUF from
+# tools/fetch-model.sh is requantized with llama.cpp's own quantize API to
+# Q8_0 and F16, and `convert` turns those same GGUFs into gpt-fast q8 and f16
+# files, so both engines run the same values.
+#
+# Tests follow llama-bench: ppN evaluates N tokens in one batch from an empty
+# cache, tgN decodes N tokens one at a time from an empty cache; tokenization
+# and sampling are excluded; each test is warmed up once. Runs alternate
+# between the engines (and which goes first) round by round, so a change in
+# the machine's load hits both; the ratio is the median of the per-round
+# ratios (each round's is printed too: one bad round should show, not hide).
+#
+# "start to first token": gpt-fast is `gpt-fast run -n 1 --temp 0` timed from
+# process start to exit; llama.cpp is model load + tokenize + prompt eval +
+# greedy token inside a Python process that has already imported llama_cpp.
+#
+# Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-r ROUNDS]
+#   -t  thread counts (default 2)
+#   -r  rounds (default 3)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+threads=2
+rounds=3
+while getopts "t:r:h" opt; do
+  case $opt in
+    t) threads=$OPTARG ;;
+    r) rounds=$OPTARG ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+  esac
+done
+IFS=, read -r -a thread_list <<<"$threads"
+
+venv="$root/.cache/venv-llamacpp"
+py="$venv/bin/python"
+if ! "$py" -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null; then
+  echo "building llama-cpp-python 0.3.36 into $venv (compiles llama.cpp: several minutes)" >&2
+  [ -x "$py" ] || python3 -m venv "$venv"
+  CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install -q "llama-cpp-python==0.3.36" numpy
+fi
+
+echo "building gpt-fast (release)" >&2
+(cd "$root" && cargo build --release --quiet -p gpt-fast -p gpt-fast-tools --bin gpt-fast --bin convert)
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+
+models="$root/.cache/models"
+q41=$("$root/tools/fetch-model.sh")
+work=$(mktemp -d "${TMPDIR:-/tmp}/compare-llamacpp.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# Requantize with llama.cpp's own API (cached next to the downloaded GGUF).
+"$py" - "$q41" "$models" 2>"$work/quantize.log" <<'PY' || { cat "$work/quantize.log" >&2; exit 1; }
+import ctypes, os, sys
+import llama_cpp
+src, models = sys.argv[1], sys.argv[2]
+for name, ftype in [("Q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("F16", llama_cpp.LLAMA_FTYPE_MOSTLY_F16)]:
+    out = os.path.join(models, f"SmolLM2-135M-Instruct.{name}.gguf")
+    if os.path.exists(out):
+        continue
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = 2
+    tmp = out + ".tmp"
+    if llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params)) != 0:
+        sys.exit(f"llama_model_quantize to {name} failed")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+PY
+
+# The same GGUFs, converted for gpt-fast (rewritten every run: a few seconds,
+# and always from the current converter).
+declare -A gguf_of gf_of
+for quant in q8 f16; do
+  case $quant in q8) g=Q8_0 ;; f16) g=F16 ;; esac
+  gguf_of[$quant]="$models/SmolLM2-135M-Instruct.$g.gguf"
+  gf_of[$quant]="$work/smollm2-$quant.bin"
+  "$bin/convert" "${gguf_of[$quant]}" -o "${gf_of[$quant]}" --quant "$quant" --quiet
+done
+
+# Some VMs advertise AMX in CPUID without enabling it: llama.cpp's AMX buffer
+# type (used for Q8_0 batches) then dies with SIGILL on `tilezero`. Probe a
+# two-token Q8_0 batch in a child process; if it dies, load llama.cpp with its
+# extra buffer types (AMX and weight repacking) off, for every run, and say so.
+extra_bufts=1
+if ! { "$py" - "${gguf_of[q8]}" <<'PY'; } >/dev/null 2>&1; then
+import sys
+import llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, n_threads_batch=1, verbose=False)
+llm.eval([1, 2])
+PY
+  extra_bufts=0
+  echo "note: llama.cpp's Q8_0 batch path crashed (AMX advertised but not usable here?): running llama.cpp with use_extra_bufts=false (no AMX, no weight repacking)" >&2
+fi
+
+prompt="The quick brown fox jumps over the lazy dog, and then it runs into the forest"
+results="$work/results.tsv" # engine quant threads test round tokens_per_second
+load_start=$(cat /proc/loadavg)
+
+# One llama.cpp process per quant, thread count and round: pp128, pp512, tg64
+# (each warmed up once), then a fresh load + first token.
+llama_round() { # quant threads round
+  "$py" - "${gguf_of[$1]}" "$2" "$1" "$3" "$prompt" "$extra_bufts" <<'PY' >>"$results"
+import sys, time
+import llama_cpp
+import numpy as np
+path, threads, quant, rnd, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+if sys.argv[6] == "0":
+    # Llama() takes no such option: patch the defaults it starts from.
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+    def no_extra_bufts():
+        p = defaults()
+        p.use_extra_bufts = False
+        return p
+    llama_cpp.llama_cpp.llama_model_default_params = no_extra_bufts
+    llama_cpp.llama.llama_cpp.llama_model_default_params = no_extra_bufts
+
+def make():
+    return llama_cpp.Llama(model_path=path, n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads,
+                           n_threads_batch=threads, logits_all=False, verbose=False)
+
+llm = make()
+vocab = llm.n_vocab()
+# The same in-range ids as gpt-fast's bench (the content does not change the cost).
+ids = lambda n: [((i * 2654435761) % 2**32 >> 7) % vocab for i in range(n)]
+
+def pp(n):
+    toks = ids(n)
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(toks)
+    return n / (time.perf_counter() - t)
+
+def tg(n):
+    toks = ids(n)
+    llm.reset()
+    t = time.perf_counter()
+    for tok in toks:
+        llm.eval([tok])
+    return n / (time.perf_counter() - t)
+
+for name, run, n in [("pp128", pp, 128), ("pp512", pp, 512), ("tg64", tg, 64)]:
+    run(n)  # warm-up
+    print(f"llama.cpp\t{quant}\t{threads}\t{name}\t{rnd}\t{run(n):.3f}")
+del llm
+
+t = time.perf_counter()
+llm = make()
+toks = llm.tokenize(prompt.encode(), add_bos=False, special=False)
+llm.eval(toks)
+# Greedy: argmax of the last position's logits (the only ones kept without logits_all).
+first = int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).argmax())
+print(f"llama.cpp\t{quant}\t{threads}\tfirst_token_s({len(toks)} tok)\t{rnd}\t{time.perf_counter() - t:.4f}")
+PY
+}
+
+gptfast_round() { # quant threads round
+  "$bin/gpt-fast" bench "${gf_of[$1]}" -p 128,512 -n 64 -r 1 -t "$2" --json |
+    "$py" -c '
+import json, sys
+quant, threads, rnd = sys.argv[1:4]
+for line in sys.stdin:
+    r = json.loads(line)
+    test, tps = r["test"], r["tokens_per_second"]
+    print(f"gpt-fast\t{quant}\t{threads}\t{test}\t{rnd}\t{tps:.3f}")
+' "$1" "$2" "$3" >>"$results"
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$bin/gpt-fast" run "${gf_of[$1]}" -p "$prompt" -n 1 --temp 0 -t "$2" >/dev/null 2>&1
+  t1=$(date +%s.%N)
+  "$py" -c 'import sys; print(f"gpt-fast\t{sys.argv[1]}\t{sys.argv[2]}\t{sys.argv[3]}\t{sys.argv[4]}\t{float(sys.argv[6]) - float(sys.argv[5]):.4f}")' \
+    "$1" "$2" "first_token_s" "$3" "$t0" "$t1" >>"$results"
+}
+
+for ((round = 1; round <= rounds; round++)); do
+  for quant in q8 f16; do
+    for t in "${thread_list[@]}"; do
+      echo "round $round/$rounds: $quant, $t threads" >&2
+      if ((round % 2)); then
+        llama_round "$quant" "$t" "$round"
+        gptfast_round "$quant" "$t" "$round"
+      else
+        gptfast_round "$quant" "$t" "$round"
+        llama_round "$quant" "$t" "$round"
+      fi
+    done
+  done
+done
+load_end=$(cat /proc/loadavg)
+
+# One core's streaming read rate, for scale (numpy's single-threaded sum of 512 MiB).
+read_gbps=$("$py" -c '
+import time, numpy as np
+a = np.arange((512 << 20) // 8, dtype=np.uint64)
+best = min((lambda t: (a.sum(), time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5))
+print(f"{a.nbytes / best / 1e9:.1f}")')
+
+"$py" - "$results" "$rounds" "$load_start" "$load_end" "$read_gbps" "$extra_bufts" <<'PY'
+import collections, statistics, sys
+path, rounds, load_start, load_end, read_gbps, extra_bufts = sys.argv[1:7]
+runs = collections.defaultdict(dict)  # (quant, threads, test) -> {(engine, round): value}
+for line in open(path):
+    engine, quant, threads, test, rnd, value = line.rstrip("\n").split("\t")
+    test = test.split("(")[0]
+    runs[(quant, int(threads), test)][(engine, int(rnd))] = float(value)
+print(f"SmolLM2-135M-Instruct, {rounds} rounds; llama-cpp-python 0.3.36 vs gpt-fast")
+print(f"load average at start: {load_start}")
+if extra_bufts == "0":
+    print("llama.cpp ran with use_extra_bufts=false (its AMX path crashes on this machine): no AMX, no weight repacking")
+print(f"load average at end:   {load_end}")
+print(f"single-thread read (numpy sum, 512 MiB): {read_gbps} GB/s")
+print()
+print("| quant | threads | test | llama.cpp (mean ± sd) | gpt-fast (mean ± sd) | gpt-fast / llama.cpp: median (each round) |")
+print("|---|---|---|---|---|---|")
+order = {"pp128": 0, "pp512": 1, "tg64": 2, "first_token_s": 3}
+for (quant, threads, test) in sorted(runs, key=lambda k: (k[0] != "q8", k[1], order.get(k[2], 9))):
+    r = runs[(quant, threads, test)]
+    rounds_seen = sorted({rnd for (_, rnd) in r})
+    both = [n for n in rounds_seen if ("llama.cpp", n) in r and ("gpt-fast", n) in r]
+    llama = [r[("llama.cpp", n)] for n in both]
+    ours = [r[("gpt-fast", n)] for n in both]
+    ratios = [o / l for o, l in zip(ours, llama)]
+    ratio = statistics.median(ratios)
+    each = " ".join(f"{v:.2f}" for v in ratios)
+    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+    if test == "first_token_s":
+        # Seconds: lower is better; the ratio is still gpt-fast / llama.cpp.
+        print(f"| {quant} | {threads} | start to first token (s) | {statistics.mean(llama):.3f} ± {sd(llama):.3f} "
+              f"| {statistics.mean(ours):.3f} ± {sd(ours):.3f} | {ratio:.2f} ({each}) |")
+    else:
+        print(f"| {quant} | {threads} | {test} (t/s) | {statistics.mean(llama):.1f} ± {sd(llama):.1f} "
+              f"| {statistics.mean(ours):.1f} ± {sd(ours):.1f} | {ratio:.2f} ({each}) |")
+PY
