@@ -255,7 +255,11 @@ fn float_matmul_case(k: &Kernels, rng: &mut Rng, rows: usize, cols: usize, n: us
     let w32 = rng.vec(rows * cols, 1.0);
     let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
     let x = rng.vec(n * cols, 3.0);
-    for range in row_ranges(rows) {
+    let mut ranges = row_ranges(rows);
+    if rows > 8 {
+        ranges.push(1..rows - 4); // odd start, a length that cuts the register and cache tiles
+    }
+    for range in ranges {
         let stride = range.len() + 1;
         let magnitude = |i: usize, w: &dyn Fn(usize) -> f32| {
             let (t, j) = (i / stride, i % stride);
@@ -285,8 +289,8 @@ fn matmul_f32_f16_match_reference() {
     for k in tables() {
         let mut rng = Rng::new(3);
         for rows in [1, 3, 4, 5, 9, 17, 300] {
-            for cols in [1, 7, 8, 9, 31, 64, 130, 576, 4096] {
-                for n in [1, 2, 3] {
+            for cols in [1, 7, 8, 9, 31, 40, 64, 100, 130, 576, 4096] {
+                for n in [1, 2, 3, 4, 5, 7, 8, 12, 17] {
                     if rows * cols * n > 2_000_000 {
                         continue;
                     }

@@ -12,8 +12,19 @@ use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 /// Tokens per register tile in the q8 matmul: each loaded weight block is used
 /// for this many activation rows before the next is loaded.
 const Q8_TOKENS: usize = 4;
-/// Weight rows per register tile in the f32/f16 matmuls (sharing each `x` load).
+/// Weight rows per register tile in the f32/f16 matmuls with one token (sharing
+/// each `x` load).
 const FLOAT_ROWS: usize = 4;
+/// Weight rows × tokens per register tile in the f32/f16 matmuls with several
+/// tokens: each weight load serves 4 tokens, each activation load 4 rows. 16
+/// accumulators, 8 activation registers (4 tokens × 8 columns) and a row's 2
+/// widened weight registers fit the 32 vector registers.
+const TILE_ROWS: usize = 4;
+const TILE_TOKENS: usize = 4;
+/// Weight bytes per cache block in the f32/f16 matmuls with several tokens:
+/// every token passes over one block of rows, which stays in L1, before the
+/// next block is read.
+const FLOAT_BLOCK_BYTES: usize = 32 * 1024;
 
 /// One q8 tile's f32 accumulators: `acc[t][h]` lane `i` is row `4h + i` of the
 /// tile for token `t`.
@@ -208,7 +219,10 @@ fn q8_tile<const T: usize>(
     }
 }
 
-/// As [`crate::reference::matmul_f32`], 4 rows at a time sharing each load of `x`.
+/// As [`crate::reference::matmul_f32`]. One token (decode): 4 rows at a time
+/// sharing each load of `x`; more (prefill): register tiles of
+/// [`TILE_ROWS`] rows × [`TILE_TOKENS`] tokens (see [`gemm`]), so each weight
+/// is read from memory once, not once per token.
 ///
 /// # Safety
 /// The CPU must support NEON.
@@ -227,14 +241,15 @@ pub unsafe fn matmul_f32(
     }
     check_out(&rows, n, out, out_stride);
     let w = &w[rows.start * cols..rows.end * cols];
-    for t in 0..n {
-        let xt = &x[t * cols..][..cols];
-        let out = &mut out[t * out_stride..][..rows.len()];
-        dot_rows(w, cols, xt, out, |s| load8(s));
+    if n == 1 {
+        dot_rows(w, cols, &x[..cols], &mut out[..rows.len()], |s| load8(s));
+    } else {
+        gemm(w, cols, rows.len(), &x[..n * cols], n, out, out_stride, |s| load8(s));
     }
 }
 
-/// As [`crate::reference::matmul_f16`]: `fcvtl` widens 8 weights at a time.
+/// As [`crate::reference::matmul_f16`]: `fcvtl` widens 8 weights at a time, and
+/// each widened vector serves every token of a register tile, as in [`matmul_f32`].
 ///
 /// # Safety
 /// The CPU must support NEON.
@@ -253,10 +268,118 @@ pub unsafe fn matmul_f16(
     }
     check_out(&rows, n, out, out_stride);
     let w = &w[rows.start * cols..rows.end * cols];
-    for t in 0..n {
-        let xt = &x[t * cols..][..cols];
-        let out = &mut out[t * out_stride..][..rows.len()];
-        dot_rows(w, cols, xt, out, |s| load8_f16(s));
+    if n == 1 {
+        dot_rows(w, cols, &x[..cols], &mut out[..rows.len()], |s| load8_f16(s));
+    } else {
+        gemm(w, cols, rows.len(), &x[..n * cols], n, out, out_stride, |s| load8_f16(s));
+    }
+}
+
+/// `out[t * out_stride + r] = dot(w[r], x[t])` for the `n_rows` rows of the
+/// row-major `w` (`cols` wide) and the `n` tokens of `x`; `load` widens 8
+/// weights to f32.
+///
+/// Rows are cut into blocks of about [`FLOAT_BLOCK_BYTES`] of weights, so each
+/// weight comes from memory once and from L1 once per token group; each token
+/// group's activations (`TILE_TOKENS × cols` f32) are read once per block.
+/// Within a block, register tiles of [`TILE_ROWS`] rows pass over the token
+/// group ([`float_tile`]); the last rows of a block that do not fill a tile go
+/// one at a time, the last tokens as a smaller tile.
+#[inline]
+#[target_feature(enable = "neon")]
+fn gemm<W: Copy + Into<f32>>(
+    w: &[W],
+    cols: usize,
+    n_rows: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+) {
+    let block_rows = (FLOAT_BLOCK_BYTES / (cols * size_of::<W>()).max(1) / TILE_ROWS).max(1) * TILE_ROWS;
+    for r_block in (0..n_rows).step_by(block_rows) {
+        let r_end = n_rows.min(r_block + block_rows);
+        for t0 in (0..n).step_by(TILE_TOKENS) {
+            let tn = (n - t0).min(TILE_TOKENS);
+            let xg = &x[t0 * cols..(t0 + tn) * cols];
+            let mut r0 = r_block;
+            while r0 < r_end {
+                let rn = if r_end - r0 >= TILE_ROWS { TILE_ROWS } else { 1 };
+                let wg = &w[r0 * cols..(r0 + rn) * cols];
+                let out = &mut out[t0 * out_stride + r0..];
+                if rn == TILE_ROWS {
+                    tile_tokens::<W, TILE_ROWS>(tn, wg, cols, xg, out, out_stride, load);
+                } else {
+                    tile_tokens::<W, 1>(tn, wg, cols, xg, out, out_stride, load);
+                }
+                r0 += rn;
+            }
+        }
+    }
+}
+
+/// [`float_tile`] for `tn <= 4` tokens.
+#[inline]
+#[target_feature(enable = "neon")]
+fn tile_tokens<W: Copy + Into<f32>, const R: usize>(
+    tn: usize,
+    w: &[W],
+    cols: usize,
+    x: &[f32],
+    out: &mut [f32],
+    out_stride: usize,
+    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+) {
+    match tn {
+        4 => float_tile::<W, R, 4>(w, cols, x, out, out_stride, load),
+        3 => float_tile::<W, R, 3>(w, cols, x, out, out_stride, load),
+        2 => float_tile::<W, R, 2>(w, cols, x, out, out_stride, load),
+        _ => float_tile::<W, R, 1>(w, cols, x, out, out_stride, load),
+    }
+}
+
+/// One register tile: `out[t * out_stride + r] = dot(w[r], x[t])` for `R` rows
+/// of `w` and `T` tokens of `x` (each `cols` wide), one accumulator of 4 lanes
+/// per (row, token) taking both halves of each 8-column step. Each weight
+/// vector is loaded (and widened) once for all `T` tokens, each activation
+/// vector once for all `R` rows.
+#[inline]
+#[target_feature(enable = "neon")]
+fn float_tile<W: Copy + Into<f32>, const R: usize, const T: usize>(
+    w: &[W],
+    cols: usize,
+    x: &[f32],
+    out: &mut [f32],
+    out_stride: usize,
+    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+) {
+    let (steps, main) = (cols / 8, cols / 8 * 8);
+    let wr: [&[W]; R] = std::array::from_fn(|r| &w[r * cols..][..cols]);
+    let xt: [&[f32]; T] = std::array::from_fn(|t| &x[t * cols..][..cols]);
+    // Groups of 8 columns, every slice cut to exactly `steps` groups.
+    let w8: [&[[W; 8]]; R] = std::array::from_fn(|r| &wr[r].as_chunks::<8>().0[..steps]);
+    let x8: [&[[f32; 8]]; T] = std::array::from_fn(|t| &xt[t].as_chunks::<8>().0[..steps]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; R];
+    for c in 0..steps {
+        // Unchecked: LLVM does not see that the R + T slices share one length
+        // and would keep a compare-and-branch per load in this loop.
+        // SAFETY: c < steps, and every `x8[t]` is `[..steps]` above.
+        let xv: [[float32x4_t; 2]; T] = std::array::from_fn(|t| load8(unsafe { x8[t].get_unchecked(c) }));
+        for r in 0..R {
+            // SAFETY: c < steps, and every `w8[r]` is `[..steps]` above.
+            let wv = load(unsafe { w8[r].get_unchecked(c) });
+            for t in 0..T {
+                acc[r][t] = vfmaq_f32(vfmaq_f32(acc[r][t], wv[0], xv[t][0]), wv[1], xv[t][1]);
+            }
+        }
+    }
+    for t in 0..T {
+        let tail = |r: usize| -> f32 { wr[r][main..].iter().zip(&xt[t][main..]).map(|(&a, b)| a.into() * b).sum() };
+        let o = &mut out[t * out_stride..][..R];
+        for (r, o) in o.iter_mut().enumerate() {
+            *o = hsum(acc[r][t]) + tail(r);
+        }
     }
 }
 
