@@ -236,16 +236,7 @@ pub unsafe fn matmul_f32(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    if rows.is_empty() || n == 0 {
-        return;
-    }
-    check_out(&rows, n, out, out_stride);
-    let w = &w[rows.start * cols..rows.end * cols];
-    if n == 1 {
-        dot_rows(w, cols, &x[..cols], &mut out[..rows.len()], |s| load8(s));
-    } else {
-        gemm(w, cols, rows.len(), &x[..n * cols], n, out, out_stride, |s| load8(s));
-    }
+    float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8(s));
 }
 
 /// As [`crate::reference::matmul_f16`]: `fcvtl` widens 8 weights at a time, and
@@ -263,15 +254,33 @@ pub unsafe fn matmul_f16(
     out: &mut [f32],
     out_stride: usize,
 ) {
+    float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8_f16(s));
+}
+
+/// The body of [`matmul_f32`] and [`matmul_f16`]: shape checks, then one
+/// token on the GEMV path ([`dot_rows`]), more on the tiled one ([`gemm`]);
+/// `load` widens 8 weights to f32.
+#[inline]
+#[target_feature(enable = "neon")]
+fn float_matmul<W: Copy + Into<f32>>(
+    w: &[W],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+) {
     if rows.is_empty() || n == 0 {
         return;
     }
     check_out(&rows, n, out, out_stride);
     let w = &w[rows.start * cols..rows.end * cols];
     if n == 1 {
-        dot_rows(w, cols, &x[..cols], &mut out[..rows.len()], |s| load8_f16(s));
+        dot_rows(w, cols, &x[..cols], &mut out[..rows.len()], load);
     } else {
-        gemm(w, cols, rows.len(), &x[..n * cols], n, out, out_stride, |s| load8_f16(s));
+        gemm(w, cols, rows.len(), &x[..n * cols], n, out, out_stride, load);
     }
 }
 
