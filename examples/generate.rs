@@ -19,7 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::open(path.as_ref(), ModelOptions::default())?;
     let options = SessionOptions { context: 1024, threads: 2, ..Default::default() };
     let mut generator = Generator::new(&model, options, SamplerParams::greedy())?;
-    let params = GenerateParams { max_tokens: 48, sampler: SamplerParams::greedy(), stop: vec!["\n\n".into()] };
+    let params = GenerateParams {
+        max_tokens: 48,
+        sampler: SamplerParams::greedy(),
+        stop: vec!["\n\n".into()],
+        ignore_eos: false,
+    };
     print!("{prompt}");
     let stats = generator.generate(&prompt, true, &params, |piece| {
         print!("{piece}");

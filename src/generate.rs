@@ -53,6 +53,9 @@ pub struct GenerateParams {
     pub sampler: SamplerParams,
     /// Generation stops when the text reaches any of these (not emitted).
     pub stop: Vec<String>,
+    /// Never sample the end-of-sequence token, so generation runs to
+    /// `max_tokens` (benchmarks, long-context tests).
+    pub ignore_eos: bool,
 }
 
 /// Whether to go on after a piece of text: the callback's answer.
@@ -129,6 +132,7 @@ impl<'m> Generator<'m> {
         self.step_times.clear();
         self.step_times.reserve(params.max_tokens);
         let eos = tokenizer.eos_id();
+        self.sampler.ban(if params.ignore_eos { eos } else { None });
         for &t in &self.prompt {
             self.sampler.accept(t);
         }

@@ -68,6 +68,8 @@ pub struct Sampler {
     /// The last `repeat_last_n` tokens, as a ring.
     recent: Vec<u32>,
     recent_next: usize,
+    /// A token never picked (the end-of-sequence token under `--ignore-eos`).
+    banned: Option<u32>,
 }
 
 impl Sampler {
@@ -78,7 +80,13 @@ impl Sampler {
             candidates: Vec::with_capacity(vocab_size),
             recent: Vec::with_capacity(params.repeat_last_n),
             recent_next: 0,
+            banned: None,
         }
+    }
+
+    /// Never picks `token` from now on (`None`: any token may be picked).
+    pub fn ban(&mut self, token: Option<u32>) {
+        self.banned = token;
     }
 
     pub fn params(&self) -> &SamplerParams {
@@ -139,6 +147,9 @@ impl Sampler {
                 self.candidates.push((v, i as u32));
             }
         }
+        if let Some(c) = self.banned.and_then(|id| self.candidates.get_mut(id as usize)) {
+            c.0 = f32::NEG_INFINITY;
+        }
         let by_logit_desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if p.temperature <= 0.0 {
             return self.candidates.iter().min_by(|a, b| by_logit_desc(a, b)).map_or(0, |c| c.1);
@@ -198,6 +209,20 @@ mod tests {
     fn greedy_takes_the_argmax() {
         let mut s = Sampler::new(SamplerParams::greedy(), 4);
         assert_eq!(s.sample(&[0.1, 3.0, -2.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn a_banned_token_is_never_picked() {
+        let logits = [0.1, 3.0, -2.0, 2.9];
+        let mut greedy = Sampler::new(SamplerParams::greedy(), 4);
+        greedy.ban(Some(1));
+        assert_eq!(greedy.sample(&logits), 3);
+        let params = SamplerParams { temperature: 5.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let mut hot = Sampler::new(params, 4);
+        hot.ban(Some(1));
+        assert!((0..500).all(|_| hot.sample(&logits) != 1));
+        hot.ban(None);
+        assert!((0..500).any(|_| hot.sample(&logits) == 1));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -29,9 +29,10 @@ const CLOSED: usize = 1 << (usize::BITS - 1);
 #[repr(align(128))]
 struct CachePadded<T>(T);
 
-/// The job being run: a type-erased `&dyn Fn(usize) + Sync` whose lifetime
-/// [`ThreadPool::run`] guarantees.
-type JobPtr = *const (dyn Fn(usize) + Sync + 'static);
+/// The job being run, type-erased: a pointer to the caller's
+/// `&dyn Fn(usize) + Sync` (a thin pointer to the fat one, so it fits in one
+/// atomic word), valid while [`ThreadPool::run`] waits for the workers.
+type Job<'a> = &'a (dyn Fn(usize) + Sync + 'a);
 
 struct Shared {
     /// Bumped once per job; workers wait for it to change.
@@ -42,8 +43,11 @@ struct Shared {
     joined: CachePadded<AtomicUsize>,
     /// Workers that finished the current job.
     done: CachePadded<AtomicUsize>,
-    /// The current job and its epoch.
-    job: Mutex<(u64, Option<SendPtr>)>,
+    /// The current job (a `*const Job`) and its epoch, published before
+    /// `joined` is reset for it: a worker whose increment of `joined` counted
+    /// it in reads them after, and so sees this job's (see `worker`).
+    job: AtomicPtr<()>,
+    job_epoch: AtomicU64,
     /// Workers park here after spinning.
     wake: Condvar,
     sleepers: Mutex<usize>,
@@ -52,15 +56,13 @@ struct Shared {
     started: AtomicUsize,
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(JobPtr);
-// SAFETY: the pointee is `Sync` (shared calls from many threads are allowed),
-// and `ThreadPool::run` keeps it alive until every worker is done with it.
-unsafe impl Send for SendPtr {}
-
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// Not `Sync`: one job at a time. `run` publishes its job in the shared
+    /// slot, so two concurrent calls (or a job calling `run`, which needs a
+    /// shared pool inside a `Sync` closure) would hand workers the wrong job.
+    _one_caller: PhantomData<std::cell::Cell<()>>,
 }
 
 impl ThreadPool {
@@ -70,7 +72,8 @@ impl ThreadPool {
             epoch: CachePadded(AtomicU64::new(0)),
             joined: CachePadded(AtomicUsize::new(0)),
             done: CachePadded(AtomicUsize::new(0)),
-            job: Mutex::new((0, None)),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            job_epoch: AtomicU64::new(0),
             wake: Condvar::new(),
             sleepers: Mutex::new(0),
             stop: AtomicBool::new(false),
@@ -90,7 +93,7 @@ impl ThreadPool {
         while shared.started.load(Ordering::Acquire) < workers.len() {
             std::thread::yield_now();
         }
-        Self { shared, workers }
+        Self { shared, workers, _one_caller: PhantomData }
     }
 
     pub fn n_threads(&self) -> usize {
@@ -107,18 +110,17 @@ impl ThreadPool {
             job(0);
             return;
         }
-        let ptr: *const (dyn Fn(usize) + Sync + '_) = job;
-        // SAFETY: only the lifetime is erased. The pointer is published to the
-        // workers below and this function does not return before every worker
-        // has counted itself done with this epoch's job, so no use outlives `job`.
-        let ptr: JobPtr = unsafe { std::mem::transmute(ptr) };
-        {
-            let mut slot = self.shared.job.lock().expect("pool lock");
-            *slot = (slot.0 + 1, Some(SendPtr(ptr)));
-            self.shared.done.0.store(0, Ordering::Relaxed);
-            self.shared.joined.0.store(0, Ordering::Release);
-            self.shared.epoch.0.fetch_add(1, Ordering::Release);
-        }
+        // The pointer is published to the workers below, and this function does
+        // not return before every worker that joined has counted itself done,
+        // so no use of it outlives `job`.
+        let job_ref: Job<'_> = job;
+        let epoch = self.shared.job_epoch.load(Ordering::Relaxed) + 1;
+        self.shared.job.store(&job_ref as *const Job<'_> as *mut (), Ordering::Relaxed);
+        self.shared.job_epoch.store(epoch, Ordering::Relaxed);
+        self.shared.done.0.store(0, Ordering::Relaxed);
+        // Release: orders the stores above before any worker's join.
+        self.shared.joined.0.store(0, Ordering::Release);
+        self.shared.epoch.0.store(epoch, Ordering::Release);
         if *self.shared.sleepers.lock().expect("pool lock") > 0 {
             self.shared.wake.notify_all();
         }
@@ -135,7 +137,6 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        self.shared.job.lock().expect("pool lock").1 = None;
     }
 }
 
@@ -172,15 +173,16 @@ fn worker(shared: &Shared, index: usize) {
         if shared.joined.0.fetch_add(1, Ordering::AcqRel) & CLOSED != 0 {
             continue; // the caller already finished this job without us
         }
-        // Joining counted us in whichever job is current now (a newer one if
-        // we were slow), so take that job and its epoch together.
-        let (job_epoch, job) = *shared.job.lock().expect("pool lock");
-        seen = job_epoch;
-        let job = job.expect("a joined job is published until its caller returns");
-        // SAFETY: `run` published this pointer and, having counted us in
-        // `joined`, waits for our `done` increment below before the borrow it
-        // came from ends.
-        unsafe { (*job.0)(index) };
+        // Joining counted us in whichever job last reset `joined` (a newer one
+        // than `epoch` if we were slow); our acquiring increment sees that
+        // job's pointer and epoch, and no later job can be published before
+        // we count ourselves done, so these loads read exactly that job.
+        seen = shared.job_epoch.load(Ordering::Relaxed);
+        let job = shared.job.load(Ordering::Relaxed) as *const Job<'_>;
+        // SAFETY: `run` stored a pointer to its live `Job` and, having counted
+        // us in `joined`, waits for our `done` increment below before that
+        // borrow ends.
+        unsafe { (*job)(index) };
         shared.done.0.fetch_add(1, Ordering::Release);
     }
 }

@@ -71,6 +71,9 @@ enum Command {
         /// Stop at a full context instead of shifting it.
         #[arg(long)]
         no_context_shift: bool,
+        /// Never sample the end-of-sequence token: generate all -n tokens.
+        #[arg(long)]
+        ignore_eos: bool,
         /// Print kernels, memory and per-token latency percentiles on stderr.
         #[arg(short = 'v', long)]
         verbose: bool,
@@ -162,6 +165,7 @@ pub fn run(cli: Cli) -> CliResult {
             chat,
             no_special,
             no_context_shift,
+            ignore_eos,
             verbose,
         } => {
             let text = prompt::read_text(prompt.as_deref(), file.as_deref())?;
@@ -188,6 +192,7 @@ pub fn run(cli: Cli) -> CliResult {
                     chat,
                     parse_special: !no_special,
                     context_shift: !no_context_shift,
+                    ignore_eos,
                     verbose,
                 },
             )

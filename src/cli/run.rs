@@ -18,6 +18,7 @@ pub struct RunArgs {
     pub chat: bool,
     pub parse_special: bool,
     pub context_shift: bool,
+    pub ignore_eos: bool,
     pub verbose: bool,
 }
 
@@ -56,7 +57,12 @@ pub fn run(path: &Path, model_args: &ModelArgs, args: RunArgs) -> CliResult {
             args.sampler.seed
         );
     }
-    let params = GenerateParams { max_tokens: args.max_tokens, sampler: args.sampler, stop: Vec::new() };
+    let params = GenerateParams {
+        max_tokens: args.max_tokens,
+        sampler: args.sampler,
+        stop: Vec::new(),
+        ignore_eos: args.ignore_eos,
+    };
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let mut emit = |text: &str| -> Flow {
