@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::model::Model;
-use crate::session::{Session, SessionError, SessionOptions};
+use crate::session::{KvType, Session, SessionError, SessionOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Test {
@@ -43,7 +43,13 @@ fn tokens(n: usize, vocab: u32) -> Vec<u32> {
     (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % vocab).collect()
 }
 
-pub fn run(model: &Model, test: Test, repetitions: usize, threads: usize) -> Result<BenchResult, SessionError> {
+pub fn run(
+    model: &Model,
+    test: Test,
+    repetitions: usize,
+    threads: usize,
+    kv_type: KvType,
+) -> Result<BenchResult, SessionError> {
     let n = test.tokens().max(1);
     let vocab = model.hparams().vocab_size;
     let context = (n + 1).next_power_of_two().max(64).min(model.hparams().max_seq_len as usize).max(n + 1);
@@ -51,7 +57,7 @@ pub fn run(model: &Model, test: Test, repetitions: usize, threads: usize) -> Res
         Test::Prompt(_) => n.min(512),
         Test::Generate(_) => 1,
     };
-    let mut session = Session::new(model, SessionOptions { context, batch, threads, ..Default::default() })?;
+    let mut session = Session::new(model, SessionOptions { context, batch, threads, kv_type, ..Default::default() })?;
     let input = tokens(n, vocab);
     let mut once = || -> Result<f64, SessionError> {
         session.reset();
@@ -77,4 +83,30 @@ pub fn run(model: &Model, test: Test, repetitions: usize, threads: usize) -> Res
         0.0
     };
     Ok(BenchResult { test, samples_tps, mean_tps: mean, stddev_tps: var.sqrt() })
+}
+
+/// Bytes [`read_bandwidth`] streams: more than any cache, yet small enough
+/// for an edge device.
+pub const READ_LOOP_BYTES: usize = 1 << 30;
+
+/// The memory-bandwidth roofline: GB/s of a plain read loop (a sum of 64-bit
+/// words, no SIMD intrinsics) over `bytes` split across `threads` threads;
+/// the best of a few runs after a first one that faults the pages in. Decode
+/// reads every weight once per token, so weight bytes × tokens/s can at most
+/// reach this.
+pub fn read_bandwidth(threads: usize, bytes: usize) -> f64 {
+    let words = vec![1u64; bytes / 8];
+    let part = words.len().div_ceil(threads.max(1));
+    let once = || {
+        let start = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let sums: Vec<_> =
+                words.chunks(part).map(|c| s.spawn(move || c.iter().fold(0u64, |a, &w| a.wrapping_add(w)))).collect();
+            sums.into_iter().map(|h| h.join().expect("read loop thread")).sum()
+        });
+        assert_eq!(total, words.len() as u64, "the read loop must read every word");
+        (words.len() * 8) as f64 / start.elapsed().as_secs_f64() / 1e9
+    };
+    once();
+    (0..3).map(|_| once()).fold(0.0, f64::max)
 }

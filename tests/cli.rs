@@ -87,8 +87,9 @@ fn run_with_no_context_shift_stops_at_the_limit() {
     let out = gpt_fast(&["run", model_arg(), "-p", "ab", "-n", "100", "-c", "16", "--no-context-shift", "--temp", "0"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("context full"));
-    // With the shift (the default), generation goes on past the context.
-    let out = gpt_fast(&["run", model_arg(), "-p", "ab", "-n", "40", "-c", "16", "--temp", "0", "-v"]);
+    // With the shift (the default), generation goes on past the context; with
+    // --ignore-eos it runs to -n even if this random model samples its EOS.
+    let out = gpt_fast(&["run", model_arg(), "-p", "ab", "-n", "40", "-c", "16", "--temp", "1", "--ignore-eos", "-v"]);
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("generated: 40 tokens"),
@@ -126,8 +127,8 @@ fn perplexity_and_bench_print_their_figures() {
     let out = gpt_fast(&["bench", model_arg(), "-p", "8", "-n", "4", "-r", "2", "--json"]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().count(), 2, "{stdout}");
-    assert!(
-        stdout.contains("\"test\":\"pp8\"") && stdout.contains("\"test\":\"tg4\"") && stdout.contains("gb_per_second")
-    );
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(stdout.starts_with("{\"test\":\"read\""), "the roofline comes first: {stdout}");
+    assert!(stdout.contains("\"test\":\"pp8\"") && stdout.contains("\"test\":\"tg4\""), "{stdout}");
+    assert!(stdout.contains("gb_per_second") && stdout.contains("\"roofline\":"), "{stdout}");
 }

@@ -22,14 +22,26 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
     let n_params: u64 = model.file().tensors().iter().map(|t| t.rows * t.cols).sum();
     let isa = model.kernels().isa.name();
     let dtype = model.dtype().name();
-    let tests = args.prompt.iter().map(|&n| Test::Prompt(n)).chain(args.generate.iter().map(|&n| Test::Generate(n)));
-    if !args.json {
-        print_out(
-            "| model | weights | params | isa | threads | test | t/s | GB/s |\n|---|---|---|---|---|---|---|---|\n",
-        )?;
+    let kv = model_args.kv_type;
+    // A length of 0 skips that kind of test (llama-bench's `-p 0`).
+    let tests = args.prompt.iter().filter(|&&n| n > 0).map(|&n| Test::Prompt(n));
+    let tests = tests.chain(args.generate.iter().filter(|&&n| n > 0).map(|&n| Test::Generate(n)));
+    // The roofline, measured in the same run as the tests it bounds.
+    let read_gbps = bench::read_bandwidth(threads, bench::READ_LOOP_BYTES);
+    if args.json {
+        print_out(&format!(
+            "{{\"test\":\"read\",\"threads\":{threads},\"bytes\":{},\"gb_per_second\":{read_gbps:.3}}}\n",
+            bench::READ_LOOP_BYTES
+        ))?;
+    } else {
+        print_out(&format!(
+            "| model | weights | params | isa | threads | test | t/s | GB/s | roofline |\n|---|---|---|---|---|---|---|---|---|\n\
+             | read loop | {} MiB | - | - | {threads} | read | - | {read_gbps:.2} | 100% |\n",
+            bench::READ_LOOP_BYTES >> 20
+        ))?;
     }
     for test in tests {
-        let r = bench::run(&model, test, args.repetitions, threads)?;
+        let r = bench::run(&model, test, args.repetitions, threads, kv)?;
         // Decode reads every weight once per token: bytes per token × tokens/s.
         let gbps = match test {
             Test::Generate(_) => Some(size as f64 * r.mean_tps / 1e9),
@@ -39,28 +51,31 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         if args.json {
             write!(
                 line,
-                "{{\"model\":{:?},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"test\":\"{}\",\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
+                "{{\"model\":{:?},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"kv_type\":\"{}\",\"test\":\"{}\",\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
                 path.display().to_string(),
+                kv.name(),
                 test.name(),
                 r.mean_tps,
                 r.stddev_tps,
                 r.samples_tps
             )?;
             if let Some(g) = gbps {
-                write!(line, ",\"gb_per_second\":{g:.3}")?;
+                write!(line, ",\"gb_per_second\":{g:.3},\"roofline\":{:.4}", g / read_gbps)?;
             }
             line.push_str("}\n");
         } else {
             writeln!(
                 line,
-                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {:.2} ± {:.2} | {} |",
+                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {:.2} ± {:.2} | {} | {} |",
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
                 size as f64 / (1 << 20) as f64,
                 n_params as f64 / 1e6,
+                kv.name(),
                 test.name(),
                 r.mean_tps,
                 r.stddev_tps,
-                gbps.map_or_else(|| "-".to_string(), |g| format!("{g:.2}"))
+                gbps.map_or_else(|| "-".to_string(), |g| format!("{g:.2}")),
+                gbps.map_or_else(|| "-".to_string(), |g| format!("{:.0}%", 100.0 * g / read_gbps))
             )?;
         }
         print_out(&line)?;
