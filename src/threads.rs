@@ -26,6 +26,35 @@ const SPIN_ITERATIONS: u32 = 20_000;
 /// Set in `joined` when a job takes no more workers.
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
+/// The default thread count: one per physical core this process may run on.
+/// Decode is memory-bound and prefill fills the FMA units of a core from one
+/// thread, so a second hyper-thread per core only adds contention. Falls back
+/// to the CPUs available to the process where the topology is not readable
+/// (non-Linux, restricted /sys).
+pub fn default_count() -> usize {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    physical_cores().map_or(available, |cores| cores.clamp(1, available))
+}
+
+/// Distinct (package, core) pairs among the CPUs in this process's affinity
+/// mask, from Linux's /proc and /sys.
+fn physical_cores() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?.trim();
+    let read = |cpu: usize, what: &str| -> Option<String> {
+        let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/{what}");
+        Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
+    };
+    let mut cores = std::collections::HashSet::new();
+    for range in list.split(',') {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        for cpu in first.trim().parse::<usize>().ok()?..=last.trim().parse::<usize>().ok()? {
+            cores.insert((read(cpu, "physical_package_id")?, read(cpu, "core_id")?));
+        }
+    }
+    Some(cores.len())
+}
+
 #[repr(align(128))]
 struct CachePadded<T>(T);
 
@@ -260,6 +289,14 @@ impl<'a, T> DisjointChunks<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_count_is_between_one_and_the_available_cpus() {
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!((1..=available).contains(&default_count()));
+        #[cfg(target_os = "linux")]
+        assert!(physical_cores().is_some_and(|n| n >= 1), "Linux exposes the topology");
+    }
 
     #[test]
     fn every_chunk_is_done_once_whoever_joins() {
