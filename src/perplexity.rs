@@ -4,7 +4,7 @@
 //! scored token then has at least `context / 2` tokens of history).
 
 use crate::model::Model;
-use crate::session::{Session, SessionError, SessionOptions};
+use crate::session::{KvType, Session, SessionError, SessionOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Perplexity {
@@ -59,25 +59,26 @@ impl Tally {
     }
 }
 
-fn session_options(context: usize, batch: usize, threads: usize) -> SessionOptions {
-    SessionOptions { context, batch, all_logits: true, threads, context_shift: true }
+fn session_options(context: usize, batch: usize, threads: usize, kv_type: KvType) -> SessionOptions {
+    SessionOptions { context, batch, all_logits: true, threads, context_shift: true, kv_type }
 }
 
-/// Scores `tokens` in chunks of `context` (llama.cpp's method);
-/// `on_chunk(done, total, running_ppl)` reports progress.
+/// Scores `tokens` in chunks of `context` (llama.cpp's method) with a
+/// `kv_type` cache; `on_chunk(done, total, running_ppl)` reports progress.
 pub fn perplexity(
     model: &Model,
     tokens: &[u32],
     context: usize,
     batch: usize,
     threads: usize,
+    kv_type: KvType,
     mut on_chunk: impl FnMut(usize, usize, f64),
 ) -> Result<Perplexity, PerplexityError> {
     let chunks = tokens.len() / context.max(1);
     if context < 2 || chunks == 0 {
         return Err(PerplexityError::TooShort { tokens: tokens.len(), needed: context.max(2), context });
     }
-    let mut session = Session::new(model, session_options(context, batch, threads))?;
+    let mut session = Session::new(model, session_options(context, batch, threads, kv_type))?;
     let first = context / 2;
     let mut tally = Tally::default();
     for c in 0..chunks {
@@ -103,12 +104,13 @@ pub fn perplexity_stream(
     context: usize,
     batch: usize,
     threads: usize,
+    kv_type: KvType,
     mut on_progress: impl FnMut(usize, usize, f64),
 ) -> Result<Perplexity, PerplexityError> {
     if tokens.len() < 2 {
         return Err(PerplexityError::TooShort { tokens: tokens.len(), needed: 2, context });
     }
-    let mut session = Session::new(model, session_options(context, batch, threads))?;
+    let mut session = Session::new(model, session_options(context, batch, threads, kv_type))?;
     let mut tally = Tally::default();
     let step = context.max(1);
     for (c, part) in tokens[..tokens.len() - 1].chunks(step).enumerate() {

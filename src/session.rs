@@ -3,6 +3,7 @@
 //! cache, and everything is allocated when it is created.
 
 use crate::format::Arch;
+pub use crate::model::kv_cache::KvType;
 use crate::model::kv_cache::DEFAULT_SINKS;
 use crate::model::{Forward, KvCache, LogitsMode, Model, Weights};
 
@@ -32,16 +33,19 @@ pub struct SessionOptions {
     pub batch: usize,
     /// Whether [`Session::eval_all`] may be used (allocates `batch × vocab` logits).
     pub all_logits: bool,
-    /// Threads of the session's pool; 0 takes one per CPU the process may use.
+    /// Threads of the session's pool; 0 takes one per physical core ([`crate::threads::default_count`]).
     pub threads: usize,
     /// Whether evaluation goes on past a full context (docs/DESIGN.md,
     /// "Context shift"); if not, a full context is an error.
     pub context_shift: bool,
+    /// Element type of the KV cache: f16 (the default) halves its memory and
+    /// the bytes attention reads; f32 keeps keys and values exact.
+    pub kv_type: KvType,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { context: 0, batch: 128, all_logits: false, threads: 0, context_shift: true }
+        Self { context: 0, batch: 128, all_logits: false, threads: 0, context_shift: true, kv_type: KvType::F16 }
     }
 }
 
@@ -73,15 +77,15 @@ impl<'m> Session<'m> {
         }
         let batch = options.batch.clamp(1, context);
         let threads = match options.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => crate::threads::default_count(),
             n => n,
         };
         let learned = h.arch.learned_positions();
         Ok(Self {
             model,
             weights: model.weights(),
-            forward: Forward::new(h, context, DEFAULT_SINKS, batch, options.all_logits, threads),
-            cache: KvCache::new(h, context, DEFAULT_SINKS),
+            forward: Forward::new(h, DEFAULT_SINKS, batch, options.all_logits, threads),
+            cache: KvCache::new(h, context, DEFAULT_SINKS, options.kv_type),
             options: SessionOptions { context, batch, threads, ..options },
             pos: 0,
             evaluated: 0,
@@ -109,6 +113,11 @@ impl<'m> Session<'m> {
     /// Bytes of the KV cache.
     pub fn cache_bytes(&self) -> usize {
         self.cache.bytes()
+    }
+
+    /// Element type of the KV cache.
+    pub fn kv_type(&self) -> KvType {
+        self.cache.kv_type()
     }
 
     /// Forgets everything evaluated; the next token is at position 0.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use gpt_fast::format::{Arch, DType, HParams};
 use gpt_fast::model::{Model, ModelOptions};
-use gpt_fast::session::{Session, SessionError, SessionOptions};
+use gpt_fast::session::{KvType, Session, SessionError, SessionOptions};
 
 fn write_model(name: &str, h: &HParams) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shift-{name}-{}", std::process::id()));
@@ -87,9 +87,9 @@ fn streaming_perplexity_scores_every_token() {
     let h = gpt_fast::synthetic::config("test-llama").unwrap();
     let model = Model::open(&write_model("ppl", &h), ModelOptions::default()).unwrap();
     let text = tokens(100);
-    let p = gpt_fast::perplexity::perplexity_stream(&model, &text, 16, 8, 2, |_, _, _| {}).unwrap();
+    let p = gpt_fast::perplexity::perplexity_stream(&model, &text, 16, 8, 2, KvType::F16, |_, _, _| {}).unwrap();
     assert_eq!(p.scored_tokens, 99);
     assert!(p.ppl.is_finite() && p.ppl > 1.0);
-    let chunked = gpt_fast::perplexity::perplexity(&model, &text, 16, 8, 2, |_, _, _| {}).unwrap();
+    let chunked = gpt_fast::perplexity::perplexity(&model, &text, 16, 8, 2, KvType::F16, |_, _, _| {}).unwrap();
     assert_eq!((chunked.chunks, chunked.scored_tokens), (6, 6 * 7));
 }

@@ -32,7 +32,14 @@ fn cached_decoding_equals_full_recompute() {
             let model = Model::open(&synthetic("cache", config, dtype), ModelOptions::default()).unwrap();
             let vocab = model.hparams().vocab_size as usize;
             let tokens = prompt(20, vocab as u32);
-            let opts = SessionOptions { context: 64, batch: 32, all_logits: true, threads: 1, context_shift: false };
+            let opts = SessionOptions {
+                context: 64,
+                batch: 32,
+                all_logits: true,
+                threads: 1,
+                context_shift: false,
+                ..Default::default()
+            };
             let mut full = Session::new(&model, opts).unwrap();
             let all = full.eval_all(&tokens).unwrap().to_vec();
             assert_eq!(all.len(), tokens.len() * vocab);
@@ -84,7 +91,14 @@ fn bad_session_inputs_are_errors() {
     let model = Model::open(&synthetic("inputs", "test-gpt2", DType::Q8), ModelOptions::default()).unwrap();
     let mut s = Session::new(
         &model,
-        SessionOptions { context: 16, batch: 8, all_logits: false, threads: 2, context_shift: false },
+        SessionOptions {
+            context: 16,
+            batch: 8,
+            all_logits: false,
+            threads: 2,
+            context_shift: false,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(s.eval(&[]).unwrap_err(), SessionError::Empty);
@@ -107,7 +121,14 @@ fn results_do_not_depend_on_the_thread_count() {
         let run = |threads| {
             let mut s = Session::new(
                 &model,
-                SessionOptions { context: 64, batch: 16, all_logits: true, threads, context_shift: false },
+                SessionOptions {
+                    context: 64,
+                    batch: 16,
+                    all_logits: true,
+                    threads,
+                    context_shift: false,
+                    ..Default::default()
+                },
             )
             .unwrap();
             let mut all = s.eval_all(&tokens[..16]).unwrap().to_vec();

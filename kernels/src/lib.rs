@@ -12,13 +12,15 @@
 #[cfg(target_arch = "aarch64")]
 #[allow(unsafe_code)]
 mod aarch64;
+mod attention;
 pub mod reference;
 mod table;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86_64;
 
-pub use table::{Isa, Kernels};
+pub use attention::{AttnShape, KEY_BLOCK};
+pub use table::{Attention, Isa, Kernels};
 
 use half::f16;
 

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use crate::{AttnShape, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
 /// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for every `r` in
 /// `rows` and token `t < n`: a row-major f32 weight (`cols` wide) times `n`
@@ -152,20 +152,47 @@ pub fn add(acc: &mut [f32], x: &[f32]) {
     }
 }
 
-/// One query head against `n_pos` cached positions: `out = softmax(q·K / sqrt(d)) V`.
-/// `keys` and `values` are `[n_pos][head_dim]`; `scores` is scratch of `n_pos`.
-pub fn attention_head(q: &[f32], keys: &[f32], values: &[f32], n_pos: usize, scores: &mut [f32], out: &mut [f32]) {
-    let head_dim = q.len();
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let scores = &mut scores[..n_pos];
-    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
-        *s = dot_f32(q, k) * scale;
-    }
-    softmax(scores);
-    out.fill(0.0);
-    for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
-        for (o, &vv) in out.iter_mut().zip(v) {
-            *o += p * vv;
+/// Causal attention of one KV head for `shape.rows()` query rows (see
+/// [`AttnShape`] for the layout): each row gets
+/// `softmax(q·K^T / sqrt(head_dim)) V` over the slots it attends to.
+///
+/// One pass over the keys with a running maximum `m` and sum `l` (online
+/// softmax): when a score exceeds `m`, what was accumulated so far is rescaled
+/// by `exp(m_old - m_new)`, so no exponent is ever positive. Keys and values are
+/// `f32` or `f16` (widened exactly). `scratch` is unused here but checked, as
+/// the SIMD kernels need it.
+pub fn attention<T: Copy + Into<f32>>(
+    shape: &AttnShape,
+    q: &[f32],
+    keys: &[T],
+    values: &[T],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    shape.check(q.len(), [keys.len(), values.len()], scratch.len(), out.len());
+    let hd = shape.head_dim;
+    let scale = 1.0 / (hd as f32).sqrt();
+    for r in 0..shape.rows() {
+        let q = shape.query(q, r);
+        let o = &mut out[r * hd..][..hd];
+        o.fill(0.0);
+        let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+        for slot in 0..shape.n_pos + r / shape.group {
+            let (k, v) = (&keys[slot * hd..][..hd], &values[slot * hd..][..hd]);
+            let s = k.iter().zip(q).map(|(&k, q)| k.into() * q).sum::<f32>() * scale;
+            if s > m {
+                let alpha = (m - s).exp();
+                l *= alpha;
+                o.iter_mut().for_each(|o| *o *= alpha);
+                m = s;
+            }
+            let p = (s - m).exp();
+            l += p;
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o += p * v.into();
+            }
         }
+        let inv = 1.0 / l;
+        o.iter_mut().for_each(|o| *o *= inv);
     }
 }

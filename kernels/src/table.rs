@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use crate::{reference, Matrix, Q8Acts, WeightData};
+use crate::{reference, AttnShape, Matrix, Q8Acts, WeightData};
 
 /// An instruction-set level gpt-fast has kernels for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,8 @@ impl Isa {
 type MatmulF32 = fn(&[f32], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
 type MatmulF16 = fn(&[f16], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
 type MatmulQ8 = fn(&[i8], &[f16], usize, Range<usize>, &Q8Acts, usize, &mut [f32], usize);
+/// `(shape, q, keys, values, scratch, out)`: see [`reference::attention`].
+pub type Attention<T> = fn(&AttnShape, &[f32], &[T], &[T], &mut [f32], &mut [f32]);
 
 /// The kernels the model calls, for one instruction set.
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +54,10 @@ pub struct Kernels {
     pub swiglu: fn(&[f32], &[f32], &mut [f32]),
     pub gelu_tanh: fn(&mut [f32]),
     pub add: fn(&mut [f32], &[f32]),
-    pub attention_head: fn(&[f32], &[f32], &[f32], usize, &mut [f32], &mut [f32]),
+    /// Attention over an f32 KV cache.
+    pub attention_f32: Attention<f32>,
+    /// Attention over an f16 KV cache.
+    pub attention_f16: Attention<f16>,
 }
 
 impl Kernels {
@@ -72,7 +77,8 @@ impl Kernels {
             swiglu: reference::swiglu,
             gelu_tanh: reference::gelu_tanh,
             add: reference::add,
-            attention_head: reference::attention_head,
+            attention_f32: reference::attention::<f32>,
+            attention_f16: reference::attention::<f16>,
         }
     }
 

@@ -35,8 +35,8 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         ))?;
     } else {
         print_out(&format!(
-            "| model | weights | params | isa | threads | test | t/s | GB/s | roofline |\n|---|---|---|---|---|---|---|---|---|\n\
-             | read loop | {} MiB | - | - | {threads} | read | - | {read_gbps:.2} | 100% |\n",
+            "| model | weights | params | isa | threads | kv | test | t/s | GB/s | roofline |\n|---|---|---|---|---|---|---|---|---|---|\n\
+             | read loop | {} MiB | - | - | {threads} | - | read | - | {read_gbps:.2} | 100% |\n",
             bench::READ_LOOP_BYTES >> 20
         ))?;
     }
@@ -66,7 +66,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         } else {
             writeln!(
                 line,
-                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {:.2} ± {:.2} | {} | {} |",
+                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {} | {:.2} ± {:.2} | {} | {} |",
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
                 size as f64 / (1 << 20) as f64,
                 n_params as f64 / 1e6,

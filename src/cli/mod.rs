@@ -131,14 +131,17 @@ pub struct ModelArgs {
     /// Weight type to run: the file's own, or a lower precision converted at load.
     #[arg(long)]
     pub quant: Option<gpt_fast::format::DType>,
-    /// Threads (default: one per CPU available to the process).
+    /// Threads (default: one per physical core available to the process).
     #[arg(short = 't', long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
+    /// KV cache element type: f16 (half the memory and attention reads) or f32 (exact).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: gpt_fast::session::KvType,
 }
 
 impl ModelArgs {
     pub fn threads_or_default(&self) -> usize {
-        self.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize)
+        self.threads.map_or_else(gpt_fast::threads::default_count, |t| t as usize)
     }
 }
 

@@ -41,18 +41,20 @@ pub fn run(path: &Path, model_args: &ModelArgs, args: RunArgs) -> CliResult {
         context: args.context,
         threads: model_args.threads_or_default(),
         context_shift: args.context_shift,
+        kv_type: model_args.kv_type,
         ..Default::default()
     };
     let mut generator = Generator::new(&model, options, args.sampler)?;
     if args.verbose {
         let s = generator.session();
         eprintln!(
-            "gpt-fast: kernels {}, {} threads, weights {} ({:.1} MiB per token), context {}, KV cache {:.1} MiB, seed {}",
+            "gpt-fast: kernels {}, {} threads, weights {} ({:.1} MiB per token), context {}, KV cache {} {:.1} MiB, seed {}",
             model.kernels().isa.name(),
             s.threads(),
             model.dtype().name(),
             model.weight_bytes() as f64 / (1 << 20) as f64,
             s.context(),
+            s.kv_type().name(),
             s.cache_bytes() as f64 / (1 << 20) as f64,
             args.sampler.seed
         );

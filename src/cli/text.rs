@@ -16,14 +16,14 @@ pub fn tokenize(path: &Path, text: &str, parse_special: bool) -> CliResult {
 pub fn perplexity(path: &Path, model_args: &ModelArgs, text: &str, context: usize, stream: bool) -> CliResult {
     let model = Model::open(path, ModelOptions { quant: model_args.quant, isa: None })?;
     let tokens = model.tokenizer().encode_prompt(text, false);
-    let threads = model_args.threads_or_default();
+    let (threads, kv) = (model_args.threads_or_default(), model_args.kv_type);
     let batch = context.min(512);
     let start = std::time::Instant::now();
     let progress = |done: usize, total: usize, ppl: f64| eprint!("\r[{done}/{total}] running PPL = {ppl:.4}   ");
     let result = if stream {
-        gpt_fast::perplexity::perplexity_stream(&model, &tokens, context, batch, threads, progress)?
+        gpt_fast::perplexity::perplexity_stream(&model, &tokens, context, batch, threads, kv, progress)?
     } else {
-        gpt_fast::perplexity::perplexity(&model, &tokens, context, batch, threads, progress)?
+        gpt_fast::perplexity::perplexity(&model, &tokens, context, batch, threads, kv, progress)?
     };
     eprintln!();
     eprintln!(

@@ -2,9 +2,9 @@
 //! positions) → N blocks of `x += attn(norm(x))`, `x += ffn(norm(x))` → final
 //! norm → LM head. What differs between the families is data (`Arch`).
 
-use gpt_fast_kernels::{Kernels, Q8_BLOCK};
+use gpt_fast_kernels::{AttnShape, Kernels, Q8_BLOCK};
 
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvHead};
 use super::parallel::Parallel;
 use super::weights::{Linear, Norm, Weights};
 use crate::format::{Arch, HParams};
@@ -41,9 +41,14 @@ pub struct Forward {
     up: Vec<f32>,
     /// `(batch_cap, ffn_dim)`
     hidden: Vec<f32>,
-    /// `(threads, context)`: attention scores of one head, per thread.
-    scores: Vec<f32>,
-    context: usize,
+    /// `(threads, attention scratch)`: each thread's scratch for the attention kernel.
+    attn_scratch: Vec<f32>,
+    attn_scratch_len: usize,
+    /// Most tokens per attention call.
+    attn_tokens: usize,
+    /// `(batch_cap + attn_tokens, n_heads head_dim)`: prefill attention calls'
+    /// outputs, `[call][token][group][head_dim]`, before they go to `att`.
+    attn_staging: Vec<f32>,
     parallel: Parallel,
     /// `(batch_cap + sinks, head_dim / 2)` each: RoPE cos and sin for the
     /// batch's positions, then for the re-rotated sinks.
@@ -55,17 +60,9 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// `context`: the most positions attended to; `sinks`: the KV cache's
-    /// attention sinks; `all_logits`: whether batches may ask for every
-    /// position's logits.
-    pub fn new(
-        h: &HParams,
-        context: usize,
-        sinks: usize,
-        batch_cap: usize,
-        all_logits: bool,
-        n_threads: usize,
-    ) -> Self {
+    /// `sinks`: the KV cache's attention sinks; `all_logits`: whether batches
+    /// may ask for every position's logits.
+    pub fn new(h: &HParams, sinks: usize, batch_cap: usize, all_logits: bool, n_threads: usize) -> Self {
         let dim = h.dim as usize;
         let q_dim = h.q_dim() as usize;
         let qkv_rows = q_dim + 2 * h.kv_dim() as usize;
@@ -75,6 +72,10 @@ impl Forward {
         let half = h.head_dim as usize / 2;
         let rope_len = if h.arch == Arch::Llama { (batch_cap + sinks) * half } else { 0 };
         let logits_rows = if all_logits { batch_cap } else { 1 };
+        let group = (h.n_heads / h.n_kv_heads) as usize;
+        let attn_tokens = (ATTN_ROWS / group).max(1);
+        let attn_scratch_len = AttnShape::scratch_len(h.head_dim as usize, attn_tokens * group);
+        let staging = if batch_cap > 1 { (batch_cap + attn_tokens) * q_dim } else { 0 };
         Self {
             batch_cap,
             dim,
@@ -87,9 +88,11 @@ impl Forward {
             proj: vec![0.0; batch_cap * dim],
             up: vec![0.0; batch_cap * up_rows],
             hidden: vec![0.0; batch_cap * ffn],
-            scores: vec![0.0; n_threads.max(1) * context],
-            context,
-            parallel: Parallel::new(n_threads, batch_cap * h.n_heads as usize),
+            attn_scratch: vec![0.0; n_threads.max(1) * attn_scratch_len],
+            attn_scratch_len,
+            attn_tokens,
+            attn_staging: vec![0.0; staging],
+            parallel: Parallel::new(n_threads, batch_cap * h.n_kv_heads as usize),
             rope_cos: vec![0.0; rope_len],
             rope_sin: vec![0.0; rope_len],
             logits: vec![0.0; logits_rows * h.vocab_size as usize],
@@ -172,23 +175,19 @@ impl Forward {
                     (k.rope)(key, hd, &cos[at..][..half], &sin[at..][..half]);
                 });
             }
-            let group = n_heads / n_kv;
-            let qkv = &self.qkv;
-            let cache_ref = &*cache;
-            let context = self.context;
-            self.parallel.for_each_chunk(
-                n * n_heads,
+            let scratch = Scratch { all: &mut self.attn_scratch, len: self.attn_scratch_len, tokens: self.attn_tokens };
+            attention(
+                &self.parallel,
+                k,
+                h,
+                cache,
+                layer,
+                pos,
+                n,
+                &self.qkv,
+                scratch,
+                &mut self.attn_staging,
                 &mut self.att,
-                hd,
-                &mut self.scores,
-                context,
-                &|item, out, scores| {
-                    let (t, head) = (item / n_heads, item % n_heads);
-                    let n_pos = cache_ref.filled(pos + t); // causal: up to and including this position
-                    let q = &qkv[t * qkv_rows + head * hd..][..hd];
-                    let (keys, values) = cache_ref.head(layer, head / group, n_pos);
-                    (k.attention_head)(q, keys, values, n_pos, scores, out);
-                },
             );
             linear(&self.parallel, k, &lw.attn_output, &self.att, n, &mut self.xq, &mut self.xq_scales, &mut self.proj);
             (k.add)(&mut self.x[..n * dim], &self.proj[..n * dim]);
@@ -221,6 +220,89 @@ impl Forward {
         let head = Linear { w: w.lm_head, bias: None };
         linear(&self.parallel, k, &head, &self.xn, rows, &mut self.xq, &mut self.xq_scales, &mut self.logits);
         &self.logits[..rows * h.vocab_size as usize]
+    }
+}
+
+/// Query rows (tokens × a KV head's query heads) per attention call in
+/// prefill: each block of keys and values is read from memory once per call
+/// and serves all its rows from cache, and a call's scores and outputs
+/// (64 rows × 64 keys, 64 rows × head_dim) stay within L2.
+const ATTN_ROWS: usize = 64;
+
+/// The attention kernels' per-thread scratch.
+struct Scratch<'a> {
+    /// `(threads, len)`
+    all: &'a mut [f32],
+    len: usize,
+    /// Most tokens per call (the scratch is sized for that many rows).
+    tokens: usize,
+}
+
+/// One layer's attention for the batch's `n` tokens at positions `pos..`:
+/// `att[t][head] = softmax(q·K^T / sqrt(head_dim)) V` over the slots token `t`
+/// attends to (causal).
+///
+/// Work items are (KV head, run of tokens) pairs, one kernel call each with
+/// all the query heads of the group, so a KV head's keys and values are read
+/// once per item rather than once per query head and token. The latest runs
+/// (which attend to the most slots) are handed out first. A kernel's result
+/// for a row does not depend on the other rows of its call, so cutting the
+/// batch by thread count changes no bit of the output. Decode writes straight
+/// into `att` (one token's `[kv_head][group][head_dim]` is its layout);
+/// prefill writes each item's `[token][group][head_dim]` to `staging`, then
+/// copies it into place.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    par: &Parallel,
+    k: &Kernels,
+    h: &HParams,
+    cache: &KvCache,
+    layer: usize,
+    pos: usize,
+    n: usize,
+    qkv: &[f32],
+    scratch: Scratch,
+    staging: &mut [f32],
+    att: &mut [f32],
+) {
+    let (hd, n_heads, n_kv) = (h.head_dim as usize, h.n_heads as usize, h.n_kv_heads as usize);
+    let (group, q_dim) = (n_heads / n_kv, n_heads * hd);
+    let qkv_rows = q_dim + 2 * n_kv * hd;
+    // About 4 items per thread (the runs' costs differ), within the scratch.
+    let runs_wanted = (4 * par.n_threads()).div_ceil(n_kv);
+    let tokens = n.div_ceil(runs_wanted).clamp(1, scratch.tokens);
+    let n_runs = n.div_ceil(tokens);
+    let chunk = tokens * group * hd;
+    let out = if n == 1 { &mut att[..q_dim] } else { &mut staging[..n_runs * tokens * q_dim] };
+    let item = |i: usize| (i % n_kv, n_runs - 1 - i / n_kv); // (KV head, run)
+    par.for_each_chunk(n_kv * n_runs, out, chunk, scratch.all, scratch.len, &|i, out, scratch| {
+        let (head, run) = item(i);
+        let t0 = run * tokens;
+        let shape = AttnShape {
+            head_dim: hd,
+            group,
+            n_tokens: tokens.min(n - t0),
+            // Within a batch `filled(pos + t0 + t)` is this plus t (a batch never wraps).
+            n_pos: cache.filled(pos + t0),
+            q_stride: qkv_rows,
+        };
+        let q = &qkv[t0 * qkv_rows + head * group * hd..];
+        match cache.head(layer, head, shape.slots()) {
+            KvHead::F16 { keys, values } => (k.attention_f16)(&shape, q, keys, values, scratch, out),
+            KvHead::F32 { keys, values } => (k.attention_f32)(&shape, q, keys, values, scratch, out),
+        }
+    });
+    if n == 1 {
+        return;
+    }
+    let row = group * hd;
+    for i in 0..n_kv * n_runs {
+        let (head, run) = item(i);
+        let t0 = run * tokens;
+        for t in 0..tokens.min(n - t0) {
+            let from = &staging[i * chunk + t * row..][..row];
+            att[(t0 + t) * q_dim + head * row..][..row].copy_from_slice(from);
+        }
     }
 }
 

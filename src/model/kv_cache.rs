@@ -1,7 +1,8 @@
 //! The key/value cache: each layer's keys and values of the positions seen so
 //! far, so a new token attends to them without recomputing them (the seed's
-//! "KV cache"). Allocated once, in the layout the attention kernel reads:
-//! `[layer][kv_head][slot][head_dim]`.
+//! "KV cache"). Allocated once, in the layout the attention kernels read:
+//! `[layer][kv_head][slot][head_dim]`, in f16 by default ([`KvType`]; the
+//! attention kernels widen it as they load it, docs/DESIGN.md).
 //!
 //! It is a ring with attention sinks (StreamingLLM): positions `0..sinks` keep
 //! their slots for ever, and once the cache is full each new position
@@ -16,27 +17,113 @@
 //! each query past the wrap, rotated to the positions just before the oldest
 //! ring entry (`sinks × head_dim` rotations per KV head and layer per token).
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
 use crate::format::HParams;
 
 /// Positions kept for ever at the start of the context (StreamingLLM's default).
 pub const DEFAULT_SINKS: usize = 4;
+
+/// Element type of the cached keys and values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// Half the memory and half the bytes read per attended position; keys and
+    /// values are rounded to nearest (even) when stored, as llama.cpp's default
+    /// cache does. Values beyond ±65504 would become infinite (activations of
+    /// the supported models stay far below).
+    #[default]
+    F16,
+    /// Exact: what the f32 reference tests check against.
+    F32,
+}
+
+impl KvType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::F32 => "f32",
+        }
+    }
+
+    /// Bytes per cached value.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f16" => Ok(Self::F16),
+            "f32" => Ok(Self::F32),
+            other => Err(format!("unknown KV cache type '{other}' (expected f16 or f32)")),
+        }
+    }
+}
+
+/// Keys or values of every layer and KV head: `(n_layers, n_kv_heads, capacity, head_dim)`.
+enum Store {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Store {
+    fn new(kv_type: KvType, len: usize) -> Self {
+        match kv_type {
+            KvType::F16 => Self::F16(vec![f16::ZERO; len]),
+            KvType::F32 => Self::F32(vec![0.0; len]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::F16(d) => d.len(),
+            Self::F32(d) => d.len(),
+        }
+    }
+
+    /// `self[at..at + x.len()] = x`, rounded to the element type.
+    fn write(&mut self, at: usize, x: &[f32]) {
+        match self {
+            Self::F16(d) => d[at..at + x.len()].convert_from_f32_slice(x),
+            Self::F32(d) => d[at..at + x.len()].copy_from_slice(x),
+        }
+    }
+}
+
+/// One KV head's keys and values, `[slot][head_dim]` each, in the cache's type.
+#[derive(Clone, Copy, Debug)]
+pub enum KvHead<'a> {
+    F16 { keys: &'a [f16], values: &'a [f16] },
+    F32 { keys: &'a [f32], values: &'a [f32] },
+}
 
 pub struct KvCache {
     n_kv_heads: usize,
     head_dim: usize,
     capacity: usize,
     sinks: usize,
+    kv_type: KvType,
     /// `(n_layers, n_kv_heads, capacity, head_dim)`
-    keys: Vec<f32>,
+    keys: Store,
     /// `(n_layers, n_kv_heads, capacity, head_dim)`
-    values: Vec<f32>,
-    /// `(n_layers, n_kv_heads, sinks, head_dim)`: the sinks' keys before RoPE.
+    values: Store,
+    /// `(n_layers, n_kv_heads, sinks, head_dim)`: the sinks' keys before RoPE,
+    /// f32 whatever the cache's type: re-rotated for every token past the
+    /// wrap, they are rounded once (when stored rotated), as every other key.
     sink_keys_raw: Vec<f32>,
+    /// `(head_dim)`: a sink key being re-rotated.
+    sink_key: Vec<f32>,
 }
 
 impl KvCache {
     /// `sinks` is clamped to at most half the capacity.
-    pub fn new(h: &HParams, capacity: usize, sinks: usize) -> Self {
+    pub fn new(h: &HParams, capacity: usize, sinks: usize, kv_type: KvType) -> Self {
         let sinks = sinks.min(capacity / 2);
         let per_slot = h.n_layers as usize * h.n_kv_heads as usize * h.head_dim as usize;
         Self {
@@ -44,9 +131,11 @@ impl KvCache {
             head_dim: h.head_dim as usize,
             capacity,
             sinks,
-            keys: vec![0.0; per_slot * capacity],
-            values: vec![0.0; per_slot * capacity],
+            kv_type,
+            keys: Store::new(kv_type, per_slot * capacity),
+            values: Store::new(kv_type, per_slot * capacity),
             sink_keys_raw: vec![0.0; per_slot * sinks],
+            sink_key: vec![0.0; h.head_dim as usize],
         }
     }
 
@@ -59,9 +148,14 @@ impl KvCache {
         self.sinks
     }
 
-    /// Bytes allocated for keys and values.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
+    }
+
+    /// Bytes allocated for keys and values (and the sinks' raw keys).
     pub fn bytes(&self) -> usize {
-        (self.keys.len() + self.values.len() + self.sink_keys_raw.len()) * std::mem::size_of::<f32>()
+        (self.keys.len() + self.values.len()) * self.kv_type.size()
+            + self.sink_keys_raw.len() * std::mem::size_of::<f32>()
     }
 
     /// The slot that absolute position `pos` occupies.
@@ -89,8 +183,8 @@ impl KvCache {
         let slot = self.slot(pos);
         for head in 0..self.n_kv_heads {
             let at = self.head_start(layer, head) + slot * hd;
-            self.keys[at..at + hd].copy_from_slice(&k[head * hd..][..hd]);
-            self.values[at..at + hd].copy_from_slice(&v[head * hd..][..hd]);
+            self.keys.write(at, &k[head * hd..][..hd]);
+            self.values.write(at, &v[head * hd..][..hd]);
         }
     }
 
@@ -110,18 +204,21 @@ impl KvCache {
             let start = self.head_start(layer, head);
             for sink in 0..self.sinks {
                 let raw = ((layer * self.n_kv_heads + head) * self.sinks + sink) * hd;
-                let key = &mut self.keys[start + sink * hd..][..hd];
-                key.copy_from_slice(&self.sink_keys_raw[raw..raw + hd]);
-                rotate(sink, key);
+                self.sink_key.copy_from_slice(&self.sink_keys_raw[raw..raw + hd]);
+                rotate(sink, &mut self.sink_key);
+                self.keys.write(start + sink * hd, &self.sink_key);
             }
         }
     }
 
-    /// Keys and values of the first `n_slots` slots of one KV head: `[n_slots][head_dim]` each.
-    pub fn head(&self, layer: usize, head: usize, n_slots: usize) -> (&[f32], &[f32]) {
-        let start = self.head_start(layer, head);
-        let len = n_slots * self.head_dim;
-        (&self.keys[start..start + len], &self.values[start..start + len])
+    /// Keys and values of the first `n_slots` slots of one KV head.
+    pub fn head(&self, layer: usize, head: usize, n_slots: usize) -> KvHead<'_> {
+        let range = self.head_start(layer, head)..self.head_start(layer, head) + n_slots * self.head_dim;
+        match (&self.keys, &self.values) {
+            (Store::F16(k), Store::F16(v)) => KvHead::F16 { keys: &k[range.clone()], values: &v[range] },
+            (Store::F32(k), Store::F32(v)) => KvHead::F32 { keys: &k[range.clone()], values: &v[range] },
+            _ => unreachable!("keys and values are allocated with one type"),
+        }
     }
 }
 
@@ -132,10 +229,38 @@ mod tests {
     #[test]
     fn slots_wrap_after_the_sinks() {
         let h = crate::synthetic::config("test-llama").unwrap();
-        let c = KvCache::new(&h, 10, 4);
+        let c = KvCache::new(&h, 10, 4, KvType::F16);
         let slots: Vec<usize> = (0..20).map(|p| c.slot(p)).collect();
         assert_eq!(slots, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 5, 6, 7, 8, 9, 4, 5, 6, 7]);
         assert_eq!(c.filled(3), 4);
         assert_eq!(c.filled(50), 10);
+    }
+
+    #[test]
+    fn bytes_follow_the_element_type() {
+        let h = crate::synthetic::config("test-llama").unwrap();
+        let (f16, f32) = (KvCache::new(&h, 16, 4, KvType::F16), KvCache::new(&h, 16, 4, KvType::F32));
+        let per_slot = (h.n_layers * h.n_kv_heads * h.head_dim) as usize;
+        assert_eq!(f32.bytes(), 2 * per_slot * 16 * 4 + per_slot * 4 * 4);
+        assert_eq!(f16.bytes(), 2 * per_slot * 16 * 2 + per_slot * 4 * 4);
+    }
+
+    #[test]
+    fn f16_store_rounds_to_nearest_even() {
+        let h = crate::synthetic::config("test-llama").unwrap();
+        let mut c = KvCache::new(&h, 8, 0, KvType::F16);
+        let kv = (h.n_kv_heads * h.head_dim) as usize;
+        // 1 + 2^-11 is halfway between two f16 values: ties go to the even one (1.0).
+        let mut k: Vec<f32> = (0..kv).map(|i| i as f32 * 0.37 - 3.0).collect();
+        k[0] = 1.0 + 2f32.powi(-11);
+        let v: Vec<f32> = k.iter().map(|x| -x).collect();
+        c.store(1, 5, &k, &v);
+        let KvHead::F16 { keys, values } = c.head(1, 0, 6) else { panic!("f16 cache") };
+        let hd = h.head_dim as usize;
+        assert_eq!(keys[5 * hd].to_f32(), 1.0);
+        for i in 0..hd {
+            assert_eq!(keys[5 * hd + i], f16::from_f32(k[i]));
+            assert_eq!(values[5 * hd + i], f16::from_f32(v[i]));
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! tiles. Prefill (many tokens): the tokens are cut into groups and each thread
 //! multiplies its group by the whole matrix, quantizing its own activations
 //! first, so every output element is computed by one thread in a fixed order
-//! and results do not depend on the thread count.
+//! and results do not depend on the thread count. Attention hands out (KV
+//! head, run of tokens) items through [`Parallel::for_each_chunk`]
+//! (`forward.rs` says why the cut does not change the result).
 
 use std::sync::atomic::AtomicBool;
 
@@ -23,8 +25,8 @@ fn flags(n: usize) -> Vec<AtomicBool> {
 }
 
 impl Parallel {
-    /// `max_items`: the most chunks one operation cuts its output into (a
-    /// batch's tokens × heads in attention).
+    /// `max_items`: the most chunks one operation cuts its output into (at
+    /// most a batch's tokens × KV heads in attention).
     pub fn new(n_threads: usize, max_items: usize) -> Self {
         let pool = ThreadPool::new(n_threads);
         let max_chunks = max_items.max(4 * pool.n_threads()) + 1;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use gpt_fast::format::DType;
 use gpt_fast::model::{Model, ModelOptions};
-use gpt_fast::session::{Session, SessionOptions};
+use gpt_fast::session::{KvType, Session, SessionOptions};
 use gpt_fast_tools::from_hf::HfSource;
 use serde_json::Value;
 
@@ -30,6 +30,8 @@ fn argmax(row: &[f32]) -> u32 {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32
 }
 
+/// With an f32 KV cache: this checks the f32 path against transformers' f32
+/// (tests/forward.rs and the SmolLM2 tests cover the f16 cache).
 fn check(name: &str) {
     let model = Model::open(&convert(name, DType::F32), ModelOptions::default()).unwrap();
     let reference: Value =
@@ -37,7 +39,8 @@ fn check(name: &str) {
     let vocab = model.hparams().vocab_size as usize;
     for case in reference["cases"].as_array().unwrap() {
         let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let options = SessionOptions { context: 64, batch: 32, all_logits: true, ..Default::default() };
+        let options =
+            SessionOptions { context: 64, batch: 32, all_logits: true, kv_type: KvType::F32, ..Default::default() };
         let mut session = Session::new(&model, options).unwrap();
         let logits = session.eval_all(&ids).unwrap().to_vec();
         for (pos, want) in case["logits"].as_array().unwrap().iter().enumerate() {
@@ -52,7 +55,8 @@ fn check(name: &str) {
             }
         }
         let greedy: Vec<u32> = case["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let mut session = Session::new(&model, SessionOptions { context: 64, ..Default::default() }).unwrap();
+        let options = SessionOptions { context: 64, kv_type: KvType::F32, ..Default::default() };
+        let mut session = Session::new(&model, options).unwrap();
         let mut next = argmax(session.eval(&ids).unwrap());
         let mut got = vec![next];
         while got.len() < greedy.len() {

@@ -13,6 +13,7 @@ use std::process::Command;
 
 use gpt_fast::format::DType;
 use gpt_fast::model::{Model, ModelOptions};
+use gpt_fast::session::KvType;
 
 const GPL3: &str = "/usr/share/common-licenses/GPL-3";
 
@@ -26,19 +27,19 @@ fn converted(dtype: DType) -> PathBuf {
     path
 }
 
-fn perplexity(dtype: DType) -> f64 {
+fn perplexity(dtype: DType, kv: KvType) -> f64 {
     let model = Model::open(&converted(dtype), ModelOptions::default()).unwrap();
     let text = std::fs::read_to_string(GPL3).expect("GPL-3 text (Debian's base-files)");
     let tokens = model.tokenizer().encode_prompt(&text, false);
-    let result = gpt_fast::perplexity::perplexity(&model, &tokens, 512, 512, 2, |_, _, _| {}).unwrap();
+    let result = gpt_fast::perplexity::perplexity(&model, &tokens, 512, 512, 2, kv, |_, _, _| {}).unwrap();
     assert_eq!((result.chunks, result.scored_tokens), (tokens.len() / 512, tokens.len() / 512 * 255));
-    eprintln!("{dtype:?}: PPL = {:.4} +/- {:.5}", result.ppl, result.stderr);
+    eprintln!("{dtype:?}, {kv:?} KV cache: PPL = {:.4} +/- {:.5}", result.ppl, result.stderr);
     result.ppl
 }
 
 #[test]
 fn q8_is_no_worse_than_llama_cpp_q8_0() {
-    let ppl = perplexity(DType::Q8);
+    let ppl = perplexity(DType::Q8, KvType::F16);
     assert!(ppl <= 18.35 * 1.002, "q8 PPL {ppl:.4}, llama.cpp Q8_0 gives 18.35");
     assert!(ppl >= 18.30 * 0.99, "q8 PPL {ppl:.4} is implausibly below f32's 18.30");
 }
@@ -46,13 +47,13 @@ fn q8_is_no_worse_than_llama_cpp_q8_0() {
 #[test]
 #[ignore = "minutes on 2 cores; run by hand (see the module doc)"]
 fn f32_matches_llama_cpp_f32() {
-    let ppl = perplexity(DType::F32);
+    let ppl = perplexity(DType::F32, KvType::F32);
     assert!((ppl / 18.30 - 1.0).abs() <= 0.002, "f32 PPL {ppl:.4}, llama.cpp F32 gives 18.30");
 }
 
 #[test]
 #[ignore = "minutes on 2 cores; run by hand (see the module doc)"]
 fn f16_matches_llama_cpp_f16() {
-    let ppl = perplexity(DType::F16);
+    let ppl = perplexity(DType::F16, KvType::F16);
     assert!((ppl / 18.30 - 1.0).abs() <= 0.002, "f16 PPL {ppl:.4}, llama.cpp F16 gives 18.30");
 }

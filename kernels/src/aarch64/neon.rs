@@ -3,12 +3,14 @@
 //! M1 and later, Neoverse N1 and later).
 //!
 //! Layout as in the AVX2 module: `matmul` holds the three matmuls (where decode
-//! spends its time), `elementwise` the norms, activations, RoPE and attention,
-//! `simd` the load/store, reduction and dot-product helpers (the only `unsafe`
-//! blocks besides the wrappers below). Every function here has the same
+//! spends its time), `attention` the attention over the KV cache,
+//! `elementwise` the norms, activations and RoPE, `simd` the load/store,
+//! reduction and dot-product helpers (with a few unchecked loads in the inner
+//! loops, the only `unsafe` blocks besides the wrappers below). Every function here has the same
 //! signature and semantics as its namesake in [`crate::reference`], which the
 //! tests compare against.
 
+mod attention;
 mod elementwise;
 mod matmul;
 mod simd;
@@ -18,7 +20,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use crate::{Isa, Kernels, Q8Acts};
+use crate::{AttnShape, Isa, Kernels, Q8Acts};
 
 /// Whether this CPU can run the NEON kernels.
 pub fn is_available() -> bool {
@@ -51,7 +53,8 @@ pub fn kernels() -> Option<Kernels> {
         swiglu,
         gelu_tanh,
         add,
-        attention_head,
+        attention_f32,
+        attention_f16,
     };
     if has_dotprod() {
         return Some(Kernels { name: "neon+dotprod", matmul_q8: matmul_q8_sdot, ..base });
@@ -143,7 +146,12 @@ fn add(acc: &mut [f32], x: &[f32]) {
     unsafe { elementwise::add(acc, x) }
 }
 
-fn attention_head(q: &[f32], keys: &[f32], values: &[f32], n_pos: usize, scores: &mut [f32], out: &mut [f32]) {
+fn attention_f32(shape: &AttnShape, q: &[f32], keys: &[f32], values: &[f32], scratch: &mut [f32], out: &mut [f32]) {
     // SAFETY: reached only through `kernels()`, which checked neon.
-    unsafe { elementwise::attention_head(q, keys, values, n_pos, scores, out) }
+    unsafe { attention::attention_f32(shape, q, keys, values, scratch, out) }
+}
+
+fn attention_f16(shape: &AttnShape, q: &[f32], keys: &[f16], values: &[f16], scratch: &mut [f32], out: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { attention::attention_f16(shape, q, keys, values, scratch, out) }
 }

@@ -1,20 +1,24 @@
 //! AVX2 + FMA + F16C kernels (Intel Haswell and later, AMD Zen and later).
 //!
-//! Layout: `matmul` holds the three matmuls (where decode spends its time),
-//! `elementwise` the norms, activations, RoPE and attention, `simd` the
-//! load/store and reduction helpers (the only `unsafe` blocks besides the
-//! wrappers below). Every function here has the same signature and semantics
+//! Layout: `matmul` holds the q8 matmul (where decode spends its time) and
+//! the activation quantizer, `matmul_float` the f32/f16 matmuls,
+//! `attention` the attention over the KV cache, `elementwise` the norms,
+//! activations and RoPE, `simd` the load/store and reduction helpers (with a
+//! few unchecked loads in the inner loops, the only `unsafe` blocks besides
+//! the wrappers below). Every function here has the same signature and semantics
 //! as its namesake in [`crate::reference`], which the tests compare against.
 
+mod attention;
 mod elementwise;
 pub(super) mod matmul;
+pub(super) mod matmul_float;
 pub(super) mod simd;
 
 use std::ops::Range;
 
 use half::f16;
 
-use crate::{Isa, Kernels, Q8Acts};
+use crate::{AttnShape, Isa, Kernels, Q8Acts};
 
 /// Whether this CPU can run the AVX2 kernels.
 pub fn is_available() -> bool {
@@ -40,7 +44,8 @@ pub fn kernels() -> Option<Kernels> {
         swiglu,
         gelu_tanh,
         add,
-        attention_head,
+        attention_f32,
+        attention_f16,
     })
 }
 
@@ -50,12 +55,12 @@ pub fn kernels() -> Option<Kernels> {
 
 fn matmul_f32(w: &[f32], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul::matmul_f32(w, cols, rows, x, n, out, out_stride) }
+    unsafe { matmul_float::matmul_f32(w, cols, rows, x, n, out, out_stride) }
 }
 
 fn matmul_f16(w: &[f16], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul::matmul_f16(w, cols, rows, x, n, out, out_stride) }
+    unsafe { matmul_float::matmul_f16(w, cols, rows, x, n, out, out_stride) }
 }
 
 fn matmul_q8(
@@ -112,7 +117,12 @@ fn add(acc: &mut [f32], x: &[f32]) {
     unsafe { elementwise::add(acc, x) }
 }
 
-fn attention_head(q: &[f32], keys: &[f32], values: &[f32], n_pos: usize, scores: &mut [f32], out: &mut [f32]) {
+fn attention_f32(shape: &AttnShape, q: &[f32], keys: &[f32], values: &[f32], scratch: &mut [f32], out: &mut [f32]) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { elementwise::attention_head(q, keys, values, n_pos, scores, out) }
+    unsafe { attention::attention_f32(shape, q, keys, values, scratch, out) }
+}
+
+fn attention_f16(shape: &AttnShape, q: &[f32], keys: &[f16], values: &[f16], scratch: &mut [f32], out: &mut [f32]) {
+    // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
+    unsafe { attention::attention_f16(shape, q, keys, values, scratch, out) }
 }

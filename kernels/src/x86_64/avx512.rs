@@ -1,16 +1,21 @@
-//! AVX-512 (F, BW, VL, VNNI) kernels: the q8 matmul with `vpdpbusd`; every
-//! other operation is the AVX2 kernel (the CPU check below includes AVX2, FMA
-//! and F16C, so those are valid here too).
+//! AVX-512 (F, BW, VL, VNNI) kernels: the matmuls. Every other operation is
+//! the AVX2 kernel (the CPU check below includes AVX2, FMA and F16C, so those
+//! are valid here too).
+//!
+//! Layout: `matmul_q8` holds the q8 matmul (`vpdpbusd`), `matmul_float` the
+//! f32/f16 GEMV and GEMM register tile (the GEMM's blocking is the AVX2
+//! module's driver), `simd` the load/store helpers.
 
-use std::arch::x86_64::*;
+mod matmul_float;
+mod matmul_q8;
+mod simd;
+
 use std::ops::Range;
 
 use half::f16;
 
 use super::avx2;
-use super::avx2::matmul::{q8_driver, Q8_TOKENS};
-use super::avx2::simd::{load32_i8, load8_f16};
-use crate::{Isa, Kernels, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use crate::{Isa, Kernels, Q8Acts};
 
 /// Whether this CPU can run the AVX-512 kernels.
 pub fn is_available() -> bool {
@@ -27,11 +32,27 @@ pub fn kernels() -> Option<Kernels> {
     if !is_available() {
         return None;
     }
-    Some(Kernels { isa: Isa::Avx512, name: "avx512", matmul_q8, ..avx2::kernels()? })
+    Some(Kernels { isa: Isa::Avx512, name: "avx512", matmul_f32, matmul_f16, matmul_q8, ..avx2::kernels()? })
 }
 
-// Private: reachable only through the table `kernels()` returns after
-// `is_available()` saw every feature `matmul_q8_vnni` enables.
+// The safe wrappers below are private: the only way to reach them is through
+// the table `kernels()` returns, and it returns one only after
+// `is_available()` saw AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C, every feature
+// the functions they call enable. That is the proof every `SAFETY` comment
+// below cites.
+
+fn matmul_f32(w: &[f32], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
+    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
+    // avx2, fma and f16c.
+    unsafe { matmul_float::matmul_f32(w, cols, rows, x, n, out, out_stride) }
+}
+
+fn matmul_f16(w: &[f16], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
+    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
+    // avx2, fma and f16c.
+    unsafe { matmul_float::matmul_f16(w, cols, rows, x, n, out, out_stride) }
+}
+
 fn matmul_q8(
     quants: &[i8],
     scales: &[f16],
@@ -44,97 +65,5 @@ fn matmul_q8(
 ) {
     // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
     // avx2, fma and f16c.
-    unsafe { matmul_q8_vnni(quants, scales, cols, rows, x, n, out, out_stride) }
-}
-
-/// As [`crate::reference::matmul_q8`], with the same tiling as the AVX2 kernel
-/// (shared driver) and a different inner product: one 512-bit register holds a
-/// block of two rows, and `vpdpbusd` (u8 × i8, 4 products summed per i32 lane)
-/// does 64 multiply-adds at once.
-///
-/// `vpdpbusd` needs one unsigned operand, so activations are offset by 128
-/// (`x + 128` in [1, 255]) and the excess `128 Σw` per lane group is subtracted
-/// by starting the accumulator at `-128 Σw`, computed once per weight load.
-/// All of it is exact i32 arithmetic (no saturation), so any i8 quants work,
-/// -128 included; as in AVX2 the only float difference from the reference is
-/// one FMA per block.
-///
-/// # Safety
-/// The CPU must support AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn matmul_q8_vnni(
-    quants: &[i8],
-    scales: &[f16],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    q8_driver(quants, scales, cols, rows, x, n, out, out_stride, |wq, ws, xq, xs, nb, tn, acc| match tn {
-        4 => q8_tile::<4>(wq, ws, xq, xs, nb, acc),
-        3 => q8_tile::<3>(wq, ws, xq, xs, nb, acc),
-        2 => q8_tile::<2>(wq, ws, xq, xs, nb, acc),
-        _ => q8_tile::<1>(wq, ws, xq, xs, nb, acc),
-    });
-}
-
-/// 64 i8 (two rows' blocks of 32) from the front of `s`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn load64_i8(s: &[i8]) -> __m512i {
-    let a: &[i8; 64] = s.first_chunk().expect("load64_i8: fewer than 64 values");
-    // SAFETY: `a` is 64 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
-}
-
-/// One tile of 8 rows against `T` tokens, as the AVX2 `q8_tile`, except that
-/// lanes come out in row order `[0, 2, 4, 6, 1, 3, 5, 7]` from the reduction;
-/// the scales are permuted to match and `acc` is put back in order at the end.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q8_tile<const T: usize>(wq: &[i8], ws: &[f16], xq: &[i8], xs: &[f32], nb: usize, acc_out: &mut [__m256; Q8_TOKENS]) {
-    let cols = nb * Q8_BLOCK;
-    let offset = _mm512_set1_epi8(-128); // 0x80: as an unsigned byte, 128
-    let to_reduced_order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for b in 0..nb {
-        let wblock = &wq[b * Q8_BLOCK * Q8_TILE_ROWS..][..Q8_BLOCK * Q8_TILE_ROWS];
-        // w[k] holds rows 2k (low 256 bits) and 2k + 1 (high 256 bits).
-        let w: [__m512i; 4] = std::array::from_fn(|k| load64_i8(&wblock[k * 2 * Q8_BLOCK..]));
-        // -128 Σw per group of 4 bytes: cancels the +128 offset of the activations.
-        let bias = w.map(|wk| {
-            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, wk))
-        });
-        let w_scales = _mm256_permutevar8x32_ps(load8_f16(&ws[b * Q8_TILE_ROWS..]), to_reduced_order);
-        for t in 0..T {
-            let x = load32_i8(&xq[t * cols + b * Q8_BLOCK..]);
-            let xu = _mm512_xor_si512(_mm512_broadcast_i64x4(x), offset); // x + 128 as u8
-            let d: [__m512i; 4] = std::array::from_fn(|k| _mm512_dpbusd_epi32(bias[k], xu, w[k]));
-            let isum = _mm256_cvtepi32_ps(reduce(d));
-            let scale = _mm256_mul_ps(w_scales, _mm256_set1_ps(xs[t * nb + b]));
-            acc[t] = _mm256_fmadd_ps(isum, scale, acc[t]);
-        }
-    }
-    let to_row_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for t in 0..T {
-        acc_out[t] = _mm256_permutevar8x32_ps(acc[t], to_row_order);
-    }
-}
-
-/// Row sums of `d` (`d[k]`: row 2k in 128-bit chunks 0-1, row 2k + 1 in chunks
-/// 2-3, 4 partial sums per chunk), in the order `[0, 2, 4, 6, 1, 3, 5, 7]`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn reduce(d: [__m512i; 4]) -> __m256i {
-    // Per 128-bit chunk: [a0+a2, b0+b2, a1+a3, b1+b3], then [Σa, Σb, Σc, Σd].
-    let ab = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
-    let cd = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));
-    let s = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
-    // Chunks c0..c3 of `s`: c0 and c1 hold halves of rows 0, 2, 4, 6; c2 and c3
-    // of rows 1, 3, 5, 7. Sum c0 + c1 and c2 + c3.
-    let (lo, hi) = (_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
-    let (even, odd) = (_mm256_permute2x128_si256::<0x20>(lo, hi), _mm256_permute2x128_si256::<0x31>(lo, hi));
-    _mm256_add_epi32(even, odd)
+    unsafe { matmul_q8::matmul_q8_vnni(quants, scales, cols, rows, x, n, out, out_stride) }
 }

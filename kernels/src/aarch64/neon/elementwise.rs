@@ -1,4 +1,4 @@
-//! NEON norms, activations, RoPE and attention: 4 lanes at a time, the last
+//! NEON norms, activations and RoPE: 4 lanes at a time, the last
 //! `len % 4` values by the reference's scalar formula.
 //!
 //! Where the reference is a fixed sequence of IEEE operations (`add`, `rope`,
@@ -8,8 +8,7 @@
 
 use std::arch::aarch64::*;
 
-use super::matmul::dot_rows;
-use super::simd::{exp, hmax, hsum, load4, load8, store4};
+use super::simd::{exp, hmax, hsum, load4, store4};
 
 /// `Σ (x[i] - mean)²` in 4 lanes plus a scalar tail.
 #[inline]
@@ -199,43 +198,5 @@ pub unsafe fn add(acc: &mut [f32], x: &[f32]) {
     }
     for i in main..len {
         acc[i] += x[i];
-    }
-}
-
-/// As [`crate::reference::attention_head`]: scores by 4 keys at a time sharing
-/// `q`'s loads, [`softmax`], then `out += p × v` with FMA.
-///
-/// # Safety
-/// The CPU must support NEON.
-#[target_feature(enable = "neon")]
-pub unsafe fn attention_head(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n_pos: usize,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let head_dim = q.len();
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let scores = &mut scores[..n_pos];
-    dot_rows(&keys[..n_pos * head_dim], head_dim, q, scores, |s| load8(s));
-    for s in scores.iter_mut() {
-        *s *= scale;
-    }
-    // SAFETY: this function's own contract: the CPU supports NEON.
-    unsafe { softmax(scores) };
-    let out = &mut out[..head_dim];
-    out.fill(0.0);
-    let main = head_dim / 4 * 4;
-    for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
-        let pv = vdupq_n_f32(p);
-        for i in (0..main).step_by(4) {
-            let y = vfmaq_f32(load4(&out[i..]), pv, load4(&v[i..]));
-            store4(&mut out[i..], y);
-        }
-        for i in main..head_dim {
-            out[i] += p * v[i];
-        }
     }
 }

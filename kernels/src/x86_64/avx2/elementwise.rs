@@ -1,4 +1,4 @@
-//! AVX2 norms, activations, RoPE and attention: 8 lanes at a time, the last
+//! AVX2 norms, activations and RoPE: 8 lanes at a time, the last
 //! `len % 8` values by the reference's scalar formula.
 //!
 //! Where the reference is a fixed sequence of IEEE operations (`add`, `rope`,
@@ -8,7 +8,6 @@
 
 use std::arch::x86_64::*;
 
-use super::matmul::dot_rows;
 use super::simd::{exp, hmax, hsum, load8, store8};
 
 /// `Σ (x[i] - mean)²` in 8 lanes plus a scalar tail.
@@ -201,43 +200,5 @@ pub unsafe fn add(acc: &mut [f32], x: &[f32]) {
     }
     for i in main..len {
         acc[i] += x[i];
-    }
-}
-
-/// As [`crate::reference::attention_head`]: scores by 4 keys at a time sharing
-/// `q`'s loads, [`softmax`], then `out += p × v` with FMA.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn attention_head(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n_pos: usize,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let head_dim = q.len();
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let scores = &mut scores[..n_pos];
-    dot_rows(&keys[..n_pos * head_dim], head_dim, q, scores, |s| load8(s));
-    for s in scores.iter_mut() {
-        *s *= scale;
-    }
-    // SAFETY: this function's own contract: the CPU supports AVX2, FMA and F16C.
-    unsafe { softmax(scores) };
-    let out = &mut out[..head_dim];
-    out.fill(0.0);
-    let main = head_dim / 8 * 8;
-    for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
-        let pv = _mm256_set1_ps(p);
-        for i in (0..main).step_by(8) {
-            let y = _mm256_fmadd_ps(pv, load8(&v[i..]), load8(&out[i..]));
-            store8(&mut out[i..], y);
-        }
-        for i in main..head_dim {
-            out[i] += p * v[i];
-        }
     }
 }

@@ -1,33 +1,25 @@
-//! AVX2 matmuls (`y = W x` for `n` activation rows) and the q8 activation
-//! quantizer. Decode spends most of its time in [`matmul_q8`] with `n = 1`.
+//! The AVX2 q8 matmul (`y = W x` for `n` activation rows) and the q8
+//! activation quantizer. Decode of a q8 model spends most of its time in
+//! [`matmul_q8`] with `n = 1`. The f32/f16 matmuls are in `matmul_float`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use half::f16;
 
-use super::simd::{hsum, load32_i8, load8, load8_f16, store32_i8, store8};
+use super::simd::{load32_i8, load8, load8_f16, store32_i8, store8};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
 /// Tokens per register tile in [`matmul_q8`]: each loaded weight block is used
 /// for this many activation rows before the next is loaded.
 pub(in crate::x86_64) const Q8_TOKENS: usize = 4;
-/// Weight rows per register tile in the f32/f16 matmuls with one token (sharing
-/// each `x` load).
-const FLOAT_ROWS: usize = 4;
-/// Weight rows × tokens per register tile in the f32/f16 matmuls with several
-/// tokens: each weight load serves 3 tokens, each activation load 3 rows. 9
-/// accumulators, 3 activation vectors and the weight vectors being widened fit
-/// the 16 ymm registers; 4 × 3 does not (LLVM spills an accumulator, and the
-/// store-reload sits on that accumulator's dependency chain).
-const TILE_ROWS: usize = 3;
-const TILE_TOKENS: usize = 3;
-/// Weight bytes per cache block in the f32/f16 matmuls with several tokens:
-/// every token passes over one block of rows, which stays in L1, before the
-/// next block is read.
-const FLOAT_BLOCK_BYTES: usize = 32 * 1024;
-
-/// Checks the output shape shared by the matmuls: token `t`'s results go to
+/// How far ahead a one-token q8 matmul prefetches its weights, in bytes
+/// (3-4 tiles of SmolLM2's 576 columns). Out-of-order execution alone keeps
+/// too few misses in flight: without it the GEMV over a 1 GiB matrix reached
+/// 80-100% of a plain read loop's bandwidth, with it (8 or 16 KiB ahead)
+/// 110-130% (and up to twice as much as before on 8192 × 8192).
+pub(in crate::x86_64) const Q8_PREFETCH_BYTES: usize = 16 * 1024;
+/// Checks the output shape of the q8 matmul: token `t`'s results go to
 /// `out[t * out_stride..][..rows.len()]`.
 fn check_out(rows: &Range<usize>, n: usize, out: &[f32], out_stride: usize) {
     assert!((n - 1) * out_stride + rows.len() <= out.len(), "matmul: output too short");
@@ -138,6 +130,9 @@ fn q8_tile<const T: usize>(wq: &[i8], ws: &[f16], xq: &[i8], xs: &[f32], nb: usi
     let ones = _mm256_set1_epi16(1);
     for b in 0..nb {
         let wblock = &wq[b * Q8_BLOCK * Q8_TILE_ROWS..][..Q8_BLOCK * Q8_TILE_ROWS];
+        if T == 1 {
+            prefetch_ahead(wblock);
+        }
         let xv: [__m256i; T] = std::array::from_fn(|t| load32_i8(&xq[t * cols + b * Q8_BLOCK..]));
         // Row dot products are folded by hadd as soon as a pair exists, so at
         // most a few partial vectors per token are live (no register spills).
@@ -176,6 +171,17 @@ fn q8_tile<const T: usize>(wq: &[i8], ws: &[f16], xq: &[i8], xs: &[f32], nb: usi
     }
 }
 
+/// Prefetches (into L2) the cache lines [`Q8_PREFETCH_BYTES`] after those of
+/// `block`: the weights a one-token matmul reads a few tiles later (tiles are
+/// contiguous). A prefetch is a hint: past the end of the matrix it is dropped.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::x86_64) fn prefetch_ahead(block: &[i8]) {
+    for line in (0..block.len()).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T1>(block.as_ptr().wrapping_add(line + Q8_PREFETCH_BYTES).cast());
+    }
+}
+
 /// `[sum(row 0), …, sum(row 7)]` from two vectors that each hold, per 128-bit
 /// half, partial sums of rows 0-3 (`q[0]`) and rows 4-7 (`q[1]`).
 #[inline]
@@ -184,222 +190,6 @@ fn hsum_quads(q: [__m256i; 2]) -> __m256i {
     let lo = _mm256_permute2x128_si256::<0x20>(q[0], q[1]);
     let hi = _mm256_permute2x128_si256::<0x31>(q[0], q[1]);
     _mm256_add_epi32(lo, hi)
-}
-
-/// As [`crate::reference::matmul_f32`]. One token (decode): 4 rows at a time
-/// sharing each load of `x`; more (prefill): register tiles of
-/// [`TILE_ROWS`] rows × [`TILE_TOKENS`] tokens (see [`gemm`]), so each weight
-/// is read from memory once, not once per token.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matmul_f32(
-    w: &[f32],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8(s));
-}
-
-/// As [`crate::reference::matmul_f16`]: F16C widens 8 weights at a time, and
-/// each widened vector serves every token of a register tile, as in [`matmul_f32`].
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matmul_f16(
-    w: &[f16],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8_f16(s));
-}
-
-/// The body of [`matmul_f32`] and [`matmul_f16`]: shape checks, then one
-/// token on the GEMV path ([`dot_rows`]), more on the tiled one ([`gemm`]);
-/// `load` widens 8 weights to f32.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn float_matmul<W: Copy + Into<f32>>(
-    w: &[W],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    load: impl Fn(&[W]) -> __m256 + Copy,
-) {
-    if rows.is_empty() || n == 0 {
-        return;
-    }
-    check_out(&rows, n, out, out_stride);
-    let w = &w[rows.start * cols..rows.end * cols];
-    if n == 1 {
-        dot_rows(w, cols, &x[..cols], &mut out[..rows.len()], load);
-    } else {
-        gemm(w, cols, rows.len(), &x[..n * cols], n, out, out_stride, load);
-    }
-}
-
-/// `out[t * out_stride + r] = dot(w[r], x[t])` for the `n_rows` rows of the
-/// row-major `w` (`cols` wide) and the `n` tokens of `x`; `load` widens 8
-/// weights to f32.
-///
-/// Rows are cut into blocks of about [`FLOAT_BLOCK_BYTES`] of weights, so each
-/// weight comes from memory once and from L1 once per token group; each token
-/// group's activations (`TILE_TOKENS × cols` f32) are read once per block.
-/// Within a block, register tiles of [`TILE_ROWS`] rows pass over the token
-/// group ([`float_tile`]); the last rows of a block that do not fill a tile go
-/// one at a time, the last tokens as a smaller tile.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn gemm<W: Copy + Into<f32>>(
-    w: &[W],
-    cols: usize,
-    n_rows: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    load: impl Fn(&[W]) -> __m256 + Copy,
-) {
-    let block_rows = (FLOAT_BLOCK_BYTES / (cols * size_of::<W>()).max(1) / TILE_ROWS).max(1) * TILE_ROWS;
-    for r_block in (0..n_rows).step_by(block_rows) {
-        let r_end = n_rows.min(r_block + block_rows);
-        for t0 in (0..n).step_by(TILE_TOKENS) {
-            let tn = (n - t0).min(TILE_TOKENS);
-            let xg = &x[t0 * cols..(t0 + tn) * cols];
-            let mut r0 = r_block;
-            while r0 < r_end {
-                let rn = if r_end - r0 >= TILE_ROWS { TILE_ROWS } else { 1 };
-                let wg = &w[r0 * cols..(r0 + rn) * cols];
-                let out = &mut out[t0 * out_stride + r0..];
-                if rn == TILE_ROWS {
-                    tile_tokens::<W, TILE_ROWS>(tn, wg, cols, xg, out, out_stride, load);
-                } else {
-                    tile_tokens::<W, 1>(tn, wg, cols, xg, out, out_stride, load);
-                }
-                r0 += rn;
-            }
-        }
-    }
-}
-
-/// [`float_tile`] for `tn <= 3` tokens.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_tokens<W: Copy + Into<f32>, const R: usize>(
-    tn: usize,
-    w: &[W],
-    cols: usize,
-    x: &[f32],
-    out: &mut [f32],
-    out_stride: usize,
-    load: impl Fn(&[W]) -> __m256 + Copy,
-) {
-    match tn {
-        3 => float_tile::<W, R, 3>(w, cols, x, out, out_stride, load),
-        2 => float_tile::<W, R, 2>(w, cols, x, out, out_stride, load),
-        _ => float_tile::<W, R, 1>(w, cols, x, out, out_stride, load),
-    }
-}
-
-/// One register tile: `out[t * out_stride + r] = dot(w[r], x[t])` for `R` rows
-/// of `w` and `T` tokens of `x` (each `cols` wide), one accumulator of 8
-/// columns per (row, token). Each weight vector is loaded (and widened) once
-/// for all `T` tokens, each activation vector once for all `R` rows.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn float_tile<W: Copy + Into<f32>, const R: usize, const T: usize>(
-    w: &[W],
-    cols: usize,
-    x: &[f32],
-    out: &mut [f32],
-    out_stride: usize,
-    load: impl Fn(&[W]) -> __m256 + Copy,
-) {
-    let (steps, main) = (cols / 8, cols / 8 * 8);
-    let wr: [&[W]; R] = std::array::from_fn(|r| &w[r * cols..][..cols]);
-    let xt: [&[f32]; T] = std::array::from_fn(|t| &x[t * cols..][..cols]);
-    // Groups of 8 columns, every slice cut to exactly `steps` groups.
-    let w8: [&[[W; 8]]; R] = std::array::from_fn(|r| &wr[r].as_chunks::<8>().0[..steps]);
-    let x8: [&[[f32; 8]]; T] = std::array::from_fn(|t| &xt[t].as_chunks::<8>().0[..steps]);
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    for c in 0..steps {
-        // Unchecked: LLVM does not see that the R + T slices share one length
-        // and would keep a compare-and-branch per load in this loop.
-        // SAFETY: c < steps, and every `x8[t]` is `[..steps]` above.
-        let xv: [__m256; T] = std::array::from_fn(|t| load8(unsafe { x8[t].get_unchecked(c) }));
-        for r in 0..R {
-            // SAFETY: c < steps, and every `w8[r]` is `[..steps]` above.
-            let wv = load(unsafe { w8[r].get_unchecked(c) });
-            for t in 0..T {
-                acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
-            }
-        }
-    }
-    for t in 0..T {
-        let tail = |r: usize| -> f32 { wr[r][main..].iter().zip(&xt[t][main..]).map(|(&a, b)| a.into() * b).sum() };
-        let o = &mut out[t * out_stride..][..R];
-        for (r, o) in o.iter_mut().enumerate() {
-            *o = hsum(acc[r][t]) + tail(r);
-        }
-    }
-}
-
-/// `out[r] = dot(w[r], x)` for the `out.len()` rows of the row-major `w`
-/// (`cols` wide), [`FLOAT_ROWS`] rows at a time; `load` widens 8 weights to f32.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_rows<W: Copy + Into<f32>>(
-    w: &[W],
-    cols: usize,
-    x: &[f32],
-    out: &mut [f32],
-    load: impl Fn(&[W]) -> __m256 + Copy,
-) {
-    let mut row_groups = w.chunks_exact(FLOAT_ROWS * cols);
-    let mut out_groups = out.chunks_exact_mut(FLOAT_ROWS);
-    for (wg, og) in (&mut row_groups).zip(&mut out_groups) {
-        let wr: [&[W]; FLOAT_ROWS] = std::array::from_fn(|r| &wg[r * cols..][..cols]);
-        let sums = dot_n::<W, FLOAT_ROWS>(wr, x, load);
-        og.copy_from_slice(&sums);
-    }
-    for (wr, o) in row_groups.remainder().chunks_exact(cols).zip(out_groups.into_remainder()) {
-        *o = dot_n::<W, 1>([wr], x, load)[0];
-    }
-}
-
-/// `R` dot products against the same `x`, sharing its loads.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_n<W: Copy + Into<f32>, const R: usize>(
-    w: [&[W]; R],
-    x: &[f32],
-    load: impl Fn(&[W]) -> __m256 + Copy,
-) -> [f32; R] {
-    let main = x.len() / 8 * 8;
-    let mut acc = [_mm256_setzero_ps(); R];
-    for c in (0..main).step_by(8) {
-        let xv = load8(&x[c..]);
-        for r in 0..R {
-            acc[r] = _mm256_fmadd_ps(load(&w[r][c..]), xv, acc[r]);
-        }
-    }
-    std::array::from_fn(|r| {
-        let tail: f32 = w[r][main..].iter().zip(&x[main..]).map(|(&a, b)| a.into() * b).sum();
-        hsum(acc[r]) + tail
-    })
 }
 
 /// As [`crate::reference::quantize_q8_acts`], bit for bit: the same
