@@ -93,3 +93,25 @@ fn streaming_perplexity_scores_every_token() {
     let chunked = gpt_fast::perplexity::perplexity(&model, &text, 16, 8, 2, KvType::F16, |_, _, _| {}).unwrap();
     assert_eq!((chunked.chunks, chunked.scored_tokens), (6, 6 * 7));
 }
+
+/// A token budget below the context sizes the cache to the budget; within it
+/// nothing shifts, so the logits are those of the full-size cache, bit for bit.
+#[test]
+fn a_token_budget_shrinks_the_cache_not_the_results() {
+    for config in ["test-llama", "test-gpt2"] {
+        let h = gpt_fast::synthetic::config(config).unwrap();
+        let model = Model::open(&write_model(&format!("budget-{config}"), &h), ModelOptions::default()).unwrap();
+        let all = tokens(24);
+        let full_options = SessionOptions { context_shift: false, ..options(64, 8) };
+        let mut full = Session::new(&model, full_options).unwrap();
+        let mut budget = Session::new(&model, SessionOptions { token_budget: all.len(), ..full_options }).unwrap();
+        assert_eq!((full.context(), budget.context()), (64, all.len()), "{config}");
+        assert!(budget.cache_bytes() * 2 < full.cache_bytes(), "{config}");
+        assert_eq!(full.eval(&all[..20]).unwrap(), budget.eval(&all[..20]).unwrap(), "{config} prompt");
+        for &t in &all[20..] {
+            assert_eq!(full.eval(&[t]).unwrap(), budget.eval(&[t]).unwrap(), "{config} decode");
+        }
+        // Past the budget the cache is full (or shifts, with context shift on).
+        assert_eq!(budget.eval(&[1]).unwrap_err(), SessionError::ContextFull { needed: 25, context: 24 });
+    }
+}

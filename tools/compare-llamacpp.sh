@@ -20,29 +20,48 @@
 # process start to exit; llama.cpp is model load + tokenize + prompt eval +
 # greedy token inside a Python process that has already imported llama_cpp.
 #
-# Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-r ROUNDS]
+# Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-r ROUNDS] [-i avx2]
 #   -t  thread counts (default 2)
 #   -r  rounds (default 3)
+#   -i  avx2: both engines limited to AVX2 + FMA + F16C on a CPU that has
+#       more (AVX-512, VNNI, AMX), to stand in for an AVX2-only machine:
+#       llama.cpp is built a second time with its native tuning off
+#       (.cache/venv-llamacpp-avx2) and gpt-fast runs with GPT_FAST_ISA=avx2.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 threads=2
 rounds=3
-while getopts "t:r:h" opt; do
+isa=native
+while getopts "t:r:i:h" opt; do
   case $opt in
     t) threads=$OPTARG ;;
     r) rounds=$OPTARG ;;
+    i) isa=$OPTARG ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
 IFS=, read -r -a thread_list <<<"$threads"
 
-venv="$root/.cache/venv-llamacpp"
+case $isa in
+  native)
+    venv="$root/.cache/venv-llamacpp"
+    cmake_args="" ;;
+  avx2)
+    venv="$root/.cache/venv-llamacpp-avx2"
+    cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+    cmake_args+=" -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF"
+    cmake_args+=" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    export GPT_FAST_ISA=avx2 ;;
+  *) echo "-i: expected avx2, got '$isa'" >&2; exit 2 ;;
+esac
 py="$venv/bin/python"
 if ! "$py" -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null; then
   echo "building llama-cpp-python 0.3.36 into $venv (compiles llama.cpp: several minutes)" >&2
   [ -x "$py" ] || python3 -m venv "$venv"
-  CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install -q "llama-cpp-python==0.3.36" numpy
+  # --no-cache-dir: a wheel cached from the other build would skip CMAKE_ARGS.
+  CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install -q --no-cache-dir \
+    "llama-cpp-python==0.3.36" numpy
 fi
 
 echo "building gpt-fast (release)" >&2
@@ -167,8 +186,13 @@ import json, sys
 quant, threads, rnd = sys.argv[1:4]
 for line in sys.stdin:
     r = json.loads(line)
+    if "tokens_per_second" not in r:
+        continue  # the read loop (each tg row gives its share of it as "roofline")
     test, tps = r["test"], r["tokens_per_second"]
     print(f"gpt-fast\t{quant}\t{threads}\t{test}\t{rnd}\t{tps:.3f}")
+    share = r.get("roofline")
+    if share is not None:
+        print(f"roofline\t{quant}\t{threads}\t{test}\t{rnd}\t{share:.4f}")
 ' "$1" "$2" "$3" >>"$results"
   local t0 t1
   t0=$(date +%s.%N)
@@ -201,15 +225,19 @@ a = np.arange((512 << 20) // 8, dtype=np.uint64)
 best = min((lambda t: (a.sum(), time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5))
 print(f"{a.nbytes / best / 1e9:.1f}")')
 
-"$py" - "$results" "$rounds" "$load_start" "$load_end" "$read_gbps" "$extra_bufts" <<'PY'
+"$py" - "$results" "$rounds" "$load_start" "$load_end" "$read_gbps" "$extra_bufts" "$isa" <<'PY'
 import collections, statistics, sys
-path, rounds, load_start, load_end, read_gbps, extra_bufts = sys.argv[1:7]
+path, rounds, load_start, load_end, read_gbps, extra_bufts, isa = sys.argv[1:8]
 runs = collections.defaultdict(dict)  # (quant, threads, test) -> {(engine, round): value}
+roofline = collections.defaultdict(list)  # (quant, threads, test) -> gpt-fast's share of its read loop
 for line in open(path):
     engine, quant, threads, test, rnd, value = line.rstrip("\n").split("\t")
     test = test.split("(")[0]
-    runs[(quant, int(threads), test)][(engine, int(rnd))] = float(value)
-print(f"SmolLM2-135M-Instruct, {rounds} rounds; llama-cpp-python 0.3.36 vs gpt-fast")
+    if engine == "roofline":
+        roofline[(quant, int(threads), test)].append(float(value))
+    else:
+        runs[(quant, int(threads), test)][(engine, int(rnd))] = float(value)
+print(f"SmolLM2-135M-Instruct, {rounds} rounds; llama-cpp-python 0.3.36 vs gpt-fast; instruction sets: {isa}")
 print(f"load average at start: {load_start}")
 if extra_bufts == "0":
     print("llama.cpp ran with use_extra_bufts=false (its AMX path crashes on this machine): no AMX, no weight repacking")
@@ -236,4 +264,9 @@ for (quant, threads, test) in sorted(runs, key=lambda k: (k[0] != "q8", k[1], or
     else:
         print(f"| {quant} | {threads} | {test} (t/s) | {statistics.mean(llama):.1f} ± {sd(llama):.1f} "
               f"| {statistics.mean(ours):.1f} ± {sd(ours):.1f} | {ratio:.2f} ({each}) |")
+print()
+print("gpt-fast decode as a share of a plain read loop's bandwidth, same thread count, measured in the same bench run:")
+for (quant, threads, test), shares in sorted(roofline.items()):
+    each = " ".join(f"{v:.0%}" for v in shares)
+    print(f"- {quant} {threads} threads {test}: median {statistics.median(shares):.0%} ({each})")
 PY

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use gpt_fast::bench::{self, Test};
 use gpt_fast::model::{Model, ModelOptions};
@@ -35,8 +36,9 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         ))?;
     } else {
         print_out(&format!(
-            "| model | weights | params | isa | threads | kv | test | t/s | GB/s | roofline |\n|---|---|---|---|---|---|---|---|---|---|\n\
-             | read loop | {} MiB | - | - | {threads} | - | read | - | {read_gbps:.2} | 100% |\n",
+            "| model | weights | params | isa | threads | kv | test | t/s | GB/s | roofline | step p99/median |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n\
+             | read loop | {} MiB | - | - | {threads} | - | read | - | {read_gbps:.2} | 100% | - |\n",
             bench::READ_LOOP_BYTES >> 20
         ))?;
     }
@@ -47,12 +49,17 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
             Test::Generate(_) => Some(size as f64 * r.mean_tps / 1e9),
             Test::Prompt(_) => None,
         };
+        // The same number of steps of fixed work, as long as decode's median
+        // step: the machine's own tail, to read decode's against.
+        let machine = r
+            .steps
+            .and_then(|l| bench::fixed_work_latency(threads, Duration::from_secs_f64(l.median_ms / 1e3), l.steps));
         let mut line = String::new();
         if args.json {
             write!(
                 line,
-                "{{\"model\":{:?},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"kv_type\":\"{}\",\"test\":\"{}\",\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
-                path.display().to_string(),
+                "{{\"model\":{},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"kv_type\":\"{}\",\"test\":\"{}\",\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
+                json_string(&path.display().to_string()),
                 kv.name(),
                 test.name(),
                 r.mean_tps,
@@ -62,11 +69,17 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
             if let Some(g) = gbps {
                 write!(line, ",\"gb_per_second\":{g:.3},\"roofline\":{:.4}", g / read_gbps)?;
             }
+            for (key, l) in [("step", r.steps), ("fixed_work_step", machine)] {
+                if let Some(l) = l {
+                    write!(line, ",\"{key}_median_ms\":{:.3},\"{key}_p99_ms\":{:.3}", l.median_ms, l.p99_ms)?;
+                }
+            }
             line.push_str("}\n");
         } else {
+            let dash = || "-".to_string();
             writeln!(
                 line,
-                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {} | {:.2} ± {:.2} | {} | {} |",
+                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |",
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
                 size as f64 / (1 << 20) as f64,
                 n_params as f64 / 1e6,
@@ -74,11 +87,49 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
                 test.name(),
                 r.mean_tps,
                 r.stddev_tps,
-                gbps.map_or_else(|| "-".to_string(), |g| format!("{g:.2}")),
-                gbps.map_or_else(|| "-".to_string(), |g| format!("{:.0}%", 100.0 * g / read_gbps))
+                gbps.map_or_else(dash, |g| format!("{g:.2}")),
+                gbps.map_or_else(dash, |g| format!("{:.0}%", 100.0 * g / read_gbps)),
+                r.steps.map_or_else(dash, |l| format!("{:.2} ({:.2} / {:.2} ms)", l.tail(), l.p99_ms, l.median_ms)),
             )?;
+            if let Some(m) = machine {
+                writeln!(
+                    line,
+                    "| fixed work | - | - | - | {threads} | - | {} steps | - | - | - | {:.2} ({:.2} / {:.2} ms) |",
+                    test.name(),
+                    m.tail(),
+                    m.p99_ms,
+                    m.median_ms
+                )?;
+            }
         }
         print_out(&line)?;
     }
     Ok(())
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn paths_become_valid_json_strings() {
+        assert_eq!(json_string("/m/a.bin"), r#""/m/a.bin""#);
+        assert_eq!(json_string("a\"b\\c\nd\u{1}é"), r#""a\"b\\c\u000ad\u0001é""#);
+    }
 }

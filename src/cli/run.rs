@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use gpt_fast::bench::StepLatency;
 use gpt_fast::generate::{Flow, GenerateParams, Generator, StopReason};
 use gpt_fast::model::{Model, ModelOptions};
 use gpt_fast::sampler::SamplerParams;
@@ -42,6 +43,9 @@ pub fn run(path: &Path, model_args: &ModelArgs, args: RunArgs) -> CliResult {
         threads: model_args.threads_or_default(),
         context_shift: args.context_shift,
         kv_type: model_args.kv_type,
+        // A byte-level BPE token is at least one byte (special tokens are
+        // longer), plus perhaps a BOS token.
+        token_budget: prompt.len() + 1 + args.max_tokens,
         ..Default::default()
     };
     let mut generator = Generator::new(&model, options, args.sampler)?;
@@ -98,17 +102,10 @@ pub fn run(path: &Path, model_args: &ModelArgs, args: RunArgs) -> CliResult {
             _ => "",
         }
     );
-    if args.verbose && !generator.step_times().is_empty() {
-        let mut times: Vec<f64> = generator.step_times().iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        times.sort_by(f64::total_cmp);
-        let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    if let Some(l) = StepLatency::of(generator.step_times()).filter(|_| args.verbose) {
         eprintln!(
             "per-token decode latency over {} tokens: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            times.len(),
-            pct(0.5),
-            pct(0.9),
-            pct(0.99),
-            times[times.len() - 1]
+            l.steps, l.median_ms, l.p90_ms, l.p99_ms, l.max_ms
         );
     }
     Ok(())

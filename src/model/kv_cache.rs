@@ -21,6 +21,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use crate::format::HParams;
+use crate::mmap::ZeroedBuffer;
 
 /// Positions kept for ever at the start of the context (StreamingLLM's default).
 pub const DEFAULT_SINKS: usize = 4;
@@ -68,15 +69,15 @@ impl std::str::FromStr for KvType {
 
 /// Keys or values of every layer and KV head: `(n_layers, n_kv_heads, capacity, head_dim)`.
 enum Store {
-    F16(Vec<f16>),
-    F32(Vec<f32>),
+    F16(ZeroedBuffer<f16>),
+    F32(ZeroedBuffer<f32>),
 }
 
 impl Store {
     fn new(kv_type: KvType, len: usize) -> Self {
         match kv_type {
-            KvType::F16 => Self::F16(vec![f16::ZERO; len]),
-            KvType::F32 => Self::F32(vec![0.0; len]),
+            KvType::F16 => Self::F16(ZeroedBuffer::new(len).expect("allocating the KV cache")),
+            KvType::F32 => Self::F32(ZeroedBuffer::new(len).expect("allocating the KV cache")),
         }
     }
 

@@ -14,6 +14,10 @@ use gpt_fast_kernels::{Kernels, Matrix, Q8Acts, WeightData, Q8_BLOCK, Q8_TILE_RO
 
 use crate::threads::{ChunkCounter, DisjointChunks, ThreadPool};
 
+/// The most tokens one thread multiplies at once in prefill: the f16/f32
+/// GEMM's pass (its packed activations stay in L2).
+const MAX_GROUP: usize = 64;
+
 pub struct Parallel {
     pool: ThreadPool,
     /// Claim flags for the disjoint chunks of up to three outputs per operation.
@@ -62,9 +66,13 @@ impl Parallel {
             });
             return;
         }
-        // Groups of tokens: a multiple of 4 (the kernels' register tile), about
-        // two groups per thread for balance.
-        let group = n.div_ceil(2 * threads).next_multiple_of(4).clamp(4, 64);
+        // Groups of tokens, one per thread per round, as few rounds as keep a
+        // group within 64 tokens. Each group passes over the whole matrix
+        // (and widens f16 weights once per 64 tokens), so smaller groups only
+        // add passes: a 17-token prompt on 2 threads is 9 + 8 tokens, not
+        // 8 + 8 + 1.
+        let rounds = n.div_ceil(MAX_GROUP * threads);
+        let group = n.div_ceil(rounds * threads);
         let outs = DisjointChunks::new(&mut out[..n * rows], group * rows, &self.flags[0]);
         let quants = DisjointChunks::new(&mut xq[..n * cols], group * cols, &self.flags[1]);
         let scales = DisjointChunks::new(&mut xs[..n * nb], (group * nb).max(1), &self.flags[2]);
