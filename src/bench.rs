@@ -123,45 +123,48 @@ pub fn run(
     Ok(BenchResult { test, samples_tps, mean_tps: mean, stddev_tps: var.sqrt(), steps: StepLatency::of(&step_times) })
 }
 
-/// The machine's own jitter, to read decode's tail against: `steps` steps of
-/// fixed arithmetic lasting about `step` each, on `threads` threads that meet
-/// at a barrier after every step (as the pool's threads meet after every
-/// operation). The work never changes, so a slow step here is the machine's
-/// doing (preemption, interrupts, a hypervisor running something else on
-/// the core); where this loop's p99 / median is as high as decode's, the
-/// engine is not what sets decode's tail.
-pub fn fixed_work_latency(threads: usize, step: Duration, steps: usize) -> Option<StepLatency> {
-    // A dependent multiply-add chain: pure core time, no memory traffic.
-    fn chain(iterations: u64) -> f64 {
-        let mut x = 1.0f64;
-        for _ in 0..iterations {
-            x = std::hint::black_box(x * 1.000_000_1 + 1e-9);
+/// Decode without the arithmetic, to read decode's tail against: `steps`
+/// steps that each read `weights` (the bytes a decoded token reads) with a
+/// plain read loop, split across `threads` threads that meet at a barrier
+/// after every step (as the pool's threads do after every operation). The
+/// work never changes, so a slow step here is the machine's doing
+/// (preemption, interrupts, neighbours on the host taking the cores or the
+/// memory bandwidth); where this loop's p99 / median is as high as decode's,
+/// the engine is not what sets decode's tail.
+pub fn weight_read_latency(weights: &[&[u8]], threads: usize, steps: usize) -> Option<StepLatency> {
+    const CHUNK: usize = 256 << 10;
+    let chunks: Vec<&[u8]> = weights.iter().flat_map(|w| w.chunks(CHUNK)).collect();
+    let threads = threads.max(1);
+    let read = |thread: usize| {
+        let mut sum = 0u64;
+        for chunk in chunks.iter().skip(thread).step_by(threads) {
+            let (head, words, tail) = bytemuck::pod_align_to::<u8, u64>(chunk);
+            sum = words.iter().fold(sum, |a, &w| a.wrapping_add(w));
+            sum = head.iter().chain(tail).fold(sum, |a, &b| a.wrapping_add(u64::from(b)));
         }
-        x
-    }
-    let calibration = 1 << 20;
-    let start = Instant::now();
-    chain(calibration);
-    let per_second = calibration as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    let iterations = (per_second * step.as_secs_f64()).max(1.0) as u64;
-    let barrier = Barrier::new(threads.max(1));
+        std::hint::black_box(sum);
+    };
+    let barrier = Barrier::new(threads);
     let mut times = Vec::with_capacity(steps);
     std::thread::scope(|s| {
-        for _ in 1..threads.max(1) {
-            s.spawn(|| {
-                for _ in 0..steps {
+        for thread in 1..threads {
+            let (barrier, read) = (&barrier, &read);
+            s.spawn(move || {
+                for _ in 0..=steps {
                     barrier.wait();
-                    chain(iterations);
+                    read(thread);
                     barrier.wait();
                 }
             });
         }
-        for _ in 0..steps {
+        for step in 0..=steps {
             let start = Instant::now();
             barrier.wait();
-            chain(iterations);
+            read(0);
             barrier.wait();
-            times.push(start.elapsed());
+            if step > 0 {
+                times.push(start.elapsed()); // step 0 warms up
+            }
         }
     });
     StepLatency::of(&times)
@@ -207,8 +210,10 @@ mod tests {
     }
 
     #[test]
-    fn fixed_work_runs_every_step_on_every_thread() {
-        let l = fixed_work_latency(2, Duration::from_micros(200), 50).unwrap();
+    fn weight_reads_time_every_step() {
+        let bytes = vec![1u8; 3 << 20];
+        let parts = [&bytes[..1 << 20], &bytes[1 << 20..]];
+        let l = weight_read_latency(&parts, 2, 50).unwrap();
         assert_eq!(l.steps, 50);
         assert!(l.median_ms > 0.0 && l.p99_ms >= l.median_ms && l.max_ms >= l.p99_ms);
     }

@@ -2,7 +2,6 @@
 
 use std::fmt::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use gpt_fast::bench::{self, Test};
 use gpt_fast::model::{Model, ModelOptions};
@@ -49,11 +48,9 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
             Test::Generate(_) => Some(size as f64 * r.mean_tps / 1e9),
             Test::Prompt(_) => None,
         };
-        // The same number of steps of fixed work, as long as decode's median
-        // step: the machine's own tail, to read decode's against.
-        let machine = r
-            .steps
-            .and_then(|l| bench::fixed_work_latency(threads, Duration::from_secs_f64(l.median_ms / 1e3), l.steps));
+        // As many steps that only read the weights: the machine's own tail,
+        // to read decode's against.
+        let machine = r.steps.and_then(|l| bench::weight_read_latency(&model.per_token_weights(), threads, l.steps));
         let mut line = String::new();
         if args.json {
             write!(
@@ -69,7 +66,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
             if let Some(g) = gbps {
                 write!(line, ",\"gb_per_second\":{g:.3},\"roofline\":{:.4}", g / read_gbps)?;
             }
-            for (key, l) in [("step", r.steps), ("fixed_work_step", machine)] {
+            for (key, l) in [("step", r.steps), ("weight_read_step", machine)] {
                 if let Some(l) = l {
                     write!(line, ",\"{key}_median_ms\":{:.3},\"{key}_p99_ms\":{:.3}", l.median_ms, l.p99_ms)?;
                 }
@@ -94,7 +91,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
             if let Some(m) = machine {
                 writeln!(
                     line,
-                    "| fixed work | - | - | - | {threads} | - | {} steps | - | - | - | {:.2} ({:.2} / {:.2} ms) |",
+                    "| weight reads | - | - | - | {threads} | - | {} steps | - | - | - | {:.2} ({:.2} / {:.2} ms) |",
                     test.name(),
                     m.tail(),
                     m.p99_ms,

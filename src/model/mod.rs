@@ -142,18 +142,33 @@ impl Model {
         })
     }
 
+    /// The weights a decoded token reads, in order: every layer's matrices
+    /// and the output head (the embedding table gives one row a token).
+    pub fn per_token_weights(&self) -> Vec<&[u8]> {
+        use gpt_fast_kernels::WeightData;
+        let w = self.weights();
+        let mut parts = Vec::with_capacity(8 * w.layers.len() + 2);
+        fn add<'a>(parts: &mut Vec<&'a [u8]>, m: &gpt_fast_kernels::Matrix<'a>) {
+            match m.data {
+                WeightData::F32(d) => parts.push(bytemuck::cast_slice(d)),
+                WeightData::F16(d) => parts.push(bytemuck::cast_slice(d)),
+                WeightData::Q8 { quants, scales } => {
+                    parts.push(bytemuck::cast_slice(quants));
+                    parts.push(bytemuck::cast_slice(scales));
+                }
+            }
+        }
+        for l in &w.layers {
+            for m in [&l.attn_qkv.w, &l.attn_output.w, &l.ffn_up.w, &l.ffn_down.w] {
+                add(&mut parts, m);
+            }
+        }
+        add(&mut parts, &w.lm_head);
+        parts
+    }
+
     /// Bytes of weights read per decoded token (for GB/s figures).
     pub fn weight_bytes(&self) -> u64 {
-        let w = self.weights();
-        let mut total = 0u64;
-        let size = |m: &gpt_fast_kernels::Matrix| match m.data {
-            gpt_fast_kernels::WeightData::F32(d) => d.len() as u64 * 4,
-            gpt_fast_kernels::WeightData::F16(d) => d.len() as u64 * 2,
-            gpt_fast_kernels::WeightData::Q8 { quants, scales } => quants.len() as u64 + scales.len() as u64 * 2,
-        };
-        for l in &w.layers {
-            total += size(&l.attn_qkv.w) + size(&l.attn_output.w) + size(&l.ffn_up.w) + size(&l.ffn_down.w);
-        }
-        total + size(&w.lm_head)
+        self.per_token_weights().iter().map(|p| p.len() as u64).sum()
     }
 }
