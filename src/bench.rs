@@ -78,25 +78,33 @@ fn tokens(n: usize, vocab: u32) -> Vec<u32> {
     (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % vocab).collect()
 }
 
+/// Runs `test` `repetitions` times after a warm-up, each time from a context
+/// that already holds `depth` tokens (evaluated untimed, in batches).
 pub fn run(
     model: &Model,
     test: Test,
+    depth: usize,
     repetitions: usize,
     threads: usize,
     kv_type: KvType,
 ) -> Result<BenchResult, SessionError> {
     let n = test.tokens().max(1);
     let vocab = model.hparams().vocab_size;
-    let context = (n + 1).next_power_of_two().max(64).min(model.hparams().max_seq_len as usize).max(n + 1);
+    let needed = depth + n + 1;
+    let context = needed.next_power_of_two().max(64).min(model.hparams().max_seq_len as usize).max(needed);
     let batch = match test {
-        Test::Prompt(_) => n.min(512),
-        Test::Generate(_) => 1,
+        Test::Prompt(_) => n.max(depth).min(512),
+        Test::Generate(_) => depth.clamp(1, 512),
     };
     let mut session = Session::new(model, SessionOptions { context, batch, threads, kv_type, ..Default::default() })?;
-    let input = tokens(n, vocab);
+    let history = tokens(depth, vocab);
+    let input = tokens(depth + n, vocab).split_off(depth);
     let mut step_times = Vec::with_capacity(n * repetitions.max(1));
     let mut once = |step_times: &mut Vec<Duration>| -> Result<f64, SessionError> {
         session.reset();
+        if depth > 0 {
+            session.eval(&history)?;
+        }
         let start = Instant::now();
         match test {
             Test::Prompt(_) => {

@@ -11,6 +11,7 @@ use super::{print_out, CliResult, ModelArgs};
 pub struct BenchArgs<'a> {
     pub prompt: &'a [usize],
     pub generate: &'a [usize],
+    pub depth: &'a [usize],
     pub repetitions: usize,
     pub json: bool,
 }
@@ -41,8 +42,11 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
             bench::READ_LOOP_BYTES >> 20
         ))?;
     }
-    for test in tests {
-        let r = bench::run(&model, test, args.repetitions, threads, kv)?;
+    let depths = if args.depth.is_empty() { &[0][..] } else { args.depth };
+    for (test, &depth) in tests.flat_map(|t| depths.iter().map(move |d| (t, d))) {
+        let r = bench::run(&model, test, depth, args.repetitions, threads, kv)?;
+        // llama-bench's name for a test at depth.
+        let name = if depth > 0 { format!("{} @ d{depth}", test.name()) } else { test.name() };
         // Decode reads every weight once per token: bytes per token × tokens/s.
         let gbps = match test {
             Test::Generate(_) => Some(size as f64 * r.mean_tps / 1e9),
@@ -55,7 +59,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         if args.json {
             write!(
                 line,
-                "{{\"model\":{},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"kv_type\":\"{}\",\"test\":\"{}\",\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
+                "{{\"model\":{},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"kv_type\":\"{}\",\"test\":\"{}\",\"depth\":{depth},\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
                 json_string(&path.display().to_string()),
                 kv.name(),
                 test.name(),
@@ -81,7 +85,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
                 size as f64 / (1 << 20) as f64,
                 n_params as f64 / 1e6,
                 kv.name(),
-                test.name(),
+                name,
                 r.mean_tps,
                 r.stddev_tps,
                 gbps.map_or_else(dash, |g| format!("{g:.2}")),
@@ -92,7 +96,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
                 writeln!(
                     line,
                     "| weight reads | - | - | - | {threads} | - | {} steps | - | - | - | {:.2} ({:.2} / {:.2} ms) |",
-                    test.name(),
+                    name,
                     m.tail(),
                     m.p99_ms,
                     m.median_ms

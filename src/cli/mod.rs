@@ -116,6 +116,10 @@ enum Command {
         /// Generation lengths to test, one token at a time.
         #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_values_t = [64, 128])]
         generate: Vec<usize>,
+        /// Tokens already in the context when each test starts (llama-bench's
+        /// `-d`): decode at depth pays for attention over them.
+        #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_values_t = [0])]
+        depth: Vec<usize>,
         /// Timed repetitions per test (after one warm-up run).
         #[arg(short = 'r', long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         repetitions: u64,
@@ -208,10 +212,16 @@ pub fn run(cli: Cli) -> CliResult {
             let text = prompt::read_text(None, Some(&file))?;
             text::perplexity(&model, &model_args, &text, ctx_size as usize, stream)
         }
-        Command::Bench { model, model_args, prompt, generate, repetitions, json } => bench::bench(
+        Command::Bench { model, model_args, prompt, generate, depth, repetitions, json } => bench::bench(
             &model,
             &model_args,
-            &bench::BenchArgs { prompt: &prompt, generate: &generate, repetitions: repetitions as usize, json },
+            &bench::BenchArgs {
+                prompt: &prompt,
+                generate: &generate,
+                depth: &depth,
+                repetitions: repetitions as usize,
+                json,
+            },
         ),
     }
 }
