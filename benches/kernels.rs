@@ -6,9 +6,10 @@
 //!   stream, in the same run. The q8 matrix `q8/32768x32768` is as large
 //!   (1 GiB of quants), so neither fits this VM's 300 MiB L3: that pair is
 //!   the like-for-like comparison.
-//! - `gemm`: prefill shapes (n = 64 and 128 tokens), reported as elements/s
-//!   where one element is one FLOP (2 × rows × cols × n per call): read
-//!   "Gelem/s" as GFLOP/s.
+//! - `gemm`: prefill shapes (n = 2 to 16 tokens, what one thread multiplies
+//!   for a short prompt; n = 64 and 128), reported as elements/s where one
+//!   element is one FLOP (2 × rows × cols × n per call): read "Gelem/s" as
+//!   GFLOP/s.
 //! - `attention`: one KV head of SmolLM2's shape (3 query heads, head_dim 64),
 //!   f16 and f32 keys and values: decode at context depths 128, 512 and 2048
 //!   as GB/s of keys and values read, causal prefill of 128 and 512 tokens as
@@ -300,7 +301,7 @@ fn gemm(c: &mut Criterion) {
         for dtype in DTYPES {
             let w = OwnedMatrix::new(dtype, rows, cols, 2);
             let m = w.view();
-            for n in [64, 128] {
+            for n in [2, 4, 8, 9, 16, 64, 128] {
                 let acts = Acts::new(n, cols, 3);
                 let mut out = vec![0f32; n * rows];
                 // One element = one FLOP (a multiply and an add per weight per token).

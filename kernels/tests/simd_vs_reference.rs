@@ -182,27 +182,86 @@ fn matmul_q8_matches_reference() {
             for cols in [32, 96, 160, 576, 4096] {
                 let (quants, scales) = random_q8(&mut rng, rows, cols);
                 for n in [1, 2, 3, 5, 8] {
-                    let (xq, xs) = random_acts(&mut rng, n, cols);
-                    let acts = Q8Acts { cols, quants: &xq, scales: &xs };
-                    for range in row_ranges(rows) {
-                        let stride = range.len() + 3; // gaps between tokens stay untouched
-                        let mut want = vec![f32::NAN; n * stride];
-                        let mut got = want.clone();
-                        reference::matmul_q8(&quants, &scales, cols, range.clone(), &acts, n, &mut want, stride);
-                        (k.matmul_q8)(&quants, &scales, cols, range.clone(), &acts, n, &mut got, stride);
-                        let nb = cols / Q8_BLOCK;
-                        let what = format!("{} matmul_q8 rows {range:?}/{rows} cols {cols} n {n}", k.name());
-                        assert_close(&what, &got, &want, |i| {
-                            let (t, j) = (i / stride, i % stride);
-                            if j >= range.len() {
-                                return 0.0; // must stay NaN: compared as NaN == NaN
-                            }
-                            let m =
-                                q8_magnitude(&quants, &scales, cols, range.start + j, &xq[t * cols..], &xs[t * nb..]);
-                            (1e-5 * m) as f32 + f32::MIN_POSITIVE
-                        });
-                    }
+                    check_matmul_q8(&k, &mut rng, &quants, &scales, rows, cols, n);
                 }
+            }
+        }
+    }
+}
+
+/// Token counts of a prefill (the AVX-512 GEMM from 5 tokens, in vectors of
+/// 16, a last one of at most 8 tokens as a half vector): whole vectors, runs
+/// of 1 to 3 vectors, partial and half last vectors.
+#[test]
+fn matmul_q8_many_tokens_matches_reference() {
+    for k in tables() {
+        let mut rng = Rng::new(2);
+        for rows in [9, 40, 300] {
+            for cols in [32, 576, 1536] {
+                let (quants, scales) = random_q8(&mut rng, rows, cols);
+                for n in [15, 16, 17, 31, 32, 33, 48, 64, 65, 100] {
+                    check_matmul_q8(&k, &mut rng, &quants, &scales, rows, cols, n);
+                }
+            }
+        }
+        // Wide rows: the AVX-512 GEMM in several passes over the tokens
+        // (4096 columns: 32 tokens a pass), and above its widest (8192).
+        for cols in [4096, 8224] {
+            let (quants, scales) = random_q8(&mut rng, 17, cols);
+            for n in [8, 33, 100] {
+                check_matmul_q8(&k, &mut rng, &quants, &scales, 17, cols, n);
+            }
+        }
+    }
+}
+
+/// `n` random activation rows times the matrix, over every range of
+/// [`row_ranges`], against the reference.
+fn check_matmul_q8(k: &Kernels, rng: &mut Rng, quants: &[i8], scales: &[f16], rows: usize, cols: usize, n: usize) {
+    let (xq, xs) = random_acts(rng, n, cols);
+    let acts = Q8Acts { cols, quants: &xq, scales: &xs };
+    for range in row_ranges(rows) {
+        let stride = range.len() + 3; // gaps between tokens stay untouched
+        let mut want = vec![f32::NAN; n * stride];
+        let mut got = want.clone();
+        reference::matmul_q8(quants, scales, cols, range.clone(), &acts, n, &mut want, stride);
+        (k.matmul_q8)(quants, scales, cols, range.clone(), &acts, n, &mut got, stride);
+        let nb = cols / Q8_BLOCK;
+        let what = format!("{} matmul_q8 rows {range:?}/{rows} cols {cols} n {n}", k.name());
+        assert_close(&what, &got, &want, |i| {
+            let (t, j) = (i / stride, i % stride);
+            if j >= range.len() {
+                return 0.0; // must stay NaN: compared as NaN == NaN
+            }
+            let m = q8_magnitude(quants, scales, cols, range.start + j, &xq[t * cols..], &xs[t * nb..]);
+            (1e-5 * m) as f32 + f32::MIN_POSITIVE
+        });
+    }
+}
+
+/// An output does not depend on the call it was computed in: the same token
+/// and row give the same bits whatever the token count (below and above the
+/// AVX-512 GEMM's threshold), the token's position in the batch, and the row
+/// range. The model's prefill relies on it (results independent of the
+/// thread split).
+#[test]
+fn matmul_q8_is_batch_invariant() {
+    for k in tables() {
+        let mut rng = Rng::new(3);
+        let (rows, cols, n) = (300, 576, 100);
+        let (quants, scales) = random_q8(&mut rng, rows, cols);
+        let (xq, xs) = random_acts(&mut rng, n, cols);
+        let nb = cols / Q8_BLOCK;
+        let mut all = vec![0f32; n * rows];
+        let acts = Q8Acts { cols, quants: &xq, scales: &xs };
+        (k.matmul_q8)(&quants, &scales, cols, 0..rows, &acts, n, &mut all, rows);
+        for (t0, tn) in [(0, 64), (36, 64), (7, 33), (50, 8), (3, 7), (90, 4), (99, 1), (0, 1)] {
+            let acts = Q8Acts { cols, quants: &xq[t0 * cols..][..tn * cols], scales: &xs[t0 * nb..][..tn * nb] };
+            for range in row_ranges(rows) {
+                let mut got = vec![0f32; tn * range.len()];
+                (k.matmul_q8)(&quants, &scales, cols, range.clone(), &acts, tn, &mut got, range.len());
+                let want: Vec<f32> = (t0..t0 + tn).flat_map(|t| all[t * rows..][range.clone()].to_vec()).collect();
+                assert_bits(&format!("{} matmul_q8 tokens {t0}..+{tn} rows {range:?}", k.name()), &got, &want);
             }
         }
     }
@@ -320,6 +379,44 @@ fn matmul_f32_f16_token_counts() {
         for n in (1..=13).chain([15, 16, 24, 31, 32, 47, 48, 63, 64, 65, 100, 129]) {
             for (rows, cols) in [(13, 40), (25, 67)] {
                 float_matmul_case(&k, &mut rng, rows, cols, n);
+            }
+        }
+    }
+}
+
+/// A float matmul output does not depend on the call it was computed in,
+/// for two or more tokens: the same token and row give the same bits
+/// whatever the token count (the few-token path up to 16 tokens, the GEMM
+/// above), the token's position in the batch and the row range, with one
+/// column block (576) and two (2100). The model's prefill relies on it
+/// (results independent of the thread split). One token is the GEMV, which
+/// sums in another order.
+#[test]
+fn matmul_f32_f16_are_batch_invariant() {
+    for k in tables() {
+        let mut rng = Rng::new(5);
+        for (rows, cols, n) in [(300, 576, 100), (30, 2100, 40)] {
+            let w32 = rng.vec(rows * cols, 1.0);
+            let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+            let x = rng.vec(n * cols, 3.0);
+            let mut all32 = vec![0f32; n * rows];
+            let mut all16 = vec![0f32; n * rows];
+            (k.matmul_f32)(&w32, cols, 0..rows, &x, n, &mut all32, rows);
+            (k.matmul_f16)(&w16, cols, 0..rows, &x, n, &mut all16, rows);
+            let groups = [(0, 33), (7, 17), (3, 16), (20, 9), (11, 8), (30, 5), (n - 2, 2), (1, 2)];
+            for (t0, tn) in groups {
+                let xt = &x[t0 * cols..][..tn * cols];
+                for range in row_ranges(rows) {
+                    let what = format!("{} matmul rows {range:?}/{rows} cols {cols} tokens {t0}..+{tn}", k.name());
+                    let want = |all: &[f32]| -> Vec<f32> {
+                        (t0..t0 + tn).flat_map(|t| all[t * rows..][range.clone()].to_vec()).collect()
+                    };
+                    let mut got = vec![0f32; tn * range.len()];
+                    (k.matmul_f32)(&w32, cols, range.clone(), xt, tn, &mut got, range.len());
+                    assert_bits(&format!("{what} f32"), &got, &want(&all32));
+                    (k.matmul_f16)(&w16, cols, range.clone(), xt, tn, &mut got, range.len());
+                    assert_bits(&format!("{what} f16"), &got, &want(&all16));
+                }
             }
         }
     }

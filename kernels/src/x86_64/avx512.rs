@@ -2,10 +2,12 @@
 //! the AVX2 kernel (the CPU check below includes AVX2, FMA and F16C, so those
 //! are valid here too).
 //!
-//! Layout: `matmul_q8` holds the q8 matmul (`vpdpbusd`), `matmul_float` the
+//! Layout: `matmul_q8` holds the q8 matmul (`vpdpbusd`), `gemm_q8` its
+//! many-token register tile (tokens in lanes), `matmul_float` the
 //! f32/f16 GEMV and GEMM register tile (the GEMM's blocking is the AVX2
 //! module's driver), `simd` the load/store helpers.
 
+mod gemm_q8;
 mod matmul_float;
 mod matmul_q8;
 mod simd;

@@ -1,6 +1,6 @@
 //! AVX2 f32/f16 matmuls, and the GEMM driver the AVX-512 kernels share.
 //!
-//! Two regimes with different limits:
+//! Three regimes with different limits:
 //! - one token (decode, [`gemv`]): every weight is used once, so the kernel
 //!   only has to keep up with memory. Enough independent FMA chains and loads
 //!   in flight that neither FMA latency nor f16 widening is the bottleneck.
@@ -15,6 +15,13 @@
 //!   weights live in per-thread scratch that grows to the largest shape seen,
 //!   so only a thread's first prefill (of a new size) allocates; decode never
 //!   touches it.
+//! - a few tokens (2 to [`FEW_TOKENS`], what one thread multiplies for a
+//!   short prompt, [`few_tokens`]): the GEMM's register tiles and arithmetic,
+//!   without its blocking, which only pays off over many tokens; tiles shaped
+//!   so that few lanes idle. Every output is computed exactly as the GEMM
+//!   computes it, so results do not depend on how a prompt's tokens are
+//!   split into calls (the model's prefill relies on it); one token (the
+//!   GEMV) sums in another order.
 //!
 //! Both prefetch in software: the weight rows of a model are short streams
 //! that the hardware prefetcher ramps up on too late (see
@@ -66,6 +73,17 @@ const GEMM_BLOCK_TOKENS: usize = 64;
 /// activations): every token group passes over one block of rows before the
 /// next is widened, so each f16 weight is widened once per pass.
 const GEMM_BLOCK_WEIGHTS: usize = 16 * 1024;
+
+/// The most tokens the few-token tiles take (see [`few_tokens`]); more go to
+/// the GEMM.
+pub(in crate::x86_64) const FEW_TOKENS: usize = 16;
+/// Weight rows of the AVX2 few-token tile for up to 8 tokens (one vector):
+/// 12 FMA chains, as many as the GEMM tile's 6 × 2 (6 would leave the FMA
+/// units idle for their latency). Up to 16 tokens use the GEMM tile's shape.
+const FEW_ROWS: usize = 12;
+/// Columns of weights the few-token tiles widen at a time (see
+/// [`fill_chunk`]): at most 24 rows × 64 × 4 bytes = 6 KiB, in L1.
+pub(in crate::x86_64) const FEW_CHUNK: usize = 64;
 
 /// Checks the output shape shared by the matmuls: token `t`'s results go to
 /// `out[t * out_stride..][..rows.len()]`.
@@ -156,6 +174,15 @@ fn float_matmul<W: FloatWeight>(
     let w = &w[rows.start * cols..rows.end * cols];
     if n == 1 {
         gemv(w, cols, &x[..cols], &mut out[..rows.len()], load);
+    } else if n <= 8 {
+        let shape = TileShape { rows: FEW_ROWS, tokens: 8 };
+        few_tokens(w, cols, &x[..n * cols], out, out_stride, shape, 1, |tile| few_tile::<W, FEW_ROWS, 1>(tile, load));
+    } else if n <= FEW_TOKENS && W::as_f32(w).is_none() {
+        // f32 weights: the GEMM broadcasts them in place, measured faster
+        // than this tile's copies for 9 to 16 tokens (390 vs 490 µs for
+        // 1536 × 576); the results are the same.
+        let shape = TileShape { rows: TILE_ROWS, tokens: 16 };
+        few_tokens(w, cols, &x[..n * cols], out, out_stride, shape, 1, |tile| few_tile::<W, TILE_ROWS, 2>(tile, load));
     } else {
         let widen = |w: &[W], out: &mut [f32]| widen(w, out, load);
         let shape = TileShape { rows: TILE_ROWS, tokens: TILE_VECTORS * 8 };
@@ -243,19 +270,23 @@ pub(in crate::x86_64) struct TileShape {
     pub tokens: usize,
 }
 
-/// One register tile's inputs and outputs, as the [`gemm`] driver hands them
+/// One register tile's inputs and outputs, as the [`gemm`] driver (f32
+/// weights) and the [`few_tokens`] driver (the matrix's own weights) hand them
 /// to an ISA's tile kernel.
-pub(in crate::x86_64) struct Tile<'a> {
+pub(in crate::x86_64) struct Tile<'a, W = f32> {
     /// The tile's weight rows: row `r`, column `k` at `w[r * w_stride + k]`.
-    pub w: &'a [f32],
+    pub w: &'a [W],
     pub w_stride: usize,
     /// Packed activations: column `k`, token `t` at `x[k * tokens + t]`, where
-    /// `tokens` is `token_vectors` times the ISA's vector width.
+    /// `tokens` is `token_vectors` times the ISA's vector width (for the
+    /// few-token tiles, the lanes of their vectors, each token `copies` times:
+    /// see [`few_tokens`]).
     pub x: &'a [f32],
     /// Columns to sum over.
     pub kc: usize,
     /// Vectors of tokens: the full tile's count, or 1 for a last group that
-    /// fits one vector.
+    /// fits one vector (0 for the few-token tiles, whose count is a const
+    /// parameter).
     pub token_vectors: usize,
     /// Memory to pull into L2 while the tile computes (see [`Prefetch`]).
     pub prefetch: &'a [u8],
@@ -571,4 +602,193 @@ fn tile_kernel<const V: usize>(tile: Tile) {
             out.put::<R>(v * 8 + i, rows.first_chunk().expect("R <= 8"));
         }
     }
+}
+
+// ------------------------------------------------------------ few tokens
+
+/// `out[t * out_stride + r] = dot(w[r], x[t])` for a few tokens (at most the
+/// `shape.tokens` of one register tile), with the same arithmetic as [`gemm`]:
+/// the tokens are packed once per block of [`GEMM_BLOCK_COLS`] columns
+/// (`copies` times each, for a tile that puts that many rows in a vector), and
+/// `tile_kernel` computes each tile of `shape.rows` rows from the matrix's own
+/// weights (see [`Tile`]; a last tile with fewer rows than the kernel's has
+/// `out.rows` < `shape.rows`), one FMA chain per output in column order, so
+/// each result is bit-identical to what [`gemm`] computes for it.
+///
+/// Why not [`gemm`]: with one token group, each weight is used by one FMA, so
+/// the GEMM's overheads are not amortized: its block of widened rows (55 KiB)
+/// does not fit L1 next to the packed tokens, its tiles broadcast from 12
+/// row pointers (spilled), and a group of 8 tokens fills half the AVX-512
+/// tile's lanes. The few-token tiles widen [`FEW_CHUNK`] columns at a time
+/// into a small buffer (see [`fill_chunk`]) and are shaped for the token
+/// count: f16, 1536 × 576, 8 tokens on AVX-512 went from 350 to 180 µs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::x86_64) fn few_tokens<W: FloatWeight>(
+    w: &[W],
+    cols: usize,
+    x: &[f32],
+    out: &mut [f32],
+    out_stride: usize,
+    shape: TileShape,
+    copies: usize,
+    tile_kernel: impl Fn(Tile<W>),
+) {
+    let TileShape { rows: tile_rows, tokens } = shape;
+    let (n_rows, n) = (w.len() / cols, x.len() / cols);
+    assert!(n <= tokens, "few_tokens: more tokens than a tile");
+    let block_cols = cols.min(GEMM_BLOCK_COLS);
+    let mut scratch = SCRATCH.take();
+    scratch.x.resize(scratch.x.len().max(copies * tokens * block_cols), 0.0);
+    for k0 in (0..cols).step_by(block_cols) {
+        let kc = (cols - k0).min(block_cols);
+        let xp = &mut scratch.x[..copies * tokens * kc];
+        if copies == 1 {
+            pack_tokens(&x[k0..], cols, n, kc, tokens, xp);
+        } else {
+            // Lane `copies * t + c` holds token t, for the tile's rows
+            // interleaved along the lanes.
+            xp.fill(0.0);
+            for (k, col) in xp.chunks_exact_mut(copies * tokens).enumerate() {
+                for (t, lanes) in col.chunks_exact_mut(copies).take(n).enumerate() {
+                    lanes.fill(x[t * cols + k0 + k]);
+                }
+            }
+        }
+        for r0 in (0..n_rows).step_by(tile_rows) {
+            let rn = (n_rows - r0).min(tile_rows);
+            // The next tile's weights, pulled into L2 while this one computes
+            // (as in `gemm`, when its rows are contiguous).
+            let next_rows = (r0 + tile_rows).min(n_rows)..(r0 + 2 * tile_rows).min(n_rows);
+            let next: &[u8] =
+                if kc == cols { bytemuck::cast_slice(&w[next_rows.start * cols..next_rows.end * cols]) } else { &[] };
+            let out = TileOut { out: &mut out[r0..], stride: out_stride, rows: rn, tokens: n, accumulate: k0 > 0 };
+            let w = &w[r0 * cols + k0..][..(rn - 1) * cols + kc];
+            tile_kernel(Tile { w, w_stride: cols, x: xp, kc, token_vectors: 0, prefetch: next, out });
+        }
+    }
+    SCRATCH.set(scratch);
+}
+
+/// Where a few-token tile is in its prefetching (see [`Prefetch`]): line
+/// `line` is due before column `next`.
+pub(in crate::x86_64) struct PrefetchCursor<'a> {
+    prefetch: Prefetch<'a>,
+    line: usize,
+    next: usize,
+}
+
+impl<'a> PrefetchCursor<'a> {
+    pub fn new(bytes: &'a [u8], kc: usize) -> Self {
+        Self { prefetch: Prefetch::new(bytes, kc), line: 0, next: 0 }
+    }
+
+    /// Called before each column `k` of the tile, in order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn column(&mut self, k: usize) {
+        if k == self.next {
+            self.prefetch.line(self.line);
+            self.line += 1;
+            self.next += self.prefetch.chunk;
+        }
+    }
+}
+
+/// Fills `buf[r][..len]` with columns `k0..k0 + len` of `rows[r]` as f32:
+/// the few-token tiles broadcast their weights from this one small buffer
+/// (in L1, every row at a fixed offset from one pointer) rather than from
+/// `R` rows of the matrix.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::x86_64) fn fill_chunk<W: FloatWeight, const R: usize>(
+    rows: &[&[W]; R],
+    k0: usize,
+    len: usize,
+    buf: &mut [[f32; FEW_CHUNK]; R],
+    widen: impl Fn(&[W], &mut [f32]),
+) {
+    for (row, buf) in rows.iter().zip(buf) {
+        let row = &row[k0..k0 + len];
+        match W::as_f32(row) {
+            Some(row) => buf[..len].copy_from_slice(row),
+            None => widen(row, &mut buf[..len]),
+        }
+    }
+}
+
+/// The AVX2 few-token register tile: `R` weight rows × `V` vectors of 8
+/// tokens, one FMA chain per output, summed over the tile's columns in order
+/// (as [`tile_kernel`]), [`FEW_CHUNK`] columns at a time (see
+/// [`fill_chunk`]). Rows past `out.rows` repeat the last row; their results
+/// are dropped.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn few_tile<W: FloatWeight, const R: usize, const V: usize>(tile: Tile<W>, load: impl Fn(&[W]) -> __m256 + Copy) {
+    let Tile { w, w_stride, x, kc, prefetch, mut out, .. } = tile;
+    let x8 = &x.as_chunks::<8>().0[..kc * V];
+    let mut rows: [&[W]; R] = [&[]; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = &w[r.min(out.rows - 1) * w_stride..][..kc];
+    }
+    let mut prefetch = PrefetchCursor::new(prefetch, kc);
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    let mut buf = [[0f32; FEW_CHUNK]; R];
+    for k0 in (0..kc).step_by(FEW_CHUNK) {
+        let len = (kc - k0).min(FEW_CHUNK);
+        fill_chunk(&rows, k0, len, &mut buf, |w, out| widen(w, out, load));
+        few_columns(&mut acc, &buf, &x8[k0 * V..(k0 + len) * V], &mut prefetch, k0);
+    }
+    // by_row[g][v][i]: the accumulators of rows 8g + i, token vector v
+    // (rows R.. zero), each 8 × 8 block transposed into by_token[t][r], the
+    // results of token t, row r (R <= 16, 8 * V <= 16).
+    let mut by_row = [[[_mm256_setzero_ps(); 8]; V]; 2];
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (v, &a) in acc_r.iter().enumerate() {
+            by_row[r / 8][v][r % 8] = a;
+        }
+    }
+    let mut by_token = [[0f32; 16]; 16];
+    for (g, by_row) in by_row.iter().enumerate().take(R.div_ceil(8)) {
+        for (v, &by_row) in by_row.iter().enumerate() {
+            for (i, &col) in transpose8(by_row).iter().enumerate() {
+                store8(&mut by_token[v * 8 + i][g * 8..], col);
+            }
+        }
+    }
+    for (t, rows) in by_token.iter().enumerate().take(out.tokens) {
+        out.put::<R>(t, rows.first_chunk().expect("R <= 16"));
+    }
+}
+
+/// The FMAs of [`few_tile`] over one chunk of columns `k0..`:
+/// `acc[r][v] += buf[r][k] × x8[k * V + v]` for each column `k` in order.
+/// Not inlined: with the chunk's widening in the same loop, LLVM keeps the
+/// accumulators on the stack instead of in registers; a call per chunk only
+/// moves them there and back once.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn few_columns<const R: usize, const V: usize>(
+    acc: &mut [[__m256; V]; R],
+    buf: &[[f32; FEW_CHUNK]; R],
+    x8: &[[f32; 8]],
+    prefetch: &mut PrefetchCursor,
+    k0: usize,
+) {
+    let mut a = *acc;
+    for (k, xk) in x8.chunks_exact(V).enumerate().take(FEW_CHUNK) {
+        prefetch.column(k0 + k);
+        let mut xv = [_mm256_setzero_ps(); V];
+        for (xv, xk) in xv.iter_mut().zip(xk) {
+            *xv = load8(xk);
+        }
+        for (a_r, buf) in a.iter_mut().zip(buf) {
+            // SAFETY: k < FEW_CHUNK, from `take` above.
+            let b = _mm256_set1_ps(unsafe { *buf.get_unchecked(k) });
+            for (a, &xv) in a_r.iter_mut().zip(&xv) {
+                *a = _mm256_fmadd_ps(b, xv, *a);
+            }
+        }
+    }
+    *acc = a;
 }

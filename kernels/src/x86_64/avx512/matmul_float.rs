@@ -1,7 +1,8 @@
-//! AVX-512 f32/f16 matmuls: the AVX2 module's GEMV and GEMM designs with
-//! 16-lane registers, using the 32 zmm registers for a larger GEMM tile. The
-//! GEMM's blocking, packing and output writes are the AVX2 module's driver;
-//! only the register tile is here.
+//! AVX-512 f32/f16 matmuls: the AVX2 module's GEMV, GEMM and few-token
+//! designs with 16-lane registers, using the 32 zmm registers for larger
+//! tiles. The GEMM's and the few-token path's blocking, packing and output
+//! writes are the AVX2 module's drivers; only the register tiles are here,
+//! among them one for up to 8 tokens that puts two rows in each vector.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -10,7 +11,8 @@ use half::f16;
 
 use super::simd::{load16, load16_f16, load16_f16_partial, load16_partial, store16};
 use crate::x86_64::avx2::matmul_float::{
-    check_out, gemm, FloatWeight, Prefetch, Tile, TileShape, GEMV_PREFETCH_GROUPS, GEMV_PREFETCH_MAX,
+    check_out, few_tokens, fill_chunk, gemm, FloatWeight, Prefetch, PrefetchCursor, Tile, TileShape, FEW_CHUNK,
+    FEW_TOKENS, GEMV_PREFETCH_GROUPS, GEMV_PREFETCH_MAX,
 };
 
 /// Weight rows per GEMV step, with two accumulators each (32 columns a step):
@@ -25,6 +27,12 @@ const GEMV_ROWS: usize = 4;
 /// time (two threads, 128 tokens). 14 rows measured no faster.
 const TILE_ROWS: usize = 12;
 const TILE_VECTORS: usize = 2;
+
+/// Weight rows of the few-token register tile (one vector of 16 tokens).
+const FEW_ROWS: usize = 12;
+/// Vectors of the pair tile (up to 8 tokens): each holds two rows' 8 tokens,
+/// so the tile has twice as many rows.
+const PAIR_VECTORS: usize = 12;
 
 /// As [`crate::reference::matmul_f32`]: a GEMV for one token, the GEMM with the
 /// AVX-512 register tile for more.
@@ -91,6 +99,14 @@ fn float_matmul<W: FloatWeight>(
     let w = &w[rows.start * cols..rows.end * cols];
     if n == 1 {
         gemv(w, cols, &x[..cols], &mut out[..rows.len()], load, load_partial);
+    } else if n <= 8 {
+        let shape = TileShape { rows: 2 * PAIR_VECTORS, tokens: 8 };
+        few_tokens(w, cols, &x[..n * cols], out, out_stride, shape, 2, |tile| pair_tile(tile, load, load_partial));
+    } else if n <= FEW_TOKENS {
+        let shape = TileShape { rows: FEW_ROWS, tokens: 16 };
+        few_tokens(w, cols, &x[..n * cols], out, out_stride, shape, 1, |tile| {
+            few_tile::<W, FEW_ROWS>(tile, load, load_partial)
+        });
     } else {
         let widen = |w: &[W], out: &mut [f32]| widen(w, out, load, load_partial);
         let shape = TileShape { rows: TILE_ROWS, tokens: TILE_VECTORS * 16 };
@@ -279,4 +295,160 @@ fn transpose16(v: [__m512; 16]) -> [__m512; 16] {
         out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(hi01, hi23);
     }
     out
+}
+
+/// The AVX-512 few-token register tile: `R` weight rows × 16 tokens, as the
+/// AVX2 module's `few_tile` (one FMA chain per output in column order,
+/// [`FEW_CHUNK`] columns at a time; rows past `out.rows` repeat the last row
+/// and are dropped).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn few_tile<W: FloatWeight, const R: usize>(
+    tile: Tile<W>,
+    load: impl Fn(&[W]) -> __m512 + Copy,
+    load_partial: impl Fn(&[W]) -> __m512 + Copy,
+) {
+    let Tile { w, w_stride, x, kc, prefetch, mut out, .. } = tile;
+    let x16 = &x.as_chunks::<16>().0[..kc];
+    let mut rows: [&[W]; R] = [&[]; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = &w[r.min(out.rows - 1) * w_stride..][..kc];
+    }
+    let mut prefetch = PrefetchCursor::new(prefetch, kc);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut buf = [[0f32; FEW_CHUNK]; R];
+    for k0 in (0..kc).step_by(FEW_CHUNK) {
+        let len = (kc - k0).min(FEW_CHUNK);
+        fill_chunk(&rows, k0, len, &mut buf, |w, out| widen(w, out, load, load_partial));
+        few_columns(&mut acc, &buf, &x16[k0..k0 + len], &mut prefetch, k0);
+    }
+    // by_row[g][i]: the accumulators of row 16g + i (rows R.. zero), each
+    // 16 × 16 block transposed into by_token[t][r], token t's result for
+    // row r (R <= 32).
+    let mut by_row = [[_mm512_setzero_ps(); 16]; 2];
+    for (r, &a) in acc.iter().enumerate() {
+        by_row[r / 16][r % 16] = a;
+    }
+    let mut by_token = [[0f32; 32]; 16];
+    for (g, &by_row) in by_row.iter().enumerate().take(R.div_ceil(16)) {
+        for (by_token, &col) in by_token.iter_mut().zip(&transpose16(by_row)) {
+            store16(&mut by_token[g * 16..], col);
+        }
+    }
+    for (t, rows) in by_token.iter().enumerate().take(out.tokens) {
+        out.put::<R>(t, rows.first_chunk().expect("R <= 32"));
+    }
+}
+
+/// The FMAs of [`few_tile`] over one chunk of columns `k0..`:
+/// `acc[r] += buf[r][k] × x16[k]` for each column `k` in order. Not inlined,
+/// for the reason the AVX2 module's `few_columns` gives.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn few_columns<const R: usize>(
+    acc: &mut [__m512; R],
+    buf: &[[f32; FEW_CHUNK]; R],
+    x16: &[[f32; 16]],
+    prefetch: &mut PrefetchCursor,
+    k0: usize,
+) {
+    let mut a = *acc;
+    for (k, xk) in x16.iter().enumerate().take(FEW_CHUNK) {
+        prefetch.column(k0 + k);
+        let xv = load16(xk);
+        for (a, buf) in a.iter_mut().zip(buf) {
+            // SAFETY: k < FEW_CHUNK, from `take` above.
+            let b = _mm512_set1_ps(unsafe { *buf.get_unchecked(k) });
+            *a = _mm512_fmadd_ps(b, xv, *a);
+        }
+    }
+    *acc = a;
+}
+
+/// The AVX-512 register tile for up to 8 tokens: [`PAIR_VECTORS`] vectors
+/// (`P`), each holding
+/// two weight rows × 8 tokens (lane `2t + h`: row `2p + h`, token `t`), so a
+/// vector of FMAs has no idle lanes: the weights are widened
+/// [`FEW_CHUNK`] columns at a time into pairs (row `2p`, row `2p + 1`) that one
+/// 64-bit broadcast spreads over the lanes, the tokens are packed twice each
+/// (see `few_tokens`). One FMA chain per output in column order, as every
+/// tile; rows past `out.rows` repeat the last row and are dropped.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pair_tile<W: FloatWeight>(
+    tile: Tile<W>,
+    load: impl Fn(&[W]) -> __m512 + Copy,
+    load_partial: impl Fn(&[W]) -> __m512 + Copy,
+) {
+    const P: usize = PAIR_VECTORS;
+    let Tile { w, w_stride, x, kc, prefetch, mut out, .. } = tile;
+    let x16 = &x.as_chunks::<16>().0[..kc];
+    let row = |r: usize| &w[r.min(out.rows - 1) * w_stride..][..kc];
+    let mut pairs: [[&[W]; 2]; P] = [[&[]; 2]; P];
+    for (p, pair) in pairs.iter_mut().enumerate() {
+        *pair = [row(2 * p), row(2 * p + 1)];
+    }
+    let mut prefetch = PrefetchCursor::new(prefetch, kc);
+    let mut acc = [_mm512_setzero_ps(); P];
+    // buf[p][k]: the f32 pair (row 2p, row 2p + 1) of column k, as one f64.
+    let mut buf = [[0f64; FEW_CHUNK]; P];
+    // Lane i of `lo` (`hi`): lane i / 2 (8 + i / 2) of row 2p if i is even,
+    // else of row 2p + 1.
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for k0 in (0..kc).step_by(FEW_CHUNK) {
+        let len = (kc - k0).min(FEW_CHUNK);
+        for (pair, buf) in pairs.iter().zip(&mut buf) {
+            let buf: &mut [f32] = bytemuck::cast_slice_mut(buf);
+            for (c, out) in (k0..k0 + len).step_by(16).zip(buf.chunks_exact_mut(32)) {
+                let [a, b] = pair.map(|row| {
+                    let row = &row[c..k0 + len];
+                    if row.len() >= 16 {
+                        load(row)
+                    } else {
+                        load_partial(row)
+                    }
+                });
+                store16(out, _mm512_permutex2var_ps(a, lo, b));
+                store16(&mut out[16..], _mm512_permutex2var_ps(a, hi, b));
+            }
+        }
+        pair_columns(&mut acc, &buf, &x16[k0..k0 + len], &mut prefetch, k0);
+    }
+    let mut lanes = [[0f32; 16]; P];
+    for (lanes, &a) in lanes.iter_mut().zip(&acc) {
+        store16(lanes, a);
+    }
+    for t in 0..out.tokens {
+        let mut rows = [0f32; 2 * PAIR_VECTORS];
+        for (rows, lanes) in rows.chunks_exact_mut(2).zip(&lanes) {
+            rows.copy_from_slice(&lanes[2 * t..2 * t + 2]);
+        }
+        out.put(t, &rows);
+    }
+}
+
+/// The FMAs of [`pair_tile`] over one chunk of columns `k0..`:
+/// `acc[p] += broadcast(buf[p][k]) × x16[k]` for each column `k` in order.
+/// Not inlined, for the reason the AVX2 module's `few_columns` gives.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pair_columns<const P: usize>(
+    acc: &mut [__m512; P],
+    buf: &[[f64; FEW_CHUNK]; P],
+    x16: &[[f32; 16]],
+    prefetch: &mut PrefetchCursor,
+    k0: usize,
+) {
+    let mut a = *acc;
+    for (k, xk) in x16.iter().enumerate().take(FEW_CHUNK) {
+        prefetch.column(k0 + k);
+        let xv = load16(xk);
+        for (a, buf) in a.iter_mut().zip(buf) {
+            // SAFETY: k < FEW_CHUNK, from `take` above.
+            let b = _mm512_castpd_ps(_mm512_set1_pd(unsafe { *buf.get_unchecked(k) }));
+            *a = _mm512_fmadd_ps(b, xv, *a);
+        }
+    }
+    *acc = a;
 }
