@@ -71,8 +71,14 @@ impl Parallel {
         // (and widens f16 weights once per 64 tokens), so smaller groups only
         // add passes: a 17-token prompt on 2 threads is 9 + 8 tokens, not
         // 8 + 8 + 1.
+        // No group is a single token: a one-token matmul is a GEMV, which
+        // sums in another order than the kernels' multi-token paths, so the
+        // result would depend on the thread count.
         let rounds = n.div_ceil(MAX_GROUP * threads);
-        let group = n.div_ceil(rounds * threads);
+        let mut group = n.div_ceil(rounds * threads).max(2);
+        while n % group == 1 {
+            group += 1;
+        }
         let outs = DisjointChunks::new(&mut out[..n * rows], group * rows, &self.flags[0]);
         let quants = DisjointChunks::new(&mut xq[..n * cols], group * cols, &self.flags[1]);
         let scales = DisjointChunks::new(&mut xs[..n * nb], (group * nb).max(1), &self.flags[2]);
