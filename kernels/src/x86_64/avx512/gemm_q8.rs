@@ -267,16 +267,18 @@ impl TileOut<'_> {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn put(&mut self, t: usize, rows: __m256) {
-        // Row r of this token at out[at + r]; r >= live.start keeps the index
-        // at or after the token's first output.
-        let at = ((t * self.stride) as isize + self.col0) as usize;
+        // Row r of this token at out[row0 + r]; row0 is before the token's
+        // first output when the tile starts before the range, but row0 + r is
+        // not for the live rows (r >= live.start).
+        let row0 = (t * self.stride) as isize + self.col0;
         if self.live == (0..Q8_TILE_ROWS) {
-            store8(&mut self.out[at..], rows);
+            store8(&mut self.out[row0 as usize..], rows);
         } else {
             let mut tmp = [0f32; Q8_TILE_ROWS];
             store8(&mut tmp, rows);
             let live = self.live.clone();
-            self.out[at + live.start..at + live.end].copy_from_slice(&tmp[live]);
+            let start = (row0 + live.start as isize) as usize;
+            self.out[start..start + live.len()].copy_from_slice(&tmp[live]);
         }
     }
 }
