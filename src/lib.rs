@@ -10,6 +10,7 @@ pub mod bench;
 pub mod chat;
 pub mod format;
 pub mod generate;
+pub mod import;
 pub mod mmap;
 pub mod model;
 pub mod perplexity;

@@ -65,7 +65,7 @@ if ! "$py" -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36"
 fi
 
 echo "building gpt-fast (release)" >&2
-(cd "$root" && cargo build --release --quiet -p gpt-fast -p gpt-fast-tools --bin gpt-fast --bin convert)
+(cd "$root" && cargo build --release --quiet -p gpt-fast -p gpt-fast-tools --bin gpt-fast --bin gpt-fast-convert)
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 models="$root/.cache/models"
@@ -100,7 +100,7 @@ for quant in q8 f16; do
   case $quant in q8) g=Q8_0 ;; f16) g=F16 ;; esac
   gguf_of[$quant]="$models/SmolLM2-135M-Instruct.$g.gguf"
   gf_of[$quant]="$work/smollm2-$quant.bin"
-  "$bin/convert" "${gguf_of[$quant]}" -o "${gf_of[$quant]}" --quant "$quant" --quiet
+  "$bin/gpt-fast-convert" "${gguf_of[$quant]}" -o "${gf_of[$quant]}" --quant "$quant" --quiet
 done
 
 # Some VMs advertise AMX in CPUID without enabling it: llama.cpp's AMX buffer

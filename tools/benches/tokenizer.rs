@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use gpt_fast::import::gguf::GgufFile;
+use gpt_fast::import::tokenizer_import::from_gguf;
 use gpt_fast::tokenizer::{StreamDecoder, Tokenizer};
-use gpt_fast_tools::gguf::GgufFile;
-use gpt_fast_tools::tokenizer_import::from_gguf;
 
 fn smollm2() -> Tokenizer {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fetch-model.sh");

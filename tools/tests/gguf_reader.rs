@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use gpt_fast::import::gguf::{GgufError, GgufFile, GgufValue};
 use gpt_fast_quant::ggml::GgmlType;
-use gpt_fast_tools::gguf::{GgufError, GgufFile, GgufValue};
 
 // ---------------------------------------------------------------- real file
 

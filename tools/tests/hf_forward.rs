@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use gpt_fast::format::DType;
+use gpt_fast::import::from_hf::HfSource;
 use gpt_fast::model::{Model, ModelOptions};
 use gpt_fast::session::{KvType, Session, SessionOptions};
-use gpt_fast_tools::from_hf::HfSource;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -22,7 +22,7 @@ fn convert(name: &str, dtype: DType) -> PathBuf {
         std::process::id()
     ));
     let source = HfSource::open(&dir).unwrap();
-    gpt_fast_tools::convert::convert(&source, &dir, &out, dtype, |_, _, _| {}).unwrap();
+    gpt_fast::import::convert::convert(&source, &dir, &out, dtype, |_, _, _| {}).unwrap();
     out
 }
 

@@ -10,8 +10,8 @@ use std::process::Command;
 
 use gpt_fast::format::encode::decode_tensor;
 use gpt_fast::format::{Arch, DType, ModelFile};
-use gpt_fast_tools::convert::convert;
-use gpt_fast_tools::from_hf::HfSource;
+use gpt_fast::import::convert::convert;
+use gpt_fast::import::from_hf::HfSource;
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
@@ -207,7 +207,7 @@ fn binary_converts_both_fixtures_like_the_library() {
         let dir = tmp_dir(&format!("bin-{model}"));
         let lib_out = convert_lib(model, dtype, &dir);
         let bin_out = dir.join("bin.gpt");
-        let out = Command::new(env!("CARGO_BIN_EXE_convert"))
+        let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast-convert"))
             .arg(fixture(model))
             .args(["--quant", dtype.name(), "-q", "-o"])
             .arg(&bin_out)
@@ -243,7 +243,8 @@ fn refused(name: &str, input: &Path, expect: &[&str]) {
     for want in expect {
         assert!(err.contains(want), "{name}: '{want}' not in: {err}");
     }
-    let run = Command::new(env!("CARGO_BIN_EXE_convert")).arg(input).arg("-q").arg("-o").arg(&out).output().unwrap();
+    let run =
+        Command::new(env!("CARGO_BIN_EXE_gpt-fast-convert")).arg(input).arg("-q").arg("-o").arg(&out).output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{name}: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: one line expected: {stderr}");
@@ -301,7 +302,7 @@ fn nonexistent_and_unknown_inputs_are_named() {
     let not_gguf = dir.join("weights.bin");
     std::fs::write(&not_gguf, b"PK\x03\x04 not a model").unwrap();
     let out_dir = tmp_dir("out-not-gguf");
-    let run = Command::new(env!("CARGO_BIN_EXE_convert"))
+    let run = Command::new(env!("CARGO_BIN_EXE_gpt-fast-convert"))
         .arg(&not_gguf)
         .arg("-q")
         .arg("-o")
@@ -323,7 +324,7 @@ fn llama_cpp_gguf_converts_to_the_same_tensors_as_the_hf_folder() {
     let dir = tmp_dir("gguf-cross");
     let from_hf = open_verified(&convert_lib("tiny-llama", DType::F32, &dir));
     let gguf_out = dir.join("from-gguf.gpt");
-    let run = Command::new(env!("CARGO_BIN_EXE_convert"))
+    let run = Command::new(env!("CARGO_BIN_EXE_gpt-fast-convert"))
         .arg(fixture("tiny-llama.gguf"))
         .args(["--quant", "f32", "-q", "-o"])
         .arg(&gguf_out)

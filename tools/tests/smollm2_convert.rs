@@ -8,11 +8,11 @@ use std::process::Command;
 
 use gpt_fast::format::encode::decode_tensor;
 use gpt_fast::format::{DType, ModelFile};
+use gpt_fast::import::from_gguf::unpermute_rows;
+use gpt_fast::import::gguf::GgufFile;
 use gpt_fast::kernels::{Isa, Kernels};
 use gpt_fast::model::{Model, ModelOptions};
 use gpt_fast::session::{Session, SessionOptions};
-use gpt_fast_tools::from_gguf::unpermute_rows;
-use gpt_fast_tools::gguf::GgufFile;
 
 fn gguf() -> PathBuf {
     let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fetch-model.sh")).output().unwrap();
@@ -24,8 +24,8 @@ fn convert(dtype: DType) -> PathBuf {
     let gguf = gguf();
     let path =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("convert-{}-{}.bin", dtype.name(), std::process::id()));
-    let source = gpt_fast_tools::from_gguf::GgufSource::open(&gguf).unwrap();
-    gpt_fast_tools::convert::convert(&source, &gguf, &path, dtype, |_, _, _| {}).unwrap();
+    let source = gpt_fast::import::from_gguf::GgufSource::open(&gguf).unwrap();
+    gpt_fast::import::convert::convert(&source, &gguf, &path, dtype, |_, _, _| {}).unwrap();
     path
 }
 

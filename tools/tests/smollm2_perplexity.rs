@@ -22,8 +22,8 @@ fn converted(dtype: DType) -> PathBuf {
     assert!(out.status.success(), "fetch-model.sh: {}", String::from_utf8_lossy(&out.stderr));
     let gguf = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ppl-{}-{}.bin", dtype.name(), std::process::id()));
-    let source = gpt_fast_tools::from_gguf::GgufSource::open(&gguf).unwrap();
-    gpt_fast_tools::convert::convert(&source, &gguf, &path, dtype, |_, _, _| {}).unwrap();
+    let source = gpt_fast::import::from_gguf::GgufSource::open(&gguf).unwrap();
+    gpt_fast::import::convert::convert(&source, &gguf, &path, dtype, |_, _, _| {}).unwrap();
     path
 }
 

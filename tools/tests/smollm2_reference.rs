@@ -26,8 +26,8 @@ fn converted(dtype: DType) -> PathBuf {
     let path =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("smollm2-{}-{}.bin", dtype.name(), std::process::id()));
     if !path.exists() {
-        let source = gpt_fast_tools::from_gguf::GgufSource::open(gguf).unwrap();
-        gpt_fast_tools::convert::convert(&source, gguf, &path, dtype, |_, _, _| {}).unwrap();
+        let source = gpt_fast::import::from_gguf::GgufSource::open(gguf).unwrap();
+        gpt_fast::import::convert::convert(&source, gguf, &path, dtype, |_, _, _| {}).unwrap();
     }
     path
 }

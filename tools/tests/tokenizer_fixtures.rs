@@ -10,9 +10,9 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gpt_fast::import::gguf::GgufFile;
+use gpt_fast::import::tokenizer_import::{from_gguf, from_hf_tokenizer_json};
 use gpt_fast::tokenizer::{PreTokenizer, StreamDecoder, TokenType, Tokenizer};
-use gpt_fast_tools::gguf::GgufFile;
-use gpt_fast_tools::tokenizer_import::{from_gguf, from_hf_tokenizer_json};
 use serde_json::Value;
 
 /// Counts this thread's allocations, to check the steady-state paths.

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use gpt_fast::format::{Arch, TensorSpec};
+use crate::format::{Arch, TensorSpec};
 
-use crate::source::{Source, SourceTensor};
-use crate::ConvertError;
+use crate::import::source::{Source, SourceTensor};
+use crate::import::ConvertError;
 
 /// The canonical source tensors whose rows, stacked in order, make `name`.
 fn parts(arch: Arch, name: &str) -> Vec<String> {

@@ -7,13 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use gpt_fast::format::{Arch, HParams};
-use gpt_fast::tokenizer::TokenizerSpec;
+use crate::format::{Arch, HParams};
+use crate::tokenizer::TokenizerSpec;
 
-use crate::gguf::{GgufFile, GgufValue};
-use crate::source::{Source, SourceTensor};
-use crate::tokenizer_import;
-use crate::ConvertError;
+use crate::import::gguf::{GgufFile, GgufValue};
+use crate::import::source::{Source, SourceTensor};
+use crate::import::tokenizer_import;
+use crate::import::ConvertError;
 
 pub struct GgufSource {
     path: PathBuf,

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use gpt_fast::tokenizer::{TokenType, TokenizerSpec};
+use crate::tokenizer::{TokenType, TokenizerSpec};
 use serde_json::Value;
 
 use super::{input_error, read_json, require_json};
-use crate::tokenizer_import::from_hf_tokenizer_json;
-use crate::ConvertError;
+use crate::import::tokenizer_import::from_hf_tokenizer_json;
+use crate::import::ConvertError;
 
 /// `tokenizer.json`, completed from the files transformers reads beside it.
 ///

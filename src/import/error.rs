@@ -11,5 +11,5 @@ pub enum ConvertError {
     #[error("{path}: tensor '{name}': {reason}")]
     Tensor { path: PathBuf, name: String, reason: String },
     #[error(transparent)]
-    Write(#[from] gpt_fast::format::WriteError),
+    Write(#[from] crate::format::WriteError),
 }

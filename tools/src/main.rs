@@ -9,13 +9,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gpt_fast::format::DType;
-use gpt_fast_tools::from_hf::HfSource;
-use gpt_fast_tools::source::Source;
+use gpt_fast::import::from_hf::HfSource;
+use gpt_fast::import::source::Source;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Convert a GGUF file or a Hugging Face model folder to gpt-fast's model file.
 #[derive(Parser, Debug)]
-#[command(name = "convert", version)]
+#[command(name = "gpt-fast-convert", version)]
 struct Args {
     /// A GGUF file (llama or gpt2), or a Hugging Face folder with config.json,
     /// *.safetensors and tokenizer.json. Not used with --synthetic.
@@ -78,7 +78,7 @@ fn convert_checkpoint(
     bar: &ProgressBar,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let source = open_source(input)?;
-    gpt_fast_tools::convert::convert(source.as_ref(), input, output, dtype, |done, total, name| {
+    gpt_fast::import::convert::convert(source.as_ref(), input, output, dtype, |done, total, name| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
         bar.set_message(name.to_string());
@@ -101,7 +101,7 @@ fn open_source(input: &Path) -> Result<Box<dyn Source>, Box<dyn std::error::Erro
 }
 
 fn open_gguf(input: &Path) -> Result<Box<dyn Source>, Box<dyn std::error::Error>> {
-    Ok(Box::new(gpt_fast_tools::from_gguf::GgufSource::open(input)?))
+    Ok(Box::new(gpt_fast::import::from_gguf::GgufSource::open(input)?))
 }
 
 fn main() -> ExitCode {

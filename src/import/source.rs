@@ -12,8 +12,8 @@
 //! - matrices `[rows = outputs, cols = inputs]`, row-major (`nn.Linear`);
 //! - Q and K rows in the rotate-half RoPE order of the Hugging Face checkpoints.
 
-use gpt_fast::format::HParams;
-use gpt_fast::tokenizer::TokenizerSpec;
+use crate::format::HParams;
+use crate::tokenizer::TokenizerSpec;
 
 /// A tensor read from a checkpoint and converted to f32.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,5 +31,5 @@ pub trait Source: Sync {
     /// Whether the checkpoint has a tensor of this canonical name.
     fn has(&self, name: &str) -> bool;
     /// Reads a tensor by canonical name, in canonical layout.
-    fn tensor(&self, name: &str) -> Result<SourceTensor, crate::ConvertError>;
+    fn tensor(&self, name: &str) -> Result<SourceTensor, crate::import::ConvertError>;
 }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use gpt_fast::format::{Arch, HParams};
+use crate::format::{Arch, HParams};
 use serde_json::Value;
 
 use super::input_error;
-use crate::ConvertError;
+use crate::import::ConvertError;
 
 /// Typed access to config.json; `null` counts as absent, as in transformers.
 pub(super) struct Config<'a> {

@@ -1,4 +1,4 @@
-//! gpt-fast's converter: GGUF and Hugging Face checkpoints to the gpt-fast model file.
+//! Import: GGUF files and Hugging Face checkpoints to the gpt-fast model file.
 
 pub mod assemble;
 pub mod convert;

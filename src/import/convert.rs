@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use gpt_fast::format::encode::encode_tensor;
-use gpt_fast::format::{DType, ModelWriter};
+use crate::format::encode::encode_tensor;
+use crate::format::{DType, ModelWriter};
 use rayon::prelude::*;
 
-use crate::assemble::assemble;
-use crate::source::Source;
-use crate::ConvertError;
+use crate::import::assemble::assemble;
+use crate::import::source::Source;
+use crate::import::ConvertError;
 
 /// Writes `source` to `out` with matmul weights stored as `dtype`.
 /// `input` names the checkpoint in errors; `on_tensor(done, total, name)` reports progress.

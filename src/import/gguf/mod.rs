@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use gpt_fast::mmap::MappedFile;
+use crate::mmap::MappedFile;
 use gpt_fast_quant::ggml::{self, GgmlType};
 use gpt_fast_quant::QuantError;
 

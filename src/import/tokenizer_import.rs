@@ -9,10 +9,10 @@
 
 use std::collections::HashMap;
 
-use gpt_fast::tokenizer::{PreTokenizer, TokenType, Tokenizer, TokenizerError, TokenizerSpec};
+use crate::tokenizer::{PreTokenizer, TokenType, Tokenizer, TokenizerError, TokenizerSpec};
 use serde_json::Value;
 
-use crate::gguf::{GgufFile, GgufValue};
+use crate::import::gguf::{GgufFile, GgufValue};
 
 /// Why a tokenizer could not be imported.
 #[derive(Debug, thiserror::Error)]

@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use gpt_fast::format::{Arch, HParams};
-use gpt_fast::mmap::MappedFile;
-use gpt_fast::tokenizer::TokenizerSpec;
+use crate::format::{Arch, HParams};
+use crate::mmap::MappedFile;
+use crate::tokenizer::TokenizerSpec;
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use crate::source::{Source, SourceTensor};
-use crate::ConvertError;
+use crate::import::source::{Source, SourceTensor};
+use crate::import::ConvertError;
 use config::Config;
 
 mod config;
