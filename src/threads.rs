@@ -8,13 +8,20 @@
 //! out in chunks by an atomic counter; each chunk is computed by one thread in
 //! a fixed order, so results do not depend on the thread count.
 //!
+//! A panicking job is caught in every thread: [`ThreadPool::run`] always
+//! waits for every worker that joined (their borrows of the job's data end
+//! before `run` returns or unwinds), then re-raises the panic in the caller
+//! (the caller's own first, else the first worker's). The pool stays usable.
+//!
 //! This module and `mmap` are the only `unsafe` outside the SIMD kernels: a
 //! borrowed job must be shared with threads that outlive the borrow (as in
 //! rayon's and crossbeam's scopes), and threads must write disjoint parts of
 //! one output buffer.
 #![allow(unsafe_code)]
 
+use std::any::Any;
 use std::marker::PhantomData;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -83,6 +90,16 @@ struct Shared {
     stop: AtomicBool,
     /// Workers that have started running (`new` waits for all of them).
     started: AtomicUsize,
+    /// The first panic a worker caught in the current job, re-raised by `run`.
+    /// `panicked` lets the happy path skip the lock.
+    panicked: AtomicBool,
+    worker_panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// Locks a mutex whose data stays consistent whatever a panicking holder did
+/// (a counter, an optional payload): poisoning carries no information here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub struct ThreadPool {
@@ -107,6 +124,8 @@ impl ThreadPool {
             sleepers: Mutex::new(0),
             stop: AtomicBool::new(false),
             started: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            worker_panic: Mutex::new(None),
         });
         let workers = (1..n_threads.max(1))
             .map(|index| {
@@ -134,6 +153,10 @@ impl ThreadPool {
     /// all of those have finished. A worker that is late (descheduled, say)
     /// skips the job rather than hold the caller up, so a job must hand out
     /// its work dynamically (a [`ChunkCounter`]) rather than by thread index.
+    ///
+    /// If `job` panics on any thread, `run` still waits for every worker that
+    /// joined, then panics with the caller's payload, or else with the first
+    /// worker's.
     pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() {
             job(0);
@@ -150,10 +173,14 @@ impl ThreadPool {
         // Release: orders the stores above before any worker's join.
         self.shared.joined.0.store(0, Ordering::Release);
         self.shared.epoch.0.store(epoch, Ordering::Release);
-        if *self.shared.sleepers.lock().expect("pool lock") > 0 {
+        if *lock(&self.shared.sleepers) > 0 {
             self.shared.wake.notify_all();
         }
-        job(0);
+        // Unwinding out of here before the workers are done would free the data
+        // they are using: catch, wait, then re-raise. (`AssertUnwindSafe`: the
+        // panic reaches the caller, who sees the job's data as a panic left it,
+        // as with any panic.)
+        let caller_panic = catch_unwind(AssertUnwindSafe(|| job(0))).err();
         // Work is handed out by the job itself (atomic chunk counters), so the
         // workers that have not joined by now have nothing left to do.
         let joined = self.shared.joined.0.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED;
@@ -166,6 +193,21 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
+        if let Some(payload) = caller_panic {
+            self.take_worker_panic(); // the caller's panic wins; drop theirs
+            resume_unwind(payload);
+        }
+        if let Some(payload) = self.take_worker_panic() {
+            resume_unwind(payload);
+        }
+    }
+
+    /// The payload a worker caught in the job that just finished, if any.
+    fn take_worker_panic(&self) -> Option<Box<dyn Any + Send>> {
+        if !self.shared.panicked.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.shared.worker_panic).take()
     }
 }
 
@@ -184,13 +226,13 @@ fn worker(shared: &Shared, index: usize) {
                 std::hint::spin_loop();
                 continue;
             }
-            let mut sleepers = shared.sleepers.lock().expect("pool lock");
+            let mut sleepers = lock(&shared.sleepers);
             *sleepers += 1;
             // Re-check under the lock: `run` bumps the epoch before it looks
             // for sleepers under this lock, so either we see the new epoch here
             // or it sees us and notifies.
             while shared.epoch.0.load(Ordering::Acquire) == seen && !shared.stop.load(Ordering::Relaxed) {
-                sleepers = shared.wake.wait(sleepers).expect("pool lock");
+                sleepers = shared.wake.wait(sleepers).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             *sleepers -= 1;
             spins = 0;
@@ -210,8 +252,16 @@ fn worker(shared: &Shared, index: usize) {
         let job = shared.job.load(Ordering::Relaxed) as *const Job<'_>;
         // SAFETY: `run` stored a pointer to its live `Job` and, having counted
         // us in `joined`, waits for our `done` increment below before that
-        // borrow ends.
-        unsafe { (*job)(index) };
+        // borrow ends. A panic is caught so that the increment still happens
+        // (and the thread lives on); `run` re-raises it.
+        let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(index) }));
+        if let Err(payload) = result {
+            let mut slot = lock(&shared.worker_panic);
+            if slot.is_none() {
+                *slot = Some(payload);
+            }
+            shared.panicked.store(true, Ordering::Release);
+        }
         shared.done.0.fetch_add(1, Ordering::Release);
     }
 }
@@ -220,7 +270,7 @@ impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         {
-            let _guard = self.shared.sleepers.lock().expect("pool lock");
+            let _guard = lock(&self.shared.sleepers);
             self.shared.wake.notify_all();
         }
         for w in self.workers.drain(..) {
@@ -347,5 +397,77 @@ mod tests {
             }
         });
         assert!(joined.load(Ordering::Relaxed) >= 2);
+    }
+
+    /// Runs a job that spins until a worker has joined, so both the caller's
+    /// and a worker's share run.
+    fn wait_for_a_worker(joined: &AtomicUsize) {
+        joined.fetch_add(1, Ordering::SeqCst);
+        while joined.load(Ordering::SeqCst) < 2 {
+            std::hint::spin_loop();
+        }
+    }
+
+    fn panic_message(payload: Box<dyn Any + Send>) -> String {
+        payload.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_default()
+    }
+
+    fn still_usable(pool: &ThreadPool) {
+        let counter = ChunkCounter::new(100);
+        let sum = AtomicU64::new(0);
+        pool.run(&|_| {
+            while let Some(c) = counter.next() {
+                sum.fetch_add(c as u64, Ordering::Relaxed);
+            }
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 99 * 100 / 2);
+    }
+
+    #[test]
+    fn a_panic_in_the_callers_share_waits_for_the_workers_then_reaches_the_caller() {
+        let pool = ThreadPool::new(2);
+        for _ in 0..20 {
+            // The worker's side effect lands in memory owned by this frame;
+            // before `run` waited, it landed after `catch_unwind` returned.
+            let joined = AtomicUsize::new(0);
+            let worker_finished = AtomicBool::new(false);
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(&|thread| {
+                    wait_for_a_worker(&joined);
+                    if thread == 0 {
+                        panic!("caller's share");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    worker_finished.store(true, Ordering::SeqCst);
+                })
+            }));
+            assert_eq!(panic_message(result.unwrap_err()), "caller's share");
+            assert!(worker_finished.load(Ordering::SeqCst), "run unwound before its worker was done");
+            still_usable(&pool);
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_workers_share_reaches_the_caller_and_the_pool_lives_on() {
+        for n in [2, 3] {
+            let pool = ThreadPool::new(n);
+            for _ in 0..20 {
+                let joined = AtomicUsize::new(0);
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    pool.run(&|thread| {
+                        wait_for_a_worker(&joined);
+                        if thread != 0 {
+                            panic!("worker's share");
+                        }
+                    })
+                }));
+                assert_eq!(panic_message(result.unwrap_err()), "worker's share");
+                still_usable(&pool);
+            }
+        }
+        // A single-thread pool runs the job inline: the panic passes through.
+        let pool = ThreadPool::new(1);
+        assert!(catch_unwind(AssertUnwindSafe(|| pool.run(&|_| panic!("inline")))).is_err());
+        still_usable(&pool);
     }
 }
