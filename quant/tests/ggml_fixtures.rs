@@ -5,7 +5,8 @@
 //! Error budget: zero. The numpy reference performs the same f32 operations in
 //! the same order as ggml's C reference (`d * q`, `d * q + m`, `(d * sc) * q -
 //! dmin * m`, each rounded separately), so every value must match bit for bit,
-//! NaN payloads and signed zeros included.
+//! NaN payloads, signed zeros and overflows to infinity (MXFP4's largest
+//! exponent) included.
 
 use std::path::PathBuf;
 
@@ -91,6 +92,61 @@ fn q5_k_matches_reference() {
 #[test]
 fn q6_k_matches_reference() {
     check(GgmlType::Q6_K);
+}
+
+#[test]
+fn q5_0_matches_reference() {
+    check(GgmlType::Q5_0);
+}
+
+#[test]
+fn q5_1_matches_reference() {
+    check(GgmlType::Q5_1);
+}
+
+#[test]
+fn q2_k_matches_reference() {
+    check(GgmlType::Q2_K);
+}
+
+#[test]
+fn q3_k_matches_reference() {
+    check(GgmlType::Q3_K);
+}
+
+#[test]
+fn iq4_nl_matches_reference() {
+    check(GgmlType::IQ4_NL);
+}
+
+#[test]
+fn iq4_xs_matches_reference() {
+    check(GgmlType::IQ4_XS);
+}
+
+#[test]
+fn tq1_0_matches_reference() {
+    check(GgmlType::TQ1_0);
+}
+
+#[test]
+fn tq2_0_matches_reference() {
+    check(GgmlType::TQ2_0);
+}
+
+#[test]
+fn mxfp4_matches_reference() {
+    check(GgmlType::MXFP4);
+}
+
+/// Every type gpt-fast reads has a fixture (so a new type cannot skip the
+/// reference check).
+#[test]
+fn every_type_has_a_fixture() {
+    for ty in GgmlType::ALL {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gguf-dequant");
+        assert!(dir.join(format!("{}.f32", ty.name())).exists(), "{ty}: no fixture");
+    }
 }
 
 /// Decoding block by block gives the same values as decoding the whole buffer,

@@ -447,8 +447,8 @@ fn bad_tensors() {
     let file = valid().tensor_info("blk.0.attn_q.weight", &[32], 99, 0);
     let err = expect_error(&file.build(), &[]);
     assert!(err.ends_with(": unknown tensor type 99 for tensor 'blk.0.attn_q.weight'"), "{err}");
-    let file = valid().tensor_info("Q5_0", &[32], 6, 0);
-    expect_error(&file.build(), &["unknown tensor type 6 for tensor 'Q5_0'"]);
+    let file = valid().tensor_info("grid", &[256], 16, 0);
+    expect_error(&file.build(), &["unsupported tensor type IQ2_XXS (16) for tensor 'grid'"]);
 
     let file = valid().tensor_info("beyond", &[1024], 0, 256);
     expect_error(&file.build(), &["tensor 'beyond': data at bytes", "past the end of the file"]);

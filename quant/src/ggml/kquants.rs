@@ -1,11 +1,12 @@
 //! ggml's K-quants: 256-element super-blocks of 16 or 32-element sub-blocks,
 //! each sub-block with its own quantized scale (and minimum).
 //!
-//! Layouts from `ggml-common.h`; decoding as in `dequantize_row_q4_K`,
-//! `dequantize_row_q5_K`, `dequantize_row_q6_K` and `get_scale_min_k4`
-//! (`ggml-quants.c`). The loops below walk sub-blocks rather than ggml's
-//! pointer-bumping 64-value groups, but every value goes through the same f32
-//! operations: `(d * sc) * q - (dmin * m)` and `(d * sc) * q`.
+//! Layouts from `ggml-common.h`; decoding as in `dequantize_row_q2_K`,
+//! `dequantize_row_q3_K`, `dequantize_row_q4_K`, `dequantize_row_q5_K`,
+//! `dequantize_row_q6_K` and `get_scale_min_k4` (`ggml-quants.c`). The loops
+//! below walk sub-blocks rather than ggml's pointer-bumping groups, but every
+//! value goes through the same f32 operations: `(d * sc) * q - (dmin * m)` and
+//! `(d * sc) * q`.
 
 use half::f16;
 
@@ -27,6 +28,89 @@ fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
         let scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
         let min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
         (scale, min)
+    }
+}
+
+/// Where the 2-bit field of value `v` (0..256) sits in the 64 bytes of 2-bit
+/// quants of Q2_K and Q3_K: byte `32 * (v / 128) + v % 32`, shifted right by
+/// the returned amount. Each half of 128 values uses 32 bytes, and its four
+/// quarters of 32 values take bits 0..2, 2..4, 4..6, 6..8 of those bytes.
+fn two_bit_position(v: usize) -> (usize, u32) {
+    (32 * (v / 128) + v % 32, 2 * ((v % 128) / 32) as u32)
+}
+
+/// Q2_K: 256 values in 16 sub-blocks of 16, value = `d * sc * q - dmin * m`
+/// with 2-bit `q` and 4-bit per-sub-block `sc` (low nibble of `scales[s]`) and
+/// `m` (high nibble). 84 bytes.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ2K {
+    /// Sub-block scales (low nibble) and minimums (high nibble).
+    pub scales: [u8; QK_K / 16],
+    /// Quants, four per byte (see `two_bit_position`).
+    pub qs: [u8; QK_K / 4],
+    /// Super-block scale of the sub-block scales.
+    pub d: f16,
+    /// Super-block scale of the sub-block minimums.
+    pub dmin: f16,
+}
+
+impl BlockQ2K {
+    pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
+        let d = self.d.to_f32();
+        let dmin = self.dmin.to_f32();
+        for (sub, y) in out.chunks_exact_mut(16).enumerate() {
+            let d_sub = d * f32::from(self.scales[sub] & 0x0F);
+            let m_sub = dmin * f32::from(self.scales[sub] >> 4);
+            for (l, y) in y.iter_mut().enumerate() {
+                let (byte, shift) = two_bit_position(16 * sub + l);
+                *y = d_sub * f32::from((self.qs[byte] >> shift) & 3) - m_sub;
+            }
+        }
+    }
+}
+
+/// Q3_K: 256 values in 16 sub-blocks of 16, value = `d * (sc - 32) * (q - 4)`
+/// with 3-bit `q` and 6-bit per-sub-block `sc`. 110 bytes.
+///
+/// The low two bits of `q` are placed as in Q2_K; the third bit of value `v`
+/// is bit `v / 32` of `hmask[v % 32]`, and it is inverted: a set bit means no
+/// offset (`q` in 4..8), a clear one subtracts 4.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ3K {
+    /// Third quant bits (see above).
+    pub hmask: [u8; QK_K / 8],
+    /// Low two quant bits, four per byte (see `two_bit_position`).
+    pub qs: [u8; QK_K / 4],
+    /// Sub-block scales, 6 bits each (see `BlockQ3K::scale`).
+    pub scales: [u8; K_SCALE_SIZE],
+    /// Super-block scale.
+    pub d: f16,
+}
+
+impl BlockQ3K {
+    /// The signed scale of sub-block `s` (0..16): its low 4 bits are nibble
+    /// `s / 8` of `scales[s % 8]`, its high 2 bits bits `2 * (s / 4)..` of
+    /// `scales[8 + s % 4]`, and it is stored offset by 32.
+    fn scale(&self, s: usize) -> i8 {
+        let low = (self.scales[s % 8] >> (4 * (s / 8))) & 0x0F;
+        let high = (self.scales[8 + s % 4] >> (2 * (s / 4))) & 0x03;
+        (low | (high << 4)) as i8 - 32
+    }
+
+    pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
+        let d = self.d.to_f32();
+        for (sub, y) in out.chunks_exact_mut(16).enumerate() {
+            let d_sub = d * f32::from(self.scale(sub));
+            for (l, y) in y.iter_mut().enumerate() {
+                let v = 16 * sub + l;
+                let (byte, shift) = two_bit_position(v);
+                let low = ((self.qs[byte] >> shift) & 3) as i8;
+                let offset = if (self.hmask[v % 32] >> (v / 32)) & 1 == 1 { 0 } else { 4 };
+                *y = d_sub * f32::from(low - offset);
+            }
+        }
     }
 }
 
@@ -159,6 +243,41 @@ mod tests {
         assert_eq!(scale_min_k4(1, &q), (5, 9));
         assert_eq!(scale_min_k4(5, &q), (0b11_1010, 0b10_0011));
         assert_eq!(scale_min_k4(0, &q), (0, 0));
+    }
+
+    #[test]
+    fn q2_k_layout() {
+        let mut block =
+            BlockQ2K { scales: [0; QK_K / 16], qs: [0; QK_K / 4], d: f16::from_f32(1.0), dmin: f16::from_f32(0.5) };
+        // Value 128 + 64 + 20 (second half, quarter 2, l = 20): byte 32 + 20, bits 4..6;
+        // its sub-block is 13.
+        block.qs[32 + 20] = 0b11 << 4;
+        block.scales[13] = 0x25; // scale 5, minimum 2
+        let mut out = [f32::NAN; QK_K];
+        block.dequantize_block(&mut out);
+        assert_eq!(out[128 + 64 + 20], 5.0 * 3.0 - 1.0);
+        assert_eq!(out[13 * 16], -1.0);
+        assert_eq!(out[0], 0.0);
+    }
+
+    #[test]
+    fn q3_k_scales_and_inverted_high_bit() {
+        let mut block =
+            BlockQ3K { hmask: [0; QK_K / 8], qs: [0; QK_K / 4], scales: [0; K_SCALE_SIZE], d: f16::from_f32(1.0) };
+        // Sub-block 14: low nibble = high nibble of scales[6], high bits = bits 6..8 of scales[10].
+        block.scales[6] = 0x70;
+        block.scales[10] = 0b10 << 6;
+        assert_eq!(block.scale(14), (0x7 | (0b10 << 4)) - 32);
+        // Value 14 * 16 + 3 = 227: quarter 3 of the second half, l = 3.
+        block.qs[32 + 3] = 0b01 << 6;
+        block.hmask[3] = 1 << 7; // third bit set: no offset
+        let mut out = [f32::NAN; QK_K];
+        block.dequantize_block(&mut out);
+        assert_eq!(out[227], f32::from(block.scale(14)) * 1.0);
+        // Clear third bit: q - 4 with q = 0, under sub-block 14's scale.
+        assert_eq!(out[226], f32::from(block.scale(14)) * -4.0);
+        // Every other sub-block's scale is -32.
+        assert_eq!(out[0], 128.0);
     }
 
     #[test]

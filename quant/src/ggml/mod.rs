@@ -17,13 +17,17 @@
 
 mod kquants;
 mod legacy;
+mod lookup;
+mod ternary;
 
 use half::f16;
 
 use crate::QuantError;
 
-pub use kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
-pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK4_0, QK4_1, QK8_0};
+pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK4_1, QK5_0, QK5_1, QK8_0};
+pub use lookup::{BlockIq4Nl, BlockIq4Xs, BlockMxfp4, QK4_NL, QK_MXFP4};
+pub use ternary::{BlockTq1_0, BlockTq2_0};
 
 /// The ggml tensor types gpt-fast reads.
 #[allow(non_camel_case_types)] // ggml's own names, as in GGUF tooling.
@@ -34,28 +38,48 @@ pub enum GgmlType {
     BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q2_K,
+    Q3_K,
     Q4_K,
     Q5_K,
     Q6_K,
+    IQ4_NL,
+    IQ4_XS,
+    TQ1_0,
+    TQ2_0,
+    MXFP4,
 }
 
 impl GgmlType {
     /// Every supported type, in GGUF id order.
-    pub const ALL: [GgmlType; 9] = [
+    pub const ALL: [GgmlType; 18] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
         GgmlType::BF16,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
     ];
 
     /// The type with this `ggml_type` id as written in GGUF tensor infos;
-    /// `None` for ids gpt-fast does not read (Q5_0, IQ*, …) or that do not exist.
+    /// `None` for ids gpt-fast does not read (the grid-based IQ1/IQ2/IQ3 types,
+    /// Q8_1/Q8_K which only exist inside ggml, the integer types, …) or that do
+    /// not exist.
     pub fn from_gguf_id(id: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|ty| ty.gguf_id() == id)
     }
@@ -67,11 +91,20 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
             GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q2_K => 10,
+            GgmlType::Q3_K => 11,
             GgmlType::Q4_K => 12,
             GgmlType::Q5_K => 13,
             GgmlType::Q6_K => 14,
+            GgmlType::IQ4_NL => 20,
+            GgmlType::IQ4_XS => 23,
             GgmlType::BF16 => 30,
+            GgmlType::TQ1_0 => 34,
+            GgmlType::TQ2_0 => 35,
+            GgmlType::MXFP4 => 39,
         }
     }
 
@@ -83,10 +116,19 @@ impl GgmlType {
             GgmlType::BF16 => "BF16",
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q2_K => "Q2_K",
+            GgmlType::Q3_K => "Q3_K",
             GgmlType::Q4_K => "Q4_K",
             GgmlType::Q5_K => "Q5_K",
             GgmlType::Q6_K => "Q6_K",
+            GgmlType::IQ4_NL => "IQ4_NL",
+            GgmlType::IQ4_XS => "IQ4_XS",
+            GgmlType::TQ1_0 => "TQ1_0",
+            GgmlType::TQ2_0 => "TQ2_0",
+            GgmlType::MXFP4 => "MXFP4",
         }
     }
 
@@ -96,8 +138,19 @@ impl GgmlType {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
             GgmlType::Q4_0 => QK4_0,
             GgmlType::Q4_1 => QK4_1,
+            GgmlType::Q5_0 => QK5_0,
+            GgmlType::Q5_1 => QK5_1,
             GgmlType::Q8_0 => QK8_0,
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+            GgmlType::IQ4_NL => QK4_NL,
+            GgmlType::MXFP4 => QK_MXFP4,
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
+            | GgmlType::TQ1_0
+            | GgmlType::TQ2_0 => QK_K,
         }
     }
 
@@ -108,10 +161,19 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => 2,
             GgmlType::Q4_0 => size_of::<BlockQ4_0>(),
             GgmlType::Q4_1 => size_of::<BlockQ4_1>(),
+            GgmlType::Q5_0 => size_of::<BlockQ5_0>(),
+            GgmlType::Q5_1 => size_of::<BlockQ5_1>(),
             GgmlType::Q8_0 => size_of::<BlockQ8_0>(),
+            GgmlType::Q2_K => size_of::<BlockQ2K>(),
+            GgmlType::Q3_K => size_of::<BlockQ3K>(),
             GgmlType::Q4_K => size_of::<BlockQ4K>(),
             GgmlType::Q5_K => size_of::<BlockQ5K>(),
             GgmlType::Q6_K => size_of::<BlockQ6K>(),
+            GgmlType::IQ4_NL => size_of::<BlockIq4Nl>(),
+            GgmlType::IQ4_XS => size_of::<BlockIq4Xs>(),
+            GgmlType::TQ1_0 => size_of::<BlockTq1_0>(),
+            GgmlType::TQ2_0 => size_of::<BlockTq2_0>(),
+            GgmlType::MXFP4 => size_of::<BlockMxfp4>(),
         }
     }
 
@@ -123,6 +185,43 @@ impl GgmlType {
         }
         (n_elements / self.block_size()).checked_mul(self.type_size())
     }
+}
+
+/// ggml's name for a type id that exists (or existed) in ggml but that
+/// [`GgmlType`] does not read, so an error can say what the file holds; `None`
+/// for supported ids and ids ggml never had.
+pub fn unsupported_type_name(id: u32) -> Option<&'static str> {
+    // From `enum ggml_type` (`ggml.h`); 4, 5 (Q4_2, Q4_3), 31..33 and 36..38
+    // (interleaved layouts, now repacked at load) were removed from ggml.
+    let name = match id {
+        4 => "Q4_2",
+        5 => "Q4_3",
+        9 => "Q8_1",
+        15 => "Q8_K",
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        31 => "Q4_0_4_4",
+        32 => "Q4_0_4_8",
+        33 => "Q4_0_8_8",
+        36 => "IQ4_NL_4_4",
+        37 => "IQ4_NL_4_8",
+        38 => "IQ4_NL_8_8",
+        40 => "NVFP4",
+        41 => "Q1_0",
+        42 => "Q2_0",
+        _ => return None,
+    };
+    Some(name)
 }
 
 impl std::fmt::Display for GgmlType {
@@ -166,10 +265,19 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         }
         GgmlType::Q4_0 => decode_blocks(src, dst, BlockQ4_0::dequantize_block),
         GgmlType::Q4_1 => decode_blocks(src, dst, BlockQ4_1::dequantize_block),
+        GgmlType::Q5_0 => decode_blocks(src, dst, BlockQ5_0::dequantize_block),
+        GgmlType::Q5_1 => decode_blocks(src, dst, BlockQ5_1::dequantize_block),
         GgmlType::Q8_0 => decode_blocks(src, dst, BlockQ8_0::dequantize_block),
+        GgmlType::Q2_K => decode_blocks(src, dst, BlockQ2K::dequantize_block),
+        GgmlType::Q3_K => decode_blocks(src, dst, BlockQ3K::dequantize_block),
         GgmlType::Q4_K => decode_blocks(src, dst, BlockQ4K::dequantize_block),
         GgmlType::Q5_K => decode_blocks(src, dst, BlockQ5K::dequantize_block),
         GgmlType::Q6_K => decode_blocks(src, dst, BlockQ6K::dequantize_block),
+        GgmlType::IQ4_NL => decode_blocks(src, dst, BlockIq4Nl::dequantize_block),
+        GgmlType::IQ4_XS => decode_blocks(src, dst, BlockIq4Xs::dequantize_block),
+        GgmlType::TQ1_0 => decode_blocks(src, dst, BlockTq1_0::dequantize_block),
+        GgmlType::TQ2_0 => decode_blocks(src, dst, BlockTq2_0::dequantize_block),
+        GgmlType::MXFP4 => decode_blocks(src, dst, BlockMxfp4::dequantize_block),
     }
     Ok(())
 }
@@ -199,11 +307,21 @@ mod tests {
             (GgmlType::BF16, 1, 2),
             (GgmlType::Q4_0, 32, 18),
             (GgmlType::Q4_1, 32, 20),
+            (GgmlType::Q5_0, 32, 22),
+            (GgmlType::Q5_1, 32, 24),
             (GgmlType::Q8_0, 32, 34),
+            (GgmlType::Q2_K, 256, 84),
+            (GgmlType::Q3_K, 256, 110),
             (GgmlType::Q4_K, 256, 144),
             (GgmlType::Q5_K, 256, 176),
             (GgmlType::Q6_K, 256, 210),
+            (GgmlType::IQ4_NL, 32, 18),
+            (GgmlType::IQ4_XS, 256, 136),
+            (GgmlType::TQ1_0, 256, 54),
+            (GgmlType::TQ2_0, 256, 66),
+            (GgmlType::MXFP4, 32, 17),
         ];
+        assert_eq!(table.len(), GgmlType::ALL.len());
         for (ty, block_size, type_size) in table {
             assert_eq!(ty.block_size(), block_size, "{ty}");
             assert_eq!(ty.type_size(), type_size, "{ty}");
@@ -213,16 +331,30 @@ mod tests {
 
     #[test]
     fn gguf_ids() {
-        let ids = [(0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (8, "Q8_0")];
+        let ids = [(0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (6, "Q5_0"), (7, "Q5_1"), (8, "Q8_0")];
         for (id, name) in ids {
             assert_eq!(GgmlType::from_gguf_id(id).map(GgmlType::name), Some(name));
         }
         assert_eq!(GgmlType::from_gguf_id(12), Some(GgmlType::Q4_K));
         assert_eq!(GgmlType::from_gguf_id(13), Some(GgmlType::Q5_K));
         assert_eq!(GgmlType::from_gguf_id(14), Some(GgmlType::Q6_K));
+        assert_eq!(GgmlType::from_gguf_id(10), Some(GgmlType::Q2_K));
+        assert_eq!(GgmlType::from_gguf_id(11), Some(GgmlType::Q3_K));
+        assert_eq!(GgmlType::from_gguf_id(20), Some(GgmlType::IQ4_NL));
+        assert_eq!(GgmlType::from_gguf_id(23), Some(GgmlType::IQ4_XS));
         assert_eq!(GgmlType::from_gguf_id(30), Some(GgmlType::BF16));
-        for unsupported in [4, 5, 6, 7, 9, 10, 11, 15, 16, 29, 31, 99, u32::MAX] {
+        assert_eq!(GgmlType::from_gguf_id(34), Some(GgmlType::TQ1_0));
+        assert_eq!(GgmlType::from_gguf_id(35), Some(GgmlType::TQ2_0));
+        assert_eq!(GgmlType::from_gguf_id(39), Some(GgmlType::MXFP4));
+        // Removed (4, 5, 31..33, 36..38), ggml-internal (9, 15), grid-based
+        // IQ types (16..19, 21, 22, 29), integer types (24..28).
+        for unsupported in [4, 5, 9, 15, 16, 17, 18, 19, 21, 22, 24, 28, 29, 31, 36, 38, 40, 99, u32::MAX] {
             assert_eq!(GgmlType::from_gguf_id(unsupported), None, "id {unsupported}");
+        }
+        assert_eq!(unsupported_type_name(16), Some("IQ2_XXS"));
+        assert_eq!(unsupported_type_name(99), None);
+        for ty in GgmlType::ALL {
+            assert_eq!(unsupported_type_name(ty.gguf_id()), None, "{ty}");
         }
     }
 

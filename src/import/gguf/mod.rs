@@ -194,7 +194,7 @@ pub enum GgufErrorKind {
     BadAlignment { reason: String },
     #[error("tensor '{tensor}' has {n_dims} dimensions (at most {MAX_DIMS})")]
     TooManyDims { tensor: String, n_dims: u32 },
-    #[error("unknown tensor type {id} for tensor '{tensor}'")]
+    #[error("{} for tensor '{tensor}'", describe_unknown_type(*id))]
     UnknownTensorType { tensor: String, id: u32 },
     #[error("tensor '{tensor}': dims {dims:?} overflow")]
     DimsOverflow { tensor: String, dims: Vec<u64> },
@@ -214,6 +214,15 @@ pub enum GgufErrorKind {
     WrongType { key: String, expected: &'static str, found: String },
     #[error("tensor '{tensor}': {source}")]
     Dequantize { tensor: String, source: QuantError },
+}
+
+/// "unsupported tensor type IQ2_XXS (16)" for a ggml type gpt-fast knows of but
+/// does not read, "unknown tensor type 99" for an id ggml never had.
+fn describe_unknown_type(id: u32) -> String {
+    match ggml::unsupported_type_name(id) {
+        Some(name) => format!("unsupported tensor type {name} ({id})"),
+        None => format!("unknown tensor type {id}"),
+    }
 }
 
 /// An open GGUF file: metadata and tensor infos parsed and validated, tensor
