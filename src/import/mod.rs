@@ -1,7 +1,11 @@
 //! Import: GGUF files and Hugging Face checkpoints to the gpt-fast model file.
 
 pub mod assemble;
+pub mod cache;
+#[cfg(feature = "cli")]
+pub mod command;
 pub mod convert;
+pub mod detect;
 mod error;
 pub mod from_gguf;
 pub mod from_hf;

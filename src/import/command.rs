@@ -1,0 +1,94 @@
+//! The `convert` command's arguments and body, shared by `gpt-fast convert`
+//! and the standalone `gpt-fast-convert` binary so the two cannot drift.
+//! Built with the `cli` feature only (clap, indicatif).
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::format::DType;
+
+/// Convert a GGUF file or a Hugging Face model folder to gpt-fast's model file.
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// A GGUF file (llama or gpt2), or a Hugging Face folder with config.json,
+    /// *.safetensors and tokenizer.json. Not used with --synthetic.
+    #[arg(required_unless_present = "synthetic", value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+    /// Where to write the model file (its folder must exist; written to a
+    /// temporary file there, then renamed).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Weight type of the matmul weights.
+    #[arg(long, default_value = "q8", value_name = "q8|f16|f32")]
+    pub quant: DType,
+    /// Write random weights with the shapes of a named configuration instead
+    /// (their text output is meaningless): smollm2-135m, tinyllama-1.1b,
+    /// llama2-7b, gpt2-124m, gpt2-xl, test-llama, test-gpt2.
+    #[arg(long, conflicts_with = "input", value_name = "NAME")]
+    pub synthetic: Option<String>,
+    /// Seed for --synthetic.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// No progress bar and no closing line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A progress bar over a conversion's tensors, on stderr; drawn only when
+/// stderr is a terminal.
+pub fn tensor_progress(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} (ETA {eta}) {msg}")
+            .expect("static template"),
+    );
+    bar
+}
+
+/// Runs `convert`: checks the output's folder first, so a typo costs no
+/// conversion and names no temporary file.
+pub fn run(args: &ConvertArgs) -> Result<(), Box<dyn std::error::Error>> {
+    check_output(&args.output)?;
+    let bar = tensor_progress(args.quiet);
+    let on_tensor = |done: usize, total: usize, name: &str| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    };
+    if let Some(name) = &args.synthetic {
+        let hparams = crate::synthetic::config(name).ok_or_else(|| {
+            let names: Vec<_> = crate::synthetic::configs().into_iter().map(|(n, _)| n).collect();
+            format!("unknown synthetic config '{name}' (known: {})", names.join(", "))
+        })?;
+        crate::synthetic::write(&args.output, &hparams, args.quant, args.seed, |done, total| {
+            on_tensor(done, total, "")
+        })?;
+    } else {
+        let input = args.input.as_deref().expect("clap requires INPUT without --synthetic");
+        let source = crate::import::detect::open_source(input)?;
+        crate::import::convert::convert(source.as_ref(), input, &args.output, args.quant, on_tensor)?;
+    }
+    bar.finish_and_clear();
+    if !args.quiet {
+        eprintln!("wrote {}", args.output.display());
+    }
+    Ok(())
+}
+
+fn check_output(output: &Path) -> Result<(), String> {
+    if output.is_dir() {
+        return Err(format!("{}: is a folder; -o takes the model file's name (e.g. model.bin)", output.display()));
+    }
+    let folder = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(format!("{}: the output folder {} does not exist", output.display(), folder.display()));
+    }
+    Ok(())
+}
