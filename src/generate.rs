@@ -21,6 +21,9 @@ pub enum GenerateError {
     Session(#[from] SessionError),
 }
 
+/// Most steps whose latency [`Generator::step_times`] keeps (1 MiB).
+pub const MAX_STEP_TIMES: usize = 1 << 16;
+
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -130,7 +133,9 @@ impl<'m> Generator<'m> {
             return Err(GenerateError::PromptTooLong { tokens: self.prompt.len(), context: self.session.context() });
         }
         self.step_times.clear();
-        self.step_times.reserve(params.max_tokens);
+        // Latencies of the first MAX_STEP_TIMES steps: `max_tokens` may be
+        // unbounded (`usize::MAX`) and is no size to allocate.
+        self.step_times.reserve(params.max_tokens.min(MAX_STEP_TIMES));
         let eos = tokenizer.eos_id();
         self.sampler.ban(if params.ignore_eos { eos } else { None });
         for &t in &self.prompt {

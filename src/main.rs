@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    match cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let started = std::time::Instant::now();
+    let args = cli::Cli::parse_from(cli::llama_cpp_spellings(std::env::args_os()));
+    match cli::run(args, started) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("gpt-fast: error: {e}");
             ExitCode::FAILURE

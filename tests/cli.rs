@@ -29,10 +29,12 @@ fn model_arg() -> &'static str {
     model().to_str().unwrap()
 }
 
-/// Fails with one line on stderr containing `expect`, exit code `code`.
+/// Fails with one line on stderr containing `expect`, exit code `code`,
+/// and nothing on stdout (everything is checked before output starts).
 fn refused(out: &Output, code: i32, expect: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "output before the error: {:?}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr.contains(expect), "'{expect}' not in: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     if code == 1 {
@@ -86,16 +88,13 @@ fn run_refuses_bad_inputs() {
 fn run_with_no_context_shift_stops_at_the_limit() {
     let out = gpt_fast(&["run", model_arg(), "-p", "ab", "-n", "100", "-c", "16", "--no-context-shift", "--temp", "0"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("context full"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped:     context full"));
     // With the shift (the default), generation goes on past the context; with
     // --ignore-eos it runs to -n even if this random model samples its EOS.
     let out = gpt_fast(&["run", model_arg(), "-p", "ab", "-n", "40", "-c", "16", "--temp", "1", "--ignore-eos", "-v"]);
     assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("generated: 40 tokens"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(", 40 tokens,") && stderr.contains("stopped:     -n reached"), "{stderr}");
 }
 
 #[test]
@@ -131,4 +130,248 @@ fn perplexity_and_bench_print_their_figures() {
     assert!(stdout.starts_with("{\"test\":\"read\""), "the roofline comes first: {stdout}");
     assert!(stdout.contains("\"test\":\"pp8\"") && stdout.contains("\"test\":\"tg4\""), "{stdout}");
     assert!(stdout.contains("gb_per_second") && stdout.contains("\"roofline\":"), "{stdout}");
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn succeeded(out: &Output) -> String {
+    assert!(out.status.success(), "{}", stderr_of(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+}
+
+#[test]
+fn inputs_that_are_not_model_files_say_what_they_are() {
+    let dir = tmp("not-a-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    refused(&gpt_fast(&["run", d, "-p", "x"]), 1, "is a folder without config.json");
+    refused(&gpt_fast(&["info", d]), 1, "is a folder without config.json");
+    refused(&gpt_fast(&["run", "/dev/null", "-p", "x"]), 1, "is not a regular file");
+    let shard = fixture("tiny-llama/model-00001-of-00002.safetensors");
+    refused(&gpt_fast(&["run", shard.to_str().unwrap(), "-p", "x"]), 1, "safetensors file, which holds weights only");
+    let gguf = fixture("tiny-llama.gguf");
+    refused(&gpt_fast(&["verify", gguf.to_str().unwrap()]), 1, "is a GGUF file; verify checks gpt-fast model files");
+    let zip = dir.join("weights.zip");
+    std::fs::write(&zip, b"PK\x03\x04 not a model").unwrap();
+    refused(&gpt_fast(&["run", zip.to_str().unwrap(), "-p", "x"]), 1, "is neither a gpt-fast model file");
+    // Writing: a missing output folder is named, never the temporary file.
+    let out = gpt_fast(&["convert", "--synthetic", "test-llama", "-o", "/nonexistent/dir/m.bin"]);
+    refused(&out, 1, "the output folder /nonexistent/dir does not exist");
+    assert!(!stderr_of(&out).contains("tmp"), "{}", stderr_of(&out));
+    refused(&gpt_fast(&["convert", "--synthetic", "test-llama", "-o", d]), 1, "is a folder");
+    let json = dir.join("no/such/dir/stats.json");
+    refused(&gpt_fast(&["run", model_arg(), "-p", "x", "--json-stats", json.to_str().unwrap()]), 1, "does not exist");
+}
+
+#[test]
+fn out_of_range_values_are_usage_errors() {
+    let m = model_arg();
+    for (args, expect) in [
+        (&["--temp", "-1"][..], "'--temp <T>'"),
+        (&["-n", "18446744073709551615"], "or 1 to 2147483647"),
+        (&["-n", "-2"], "takes -1"),
+        (&["-c", "100000000"], "--ctx-size"),
+        (&["-t", "100000"], "--threads"),
+        (&["--seed", "-5"], "takes -1 (random)"),
+        (&["--repeat-last-n", "-2"], "--repeat-last-n"),
+    ] {
+        let out = gpt_fast(&[&["run", m, "-p", "x"][..], args].concat());
+        refused(&out, 2, expect);
+        assert!(!stderr_of(&out).contains("-- -1"), "clap's misleading tip: {}", stderr_of(&out));
+    }
+    refused(&gpt_fast(&["run", "-p", "x"]), 2, "no model: give MODEL or -m MODEL");
+    refused(&gpt_fast(&["run", m, "-m", m, "-p", "x"]), 2, "the model is given twice");
+    // -n far beyond the context budgets by the context, not by -n: no huge allocation.
+    let out = gpt_fast(&["run", m, "-p", "x", "-n", "1000000000", "-c", "16", "--no-context-shift", "--temp", "0"]);
+    assert!(stderr_of(&out).contains("context full"), "{}", stderr_of(&out));
+    // More threads than CPUs: a warning, and the run goes on.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let out = gpt_fast(&["run", m, "-p", "x", "-n", "2", "-t", &(cpus + 1).to_string()]);
+    succeeded(&out);
+    assert!(stderr_of(&out).contains(&format!("warning: -t {} is more threads than the {cpus} CPUs", cpus + 1)));
+}
+
+#[test]
+fn prompt_files_must_be_regular_and_bounded() {
+    refused(&gpt_fast(&["run", model_arg(), "-f", "/dev/zero"]), 1, "not a regular file");
+    refused(&gpt_fast(&["run", model_arg(), "-f", env!("CARGO_TARGET_TMPDIR")]), 1, "not a regular file");
+    // A sparse file over the limit: refused without reading it all.
+    let big = tmp("big.txt");
+    std::fs::File::create(&big).unwrap().set_len(257 << 20).unwrap();
+    refused(&gpt_fast(&["run", model_arg(), "-f", big.to_str().unwrap()]), 1, "more than 256 MiB");
+    std::fs::remove_file(&big).unwrap();
+}
+
+#[test]
+fn llama_cpp_flags() {
+    let m = model_arg();
+    let greedy = |extra: &[&str]| {
+        let out =
+            gpt_fast(&[&["run", "-m", m, "-p", "abc", "-n", "12", "--temp", "0", "--ignore-eos"][..], extra].concat());
+        (succeeded(&out), stderr_of(&out))
+    };
+    let (full, _) = greedy(&[]);
+    let continuation = full.strip_prefix("abc").unwrap().trim_end_matches('\n').to_string();
+    assert!(!continuation.is_empty());
+    // -m and the positional MODEL are the same model.
+    assert_eq!(succeeded(&gpt_fast(&["run", m, "-p", "abc", "-n", "12", "--temp", "0", "--ignore-eos"])), full);
+    // --no-display-prompt prints the continuation only.
+    assert_eq!(greedy(&["--no-display-prompt"]).0, format!("{continuation}\n"));
+    // -r: the text stops before the stop string's first appearance.
+    let stop: String = continuation.chars().skip(2).take(1).collect();
+    let at = continuation.find(&stop).unwrap();
+    let (stopped, stderr) = greedy(&["-r", &stop, "--reverse-prompt", "never-there"]);
+    assert_eq!(stopped, format!("abc{}\n", &continuation[..at]));
+    assert!(stderr.contains("stopped:     stop string"), "{stderr}");
+    // -f - reads the prompt from standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
+        .args(["run", m, "-f", "-", "-n", "12", "--temp", "0", "--ignore-eos"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"abc").unwrap();
+    assert_eq!(succeeded(&child.wait_with_output().unwrap()), full);
+    // --seed -1 is random, and -v prints the seed it took.
+    let (_, stderr) = greedy(&["--seed", "-1", "-v"]);
+    assert!(stderr.contains(", seed "), "{stderr}");
+    // -n -1: until EOS, or here a full context.
+    let out =
+        gpt_fast(&["run", m, "-p", "abc", "-n", "-1", "-c", "16", "--no-context-shift", "--temp", "0", "--ignore-eos"]);
+    assert!(stderr_of(&out).contains("stopped:     context full"), "{}", stderr_of(&out));
+    // "abc" is 2 tokens: 14 more fill the context, and a 15th is sampled from the last.
+    assert!(stderr_of(&out).contains(", 15 tokens,"), "{}", stderr_of(&out));
+    // --repeat-last-n 0 turns the penalty off; -1 is accepted (the whole context).
+    let sampled = |extra: &[&str]| {
+        succeeded(&gpt_fast(
+            &[&["run", m, "-p", "abc abc abc", "-n", "16", "--seed", "3", "--temp", "1.5"][..], extra].concat(),
+        ))
+    };
+    assert_eq!(sampled(&["--repeat-penalty", "3", "--repeat-last-n", "0"]), sampled(&[]));
+    succeeded(&gpt_fast(&["run", m, "-p", "x", "-n", "2", "--repeat-penalty", "1.1", "--repeat-last-n", "-1"]));
+    // -ctk is --kv-type.
+    let (_, stderr) = greedy(&["-ctk", "f32", "-v"]);
+    assert!(stderr.contains("KV cache f32"), "{stderr}");
+    let (_, stderr) = greedy(&["--cache-type-k", "f32", "-v"]);
+    assert!(stderr.contains("KV cache f32"), "{stderr}");
+}
+
+#[test]
+fn run_reports_timings_and_why_it_stopped() {
+    let json = tmp("stats.json");
+    let out =
+        gpt_fast(&["run", model_arg(), "-p", "abc", "-n", "5", "--ignore-eos", "--json-stats", json.to_str().unwrap()]);
+    succeeded(&out);
+    let stderr = stderr_of(&out);
+    for line in ["load:", "prompt:", "first token:", "generated:", "total:", "stopped:     -n reached"] {
+        assert!(stderr.lines().any(|l| l.starts_with(line)), "no '{line}' in: {stderr}");
+    }
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(stats["stop"], "max_tokens");
+    assert_eq!(stats["prompt_tokens"], 2); // [260, 99]: see `gpt-fast tokenize`
+    assert_eq!(stats["generated_tokens"], 5);
+    for key in ["load_ms", "prompt_ms", "first_token_ms", "generate_ms", "total_ms", "generate_tokens_per_second"] {
+        assert!(stats[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {stats}");
+    }
+}
+
+/// Spawns an endless run and waits for its first output.
+fn endless_run() -> (std::process::Child, Vec<u8>) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
+        .args(["run", model_arg(), "-p", "abc", "-n", "-1", "--ignore-eos", "-c", "32", "-t", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = vec![0u8; 64];
+    child.stdout.as_mut().unwrap().read_exact(&mut seen).unwrap();
+    (child, seen)
+}
+
+fn sigint(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn ctrl_c_stops_generation_cleanly() {
+    let (child, seen) = endless_run();
+    sigint(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped:     interrupted (Ctrl-C)") && stderr.contains("generated:"), "{stderr}");
+    assert_eq!(out.stdout.last(), Some(&b'\n'), "the line is ended");
+    assert!(!seen.is_empty());
+    // A second SIGINT exits at once, also with 130.
+    let (child, _) = endless_run();
+    sigint(&child);
+    sigint(&child);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+}
+
+#[test]
+fn gguf_and_hf_folders_run_through_the_cache() {
+    let cache = tmp("xdg-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    let with_cache = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gpt-fast")).args(args).env("XDG_CACHE_HOME", &cache).output().unwrap()
+    };
+    let gguf = fixture("tiny-llama.gguf");
+    let run = ["run", gguf.to_str().unwrap(), "-p", "hello", "-n", "6", "--temp", "0"];
+    let first = with_cache(&run);
+    let text = succeeded(&first);
+    assert!(stderr_of(&first).contains("is a GGUF file; converting it to q8 once, into"), "{}", stderr_of(&first));
+    let entries = || -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(cache.join("gpt-fast"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let cached = entries();
+    assert_eq!(cached.len(), 1, "one whole file, no temporary left: {cached:?}");
+    assert!(stderr_of(&first).contains(&cached[0]));
+    let second = with_cache(&run);
+    assert_eq!(succeeded(&second), text);
+    assert!(stderr_of(&second).contains("using its q8 conversion"), "{}", stderr_of(&second));
+    assert_eq!(entries(), cached, "the second run hits the cache");
+    // --quant picks another entry; the other commands take the same sources.
+    succeeded(&with_cache(&["info", gguf.to_str().unwrap()]));
+    let f16 = with_cache(&[&run[..], &["--quant", "f16"]].concat());
+    succeeded(&f16);
+    assert_eq!(entries().len(), 2);
+    let ids = succeeded(&with_cache(&["tokenize", gguf.to_str().unwrap(), "hello"]));
+    assert!(ids.starts_with('['), "{ids}");
+    let info = succeeded(&with_cache(&["info", fixture("tiny-llama").to_str().unwrap()]));
+    assert!(info.contains("architecture:  llama"), "{info}");
+    let bench = with_cache(&["bench", "-m", gguf.to_str().unwrap(), "-p", "4", "-n", "2", "-r", "1", "--json"]);
+    succeeded(&bench);
+    assert!(stderr_of(&bench).contains("using its q8 conversion"));
+}
+
+#[test]
+fn info_prints_no_debug_text() {
+    let info = succeeded(&gpt_fast(&["info", model_arg()]));
+    assert!(!info.contains("Some(") && !info.contains("None") && !info.contains("true"), "{info}");
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = succeeded(&gpt_fast(&["completions", shell]));
+        assert!(script.contains("gpt-fast") && script.contains("reverse-prompt"), "{shell}: {script}");
+    }
+    refused(&gpt_fast(&["completions", "cmd.exe"]), 2, "invalid value");
 }

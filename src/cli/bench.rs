@@ -6,7 +6,7 @@ use std::path::Path;
 use gpt_fast::bench::{self, Test};
 use gpt_fast::model::{Model, ModelOptions};
 
-use super::{print_out, CliResult, ModelArgs};
+use super::{print_out, progress, source, CliResult, ModelArgs};
 
 pub struct BenchArgs<'a> {
     pub prompt: &'a [usize],
@@ -17,8 +17,9 @@ pub struct BenchArgs<'a> {
 }
 
 pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult {
-    let model = Model::open(path, ModelOptions { quant: model_args.quant, isa: None })?;
-    let threads = model_args.threads_or_default();
+    let threads = model_args.threads();
+    let model =
+        Model::open(&source::model_file(path, model_args.quant)?, ModelOptions { quant: model_args.quant, isa: None })?;
     let size = model.weight_bytes();
     let n_params: u64 = model.file().tensors().iter().map(|t| t.rows * t.cols).sum();
     let isa = model.kernels().isa.name();
@@ -43,8 +44,12 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         ))?;
     }
     let depths = if args.depth.is_empty() { &[0][..] } else { args.depth };
-    for (test, &depth) in tests.flat_map(|t| depths.iter().map(move |d| (t, d))) {
+    let runs: Vec<_> = tests.flat_map(|t| depths.iter().map(move |&d| (t, d))).collect();
+    let bar = progress::bar(runs.len() as u64, "tests");
+    for (test, depth) in runs {
+        bar.set_message(format!("{} @ d{depth}, {} runs", test.name(), args.repetitions + 1));
         let r = bench::run(&model, test, depth, args.repetitions, threads, kv)?;
+        bar.inc(1);
         // llama-bench's name for a test at depth.
         let name = if depth > 0 { format!("{} @ d{depth}", test.name()) } else { test.name() };
         // Decode reads every weight once per token: bytes per token × tokens/s.
@@ -103,8 +108,9 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
                 )?;
             }
         }
-        print_out(&line)?;
+        bar.suspend(|| print_out(&line))?;
     }
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use super::{print_out, CliResult};
 use std::fmt::Write;
 
 pub fn info(path: &Path) -> CliResult {
+    let path = &super::source::model_file(path, None)?;
     let file = ModelFile::open(path)?;
     let mut out = String::new();
     let h = file.hparams();
@@ -30,20 +31,21 @@ pub fn info(path: &Path) -> CliResult {
         writeln!(out, "rope_theta:    {}", h.rope_theta)?;
     }
     writeln!(out, "norm_eps:      {:e}", h.norm_eps)?;
-    writeln!(out, "tied embed:    {}", h.tied_embeddings)?;
+    writeln!(out, "tied embed:    {}", if h.tied_embeddings { "yes" } else { "no" })?;
     match gpt_fast::model::select_kernels(None) {
         Ok(k) => writeln!(out, "kernels:       {} (GPT_FAST_ISA overrides)", k.isa.name())?,
         Err(e) => writeln!(out, "kernels:       {e}")?,
     }
     let tok = file.tokenizer();
+    let id = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |i| i.to_string());
     writeln!(
         out,
-        "tokenizer:     byte-level BPE, {:?} pre-tokenizer, {} merges, bos {:?}, eos {:?}, add_bos {}",
-        tok.pre,
+        "tokenizer:     byte-level BPE, {} pre-tokenizer, {} merges, bos {}, eos {}, adds bos: {}",
+        tok.pre.name(),
         tok.merges.len(),
-        tok.bos_id,
-        tok.eos_id,
-        tok.add_bos
+        id(tok.bos_id),
+        id(tok.eos_id),
+        if tok.add_bos { "yes" } else { "no" }
     )?;
     // Tensor groups: the name with the layer index folded ("blk.*.attn_qkv.weight").
     let mut groups: BTreeMap<String, (String, usize, u64)> = BTreeMap::new();
@@ -64,7 +66,7 @@ pub fn info(path: &Path) -> CliResult {
 }
 
 pub fn verify(path: &Path) -> CliResult {
-    let file = ModelFile::open(path)?;
+    let file = ModelFile::open(&super::source::file_to_verify(path)?)?;
     file.verify()?;
     print_out(&format!(
         "{}: OK ({} tensors, header and tensor checksums match)\n",

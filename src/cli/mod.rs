@@ -2,17 +2,27 @@
 
 mod bench;
 mod info;
+mod interrupt;
+mod progress;
 mod prompt;
 mod run;
+mod source;
+mod stats;
 mod text;
+mod values;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Fast CPU inference for GPT-2 and Llama family models.
+///
+/// MODEL is a gpt-fast model file (made by `gpt-fast convert`), or a GGUF
+/// file or a Hugging Face model folder, which is converted once into
+/// $XDG_CACHE_HOME/gpt-fast (else ~/.cache/gpt-fast) and run from there.
 #[derive(Parser, Debug)]
-#[command(name = "gpt-fast", version, about)]
+#[command(name = "gpt-fast", version, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,71 +30,34 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print a model file's architecture, hyper-parameters and tensor types.
-    Info {
-        /// A gpt-fast model file (made by `convert`).
-        model: PathBuf,
-    },
-    /// Check every tensor's checksum (reads the whole file).
-    Verify { model: PathBuf },
     /// Generate text: print the prompt, then stream the continuation.
     Run {
-        model: PathBuf,
+        #[command(flatten)]
+        model: ModelPath,
         #[command(flatten)]
         model_args: ModelArgs,
-        /// The prompt text.
-        #[arg(short = 'p', long)]
-        prompt: Option<String>,
-        /// Read the prompt from a file (UTF-8).
-        #[arg(short = 'f', long, conflicts_with = "prompt")]
-        file: Option<PathBuf>,
-        /// Tokens to generate at most.
-        #[arg(short = 'n', long = "n-predict", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
-        n_predict: u64,
-        /// Sampling temperature; 0 is greedy.
-        #[arg(long, default_value_t = 0.8)]
-        temp: f32,
-        /// Keep only the K most likely tokens (0: all).
-        #[arg(long, default_value_t = 40)]
-        top_k: usize,
-        /// Keep the smallest set of tokens whose probability reaches P.
-        #[arg(long, default_value_t = 0.95)]
-        top_p: f32,
-        /// Drop tokens less likely than P times the most likely one.
-        #[arg(long, default_value_t = 0.05)]
-        min_p: f32,
-        /// Penalize tokens seen in the last 64 (1.0: off).
-        #[arg(long, default_value_t = 1.0)]
-        repeat_penalty: f32,
-        /// Random seed (default: from the clock; printed with --verbose).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Context size in tokens (default: the model's, at most 4096).
-        #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
-        ctx_size: usize,
-        /// Wrap the prompt in the model's chat template as a user turn.
-        #[arg(long)]
-        chat: bool,
-        /// Treat special-token text in the prompt (e.g. "<|im_start|>") as plain text.
-        #[arg(long)]
-        no_special: bool,
-        /// Stop at a full context instead of shifting it.
-        #[arg(long)]
-        no_context_shift: bool,
-        /// Never sample the end-of-sequence token: generate all -n tokens.
-        #[arg(long)]
-        ignore_eos: bool,
-        /// Print kernels, memory and per-token latency percentiles on stderr.
-        #[arg(short = 'v', long)]
-        verbose: bool,
+        #[command(flatten)]
+        args: run::RunCli,
+    },
+    /// Print a model's architecture, hyper-parameters and tensor types.
+    Info {
+        #[command(flatten)]
+        model: ModelPath,
+    },
+    /// Check every tensor's checksum of a gpt-fast model file (reads the whole file).
+    Verify {
+        #[command(flatten)]
+        model: ModelPath,
     },
     /// Print the token ids of a text as a JSON array.
     Tokenize {
-        model: PathBuf,
-        /// The text (or use -f).
-        #[arg(required_unless_present = "file")]
+        #[command(flatten)]
+        model: ModelPath,
+        /// The text (or -f FILE).
+        #[arg(value_name = "TEXT")]
         text: Option<String>,
-        #[arg(short = 'f', long, conflicts_with = "text")]
+        /// Read the text from a file (UTF-8; - reads standard input).
+        #[arg(short = 'f', long, conflicts_with = "text", value_name = "FILE")]
         file: Option<PathBuf>,
         /// Treat special-token text as plain text.
         #[arg(long)]
@@ -92,14 +65,16 @@ enum Command {
     },
     /// Perplexity of a text file, by llama.cpp's method (or one streaming pass).
     Perplexity {
-        model: PathBuf,
+        #[command(flatten)]
+        model: ModelPath,
         #[command(flatten)]
         model_args: ModelArgs,
-        /// The text file (UTF-8).
-        #[arg(short = 'f', long)]
+        /// The text file (UTF-8; - reads standard input).
+        #[arg(short = 'f', long, value_name = "FILE")]
         file: PathBuf,
         /// Context (chunk) size in tokens.
-        #[arg(short = 'c', long = "ctx-size", default_value_t = 512, value_parser = clap::value_parser!(u64).range(2..))]
+        #[arg(short = 'c', long = "ctx-size", default_value_t = 512, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(2..=values::MAX_CONTEXT as u64))]
         ctx_size: u64,
         /// Score every token in one pass through the ring-buffer cache.
         #[arg(long)]
@@ -107,123 +82,173 @@ enum Command {
     },
     /// Measure prompt (ppN) and generation (tgN) throughput, llama-bench style.
     Bench {
-        model: PathBuf,
+        #[command(flatten)]
+        model: ModelPath,
         #[command(flatten)]
         model_args: ModelArgs,
-        /// Prompt lengths to test, evaluated in one batch each.
-        #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_values_t = [128, 512])]
+        /// Prompt lengths to test, evaluated in one batch each (0: none).
+        #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_values_t = [128, 512], value_name = "N,..")]
         prompt: Vec<usize>,
-        /// Generation lengths to test, one token at a time.
-        #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_values_t = [64, 128])]
+        /// Generation lengths to test, one token at a time (0: none).
+        #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_values_t = [64, 128], value_name = "N,..")]
         generate: Vec<usize>,
         /// Tokens already in the context when each test starts (llama-bench's
         /// `-d`): decode at depth pays for attention over them.
-        #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_values_t = [0])]
+        #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_values_t = [0], value_name = "N,..")]
         depth: Vec<usize>,
         /// Timed repetitions per test (after one warm-up run).
-        #[arg(short = 'r', long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(short = 'r', long, default_value_t = 5, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..=10_000))]
         repetitions: u64,
         /// One JSON object per test instead of the table.
         #[arg(long)]
         json: bool,
     },
+    /// Convert a GGUF file or a Hugging Face model folder to a gpt-fast model file.
+    Convert(gpt_fast::import::command::ConvertArgs),
+    /// Print a shell completion script: `gpt-fast completions bash > ~/.local/share/bash-completion/completions/gpt-fast`.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The model, as a positional MODEL or llama.cpp's `-m MODEL`.
+#[derive(clap::Args, Debug)]
+pub struct ModelPath {
+    /// A gpt-fast model file, a GGUF file or a Hugging Face model folder
+    /// (the last two are converted once into the cache; see `gpt-fast --help`).
+    #[arg(value_name = "MODEL")]
+    model: Option<PathBuf>,
+    /// The model, as with llama.cpp (instead of the positional MODEL).
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    model_flag: Option<PathBuf>,
+}
+
+impl ModelPath {
+    /// The one model path given to `command`; a usage error (exit 2) for none or two.
+    fn get(self, command: &str) -> PathBuf {
+        match (self.model, self.model_flag) {
+            (Some(m), None) | (None, Some(m)) => m,
+            (None, None) => usage_error(command, "no model: give MODEL or -m MODEL"),
+            (Some(_), Some(_)) => usage_error(command, "the model is given twice: give MODEL or -m MODEL, not both"),
+        }
+    }
+}
+
+/// Exits like clap does for a bad command line: the message and the
+/// subcommand's usage, exit code 2.
+fn usage_error(command: &str, message: &str) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let sub = cli.find_subcommand_mut(command).expect("called with a subcommand's name");
+    sub.error(clap::error::ErrorKind::ArgumentConflict, message).exit()
 }
 
 /// Options shared by the commands that run a model.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// Weight type to run: the file's own, or a lower precision converted at load.
-    #[arg(long)]
+    /// Weight type to run: the file's own, or a lower precision converted at
+    /// load; for a GGUF or Hugging Face MODEL, the type of its cached
+    /// conversion (default q8).
+    #[arg(long, value_name = "q8|f16|f32")]
     pub quant: Option<gpt_fast::format::DType>,
     /// Threads (default: one per physical core available to the process).
-    #[arg(short = 't', long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(short = 't', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=values::MAX_THREADS as u64))]
     pub threads: Option<u64>,
-    /// KV cache element type: f16 (half the memory and attention reads) or f32 (exact).
-    #[arg(long, default_value = "f16")]
+    /// KV cache element type: f16 (half the memory and attention reads) or
+    /// f32 (exact). Also -ctk / --cache-type-k, as in llama.cpp.
+    #[arg(long, default_value = "f16", value_name = "f16|f32", alias = "cache-type-k")]
     pub kv_type: gpt_fast::session::KvType,
 }
 
 impl ModelArgs {
-    pub fn threads_or_default(&self) -> usize {
-        self.threads.map_or_else(gpt_fast::threads::default_count, |t| t as usize)
+    /// The thread count, with a warning on stderr when it is more than the
+    /// CPUs this process may run on: every step waits for its slowest
+    /// thread, and a thread that shares a CPU is slow.
+    pub fn threads(&self) -> usize {
+        let Some(t) = self.threads else { return gpt_fast::threads::default_count() };
+        let t = t as usize;
+        if let Ok(cpus) = std::thread::available_parallelism() {
+            if t > cpus.get() {
+                eprintln!(
+                    "gpt-fast: warning: -t {t} is more threads than the {} CPUs this process may run on; \
+                     threads that share a CPU slow every step down (the default is one per physical core)",
+                    cpus.get()
+                );
+            }
+        }
+        t
     }
 }
 
 /// Errors are reported as one line by `main`.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-pub fn run(cli: Cli) -> CliResult {
+/// Runs a command; `started` is when the process started (for `run`'s timings).
+pub fn run(cli: Cli, started: std::time::Instant) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let done = |r: CliResult| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Info { model } => info::info(&model),
-        Command::Verify { model } => info::verify(&model),
-        Command::Run {
-            model,
-            model_args,
-            prompt,
-            file,
-            n_predict,
-            temp,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            seed,
-            ctx_size,
-            chat,
-            no_special,
-            no_context_shift,
-            ignore_eos,
-            verbose,
-        } => {
-            let text = prompt::read_text(prompt.as_deref(), file.as_deref())?;
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-            });
-            let sampler = gpt_fast::sampler::SamplerParams {
-                temperature: temp,
-                top_k,
-                top_p,
-                min_p,
-                repeat_penalty,
-                repeat_last_n: 64,
-                seed,
-            };
-            run::run(
-                &model,
-                &model_args,
-                run::RunArgs {
-                    text,
-                    max_tokens: n_predict as usize,
-                    sampler,
-                    context: ctx_size,
-                    chat,
-                    parse_special: !no_special,
-                    context_shift: !no_context_shift,
-                    ignore_eos,
-                    verbose,
-                },
-            )
-        }
+        Command::Info { model } => done(info::info(&model.get("info"))),
+        Command::Verify { model } => done(info::verify(&model.get("verify"))),
+        Command::Run { model, model_args, args } => run::run(&model.get("run"), &model_args, args, started),
         Command::Tokenize { model, text, file, no_special } => {
+            // `tokenize -m MODEL TEXT`: the one positional is the text.
+            let (model, text) = match (model.model, model.model_flag, text) {
+                (Some(t), Some(m), None) => (m, Some(t.to_string_lossy().into_owned())),
+                (model, flag, text) => (ModelPath { model, model_flag: flag }.get("tokenize"), text),
+            };
+            if text.is_none() && file.is_none() {
+                usage_error("tokenize", "no text: give TEXT or -f FILE");
+            }
             let text = prompt::read_text(text.as_deref(), file.as_deref())?;
-            text::tokenize(&model, &text, !no_special)
+            done(text::tokenize(&model, &text, !no_special))
         }
         Command::Perplexity { model, model_args, file, ctx_size, stream } => {
+            let model = model.get("perplexity");
             let text = prompt::read_text(None, Some(&file))?;
-            text::perplexity(&model, &model_args, &text, ctx_size as usize, stream)
+            done(text::perplexity(&model, &model_args, &text, ctx_size as usize, stream))
         }
-        Command::Bench { model, model_args, prompt, generate, depth, repetitions, json } => bench::bench(
-            &model,
-            &model_args,
-            &bench::BenchArgs {
-                prompt: &prompt,
-                generate: &generate,
-                depth: &depth,
-                repetitions: repetitions as usize,
-                json,
-            },
-        ),
+        Command::Bench { model, model_args, prompt, generate, depth, repetitions, json } => {
+            for (flag, lengths) in [("-p", &prompt), ("-n", &generate), ("-d", &depth)] {
+                if let Some(n) = lengths.iter().find(|&&n| n > values::MAX_CONTEXT) {
+                    usage_error(
+                        "bench",
+                        &format!("{flag} {n}: the largest length accepted is {}", values::MAX_CONTEXT),
+                    );
+                }
+            }
+            done(bench::bench(
+                &model.get("bench"),
+                &model_args,
+                &bench::BenchArgs {
+                    prompt: &prompt,
+                    generate: &generate,
+                    depth: &depth,
+                    repetitions: repetitions as usize,
+                    json,
+                },
+            ))
+        }
+        Command::Convert(args) => done(gpt_fast::import::command::run(&args)),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gpt-fast", &mut script);
+            done(print_out(&String::from_utf8_lossy(&script)))
+        }
     }
+}
+
+/// llama.cpp spells some options as multi-letter short flags (`-ctk f16`),
+/// which clap cannot declare: they are rewritten to their long names first.
+pub fn llama_cpp_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| match a.to_str() {
+        Some("-ctk") => "--kv-type".into(),
+        Some(s) if s.starts_with("-ctk=") => format!("--kv-type={}", &s[5..]).into(),
+        _ => a,
+    })
+    .collect()
 }
 
 /// Writes to stdout; a closed pipe (`gpt-fast info m.bin | head`) ends quietly.
@@ -233,5 +258,23 @@ pub fn print_out(text: &str) -> CliResult {
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        let cli = super::Cli::command();
+        cli.clone().debug_assert();
+        for sub in cli.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no description", sub.get_name());
+            for arg in sub.get_arguments() {
+                assert!(arg.get_help().is_some(), "{} {} has no help", sub.get_name(), arg.get_id());
+            }
+        }
     }
 }

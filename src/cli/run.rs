@@ -1,58 +1,154 @@
-//! `gpt-fast run`: stream a continuation (or a chat answer) to stdout.
+//! `gpt-fast run`: stream a continuation (or a chat answer) to stdout, then
+//! timings and the stop reason on stderr.
+//!
+//! Everything that can be refused (the values, the model, the prompt's
+//! length against the context, the --json-stats folder) is checked before
+//! the first byte goes to stdout.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use gpt_fast::bench::StepLatency;
-use gpt_fast::generate::{Flow, GenerateParams, Generator, StopReason};
+use gpt_fast::generate::{Flow, GenerateError, GenerateParams, Generator, StopReason};
 use gpt_fast::model::{Model, ModelOptions};
 use gpt_fast::sampler::SamplerParams;
 use gpt_fast::session::SessionOptions;
 
-use super::{CliResult, ModelArgs};
+use super::stats::{Ending, RunStats};
+use super::{interrupt, prompt, source, values, ModelArgs};
 
-pub struct RunArgs {
-    pub text: String,
-    pub max_tokens: usize,
-    pub sampler: SamplerParams,
-    pub context: usize,
-    pub chat: bool,
-    pub parse_special: bool,
-    pub context_shift: bool,
-    pub ignore_eos: bool,
-    pub verbose: bool,
+/// `run`'s own options (the model and its shared options are apart).
+#[derive(clap::Args, Debug)]
+pub struct RunCli {
+    /// The prompt text.
+    #[arg(short = 'p', long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// Read the prompt from a file (UTF-8; - reads standard input).
+    #[arg(short = 'f', long, conflicts_with = "prompt", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Tokens to generate at most; -1: until the end-of-sequence token (or a
+    /// full context with --no-context-shift).
+    #[arg(short = 'n', long = "n-predict", default_value = "256", value_name = "N",
+          allow_negative_numbers = true, value_parser = values::n_predict)]
+    n_predict: values::OrNone<u64>,
+    /// Sampling temperature, >= 0; 0 is greedy.
+    #[arg(long, default_value = "0.8", value_name = "T", allow_negative_numbers = true, value_parser = values::temperature)]
+    temp: f32,
+    /// Keep only the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 40, value_name = "K")]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches P (1: all).
+    #[arg(long, default_value_t = 0.95, value_name = "P", allow_negative_numbers = true)]
+    top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0: none).
+    #[arg(long, default_value_t = 0.05, value_name = "P", allow_negative_numbers = true)]
+    min_p: f32,
+    /// Penalize tokens seen in the last --repeat-last-n (1.0: off).
+    #[arg(long, default_value_t = 1.0, value_name = "R", allow_negative_numbers = true)]
+    repeat_penalty: f32,
+    /// How many recent tokens --repeat-penalty looks at (0: none, -1: the whole context).
+    #[arg(long, default_value = "64", value_name = "N", allow_negative_numbers = true, value_parser = values::repeat_last_n)]
+    repeat_last_n: values::OrNone<usize>,
+    /// Random seed; -1 (the default) takes one from the clock, printed with --verbose.
+    #[arg(short = 's', long, default_value = "-1", value_name = "N", allow_negative_numbers = true, value_parser = values::seed)]
+    seed: values::OrNone<u64>,
+    /// Context size in tokens (0: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size", default_value = "0", value_name = "N", value_parser = values::ctx_size)]
+    ctx_size: usize,
+    /// Stop where the text reaches STR (STR is not printed); repeatable.
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "STR", alias = "stop")]
+    reverse_prompt: Vec<String>,
+    /// Do not print the prompt before the continuation.
+    #[arg(long)]
+    no_display_prompt: bool,
+    /// Wrap the prompt in the model's chat template as a user turn (the
+    /// prompt is then not printed).
+    #[arg(long)]
+    chat: bool,
+    /// Treat special-token text in the prompt (e.g. "<|im_start|>") as plain text.
+    #[arg(long)]
+    no_special: bool,
+    /// Stop at a full context instead of shifting it.
+    #[arg(long)]
+    no_context_shift: bool,
+    /// Never sample the end-of-sequence token: generate all -n tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Also write the timings and stop reason as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json_stats: Option<PathBuf>,
+    /// Print kernels, memory, the seed and per-token latency percentiles on stderr.
+    #[arg(short = 'v', long)]
+    verbose: bool,
 }
 
-pub fn run(path: &Path, model_args: &ModelArgs, args: RunArgs) -> CliResult {
-    let model = Model::open(path, ModelOptions { quant: model_args.quant, isa: None })?;
+pub fn run(
+    path: &Path,
+    model_args: &ModelArgs,
+    args: RunCli,
+    started: Instant,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let text = prompt::read_text(args.prompt.as_deref(), args.file.as_deref())?;
+    if let Some(json) = &args.json_stats {
+        check_writable_folder(json)?;
+    }
+    let threads = model_args.threads();
+    let seed = args.seed.0.unwrap_or_else(clock_seed);
+    let model_file = source::model_file(path, model_args.quant)?;
+
+    let load_start = Instant::now();
+    let model = Model::open(&model_file, ModelOptions { quant: model_args.quant, isa: None })?;
     if model.converted_at_load() {
         eprintln!(
             "gpt-fast: {} holds {} weights; converted to {} at load",
-            path.display(),
+            model_file.display(),
             model.file().weight_dtype().name(),
             model.dtype().name()
         );
     }
-    let prompt = if args.chat {
-        gpt_fast::chat::user_turn(&model.file().tokenizer().chat_template, &args.text)?
-    } else {
-        args.text
-    };
+    let prompt =
+        if args.chat { gpt_fast::chat::user_turn(&model.file().tokenizer().chat_template, &text)? } else { text };
+    let parse_special = !args.no_special;
+    let prompt_tokens = model.tokenizer().encode_prompt(&prompt, parse_special).len();
+    let max_tokens = args.n_predict.0.map_or(usize::MAX, |n| n as usize);
     let options = SessionOptions {
-        context: args.context,
-        threads: model_args.threads_or_default(),
-        context_shift: args.context_shift,
+        context: args.ctx_size,
+        threads,
+        context_shift: !args.no_context_shift,
         kv_type: model_args.kv_type,
-        // A byte-level BPE token is at least one byte (special tokens are
-        // longer), plus perhaps a BOS token.
-        token_budget: prompt.len() + 1 + args.max_tokens,
+        token_budget: prompt_tokens.saturating_add(max_tokens),
         ..Default::default()
     };
-    let mut generator = Generator::new(&model, options, args.sampler)?;
+    // -1 is the whole context: the context asked for (or the session's
+    // default); a token budget below it only means the ring never fills.
+    let whole_context = match args.ctx_size {
+        0 => (model.hparams().max_seq_len as usize).min(gpt_fast::session::DEFAULT_MAX_CONTEXT),
+        n => n,
+    };
+    let sampler = SamplerParams {
+        temperature: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: args.repeat_last_n.0.unwrap_or(whole_context),
+        seed,
+    };
+    let mut generator = Generator::new(&model, options, sampler)?;
+    let context = generator.session().context();
+    if prompt_tokens == 0 {
+        return Err(GenerateError::EmptyPrompt.into());
+    }
+    if prompt_tokens > context {
+        return Err(GenerateError::PromptTooLong { tokens: prompt_tokens, context }.into());
+    }
+    let load_time = load_start.elapsed();
     if args.verbose {
         let s = generator.session();
         eprintln!(
-            "gpt-fast: kernels {}, {} threads, weights {} ({:.1} MiB per token), context {}, KV cache {} {:.1} MiB, seed {}",
+            "gpt-fast: kernels {}, {} threads, weights {} ({:.1} MiB per token), context {}, KV cache {} {:.1} MiB, seed {seed}",
             model.kernels().isa.name(),
             s.threads(),
             model.dtype().name(),
@@ -60,53 +156,92 @@ pub fn run(path: &Path, model_args: &ModelArgs, args: RunArgs) -> CliResult {
             s.context(),
             s.kv_type().name(),
             s.cache_bytes() as f64 / (1 << 20) as f64,
-            args.sampler.seed
         );
     }
-    let params = GenerateParams {
-        max_tokens: args.max_tokens,
-        sampler: args.sampler,
-        stop: Vec::new(),
-        ignore_eos: args.ignore_eos,
-    };
+    let params = GenerateParams { max_tokens, sampler, stop: args.reverse_prompt.clone(), ignore_eos: args.ignore_eos };
+
+    // From here on output starts; Ctrl-C stops generation instead of the process.
+    interrupt::install();
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
-    let mut emit = |text: &str| -> Flow {
-        match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-            Ok(()) => Flow::Continue,
+    let mut write =
+        |out: &mut std::io::StdoutLock, text: &str| match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => true,
             Err(e) => {
                 write_error = Some(e);
-                Flow::Stop
+                false
             }
-        }
-    };
-    if !args.chat {
-        emit(&prompt);
+        };
+    if !args.chat && !args.no_display_prompt {
+        write(&mut stdout, &prompt);
     }
-    let stats = generator.generate(&prompt, args.parse_special, &params, &mut emit)?;
-    emit("\n");
+    let generate_start = Instant::now();
+    let mut first_token: Option<Duration> = None;
+    let result = generator.generate(&prompt, parse_special, &params, |piece| {
+        first_token.get_or_insert_with(|| generate_start.elapsed());
+        if write(&mut stdout, piece) && !interrupt::requested() {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    });
+    // An interrupt during the last step still ends the line and the run as one.
+    let interrupted = interrupt::requested();
+    let generated = result?;
+    write(&mut stdout, "\n");
     match write_error {
-        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
         Some(e) => return Err(e.into()),
         None => {}
     }
-    let per_s = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64().max(1e-9);
-    eprintln!(
-        "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s{}",
-        stats.prompt_tokens,
-        per_s(stats.prompt_tokens, stats.prompt_time),
-        stats.generated_tokens,
-        per_s(stats.generated_tokens, stats.generate_time),
-        match stats.stop {
-            StopReason::ContextFull => " (stopped: context full)",
-            _ => "",
-        }
-    );
+    let stop = match generated.stop {
+        StopReason::Eos => Ending::Eos,
+        StopReason::MaxTokens => Ending::MaxTokens,
+        StopReason::StopString => Ending::StopString,
+        StopReason::ContextFull => Ending::ContextFull,
+        StopReason::Cancelled => Ending::Interrupted,
+    };
+    let stop = if interrupted { Ending::Interrupted } else { stop };
+    let stats = RunStats {
+        load: load_time,
+        prompt_tokens: generated.prompt_tokens,
+        prompt: generated.prompt_time,
+        first_token,
+        generated_tokens: generated.generated_tokens,
+        generate: generated.generate_time,
+        total: started.elapsed(),
+        stop,
+        seed,
+        threads: generator.session().threads(),
+        context,
+    };
+    eprint!("{}", stats.text());
     if let Some(l) = StepLatency::of(generator.step_times()).filter(|_| args.verbose) {
         eprintln!(
             "per-token decode latency over {} tokens: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             l.steps, l.median_ms, l.p90_ms, l.p99_ms, l.max_ms
         );
+    }
+    if let Some(json) = &args.json_stats {
+        std::fs::write(json, stats.json()).map_err(|e| format!("{}: {e}", json.display()))?;
+    }
+    // A shell's convention for a run ended by SIGINT.
+    Ok(if interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Refuses a path whose folder does not exist (or that is a folder), before
+/// a run spends its time.
+fn check_writable_folder(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("--json-stats {}: is a folder", path.display()));
+    }
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        return Err(format!("--json-stats {}: the folder {} does not exist", path.display(), folder.display()));
     }
     Ok(())
 }

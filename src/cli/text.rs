@@ -4,28 +4,36 @@ use std::path::Path;
 
 use gpt_fast::model::{Model, ModelOptions};
 
-use super::{print_out, CliResult, ModelArgs};
+use super::{print_out, progress, source, CliResult, ModelArgs};
 
 pub fn tokenize(path: &Path, text: &str, parse_special: bool) -> CliResult {
-    let model = Model::open(path, ModelOptions::default())?;
+    let model = Model::open(&source::model_file(path, None)?, ModelOptions::default())?;
     let ids = model.tokenizer().encode_prompt(text, parse_special);
     let list: Vec<String> = ids.iter().map(u32::to_string).collect();
     print_out(&format!("[{}]\n", list.join(", ")))
 }
 
 pub fn perplexity(path: &Path, model_args: &ModelArgs, text: &str, context: usize, stream: bool) -> CliResult {
-    let model = Model::open(path, ModelOptions { quant: model_args.quant, isa: None })?;
+    let threads = model_args.threads();
+    let model =
+        Model::open(&source::model_file(path, model_args.quant)?, ModelOptions { quant: model_args.quant, isa: None })?;
     let tokens = model.tokenizer().encode_prompt(text, false);
-    let (threads, kv) = (model_args.threads_or_default(), model_args.kv_type);
+    let kv = model_args.kv_type;
     let batch = context.min(512);
     let start = std::time::Instant::now();
-    let progress = |done: usize, total: usize, ppl: f64| eprint!("\r[{done}/{total}] running PPL = {ppl:.4}   ");
-    let result = if stream {
-        gpt_fast::perplexity::perplexity_stream(&model, &tokens, context, batch, threads, kv, progress)?
-    } else {
-        gpt_fast::perplexity::perplexity(&model, &tokens, context, batch, threads, kv, progress)?
+    let bar = progress::bar(0, if stream { "tokens" } else { "chunks" });
+    let progress = |done: usize, total: usize, ppl: f64| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(format!("running PPL = {ppl:.4}"));
     };
-    eprintln!();
+    let result = if stream {
+        gpt_fast::perplexity::perplexity_stream(&model, &tokens, context, batch, threads, kv, progress)
+    } else {
+        gpt_fast::perplexity::perplexity(&model, &tokens, context, batch, threads, kv, progress)
+    };
+    bar.finish_and_clear();
+    let result = result?;
     eprintln!(
         "{} tokens, {} scored in {} chunk(s) of context {context}{}, {:.1} s",
         tokens.len(),

@@ -23,6 +23,14 @@ impl PreTokenizer {
             _ => None,
         }
     }
+
+    /// Its name in GGUF's `tokenizer.ggml.pre`, for people reading `info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gpt2 => "gpt-2",
+            Self::SmolLm => "smollm",
+        }
+    }
 }
 
 /// The role of a token, with GGUF's numbering (`tokenizer.ggml.token_type`).
