@@ -159,7 +159,7 @@ fn inputs_that_are_not_model_files_say_what_they_are() {
     refused(&gpt_fast(&["verify", gguf.to_str().unwrap()]), 1, "is a GGUF file; verify checks gpt-fast model files");
     let zip = dir.join("weights.zip");
     std::fs::write(&zip, b"PK\x03\x04 not a model").unwrap();
-    refused(&gpt_fast(&["run", zip.to_str().unwrap(), "-p", "x"]), 1, "is neither a gpt-fast model file");
+    refused(&gpt_fast(&["run", zip.to_str().unwrap(), "-p", "x"]), 1, "not a gpt-fast model file, nor a GGUF");
     // Writing: a missing output folder is named, never the temporary file.
     let out = gpt_fast(&["convert", "--synthetic", "test-llama", "-o", "/nonexistent/dir/m.bin"]);
     refused(&out, 1, "the output folder /nonexistent/dir does not exist");

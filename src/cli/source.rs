@@ -58,7 +58,7 @@ pub fn model_file(path: &Path, quant: Option<DType>) -> Result<PathBuf, String> 
         InputKind::Folder => Err(format!("{name} is a folder without config.json: {WANTED}")),
         InputKind::NotRegular => Err(format!("{name} is not a regular file: {WANTED}")),
         InputKind::Unknown => {
-            Err(format!("{name} is neither a gpt-fast model file, a GGUF file nor a safetensors file: {WANTED}"))
+            Err(format!("{name}: not a gpt-fast model file, nor a GGUF or safetensors file: {WANTED}"))
         }
     }
 }
