@@ -375,3 +375,15 @@ fn completions_for_each_shell() {
     }
     refused(&gpt_fast(&["completions", "cmd.exe"]), 2, "invalid value");
 }
+
+#[test]
+fn convert_subcommand_writes_a_model_file() {
+    let out_path = tmp("converted.bin");
+    let gguf = fixture("tiny-llama.gguf");
+    let out = gpt_fast(&["convert", gguf.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--quant", "f16"]);
+    succeeded(&out);
+    assert!(stderr_of(&out).contains("wrote "), "{}", stderr_of(&out));
+    let info = succeeded(&gpt_fast(&["info", out_path.to_str().unwrap()]));
+    assert!(info.contains("weight type:   f16"), "{info}");
+    succeeded(&gpt_fast(&["verify", out_path.to_str().unwrap()]));
+}
