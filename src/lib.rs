@@ -11,6 +11,7 @@ pub mod chat;
 pub mod format;
 pub mod generate;
 pub mod import;
+pub mod memory;
 pub mod mmap;
 pub mod model;
 pub mod perplexity;

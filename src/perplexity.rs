@@ -60,7 +60,7 @@ impl Tally {
 }
 
 fn session_options(context: usize, batch: usize, threads: usize, kv_type: KvType) -> SessionOptions {
-    SessionOptions { context, batch, all_logits: true, threads, context_shift: true, kv_type, token_budget: 0 }
+    SessionOptions { context, batch, all_logits: true, threads, context_shift: true, kv_type, ..Default::default() }
 }
 
 /// Scores `tokens` in chunks of `context` (llama.cpp's method) with a

@@ -17,6 +17,19 @@ pub enum SessionError {
     Empty,
     #[error("context {context} is outside 2..={max} (the model's trained length)")]
     BadContext { context: usize, max: usize },
+    /// The KV cache and scratch would not fit: refused before allocating.
+    #[error("a context of {context} needs {} of KV cache and scratch, more than the {} available{}", mib(*needed), mib(*available), if *needed == u64::MAX { " (the size overflows)" } else { "" })]
+    OutOfMemory { context: usize, needed: u64, available: u64 },
+    /// The allocation itself failed (the system refused it).
+    #[error("allocating the KV cache for a context of {context}: {reason}")]
+    Alloc { context: usize, reason: String },
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes == u64::MAX {
+        return "more than 16 EiB".into();
+    }
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 /// The default context when the model's trained length is longer: the cache
@@ -47,6 +60,9 @@ pub struct SessionOptions {
     /// short run neither waits for the kernel to zero memory it cannot use
     /// (90 MiB for SmolLM2's 4096 positions in f16) nor keeps it.
     pub token_budget: usize,
+    /// Most bytes the KV cache and scratch may take; 0: the memory the system
+    /// says is available (Linux's MemAvailable; no limit where it cannot say).
+    pub max_memory: u64,
 }
 
 impl Default for SessionOptions {
@@ -59,6 +75,7 @@ impl Default for SessionOptions {
             context_shift: true,
             kv_type: KvType::F16,
             token_budget: 0,
+            max_memory: 0,
         }
     }
 }
@@ -99,11 +116,26 @@ impl<'m> Session<'m> {
             n => n,
         };
         let learned = h.arch.learned_positions();
+        // Sized with checked math and refused before anything is allocated: a
+        // header's max_seq_len can be 16,777,216 (386 GiB of cache for SmolLM2).
+        let needed = KvCache::bytes_for(h, context, DEFAULT_SINKS, options.kv_type)
+            .zip(Forward::scratch_bytes(h, DEFAULT_SINKS, batch, options.all_logits, threads))
+            .and_then(|(kv, scratch)| kv.checked_add(scratch))
+            .unwrap_or(u64::MAX);
+        let available = match options.max_memory {
+            0 => crate::memory::available_bytes().unwrap_or(u64::MAX),
+            cap => cap,
+        };
+        if needed > available {
+            return Err(SessionError::OutOfMemory { context, needed, available });
+        }
+        let cache = KvCache::new(h, context, DEFAULT_SINKS, options.kv_type)
+            .map_err(|e| SessionError::Alloc { context, reason: e.to_string() })?;
         Ok(Self {
             model,
             weights: model.weights(),
             forward: Forward::new(h, DEFAULT_SINKS, batch, options.all_logits, threads),
-            cache: KvCache::new(h, context, DEFAULT_SINKS, options.kv_type),
+            cache,
             options: SessionOptions { context, batch, threads, ..options },
             pos: 0,
             evaluated: 0,

@@ -7,8 +7,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::spec::{
-    expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, DATA_ALIGN, DIR_ENTRY_BYTES,
-    FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, MAX_NAME_BYTES, TENSOR_ALIGN, VERSION,
+    expected_tensor_count, expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, DATA_ALIGN,
+    DIR_ENTRY_BYTES, FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, MAX_NAME_BYTES, TENSOR_ALIGN,
+    VERSION,
 };
 use super::tokenizer_section;
 use crate::mmap::MappedFile;
@@ -317,6 +318,17 @@ fn parse_directory(dir: &[u8], header: &RawHeader, total: u64) -> Result<Vec<Ten
 }
 
 fn check_against_hparams(tensors: &[TensorInfo], h: &HParams, weight_dtype: DType) -> Result<(), LoadErrorKind> {
+    // Counted first: the directory fits in the file, so this bounds n_layers
+    // by the file's size before the expected list is built from it. A small
+    // difference is left to the checks below, which name the tensor.
+    let expected_count = expected_tensor_count(h);
+    if expected_count > 2 * tensors.len() as u64 + 64 {
+        return Err(LoadErrorKind::HParams(format!(
+            "{} layers call for {expected_count} tensors, the directory has {}",
+            h.n_layers,
+            tensors.len()
+        )));
+    }
     let mut by_name: HashMap<&str, (usize, &TensorInfo)> = HashMap::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
         if by_name.insert(&t.name, (i, t)).is_some() {

@@ -272,6 +272,44 @@ impl TensorSpec {
     }
 }
 
+/// How many tensors [`expected_tensors`] lists, computed without building the
+/// list: readers compare it with what a file holds before building a list
+/// whose length a hostile header could make huge.
+pub fn expected_tensor_count(h: &HParams) -> u64 {
+    let bias = u64::from(h.arch.has_biases());
+    // norm (+bias) x2, four linears (+bias each).
+    let per_layer = 2 * (1 + bias) + 4 * (1 + bias);
+    let fixed = 1 + u64::from(h.arch.learned_positions()) + (1 + bias) + u64::from(!h.tied_embeddings);
+    u64::from(h.n_layers) * per_layer + fixed
+}
+
+/// Elements (f32 values before encoding) of all of [`expected_tensors`],
+/// with checked arithmetic; `None` on overflow.
+pub fn expected_elements(h: &HParams) -> Option<u64> {
+    let dim = u64::from(h.dim);
+    let ffn = u64::from(h.ffn_dim);
+    let vocab = u64::from(h.vocab_size);
+    let qkv_rows = h.q_dim().checked_add(h.kv_dim().checked_mul(2)?)?;
+    let up_rows = if h.arch.gated_ffn() { ffn.checked_mul(2)? } else { ffn };
+    let bias = h.arch.has_biases();
+    let mut per_layer = qkv_rows.checked_mul(dim)?;
+    per_layer = per_layer.checked_add(dim.checked_mul(h.q_dim())?)?;
+    per_layer = per_layer.checked_add(up_rows.checked_mul(dim)?)?;
+    per_layer = per_layer.checked_add(dim.checked_mul(ffn)?)?;
+    per_layer = per_layer.checked_add(dim.checked_mul(if bias { 4 } else { 2 })?)?;
+    if bias {
+        per_layer = per_layer.checked_add(qkv_rows + dim + ffn + dim)?;
+    }
+    let mut total = u64::from(h.n_layers).checked_mul(per_layer)?;
+    let embeddings = if h.tied_embeddings { 1 } else { 2 };
+    total = total.checked_add(vocab.checked_mul(dim)?.checked_mul(embeddings)?)?;
+    total = total.checked_add(dim * if bias { 2 } else { 1 })?;
+    if h.arch.learned_positions() {
+        total = total.checked_add(u64::from(h.max_seq_len).checked_mul(dim)?)?;
+    }
+    Some(total)
+}
+
 /// The complete, ordered list of tensors a model with these hyper-parameters
 /// has. The single source of truth for the writer, the loader and the converter.
 pub fn expected_tensors(h: &HParams) -> Vec<TensorSpec> {
@@ -314,4 +352,26 @@ pub fn expected_tensors(h: &HParams) -> Vec<TensorSpec> {
         out.push(TensorSpec::matrix("output.weight".into(), vocab, dim));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_match_the_tensor_list() {
+        for name in ["test-llama", "test-gpt2", "smollm2-135m", "gpt2-124m"] {
+            let mut h = crate::synthetic::config(name).unwrap();
+            for tied in [true, false] {
+                if h.arch == Arch::Gpt2 && !tied {
+                    continue;
+                }
+                h.tied_embeddings = tied;
+                let list = expected_tensors(&h);
+                assert_eq!(expected_tensor_count(&h), list.len() as u64, "{name} tied={tied}");
+                let elements: u64 = list.iter().map(TensorSpec::n_elements).sum();
+                assert_eq!(expected_elements(&h), Some(elements), "{name} tied={tied}");
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::format::encode::encode_tensor;
+use crate::format::spec::{expected_elements, expected_tensor_count};
 use crate::format::{DType, ModelWriter};
 use rayon::prelude::*;
 
@@ -19,6 +20,7 @@ pub fn convert(
     dtype: DType,
     mut on_tensor: impl FnMut(usize, usize, &str),
 ) -> Result<(), ConvertError> {
+    check_backed(source, input)?;
     let mut writer = ModelWriter::create(out, source.hparams(), dtype, source.tokenizer())?;
     let specs = writer.tensors().to_vec();
     let total = specs.len();
@@ -43,4 +45,36 @@ pub fn convert(
     }
     writer.finish()?;
     Ok(())
+}
+
+/// Refuses hyper-parameters that call for more tensors or elements than the
+/// checkpoint stores, before the tensor list or any tensor is allocated from
+/// them (a metadata count of 16,777,215 layers would otherwise be believed).
+/// Every gpt-fast tensor is built from the checkpoint's (Llama's fused ones
+/// from several), so a genuine checkpoint never holds fewer of either; a
+/// checkpoint short of a tensor or two is left to the per-tensor errors, which
+/// name it (the slack: twice what is stored, plus a little).
+pub fn check_backed(source: &dyn Source, input: &Path) -> Result<(), ConvertError> {
+    let h = source.hparams();
+    let stored = source.stored();
+    let fail = |reason: String| ConvertError::Input { path: input.to_path_buf(), reason };
+    let tensors = expected_tensor_count(h);
+    if tensors > stored.tensors.saturating_mul(2).saturating_add(64) {
+        return Err(fail(format!(
+            "the hyper-parameters ({} layers) call for {tensors} tensors, the checkpoint has {}",
+            h.n_layers, stored.tensors
+        )));
+    }
+    match expected_elements(h) {
+        Some(elements) if elements <= stored.elements.saturating_mul(2).saturating_add(1 << 20) => Ok(()),
+        elements => Err(fail(format!(
+            "the hyper-parameters (dim {}, ffn {}, {} layers, vocab {}) call for {} weights, the checkpoint has {}",
+            h.dim,
+            h.ffn_dim,
+            h.n_layers,
+            h.vocab_size,
+            elements.map_or_else(|| "more than 2^64".to_string(), |e| e.to_string()),
+            stored.elements
+        ))),
+    }
 }

@@ -11,7 +11,7 @@ use crate::format::{Arch, HParams};
 use crate::tokenizer::TokenizerSpec;
 
 use crate::import::gguf::{GgufFile, GgufValue};
-use crate::import::source::{Source, SourceTensor};
+use crate::import::source::{Source, SourceTensor, Stored};
 use crate::import::tokenizer_import;
 use crate::import::ConvertError;
 
@@ -118,6 +118,13 @@ impl Source for GgufSource {
 
     fn has(&self, name: &str) -> bool {
         self.file.tensor(name).is_some()
+    }
+
+    fn stored(&self) -> Stored {
+        let tensors = self.file.tensors();
+        // Each tensor's element count was checked to fit the file at open.
+        let elements = tensors.iter().map(|t| t.n_elements()).fold(0u64, u64::saturating_add);
+        Stored { tensors: tensors.len() as u64, elements }
     }
 
     fn tensor(&self, name: &str) -> Result<SourceTensor, ConvertError> {

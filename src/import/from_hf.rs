@@ -16,7 +16,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use crate::import::source::{Source, SourceTensor};
+use crate::import::source::{Source, SourceTensor, Stored};
 use crate::import::ConvertError;
 use config::Config;
 
@@ -110,6 +110,7 @@ pub struct HfSource {
     shards: Vec<Shard>,
     /// Checkpoint tensor name to the shard holding it.
     shard_of: HashMap<String, usize>,
+    stored: Stored,
 }
 
 fn input_error(path: &Path, reason: impl Into<String>) -> ConvertError {
@@ -190,19 +191,24 @@ impl HfSource {
 
         let mut shards = Vec::new();
         let mut shard_of = HashMap::new();
+        let mut stored = Stored { tensors: 0, elements: 0 };
         for path in shard_paths(dir)? {
             let map = MappedFile::open(&path).map_err(|e| input_error(&path, e.to_string()))?;
             let st = SafeTensors::deserialize(&map)
                 .map_err(|e| input_error(&path, format!("not a valid safetensors file: {e}")))?;
-            for name in st.names() {
+            for (name, view) in st.tensors() {
                 if shard_of.insert(name.clone(), shards.len()).is_some() {
                     return Err(input_error(&path, format!("tensor '{name}' is in two shards")));
                 }
+                // safetensors checked that the data fits the file.
+                let elements = view.shape().iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
+                stored.tensors += 1;
+                stored.elements = stored.elements.saturating_add(elements);
             }
             drop(st);
             shards.push(Shard { path, map });
         }
-        Ok(Self { dir: dir.to_path_buf(), hparams, tokenizer, shards, shard_of })
+        Ok(Self { dir: dir.to_path_buf(), hparams, tokenizer, shards, shard_of, stored })
     }
 
     /// The checkpoint's name for `canonical` as present in the shards.
@@ -259,6 +265,10 @@ impl Source for HfSource {
             return false;
         }
         self.locate(name).is_some()
+    }
+
+    fn stored(&self) -> Stored {
+        self.stored
     }
 
     fn tensor(&self, name: &str) -> Result<SourceTensor, ConvertError> {

@@ -24,6 +24,14 @@ pub struct SourceTensor {
     pub data: Vec<f32>,
 }
 
+/// How much a checkpoint holds: what backs the hyper-parameters' demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub tensors: u64,
+    /// Elements of all its tensors.
+    pub elements: u64,
+}
+
 /// A checkpoint opened for conversion.
 pub trait Source: Sync {
     fn hparams(&self) -> &HParams;
@@ -32,4 +40,6 @@ pub trait Source: Sync {
     fn has(&self, name: &str) -> bool;
     /// Reads a tensor by canonical name, in canonical layout.
     fn tensor(&self, name: &str) -> Result<SourceTensor, crate::import::ConvertError>;
+    /// How many tensors and elements the checkpoint stores (from its headers).
+    fn stored(&self) -> Stored;
 }

@@ -39,6 +39,8 @@ pub enum ImportError {
     BadMerge { rank: usize, text: String, reason: String },
     #[error("token id {0} has no token (ids must be 0..n without gaps)")]
     MissingId(u32),
+    #[error("token id {id} is past the {entries} entries of vocab and added_tokens (ids must be 0..n without gaps)")]
+    IdPastEntries { id: u32, entries: usize },
     #[error("the imported tokenizer is invalid: {0}")]
     Invalid(#[from] TokenizerError),
 }
@@ -168,19 +170,27 @@ pub fn from_hf_tokenizer_json(json: &Value) -> Result<TokenizerSpec, ImportError
     let pre = hf_pre_tokenizer(json.get("pre_tokenizer").unwrap_or(&Value::Null))?;
 
     let vocab = model.get("vocab").and_then(Value::as_object).ok_or_else(|| missing("tokenizer.json model.vocab"))?;
+    let added_tokens = json.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    // Dense ids cannot reach past the number of entries: checked before the
+    // table is sized by an id (4294967295 would ask for 137 GB).
+    let entries = vocab.len() + added_tokens.len();
     let mut by_id: Vec<Option<(Vec<u8>, TokenType)>> = Vec::new();
     let mut put = |id: u32, entry: (Vec<u8>, TokenType)| {
         let i = id as usize;
+        if i >= entries {
+            return Err(ImportError::IdPastEntries { id, entries });
+        }
         if by_id.len() <= i {
             by_id.resize(i + 1, None);
         }
         by_id[i] = Some(entry);
+        Ok(())
     };
     for (text, id) in vocab {
         let id = json_id(id, "tokenizer.json model.vocab")?;
-        put(id, (token_bytes(id as usize, text, TokenType::Normal)?, TokenType::Normal));
+        put(id, (token_bytes(id as usize, text, TokenType::Normal)?, TokenType::Normal))?;
     }
-    for added in json.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+    for added in added_tokens {
         let id = json_id(added.get("id").unwrap_or(&Value::Null), "tokenizer.json added_tokens id")?;
         let content = added
             .get("content")
@@ -188,7 +198,7 @@ pub fn from_hf_tokenizer_json(json: &Value) -> Result<TokenizerSpec, ImportError
             .ok_or_else(|| missing("tokenizer.json added_tokens content"))?;
         let special = added.get("special").and_then(Value::as_bool).unwrap_or(false);
         let ty = if special { TokenType::Control } else { TokenType::UserDefined };
-        put(id, (content.as_bytes().to_vec(), ty));
+        put(id, (content.as_bytes().to_vec(), ty))?;
     }
     let mut tokens = Vec::with_capacity(by_id.len());
     let mut token_types = Vec::with_capacity(by_id.len());

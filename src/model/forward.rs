@@ -100,6 +100,65 @@ impl Forward {
         }
     }
 
+    /// Bytes of scratch [`Forward::new`] allocates for these sizes (checked:
+    /// `None` on overflow), so a session can refuse sizes before asking for them.
+    pub fn scratch_bytes(
+        h: &HParams,
+        sinks: usize,
+        batch_cap: usize,
+        all_logits: bool,
+        n_threads: usize,
+    ) -> Option<u64> {
+        let (batch, dim, ffn) = (batch_cap as u64, u64::from(h.dim), u64::from(h.ffn_dim));
+        let q_dim = h.q_dim();
+        let qkv_rows = q_dim.checked_add(h.kv_dim().checked_mul(2)?)?;
+        let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
+        let widest = dim.max(q_dim).max(ffn);
+        // f32 rows per token: x, xn, proj, qkv, att, up, hidden, xq's scales.
+        let f32_per_token = (3 * dim)
+            .checked_add(qkv_rows)?
+            .checked_add(q_dim)?
+            .checked_add(up_rows)?
+            .checked_add(ffn)?
+            .checked_add(widest / Q8_BLOCK as u64)?;
+        let per_token = f32_per_token.checked_mul(4)?.checked_add(widest)?; // + xq (i8)
+        let mut total = batch.checked_mul(per_token)?;
+        let group = u64::from(h.n_heads / h.n_kv_heads);
+        let attn_tokens = (ATTN_ROWS as u64 / group).max(1);
+        let attn_scratch = AttnShape::scratch_len(h.head_dim as usize, (attn_tokens * group) as usize) as u64;
+        total = total.checked_add((n_threads.max(1) as u64).checked_mul(attn_scratch)?.checked_mul(4)?)?;
+        if batch_cap > 1 {
+            total = total.checked_add(batch.checked_add(attn_tokens)?.checked_mul(q_dim)?.checked_mul(4)?)?;
+        }
+        if h.arch == Arch::Llama {
+            total = total.checked_add(
+                batch.checked_add(sinks as u64)?.checked_mul(u64::from(h.head_dim) / 2)?.checked_mul(8)?,
+            )?;
+        }
+        let logits_rows = if all_logits { batch } else { 1 };
+        total.checked_add(logits_rows.checked_mul(u64::from(h.vocab_size))?.checked_mul(4)?)
+    }
+
+    /// Bytes of the scratch buffers held (what [`Forward::scratch_bytes`] predicts).
+    pub fn allocated_bytes(&self) -> usize {
+        let f32s = [
+            &self.x,
+            &self.xn,
+            &self.xq_scales,
+            &self.qkv,
+            &self.att,
+            &self.proj,
+            &self.up,
+            &self.hidden,
+            &self.attn_scratch,
+            &self.attn_staging,
+            &self.rope_cos,
+            &self.rope_sin,
+            &self.logits,
+        ];
+        f32s.iter().map(|v| v.len() * 4).sum::<usize>() + self.xq.len()
+    }
+
     pub fn batch_cap(&self) -> usize {
         self.batch_cap
     }
@@ -344,5 +403,22 @@ fn rope_angles(h: &HParams, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
         let (sn, cs) = (pos as f64 * freq).sin_cos();
         *c = cs as f32;
         *s = sn as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_bytes_predicts_what_new_allocates() {
+        for name in ["test-llama", "test-gpt2", "smollm2-135m"] {
+            let h = crate::synthetic::config(name).unwrap();
+            for (batch, all_logits, threads) in [(1, false, 1), (16, true, 3), (128, false, 2)] {
+                let f = Forward::new(&h, 4, batch, all_logits, threads);
+                let predicted = Forward::scratch_bytes(&h, 4, batch, all_logits, threads);
+                assert_eq!(predicted, Some(f.allocated_bytes() as u64), "{name} batch {batch}");
+            }
+        }
     }
 }

@@ -74,11 +74,11 @@ enum Store {
 }
 
 impl Store {
-    fn new(kv_type: KvType, len: usize) -> Self {
-        match kv_type {
-            KvType::F16 => Self::F16(ZeroedBuffer::new(len).expect("allocating the KV cache")),
-            KvType::F32 => Self::F32(ZeroedBuffer::new(len).expect("allocating the KV cache")),
-        }
+    fn new(kv_type: KvType, len: usize) -> std::io::Result<Self> {
+        Ok(match kv_type {
+            KvType::F16 => Self::F16(ZeroedBuffer::new(len)?),
+            KvType::F32 => Self::F32(ZeroedBuffer::new(len)?),
+        })
     }
 
     fn len(&self) -> usize {
@@ -123,21 +123,34 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// `sinks` is clamped to at most half the capacity.
-    pub fn new(h: &HParams, capacity: usize, sinks: usize, kv_type: KvType) -> Self {
+    /// Bytes [`KvCache::new`] allocates for these sizes (as [`KvCache::bytes`]) (checked: `None` on
+    /// overflow), so a caller can refuse a cache before asking for it.
+    pub fn bytes_for(h: &HParams, capacity: usize, sinks: usize, kv_type: KvType) -> Option<u64> {
+        let sinks = sinks.min(capacity / 2) as u64;
+        let per_slot = u64::from(h.n_layers).checked_mul(h.kv_dim())?;
+        let kv = per_slot.checked_mul(capacity as u64)?.checked_mul(2 * kv_type.size() as u64)?;
+        let sink_keys = per_slot.checked_mul(sinks)?.checked_mul(4)?;
+        kv.checked_add(sink_keys)
+    }
+
+    /// `sinks` is clamped to at most half the capacity. Fails only if the
+    /// memory cannot be had (check [`KvCache::bytes_for`] first).
+    pub fn new(h: &HParams, capacity: usize, sinks: usize, kv_type: KvType) -> std::io::Result<Self> {
         let sinks = sinks.min(capacity / 2);
+        let too_big = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, "KV cache size overflows");
+        Self::bytes_for(h, capacity, sinks, kv_type).filter(|&b| usize::try_from(b).is_ok()).ok_or_else(too_big)?;
         let per_slot = h.n_layers as usize * h.n_kv_heads as usize * h.head_dim as usize;
-        Self {
+        Ok(Self {
             n_kv_heads: h.n_kv_heads as usize,
             head_dim: h.head_dim as usize,
             capacity,
             sinks,
             kv_type,
-            keys: Store::new(kv_type, per_slot * capacity),
-            values: Store::new(kv_type, per_slot * capacity),
+            keys: Store::new(kv_type, per_slot * capacity)?,
+            values: Store::new(kv_type, per_slot * capacity)?,
             sink_keys_raw: vec![0.0; per_slot * sinks],
             sink_key: vec![0.0; h.head_dim as usize],
-        }
+        })
     }
 
     /// Slots (the most positions attended to at once).
@@ -230,7 +243,7 @@ mod tests {
     #[test]
     fn slots_wrap_after_the_sinks() {
         let h = crate::synthetic::config("test-llama").unwrap();
-        let c = KvCache::new(&h, 10, 4, KvType::F16);
+        let c = KvCache::new(&h, 10, 4, KvType::F16).unwrap();
         let slots: Vec<usize> = (0..20).map(|p| c.slot(p)).collect();
         assert_eq!(slots, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 5, 6, 7, 8, 9, 4, 5, 6, 7]);
         assert_eq!(c.filled(3), 4);
@@ -240,16 +253,20 @@ mod tests {
     #[test]
     fn bytes_follow_the_element_type() {
         let h = crate::synthetic::config("test-llama").unwrap();
-        let (f16, f32) = (KvCache::new(&h, 16, 4, KvType::F16), KvCache::new(&h, 16, 4, KvType::F32));
+        let (f16, f32) = (KvCache::new(&h, 16, 4, KvType::F16).unwrap(), KvCache::new(&h, 16, 4, KvType::F32).unwrap());
         let per_slot = (h.n_layers * h.n_kv_heads * h.head_dim) as usize;
         assert_eq!(f32.bytes(), 2 * per_slot * 16 * 4 + per_slot * 4 * 4);
         assert_eq!(f16.bytes(), 2 * per_slot * 16 * 2 + per_slot * 4 * 4);
+        assert_eq!(KvCache::bytes_for(&h, 16, 4, KvType::F32), Some(f32.bytes() as u64));
+        assert_eq!(KvCache::bytes_for(&h, 16, 4, KvType::F16), Some(f16.bytes() as u64));
+        let huge = HParams { n_layers: 1 << 24, n_kv_heads: 1 << 24, head_dim: 1 << 24, ..h };
+        assert_eq!(KvCache::bytes_for(&huge, usize::MAX, 4, KvType::F32), None);
     }
 
     #[test]
     fn f16_store_rounds_to_nearest_even() {
         let h = crate::synthetic::config("test-llama").unwrap();
-        let mut c = KvCache::new(&h, 8, 0, KvType::F16);
+        let mut c = KvCache::new(&h, 8, 0, KvType::F16).unwrap();
         let kv = (h.n_kv_heads * h.head_dim) as usize;
         // 1 + 2^-11 is halfway between two f16 values: ties go to the even one (1.0).
         let mut k: Vec<f32> = (0..kv).map(|i| i as f32 * 0.37 - 3.0).collect();

@@ -30,6 +30,11 @@ mod parse;
 /// Deepest nesting of arrays accepted (an array of arrays is depth 2).
 /// llama.cpp writes depth 1; the cap bounds recursion on hostile input.
 const MAX_ARRAY_DEPTH: usize = 4;
+/// Most metadata values (array elements included) read from one file. Each
+/// costs a [`GgufValue`] (32 bytes) however few bytes encode it, so a u8 array
+/// as long as the file would cost 32 times the file: this caps that at 64 MiB.
+/// The largest real vocabularies need far fewer (Gemma 3: 786,469 values).
+pub const MAX_METADATA_VALUES: u64 = 1 << 21;
 /// ggml's `GGML_MAX_DIMS`.
 const MAX_DIMS: u32 = 4;
 
@@ -186,6 +191,8 @@ pub enum GgufErrorKind {
     UnknownValueType { what: String, ty: u32 },
     #[error("{what}: bool byte is {byte}, not 0 or 1")]
     BadBool { what: String, byte: u8 },
+    #[error("{what}: more than {MAX_METADATA_VALUES} metadata values in the file")]
+    TooManyValues { what: String },
     #[error("{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}")]
     ArrayTooDeep { what: String },
     #[error("duplicate metadata key '{key}'")]

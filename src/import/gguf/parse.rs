@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use gpt_fast_quant::ggml::GgmlType;
 
-use super::{describe, GgufErrorKind, GgufTensorInfo, GgufValue, MAX_ARRAY_DEPTH, MAX_DIMS};
+use super::{describe, GgufErrorKind, GgufTensorInfo, GgufValue, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_METADATA_VALUES};
 
 const MAGIC: [u8; 4] = *b"GGUF";
 /// `general.alignment` when the file does not set it.
@@ -21,7 +21,7 @@ pub(super) struct Parsed {
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Parsed, GgufErrorKind> {
     let file_len = bytes.len() as u64;
-    let mut cur = Cursor { bytes, pos: 0 };
+    let mut cur = Cursor { bytes, pos: 0, values: 0 };
     let header = |e: ReadError| e.in_context("header".into(), file_len);
 
     let magic = cur.take(4).map_err(|_| GgufErrorKind::BadMagic { found: bytes.to_vec() })?;
@@ -186,6 +186,7 @@ enum ReadError {
     UnknownType(u32),
     BadBool(u8),
     TooDeep,
+    TooManyValues,
 }
 
 impl ReadError {
@@ -199,6 +200,7 @@ impl ReadError {
             ReadError::UnknownType(ty) => GgufErrorKind::UnknownValueType { what, ty },
             ReadError::BadBool(byte) => GgufErrorKind::BadBool { what, byte },
             ReadError::TooDeep => GgufErrorKind::ArrayTooDeep { what },
+            ReadError::TooManyValues => GgufErrorKind::TooManyValues { what },
         }
     }
 }
@@ -207,6 +209,8 @@ impl ReadError {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Metadata values read so far, against [`MAX_METADATA_VALUES`].
+    values: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -285,6 +289,12 @@ impl<'a> Cursor<'a> {
                     other => return Err(ReadError::UnknownType(other)),
                 };
                 self.check_count(count, min_size, items)?;
+                // Counted before allocating for them: the bytes bound the count,
+                // this bounds the memory the decoded values take.
+                self.values = self.values.saturating_add(count);
+                if self.values > MAX_METADATA_VALUES {
+                    return Err(ReadError::TooManyValues);
+                }
                 let mut values = Vec::with_capacity(count as usize);
                 for _ in 0..count {
                     values.push(self.value(elem_ty, depth + 1)?);

@@ -1,0 +1,92 @@
+//! Hostile model files and sizes (issue #18): counts that a file cannot back
+//! and sizes above the memory there is are refused with an error before
+//! anything is allocated from them. Each test failed (hang, abort or panic)
+//! before its fix.
+
+use std::path::{Path, PathBuf};
+
+use gpt_fast::format::spec::{RawHeader, HEADER_BYTES, HEADER_CRC_START};
+use gpt_fast::format::{Arch, DType, HParams, LoadErrorKind, ModelFile};
+use gpt_fast::model::{Model, ModelOptions};
+use gpt_fast::session::{Session, SessionError, SessionOptions};
+
+fn tmp(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{name}-{}", std::process::id()))
+}
+
+fn synthetic(name: &str, h: &HParams) -> PathBuf {
+    let path = tmp(name);
+    gpt_fast::synthetic::write(&path, h, DType::Q8, 3, |_, _| {}).unwrap();
+    path
+}
+
+/// Edits the header and recomputes its CRC, so that only the new checks can
+/// refuse the file.
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut RawHeader)) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let mut h: RawHeader = bytemuck::pod_read_unaligned(&out[..HEADER_BYTES as usize]);
+    edit(&mut h);
+    out[..HEADER_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&h));
+    let crc = crc32fast::hash(&out[HEADER_CRC_START..h.data_offset as usize]);
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn a_layer_count_the_directory_cannot_hold_is_refused_before_listing_tensors() {
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    let bytes = std::fs::read(synthetic("layers", &h)).unwrap();
+    // Was: 2 GB of tensor names built from the count, then killed.
+    for n_layers in [1 << 24, (1 << 24) - 1, 100_000] {
+        let path = tmp("layers-mutant");
+        std::fs::write(&path, with_header(&bytes, |h| h.n_layers = n_layers)).unwrap();
+        match ModelFile::open(&path).err().expect("refused").kind {
+            LoadErrorKind::HParams(reason) => assert!(reason.contains("call for"), "{reason}"),
+            other => panic!("n_layers {n_layers}: {other}"),
+        }
+    }
+}
+
+/// A Llama whose KV cache is 64 KiB per position in f16: at its header's
+/// max_seq_len of 2^24 that is 1 TiB, more than any test machine has.
+fn wide_kv_llama() -> HParams {
+    HParams {
+        arch: Arch::Llama,
+        n_layers: 4,
+        dim: 64,
+        n_heads: 16,
+        n_kv_heads: 16,
+        head_dim: 256,
+        ffn_dim: 64,
+        vocab_size: 300,
+        max_seq_len: 1 << 24,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+        tied_embeddings: true,
+    }
+}
+
+#[test]
+fn a_kv_cache_above_available_memory_is_an_error_not_a_panic() {
+    let path = synthetic("huge-context", &wide_kv_llama());
+    ModelFile::open(&path).unwrap().verify().unwrap();
+    let model = Model::open(&path, ModelOptions::default()).unwrap();
+    // Was: "allocating the KV cache: Cannot allocate memory" panic, or the
+    // cache filled all memory first.
+    let options = SessionOptions { context: 1 << 24, threads: 1, ..Default::default() };
+    match Session::new(&model, options).err().expect("refused") {
+        SessionError::OutOfMemory { context, needed, available } => {
+            assert_eq!(context, 1 << 24);
+            assert!(needed > 1 << 40 && needed > available, "{needed} {available}");
+        }
+        other => panic!("{other}"),
+    }
+    // An explicit cap is honoured too, and named in the message.
+    let capped = SessionOptions { context: 4096, threads: 1, max_memory: 1 << 20, ..Default::default() };
+    let err = Session::new(&model, capped).err().expect("refused").to_string();
+    assert!(err.contains("1.0 MiB available") && err.contains("4096"), "{err}");
+    // Within the budget, the same model runs.
+    let fits = SessionOptions { context: 64, threads: 1, max_memory: 1 << 30, ..Default::default() };
+    let mut session = Session::new(&model, fits).unwrap();
+    assert_eq!(session.eval(&[1, 2, 3]).unwrap().len(), 300);
+}

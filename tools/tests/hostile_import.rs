@@ -1,0 +1,111 @@
+//! Hostile checkpoints (issue #18): metadata counts and ids that the file
+//! cannot back are refused before anything is sized by them. Each test failed
+//! (abort, hang, or gigabytes of memory) before its fix.
+
+use std::path::{Path, PathBuf};
+
+use gpt_fast::format::DType;
+use gpt_fast::import::convert::convert;
+use gpt_fast::import::from_gguf::GgufSource;
+use gpt_fast::import::gguf::{GgufErrorKind, GgufFile, MAX_METADATA_VALUES};
+use gpt_fast::import::tokenizer_import::{from_hf_tokenizer_json, ImportError};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-import-{name}-{}", std::process::id()))
+}
+
+/// The tiny Llama GGUF with the u32 value of metadata key `key` replaced.
+fn gguf_with_u32(key: &str, value: u32) -> PathBuf {
+    let mut bytes = std::fs::read(fixtures().join("tiny-llama.gguf")).unwrap();
+    let mut needle = (key.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(key.as_bytes());
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("key in the fixture") + needle.len();
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    let path = tmp(key);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn convert_error(input: &Path) -> String {
+    let source = GgufSource::open(input).unwrap();
+    let out = tmp("out.gpt");
+    let err = convert(&source, input, &out, DType::Q8, |_, _, _| {}).expect_err("refused").to_string();
+    assert!(!out.exists(), "nothing written at -o");
+    err
+}
+
+#[test]
+fn huge_gguf_layer_and_ffn_counts_are_refused_before_allocating() {
+    // Was: SIGABRT after 5.7 GB of tensor names (block_count) and an abort
+    // allocating 77 GB for one tensor (feed_forward_length).
+    for (key, value) in [("llama.block_count", 16_777_215), ("llama.feed_forward_length", 16_777_216)] {
+        let err = convert_error(&gguf_with_u32(key, value));
+        assert!(err.contains("call for") && err.contains("the checkpoint has"), "{key}: {err}");
+    }
+    // A count that the checkpoint does back still converts.
+    let good = fixtures().join("tiny-llama.gguf");
+    let source = GgufSource::open(&good).unwrap();
+    convert(&source, &good, &tmp("good.gpt"), DType::Q8, |_, _, _| {}).unwrap();
+}
+
+#[test]
+fn a_byte_array_as_long_as_the_file_is_refused_before_decoding() {
+    // One metadata entry: a u8 array of more values than the budget, all
+    // present in the file. Was: 32 bytes of memory per file byte (3 GB for a
+    // 98 MB file) before any error.
+    let count = MAX_METADATA_VALUES + 1;
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // metadata entries
+    bytes.extend_from_slice(&4u64.to_le_bytes());
+    bytes.extend_from_slice(b"blob");
+    bytes.extend_from_slice(&9u32.to_le_bytes()); // array
+    bytes.extend_from_slice(&0u32.to_le_bytes()); // of u8
+    bytes.extend_from_slice(&count.to_le_bytes());
+    bytes.resize(bytes.len() + count as usize, 7);
+    let path = tmp("u8-array");
+    std::fs::write(&path, bytes).unwrap();
+    let Err(err) = GgufFile::open(&path) else { panic!("opened") };
+    assert!(matches!(err.kind, GgufErrorKind::TooManyValues { .. }), "{err}");
+}
+
+#[test]
+fn a_tokenizer_json_id_past_its_entries_is_refused_before_sizing_the_table() {
+    // Was: an abort allocating 137 GB (resize to id + 1).
+    let text = std::fs::read_to_string(fixtures().join("tiny-llama/tokenizer.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+    let key = vocab.keys().next().unwrap().clone();
+    vocab.insert(key, serde_json::json!(4_294_967_295u64));
+    match from_hf_tokenizer_json(&json) {
+        Err(ImportError::IdPastEntries { id, .. }) => assert_eq!(id, u32::MAX),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn huge_config_json_counts_are_refused_before_allocating() {
+    use gpt_fast::import::from_hf::HfSource;
+    for (key, value) in [("num_hidden_layers", 16_777_215u32), ("intermediate_size", 16_777_216)] {
+        let dir = tmp(&format!("hf-{key}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(fixtures().join("tiny-llama")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        config[key] = serde_json::json!(value);
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let source = HfSource::open(&dir).unwrap();
+        let out = tmp("hf-out.gpt");
+        let err = convert(&source, &dir, &out, DType::Q8, |_, _, _| {}).expect_err("refused").to_string();
+        assert!(err.contains("call for"), "{key}: {err}");
+    }
+}
