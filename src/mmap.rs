@@ -19,9 +19,45 @@ pub struct MappedFile {
     map: Option<Mmap>,
 }
 
+/// Opens `path` for reading only if it is a regular file (after symlinks).
+/// The open itself does not block (`O_NONBLOCK`: a FIFO without a writer
+/// would wait for ever), and the check is on the opened file, so it cannot be
+/// swapped for another between check and open. Directories, FIFOs, sockets
+/// and devices (`/dev/zero` would be read for ever) are refused.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let what = if kind.is_dir() { "a directory" } else { "a FIFO, socket or device" };
+    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("is {what}, not a regular file")))
+}
+
+/// A regular file's text, refused above `max_bytes` (JSON side files).
+pub fn read_regular_to_string(path: &Path, max_bytes: u64) -> io::Result<String> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let len = file.metadata()?.len();
+    if len > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is {len} bytes, over the limit of {max_bytes}"),
+        ));
+    }
+    let mut text = String::new();
+    file.take(max_bytes).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 impl MappedFile {
+    /// Maps a regular file ([`open_regular`]).
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = File::open(path)?;
+        let file = open_regular(path)?;
         let len = file.metadata()?.len();
         if len == 0 {
             // Mapping an empty file fails on some platforms; an empty slice serves.
@@ -95,7 +131,30 @@ impl<T: bytemuck::Pod> std::ops::DerefMut for ZeroedBuffer<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::ZeroedBuffer;
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let tmp = std::env::temp_dir();
+        let dir = tmp.as_path();
+        let fifo = dir.join(format!("mmap-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // Was: open blocked for ever waiting for a writer.
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir] {
+            let err = MappedFile::open(path).err().expect("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{}: {err}", path.display());
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        std::fs::remove_file(&fifo).unwrap();
+        let json = dir.join(format!("mmap-json-{}", std::process::id()));
+        std::fs::write(&json, "{}").unwrap();
+        assert_eq!(read_regular_to_string(&json, 2).unwrap(), "{}");
+        assert!(read_regular_to_string(&json, 1).is_err());
+    }
 
     #[test]
     fn zeroed_buffers_are_zero_writable_and_sized() {

@@ -4,6 +4,7 @@
 //! before its fix.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use gpt_fast::format::spec::{RawHeader, HEADER_BYTES, HEADER_CRC_START};
 use gpt_fast::format::{Arch, DType, HParams, LoadErrorKind, ModelFile};
@@ -89,4 +90,50 @@ fn a_kv_cache_above_available_memory_is_an_error_not_a_panic() {
     let fits = SessionOptions { context: 64, threads: 1, max_memory: 1 << 30, ..Default::default() };
     let mut session = Session::new(&model, fits).unwrap();
     assert_eq!(session.eval(&[1, 2, 3]).unwrap().len(), 300);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_writer_replaces_only_regular_files_and_cleans_up_after_killed_writers() {
+    use gpt_fast::format::WriteError;
+    use std::os::unix::fs::FileTypeExt;
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    let dir = tmp("targets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |path: &Path| gpt_fast::synthetic::write(path, &h, DType::Q8, 3, |_, _| {});
+
+    // Was: renamed over whatever was there (a device node as root, a symlink).
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
+    let link = dir.join("link.gpt");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let fifo = dir.join("fifo.gpt");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let subdir = dir.join("sub.gpt");
+    std::fs::create_dir_all(&subdir).unwrap();
+    for target in [&link, &fifo, &subdir] {
+        let err = write(target).expect_err("refused");
+        assert!(matches!(err, WriteError::Target { .. }), "{}: {err}", target.display());
+    }
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A temporary file of a writer that was killed (its pid is gone) is
+    // removed by the next write to the same target; a live one's is kept.
+    let out = dir.join("model.gpt");
+    let stale = dir.join("model.gpt.tmp4194305-0"); // above Linux's pid_max
+    let live = dir.join(format!("model.gpt.tmp{}-99", std::process::id()));
+    std::fs::write(&stale, b"left by SIGKILL").unwrap();
+    std::fs::write(&live, b"in use").unwrap();
+    write(&out).unwrap();
+    assert!(!stale.exists(), "stale temporary file left");
+    assert!(live.exists());
+    std::fs::remove_file(&live).unwrap();
+    // Nothing but the output remains.
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["fifo.gpt", "link.gpt", "model.gpt", "sub.gpt", "victim"]);
 }

@@ -21,6 +21,63 @@ pub enum WriteError {
     Invalid(String),
     #[error("tensor '{name}': {reason}")]
     Tensor { name: String, reason: String },
+    #[error("{path}: {reason}; not replaced")]
+    Target { path: PathBuf, reason: String },
+}
+
+/// The output must be absent or a regular file: renaming over a device node,
+/// a directory, a FIFO or a symlink would replace that, not write a model.
+fn check_target(path: &Path) -> Result<(), WriteError> {
+    let kind = match fs::symlink_metadata(path) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(WriteError::Io { path: path.to_path_buf(), source }),
+    };
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_symlink() {
+        "is a symbolic link"
+    } else if kind.is_dir() {
+        "is a directory"
+    } else {
+        "is a device, FIFO or socket, not a regular file"
+    };
+    Err(WriteError::Target { path: path.to_path_buf(), reason: what.into() })
+}
+
+/// The temporary file's name: `NAME.tmp<pid>-<serial>` beside the target.
+fn temp_name(file_name: &std::ffi::OsStr, pid: u32, serial: u64) -> std::ffi::OsString {
+    let mut name = file_name.to_os_string();
+    name.push(format!(".tmp{pid}-{serial}"));
+    name
+}
+
+/// Removes temporary files of earlier writers of the same target whose
+/// process is gone (killed with SIGKILL, or aborted, before their `Drop` ran).
+/// A process is gone when Linux has no /proc entry for its pid; elsewhere
+/// nothing is removed. Best effort: errors are ignored.
+fn remove_stale_temps(path: &Path, file_name: &std::ffi::OsStr) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let mut prefix = file_name.to_os_string();
+    prefix.push(".tmp");
+    let prefix = prefix.as_encoded_bytes();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.as_encoded_bytes().strip_prefix(prefix) else { continue };
+        let Some((pid, serial)) = std::str::from_utf8(rest).ok().and_then(|r| r.split_once('-')) else { continue };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), serial.parse::<u64>()) else { continue };
+        let is_regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_regular && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Streams a model file to disk, tensor by tensor, in the order of
@@ -121,12 +178,12 @@ impl ModelWriter {
 
         let file_name =
             path.file_name().ok_or_else(|| WriteError::Invalid(format!("{}: not a file path", path.display())))?;
-        let mut tmp_name = file_name.to_os_string();
+        check_target(path)?;
+        remove_stale_temps(path, file_name);
         // Unique per process and per writer, so concurrent writers never share it.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tmp_name.push(format!(".tmp{}-{serial}", std::process::id()));
-        let tmp_path = path.with_file_name(tmp_name);
+        let tmp_path = path.with_file_name(temp_name(file_name, std::process::id(), serial));
         let io_err = |source| WriteError::Io { path: tmp_path.clone(), source };
         let file = File::create(&tmp_path).map_err(io_err)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -210,6 +267,8 @@ impl ModelWriter {
         let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
         file.sync_all().map_err(io_err)?;
         drop(file);
+        // Checked again: the target may have changed while tensors were written.
+        check_target(&self.final_path)?;
         fs::rename(&self.tmp_path, &self.final_path)
             .map_err(|source| WriteError::Io { path: self.final_path.clone(), source })?;
         self.finished = true;

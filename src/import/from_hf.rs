@@ -117,9 +117,12 @@ fn input_error(path: &Path, reason: impl Into<String>) -> ConvertError {
     ConvertError::Input { path: path.to_path_buf(), reason: reason.into() }
 }
 
+/// Largest JSON side file read (tokenizer.json of a 256k vocabulary is ~35 MB).
+pub(crate) const MAX_JSON_BYTES: u64 = 256 << 20;
+
 /// Reads a JSON file; `Ok(None)` if it does not exist.
 fn read_json(path: &Path) -> Result<Option<Value>, ConvertError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::mmap::read_regular_to_string(path, MAX_JSON_BYTES) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(input_error(path, e.to_string())),

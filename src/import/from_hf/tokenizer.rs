@@ -81,7 +81,7 @@ pub(super) fn read_tokenizer(dir: &Path, config: &Value) -> Result<TokenizerSpec
                 .to_string(),
             _ => {
                 let path = dir.join("chat_template.jinja");
-                match std::fs::read_to_string(&path) {
+                match crate::mmap::read_regular_to_string(&path, super::MAX_JSON_BYTES) {
                     Ok(t) => t,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
                     Err(e) => return Err(input_error(&path, e.to_string())),
