@@ -8,6 +8,7 @@ pub use gpt_fast_kernels as kernels;
 
 pub mod bench;
 pub mod chat;
+pub mod escape;
 pub mod format;
 pub mod generate;
 pub mod import;

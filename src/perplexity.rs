@@ -20,6 +20,8 @@ pub struct Perplexity {
 pub enum PerplexityError {
     #[error("the text has {tokens} tokens: at least {needed} (two chunks' worth is better) are needed for context {context}")]
     TooShort { tokens: usize, needed: usize, context: usize },
+    #[error("nothing to score: context {context} leaves no token in the scored half of a chunk (use a context of at least 3)")]
+    NothingScored { context: usize },
     #[error(transparent)]
     Session(#[from] SessionError),
 }
@@ -50,12 +52,17 @@ impl Tally {
         (self.sum / self.count.max(1) as f64).exp()
     }
 
-    fn finish(&self, chunks: usize) -> Perplexity {
+    /// The result, or an error if nothing was scored (a mean of no terms is
+    /// NaN, not a perplexity).
+    fn finish(&self, chunks: usize, context: usize) -> Result<Perplexity, PerplexityError> {
+        if self.count == 0 {
+            return Err(PerplexityError::NothingScored { context });
+        }
         let mean = self.sum / self.count as f64;
         let ppl = mean.exp();
         let var = self.sum_sq / self.count as f64 - mean * mean;
         let stderr = if var > 0.0 && self.count > 1 { (var / (self.count - 1) as f64).sqrt() * ppl } else { 0.0 };
-        Perplexity { ppl, stderr, scored_tokens: self.count, chunks }
+        Ok(Perplexity { ppl, stderr, scored_tokens: self.count, chunks })
     }
 }
 
@@ -92,7 +99,7 @@ pub fn perplexity(
         })?;
         on_chunk(c + 1, chunks, tally.ppl());
     }
-    Ok(tally.finish(chunks))
+    tally.finish(chunks, context)
 }
 
 /// Scores every token after the first in one pass through a `context`-slot
@@ -118,7 +125,7 @@ pub fn perplexity_stream(
         session.eval_each(part, |j, logits| tally.add(nll(logits, tokens[offset + j + 1])))?;
         on_progress(offset + part.len(), tokens.len() - 1, tally.ppl());
     }
-    Ok(tally.finish(1))
+    tally.finish(1, context)
 }
 
 #[cfg(test)]

@@ -137,3 +137,17 @@ fn the_writer_replaces_only_regular_files_and_cleans_up_after_killed_writers() {
     names.sort();
     assert_eq!(names, ["fifo.gpt", "link.gpt", "model.gpt", "sub.gpt", "victim"]);
 }
+
+#[test]
+fn perplexity_with_nothing_scored_is_an_error_not_nan() {
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    let model = Model::open(&synthetic("ppl", &h), ModelOptions::default()).unwrap();
+    let tokens: Vec<u32> = (0..40).map(|i| 1 + i % 250).collect();
+    let run =
+        |context| gpt_fast::perplexity::perplexity(&model, &tokens, context, 16, 1, Default::default(), |_, _, _| {});
+    // Was: Ok with PPL = NaN and 0 scored tokens.
+    let err = run(2).expect_err("refused");
+    assert!(matches!(err, gpt_fast::perplexity::PerplexityError::NothingScored { context: 2 }), "{err}");
+    let ok = run(4).unwrap();
+    assert!(ok.scored_tokens > 0 && ok.ppl.is_finite());
+}

@@ -40,13 +40,16 @@ pub enum LoadErrorKind {
     Header(String),
     #[error("bad hyper-parameters: {0}")]
     HParams(String),
-    #[error("tensor {index} ('{name}'): {reason}")]
+    #[error("tensor {index} ('{}'): {reason}", crate::escape::untrusted(name))]
     Tensor { index: usize, name: String, reason: String },
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
     #[error("bad tokenizer: {0}")]
     Tokenizer(String),
-    #[error("tensor '{name}' checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    #[error(
+        "tensor '{}' checksum mismatch (stored {stored:#010x}, computed {computed:#010x})",
+        crate::escape::untrusted(name)
+    )]
     TensorChecksum { name: String, stored: u32, computed: u32 },
 }
 

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 pub enum ConvertError {
     #[error("{path}: {reason}")]
     Input { path: PathBuf, reason: String },
-    #[error("{path}: missing tensor '{name}'")]
+    #[error("{path}: missing tensor '{}'", crate::escape::untrusted(name))]
     MissingTensor { path: PathBuf, name: String },
-    #[error("{path}: tensor '{name}': {reason}")]
+    #[error("{path}: tensor '{}': {reason}", crate::escape::untrusted(name))]
     Tensor { path: PathBuf, name: String, reason: String },
     #[error(transparent)]
     Write(#[from] crate::format::WriteError),

@@ -34,7 +34,12 @@ impl GgufSource {
         let arch = match arch_name.as_str() {
             "llama" => Arch::Llama,
             "gpt2" => Arch::Gpt2,
-            other => return Err(input(format!("unsupported architecture '{other}' (gpt-fast reads llama and gpt2)"))),
+            other => {
+                return Err(input(format!(
+                    "unsupported architecture '{}' (gpt-fast reads llama and gpt2)",
+                    crate::escape::untrusted(other)
+                )))
+            }
         };
         let tokenizer = tokenizer_import::from_gguf(&file).map_err(|e| input(e.to_string()))?;
         let key = |k: &str| format!("{arch_name}.{k}");

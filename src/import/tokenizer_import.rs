@@ -19,7 +19,7 @@ use crate::import::gguf::{GgufFile, GgufValue};
 pub enum ImportError {
     #[error("missing {0}")]
     Missing(String),
-    #[error("{key} is {found}, expected {expected}")]
+    #[error("{} is {}, expected {expected}", crate::escape::untrusted(key), crate::escape::untrusted(found))]
     WrongType { key: String, expected: &'static str, found: String },
     #[error(
         "tokenizer model '{0}' is not supported (gpt-fast reads byte-level BPE: GGUF 'gpt2', tokenizer.json 'BPE')"
@@ -33,9 +33,12 @@ pub enum ImportError {
     LengthMismatch { key: &'static str, found: usize, n_tokens: usize },
     #[error("token {id} has type {value}, which is not a GGUF token type (1 to 6)")]
     BadTokenType { id: usize, value: i64 },
-    #[error("token {id} {text:?}: {ch:?} is not a character of GPT-2's byte-to-unicode table")]
+    #[error(
+        "token {id} \"{}\": {ch:?} is not a character of GPT-2's byte-to-unicode table",
+        crate::escape::untrusted(text)
+    )]
     NotByteLevel { id: usize, text: String, ch: char },
-    #[error("merge #{rank} {text:?}: {reason}")]
+    #[error("merge #{rank} \"{}\": {reason}", crate::escape::untrusted(text))]
     BadMerge { rank: usize, text: String, reason: String },
     #[error("token id {0} has no token (ids must be 0..n without gaps)")]
     MissingId(u32),
@@ -55,13 +58,18 @@ pub enum ImportError {
 pub fn from_gguf(file: &GgufFile) -> Result<TokenizerSpec, ImportError> {
     let model = gguf_str(file, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
     if model != "gpt2" {
-        return Err(ImportError::UnsupportedModel(model.to_string()));
+        return Err(ImportError::UnsupportedModel(crate::escape::untrusted(model)));
     }
     let pre_name = gguf_str(file, "tokenizer.ggml.pre")?.ok_or_else(|| missing("tokenizer.ggml.pre"))?;
     let pre = match pre_name {
         "smollm" => PreTokenizer::SmolLm,
         "gpt-2" | "gpt2" => PreTokenizer::Gpt2,
-        other => return Err(ImportError::UnsupportedPreTokenizer(format!("'{other}' (tokenizer.ggml.pre)"))),
+        other => {
+            return Err(ImportError::UnsupportedPreTokenizer(format!(
+                "'{}' (tokenizer.ggml.pre)",
+                crate::escape::untrusted(other)
+            )))
+        }
     };
 
     let texts = gguf_str_array(file, "tokenizer.ggml.tokens")?.ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
@@ -157,7 +165,7 @@ pub fn from_hf_tokenizer_json(json: &Value) -> Result<TokenizerSpec, ImportError
     let model = json.get("model").ok_or_else(|| missing("tokenizer.json model"))?;
     let model_type = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
     if model_type != "BPE" {
-        return Err(ImportError::UnsupportedModel(model_type.to_string()));
+        return Err(ImportError::UnsupportedModel(crate::escape::untrusted(model_type)));
     }
     for key in ["byte_fallback", "ignore_merges"] {
         if model.get(key).and_then(Value::as_bool) == Some(true) {
@@ -165,7 +173,10 @@ pub fn from_hf_tokenizer_json(json: &Value) -> Result<TokenizerSpec, ImportError
         }
     }
     if let Some(normalizer) = json.get("normalizer").filter(|v| !v.is_null()) {
-        return Err(ImportError::Unsupported(format!("tokenizer.json normalizer {normalizer} is not supported")));
+        return Err(ImportError::Unsupported(format!(
+            "tokenizer.json normalizer {} is not supported",
+            crate::escape::untrusted(&normalizer.to_string())
+        )));
     }
     let pre = hf_pre_tokenizer(json.get("pre_tokenizer").unwrap_or(&Value::Null))?;
 
@@ -295,7 +306,7 @@ fn resolve_merge(
 }
 
 fn hf_pre_tokenizer(pre: &Value) -> Result<PreTokenizer, ImportError> {
-    let unsupported = || ImportError::UnsupportedPreTokenizer(pre.to_string());
+    let unsupported = || ImportError::UnsupportedPreTokenizer(crate::escape::untrusted(&pre.to_string()));
     let byte_level = |p: &Value| {
         p.get("type").and_then(Value::as_str) == Some("ByteLevel")
             && p.get("add_prefix_space").and_then(Value::as_bool) != Some(true)

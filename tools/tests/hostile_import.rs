@@ -109,3 +109,25 @@ fn huge_config_json_counts_are_refused_before_allocating() {
         assert!(err.contains("call for"), "{key}: {err}");
     }
 }
+
+#[test]
+fn a_garbage_key_is_shown_escaped_and_cut() {
+    // A 48,978-byte key of NULs and control bytes followed by an unknown value
+    // type. Was: the whole key printed raw, 183 lines of one message.
+    let key: Vec<u8> = (0..48_978u32).map(|i| [0u8, b'\n', 0x1b, b'k'][i as usize % 4]).collect();
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&key);
+    bytes.extend_from_slice(&99u32.to_le_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    let path = tmp("garbage-key");
+    std::fs::write(&path, bytes).unwrap();
+    let Err(err) = GgufFile::open(&path) else { panic!("opened") };
+    let message = err.to_string();
+    assert!(message.len() < 400, "{} bytes: {message}", message.len());
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(message.contains("unknown value type 99") && message.contains("bytes in all)"), "{message}");
+}

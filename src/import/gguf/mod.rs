@@ -174,9 +174,12 @@ pub enum GgufErrorKind {
     BadMagic { found: Vec<u8> },
     #[error("unsupported GGUF version {version}{hint} (gpt-fast reads versions 2 and 3)")]
     UnsupportedVersion { version: u32, hint: &'static str },
-    #[error("truncated: {what} ends at byte {end} but the file has {file_len} bytes")]
+    #[error("truncated: {} ends at byte {end} but the file has {file_len} bytes", crate::escape::untrusted(what))]
     Truncated { what: String, end: u128, file_len: u64 },
-    #[error("{what}: {count} {items} need at least {min_bytes} bytes but only {remaining} remain")]
+    #[error(
+        "{}: {count} {items} need at least {min_bytes} bytes but only {remaining} remain",
+        crate::escape::untrusted(what)
+    )]
     CountTooLarge {
         what: String,
         count: u64,
@@ -185,41 +188,47 @@ pub enum GgufErrorKind {
         min_bytes: u128,
         remaining: u64,
     },
-    #[error("{what}: string is not UTF-8")]
+    #[error("{}: string is not UTF-8", crate::escape::untrusted(what))]
     NotUtf8 { what: String },
-    #[error("{what}: unknown value type {ty}")]
+    #[error("{}: unknown value type {ty}", crate::escape::untrusted(what))]
     UnknownValueType { what: String, ty: u32 },
-    #[error("{what}: bool byte is {byte}, not 0 or 1")]
+    #[error("{}: bool byte is {byte}, not 0 or 1", crate::escape::untrusted(what))]
     BadBool { what: String, byte: u8 },
-    #[error("{what}: more than {MAX_METADATA_VALUES} metadata values in the file")]
+    #[error("{}: more than {MAX_METADATA_VALUES} metadata values in the file", crate::escape::untrusted(what))]
     TooManyValues { what: String },
-    #[error("{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}")]
+    #[error("{}: arrays nested deeper than {MAX_ARRAY_DEPTH}", crate::escape::untrusted(what))]
     ArrayTooDeep { what: String },
-    #[error("duplicate metadata key '{key}'")]
+    #[error("duplicate metadata key '{}'", crate::escape::untrusted(key))]
     DuplicateKey { key: String },
     #[error("general.alignment {reason}")]
     BadAlignment { reason: String },
-    #[error("tensor '{tensor}' has {n_dims} dimensions (at most {MAX_DIMS})")]
+    #[error("tensor '{}' has {n_dims} dimensions (at most {MAX_DIMS})", crate::escape::untrusted(tensor))]
     TooManyDims { tensor: String, n_dims: u32 },
-    #[error("{} for tensor '{tensor}'", describe_unknown_type(*id))]
+    #[error("{} for tensor '{}'", describe_unknown_type(*id), crate::escape::untrusted(tensor))]
     UnknownTensorType { tensor: String, id: u32 },
-    #[error("tensor '{tensor}': dims {dims:?} overflow")]
+    #[error("tensor '{}': dims {dims:?} overflow", crate::escape::untrusted(tensor))]
     DimsOverflow { tensor: String, dims: Vec<u64> },
-    #[error("tensor '{tensor}': rows of {row_len} elements are not whole {ty} blocks of {}", ty.block_size())]
+    #[error("tensor '{}': rows of {row_len} elements are not whole {ty} blocks of {}", crate::escape::untrusted(tensor), ty.block_size())]
     PartialBlock { tensor: String, ty: GgmlType, row_len: u64 },
-    #[error("duplicate tensor '{tensor}'")]
+    #[error("duplicate tensor '{}'", crate::escape::untrusted(tensor))]
     DuplicateTensor { tensor: String },
-    #[error("tensor '{tensor}': data offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor '{}': data offset {offset} is not a multiple of the alignment {alignment}",
+        crate::escape::untrusted(tensor)
+    )]
     MisalignedTensor { tensor: String, offset: u64, alignment: u64 },
-    #[error("tensor '{tensor}': data at bytes {start}..{end} is past the end of the file ({file_len} bytes)")]
+    #[error(
+        "tensor '{}': data at bytes {start}..{end} is past the end of the file ({file_len} bytes)",
+        crate::escape::untrusted(tensor)
+    )]
     TensorOutOfBounds { tensor: String, start: u128, end: u128, file_len: u64 },
-    #[error("tensors '{first}' and '{second}' overlap")]
+    #[error("tensors '{}' and '{}' overlap", crate::escape::untrusted(first), crate::escape::untrusted(second))]
     TensorOverlap { first: String, second: String },
-    #[error("missing metadata key '{key}'")]
+    #[error("missing metadata key '{}'", crate::escape::untrusted(key))]
     MissingKey { key: String },
-    #[error("metadata key '{key}' is {found}, expected {expected}")]
+    #[error("metadata key '{}' is {found}, expected {expected}", crate::escape::untrusted(key))]
     WrongType { key: String, expected: &'static str, found: String },
-    #[error("tensor '{tensor}': {source}")]
+    #[error("tensor '{}': {source}", crate::escape::untrusted(tensor))]
     Dequantize { tensor: String, source: QuantError },
 }
 
