@@ -151,3 +151,41 @@ fn perplexity_with_nothing_scored_is_an_error_not_nan() {
     let ok = run(4).unwrap();
     assert!(ok.scored_tokens > 0 && ok.ppl.is_finite());
 }
+
+#[test]
+fn verify_runs_the_checks_open_runs_and_open_can_verify_checksums() {
+    use gpt_fast::format::spec::RawHeader;
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    let path = synthetic("verify", &h);
+    let bytes = std::fs::read(&path).unwrap();
+    // A merge whose result is not its two halves joined: the tokenizer
+    // section decodes, the header CRC is recomputed, so only the tokenizer's
+    // own consistency check (Model::open's) can refuse it.
+    let header: RawHeader = bytemuck::pod_read_unaligned(&bytes[..HEADER_BYTES as usize]);
+    let section = header.tok_offset as usize;
+    let n_tokens = u32::from_le_bytes(bytes[section + 8..section + 12].try_into().unwrap()) as usize;
+    let merges = section + 48 + 4 * n_tokens + n_tokens.next_multiple_of(4);
+    let mut bad = bytes.clone();
+    bad[merges + 8..merges + 12].copy_from_slice(&0u32.to_le_bytes()); // first merge's result: token 0
+    let bad = with_header(&bad, |_| {});
+    let bad_path = tmp("verify-tokenizer");
+    std::fs::write(&bad_path, &bad).unwrap();
+    ModelFile::open(&bad_path).unwrap().verify().unwrap(); // checksums alone say OK
+    assert!(Model::open(&bad_path, ModelOptions::default()).is_err());
+    // Was: "OK" from verify for a file that run refuses.
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast")).arg("verify").arg(&bad_path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("merge"), "{stderr}");
+
+    // Corrupted tensor data: open runs normally unless asked to verify.
+    let t = ModelFile::open(&path).unwrap().tensor("blk.1.ffn_down.weight").unwrap().clone();
+    let mut corrupt = bytes;
+    corrupt[t.offset as usize + 3] ^= 0x40;
+    let corrupt_path = tmp("verify-data");
+    std::fs::write(&corrupt_path, &corrupt).unwrap();
+    assert!(Model::open(&corrupt_path, ModelOptions::default()).is_ok());
+    let verify = ModelOptions { verify: true, ..Default::default() };
+    let err = Model::open(&corrupt_path, verify).err().expect("refused").to_string();
+    assert!(err.contains("blk.1.ffn_down.weight") && err.contains("checksum"), "{err}");
+}

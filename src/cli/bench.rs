@@ -18,8 +18,10 @@ pub struct BenchArgs<'a> {
 
 pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult {
     let threads = model_args.threads();
-    let model =
-        Model::open(&source::model_file(path, model_args.quant)?, ModelOptions { quant: model_args.quant, isa: None })?;
+    let model = Model::open(
+        &source::model_file(path, model_args.quant)?,
+        ModelOptions { quant: model_args.quant, ..Default::default() },
+    )?;
     let size = model.weight_bytes();
     let n_params: u64 = model.file().tensors().iter().map(|t| t.rows * t.cols).sum();
     let isa = model.kernels().isa.name();

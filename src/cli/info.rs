@@ -65,13 +65,15 @@ pub fn info(path: &Path) -> CliResult {
     print_out(&out)
 }
 
+/// Every check `run` makes when it opens the file (header, directory,
+/// tokenizer consistency), plus every tensor's checksum.
 pub fn verify(path: &Path) -> CliResult {
-    let file = ModelFile::open(&super::source::file_to_verify(path)?)?;
-    file.verify()?;
+    let options = gpt_fast::model::ModelOptions { verify: true, ..Default::default() };
+    let model = gpt_fast::model::Model::open(&super::source::file_to_verify(path)?, options)?;
     print_out(&format!(
-        "{}: OK ({} tensors, header and tensor checksums match)\n",
+        "{}: OK ({} tensors, header and tensor checksums match, tokenizer consistent)\n",
         path.display(),
-        file.tensors().len()
+        model.file().tensors().len()
     ))?;
     Ok(())
 }

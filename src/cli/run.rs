@@ -99,7 +99,7 @@ pub fn run(
     let model_file = source::model_file(path, model_args.quant)?;
 
     let load_start = Instant::now();
-    let model = Model::open(&model_file, ModelOptions { quant: model_args.quant, isa: None })?;
+    let model = Model::open(&model_file, ModelOptions { quant: model_args.quant, ..Default::default() })?;
     if model.converted_at_load() {
         eprintln!(
             "gpt-fast: {} holds {} weights; converted to {} at load",

@@ -25,6 +25,15 @@ pub enum WriteError {
     Target { path: PathBuf, reason: String },
 }
 
+/// Opens a just-written file with every check `Model::open --verify` makes.
+fn verify_written(path: &Path) -> Result<(), WriteError> {
+    let failed = |e: String| WriteError::Invalid(format!("the written file fails its own checks: {e}"));
+    let file = super::ModelFile::open(path).map_err(|e| failed(e.kind.to_string()))?;
+    file.verify().map_err(|e| failed(e.kind.to_string()))?;
+    crate::tokenizer::Tokenizer::new(file.tokenizer().clone()).map_err(|e| failed(e.to_string()))?;
+    Ok(())
+}
+
 /// The output must be absent or a regular file: renaming over a device node,
 /// a directory, a FIFO or a symlink would replace that, not write a model.
 fn check_target(path: &Path) -> Result<(), WriteError> {
@@ -267,6 +276,9 @@ impl ModelWriter {
         let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
         file.sync_all().map_err(io_err)?;
         drop(file);
+        // Read back as a loader will (header, directory, every checksum, the
+        // tokenizer's consistency) before it can replace anything.
+        verify_written(&self.tmp_path)?;
         // Checked again: the target may have changed while tensors were written.
         check_target(&self.final_path)?;
         fs::rename(&self.tmp_path, &self.final_path)

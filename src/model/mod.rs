@@ -41,6 +41,9 @@ pub struct ModelOptions {
     pub quant: Option<DType>,
     /// Instruction set; `None` takes `GPT_FAST_ISA` if set, else the best this CPU has.
     pub isa: Option<Isa>,
+    /// Also check every tensor's CRC-32 at open (reads the whole file once:
+    /// catches corrupted tensor data, which the header checks cannot see).
+    pub verify: bool,
 }
 
 /// Chooses the kernels: an explicit choice, else `GPT_FAST_ISA`, else the best.
@@ -74,6 +77,9 @@ impl Model {
     pub fn open(path: &Path, options: ModelOptions) -> Result<Self, ModelError> {
         let kernels = select_kernels(options.isa)?;
         let file = ModelFile::open(path)?;
+        if options.verify {
+            file.verify()?;
+        }
         let file_dtype = file.weight_dtype();
         let dtype = options.quant.unwrap_or(file_dtype);
         if dtype.precision() > file_dtype.precision() {

@@ -73,7 +73,7 @@ fn session(model: &Model) -> Session<'_> {
 }
 
 fn open(path: &Path, isa: Isa) -> Model {
-    let model = Model::open(path, ModelOptions { quant: None, isa: Some(isa) }).unwrap();
+    let model = Model::open(path, ModelOptions { isa: Some(isa), ..Default::default() }).unwrap();
     assert_eq!(model.kernels().isa, isa);
     model
 }
