@@ -332,6 +332,7 @@ fn gguf_and_hf_folders_run_through_the_cache() {
     let first = with_cache(&run);
     let text = succeeded(&first);
     assert!(stderr_of(&first).contains("is a GGUF file; converting it to q8 once, into"), "{}", stderr_of(&first));
+    assert!(stderr_of(&first).contains("gpt-fast: converted in "), "{}", stderr_of(&first));
     let entries = || -> Vec<String> {
         let mut names: Vec<_> = std::fs::read_dir(cache.join("gpt-fast"))
             .unwrap()

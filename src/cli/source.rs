@@ -41,6 +41,7 @@ pub fn model_file(path: &Path, quant: Option<DType>) -> Result<PathBuf, String> 
                 dtype.name(),
                 entry.display()
             );
+            let start = std::time::Instant::now();
             let bar = gpt_fast::import::command::tensor_progress(false);
             let cached = cache::cached_model(path, dtype, |done, total, tensor| {
                 bar.set_length(total as u64);
@@ -48,7 +49,9 @@ pub fn model_file(path: &Path, quant: Option<DType>) -> Result<PathBuf, String> 
                 bar.set_message(tensor.to_string());
             });
             bar.finish_and_clear();
-            Ok(cached.map_err(|e| e.to_string())?.path)
+            let cached = cached.map_err(|e| e.to_string())?;
+            eprintln!("gpt-fast: converted in {:.1} s; later runs use the cached file", start.elapsed().as_secs_f64());
+            Ok(cached.path)
         }
         InputKind::Safetensors => Err(format!(
             "{name} is a safetensors file, which holds weights only: give the Hugging Face folder that holds it \
