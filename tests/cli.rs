@@ -375,6 +375,24 @@ fn completions_for_each_shell() {
         assert!(script.contains("gpt-fast") && script.contains("reverse-prompt"), "{shell}: {script}");
     }
     refused(&gpt_fast(&["completions", "cmd.exe"]), 2, "invalid value");
+    // Bash completes a subcommand's options (clap_complete alone does not
+    // for a hyphenated bin name).
+    let script = tmp("completion.bash");
+    std::fs::write(&script, gpt_fast(&["completions", "bash"]).stdout).unwrap();
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let shell = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; _gpt__fast gpt-fast '{}' '{}'; echo \"${{COMPREPLY[*]}}\"",
+            script.display(),
+            words.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2]
+        );
+        String::from_utf8_lossy(&Command::new("bash").args(["-c", &shell]).output().unwrap().stdout).into_owned()
+    };
+    assert!(complete("gpt-fast run --rev").contains("--reverse-prompt"), "{}", complete("gpt-fast run --rev"));
+    assert!(complete("gpt-fast ru").contains("run"));
 }
 
 #[test]
