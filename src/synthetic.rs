@@ -3,7 +3,7 @@
 //! tests. Their text output is meaningless.
 
 use crate::format::{encode::encode_tensor, Arch, DType, HParams, ModelWriter, WriteError};
-use crate::tokenizer::{PreTokenizer, TokenType, TokenizerSpec};
+use crate::tokenizer::{PreTokenizer, TokenType, TokenizerModel, TokenizerSpec};
 
 /// Named configurations: `(name, hyper-parameters)`.
 pub fn configs() -> Vec<(&'static str, HParams)> {
@@ -88,16 +88,20 @@ pub fn tokenizer(vocab_size: u32) -> TokenizerSpec {
     tokens.truncate(vocab_size);
     token_types.truncate(vocab_size);
     TokenizerSpec {
+        model: TokenizerModel::ByteLevelBpe,
         pre: PreTokenizer::Gpt2,
         tokens,
         token_types,
         merges,
+        scores: Vec::new(),
         bos_id: None,
         eos_id: Some(eos),
         unk_id: None,
         pad_id: None,
         add_bos: false,
         add_eos: false,
+        add_space_prefix: false,
+        ignore_merges: false,
         chat_template: String::new(),
     }
 }

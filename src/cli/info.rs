@@ -38,11 +38,15 @@ pub fn info(path: &Path) -> CliResult {
     }
     let tok = file.tokenizer();
     let id = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |i| i.to_string());
+    let model = match tok.model {
+        gpt_fast::tokenizer::TokenizerModel::ByteLevelBpe => {
+            format!("byte-level BPE, {} pre-tokenizer, {} merges", tok.pre.name(), tok.merges.len())
+        }
+        gpt_fast::tokenizer::TokenizerModel::SentencePiece => format!("SentencePiece BPE, {} tokens", tok.tokens.len()),
+    };
     writeln!(
         out,
-        "tokenizer:     byte-level BPE, {} pre-tokenizer, {} merges, bos {}, eos {}, adds bos: {}",
-        tok.pre.name(),
-        tok.merges.len(),
+        "tokenizer:     {model}, bos {}, eos {}, adds bos: {}",
         id(tok.bos_id),
         id(tok.eos_id),
         if tok.add_bos { "yes" } else { "no" }

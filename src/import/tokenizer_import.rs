@@ -4,12 +4,13 @@
 //! Both sources write byte-level BPE tokens in GPT-2's printable
 //! byte-to-unicode form ("Ġthe" for " the"); this is the one place that form
 //! is undone, so the runtime only sees raw bytes. Control, user-defined and
-//! unknown tokens are literal text in both sources and are kept as they are.
-//! Every spec returned has passed [`Tokenizer::new`]'s validation.
+//! unknown tokens are literal text in both sources and are kept as they are,
+//! as are SentencePiece tokens ("▁the", "<0x0A>"), which encoding matches as
+//! text. Every spec returned has passed [`Tokenizer::new`]'s validation.
 
 use std::collections::HashMap;
 
-use crate::tokenizer::{PreTokenizer, TokenType, Tokenizer, TokenizerError, TokenizerSpec};
+use crate::tokenizer::{PreTokenizer, TokenType, Tokenizer, TokenizerError, TokenizerModel, TokenizerSpec};
 use serde_json::Value;
 
 use crate::import::gguf::{GgufFile, GgufValue};
@@ -22,10 +23,10 @@ pub enum ImportError {
     #[error("{} is {}, expected {expected}", crate::escape::untrusted(key), crate::escape::untrusted(found))]
     WrongType { key: String, expected: &'static str, found: String },
     #[error(
-        "tokenizer model '{0}' is not supported (gpt-fast reads byte-level BPE: GGUF 'gpt2', tokenizer.json 'BPE')"
+        "tokenizer model '{0}' is not supported (gpt-fast reads GGUF 'gpt2' (byte-level BPE) and 'llama' (SentencePiece BPE), tokenizer.json 'BPE')"
     )]
     UnsupportedModel(String),
-    #[error("pre-tokenizer {0} is not supported (gpt-fast knows GGUF 'gpt-2' and 'smollm'; tokenizer.json ByteLevel and Sequence[Digits(individual_digits), ByteLevel])")]
+    #[error("pre-tokenizer {0} is not supported (gpt-fast knows GGUF {known}; tokenizer.json ByteLevel and Sequence[Digits(individual_digits), ByteLevel])", known = KNOWN_GGUF_PRE)]
     UnsupportedPreTokenizer(String),
     #[error("{0}")]
     Unsupported(String),
@@ -33,11 +34,6 @@ pub enum ImportError {
     LengthMismatch { key: &'static str, found: usize, n_tokens: usize },
     #[error("token {id} has type {value}, which is not a GGUF token type (1 to 6)")]
     BadTokenType { id: usize, value: i64 },
-    #[error(
-        "token {id} \"{}\": {ch:?} is not a character of GPT-2's byte-to-unicode table",
-        crate::escape::untrusted(text)
-    )]
-    NotByteLevel { id: usize, text: String, ch: char },
     #[error("merge #{rank} \"{}\": {reason}", crate::escape::untrusted(text))]
     BadMerge { rank: usize, text: String, reason: String },
     #[error("token id {0} has no token (ids must be 0..n without gaps)")]
@@ -48,27 +44,59 @@ pub enum ImportError {
     Invalid(#[from] TokenizerError),
 }
 
+/// The `tokenizer.ggml.pre` names gpt-fast implements, for error messages.
+const KNOWN_GGUF_PRE: &str = "'gpt-2', 'mpt', 'smollm', 'starcoder', 'refact', 'command-r', 'llama-bpe', \
+    'qwen2', 'deepseek-llm', 'deepseek-coder', 'falcon'";
+
+/// What a GGUF `tokenizer.ggml.pre` name means: the pre-tokenizer, and
+/// whether llama.cpp turns on `ignore_merges` and BOS by default for it.
+/// Names are grouped as llama.cpp's `llama_vocab::impl::load` groups them.
+fn gguf_pre_tokenizer(name: &str) -> Option<(PreTokenizer, bool)> {
+    Some(match name {
+        "gpt-2" | "gpt2" | "mpt" => (PreTokenizer::Gpt2, false),
+        "smollm" | "starcoder" | "refact" | "command-r" => (PreTokenizer::SmolLm, false),
+        "llama-bpe" | "llama3" | "llama-v3" => (PreTokenizer::Llama3, true),
+        "qwen2" | "deepseek-r1-qwen" => (PreTokenizer::Qwen2, false),
+        "deepseek-llm" => (PreTokenizer::DeepSeekLlm, false),
+        "deepseek-coder" => (PreTokenizer::DeepSeekCoder, false),
+        "falcon" => (PreTokenizer::Falcon, false),
+        _ => return None,
+    })
+}
+
 /// GGUF `tokenizer.ggml.*` metadata to a spec.
 ///
-/// Requires `tokenizer.ggml.model = "gpt2"` and a `tokenizer.ggml.pre` that
-/// gpt-fast implements: `smollm` → [`PreTokenizer::SmolLm`], `gpt-2` (or
-/// `gpt2`) → [`PreTokenizer::Gpt2`]. llama.cpp's `default` is a different
-/// regex set and is refused. Absent `token_type` means all normal; absent
-/// `add_bos_token` / `add_eos_token` mean false.
+/// `tokenizer.ggml.model = "gpt2"` is byte-level BPE and needs a
+/// `tokenizer.ggml.pre` that gpt-fast implements (see [`PreTokenizer`] for
+/// the names; llama.cpp's `default`, also what it uses when the key is
+/// absent, is a different regex set and is refused). `"llama"` is
+/// SentencePiece BPE: `tokenizer.ggml.scores` (absent: all 0) rank merges,
+/// `tokenizer.ggml.add_space_prefix` defaults to true. Absent `token_type`
+/// means all normal. BOS/EOS flags and ids default as llama.cpp's do: BOS
+/// added for SentencePiece and Llama 3, ids 1/2/0 for SentencePiece's
+/// BOS/EOS/UNK.
 pub fn from_gguf(file: &GgufFile) -> Result<TokenizerSpec, ImportError> {
-    let model = gguf_str(file, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
-    if model != "gpt2" {
-        return Err(ImportError::UnsupportedModel(crate::escape::untrusted(model)));
-    }
-    let pre_name = gguf_str(file, "tokenizer.ggml.pre")?.ok_or_else(|| missing("tokenizer.ggml.pre"))?;
-    let pre = match pre_name {
-        "smollm" => PreTokenizer::SmolLm,
-        "gpt-2" | "gpt2" => PreTokenizer::Gpt2,
-        other => {
-            return Err(ImportError::UnsupportedPreTokenizer(format!(
-                "'{}' (tokenizer.ggml.pre)",
-                crate::escape::untrusted(other)
-            )))
+    let model_name = gguf_str(file, "tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
+    let model = match model_name {
+        "gpt2" => TokenizerModel::ByteLevelBpe,
+        "llama" => TokenizerModel::SentencePiece,
+        other => return Err(ImportError::UnsupportedModel(crate::escape::untrusted(other))),
+    };
+    let (pre, llama3_defaults) = match model {
+        TokenizerModel::SentencePiece => (PreTokenizer::None, false),
+        TokenizerModel::ByteLevelBpe => {
+            let pre_name = gguf_str(file, "tokenizer.ggml.pre")?.ok_or_else(|| {
+                ImportError::UnsupportedPreTokenizer(
+                    "(none: tokenizer.ggml.pre is missing, for which llama.cpp falls back to its 'default' regex set)"
+                        .to_string(),
+                )
+            })?;
+            gguf_pre_tokenizer(pre_name).ok_or_else(|| {
+                ImportError::UnsupportedPreTokenizer(format!(
+                    "'{}' (tokenizer.ggml.pre)",
+                    crate::escape::untrusted(pre_name)
+                ))
+            })?
         }
     };
 
@@ -98,57 +126,92 @@ pub fn from_gguf(file: &GgufFile) -> Result<TokenizerSpec, ImportError> {
                 .collect::<Result<Vec<_>, _>>()?
         }
     };
+    let spm = model == TokenizerModel::SentencePiece;
     let tokens = texts
         .iter()
         .zip(&token_types)
-        .enumerate()
-        .map(|(id, (text, &ty))| token_bytes(id, text, ty))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(text, &ty)| if spm { text.as_bytes().to_vec() } else { token_bytes(text, ty) })
+        .collect::<Vec<_>>();
 
-    // Merges name tokens by their GGUF text; llama.cpp's text-to-id map lets
-    // the last of duplicate texts win.
-    let by_text: HashMap<&str, u32> = texts.iter().enumerate().map(|(id, t)| (*t, id as u32)).collect();
-    let merge_texts = gguf_str_array(file, "tokenizer.ggml.merges")?.ok_or_else(|| missing("tokenizer.ggml.merges"))?;
-    let merges = merge_texts
-        .iter()
-        .enumerate()
-        .map(|(rank, text)| {
-            // llama.cpp splits at the first space after the first byte.
-            let split = text.as_bytes().iter().skip(1).position(|&b| b == b' ').map(|i| i + 1);
-            let Some(split) = split else {
-                return Err(bad_merge(rank, text, "no space between the two tokens".into()));
-            };
-            resolve_merge(&by_text, rank, text, &text[..split], &text[split + 1..])
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (merges, scores) = if spm {
+        let scores = match file.get("tokenizer.ggml.scores") {
+            None => vec![0.0; n_tokens],
+            Some(value) => {
+                let items = value.as_array().ok_or_else(|| wrong("tokenizer.ggml.scores", "an array", value))?;
+                if items.len() != n_tokens {
+                    return Err(ImportError::LengthMismatch {
+                        key: "tokenizer.ggml.scores",
+                        found: items.len(),
+                        n_tokens,
+                    });
+                }
+                items
+                    .iter()
+                    .map(|v| v.as_f32().ok_or_else(|| wrong("tokenizer.ggml.scores", "numbers", v)))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        (Vec::new(), scores)
+    } else {
+        // Merges name tokens by their GGUF text; llama.cpp's text-to-id map
+        // lets the last of duplicate texts win.
+        let by_text: HashMap<&str, u32> = texts.iter().enumerate().map(|(id, t)| (*t, id as u32)).collect();
+        let merge_texts =
+            gguf_str_array(file, "tokenizer.ggml.merges")?.ok_or_else(|| missing("tokenizer.ggml.merges"))?;
+        let merges = merge_texts
+            .iter()
+            .enumerate()
+            .map(|(rank, text)| {
+                // llama.cpp splits at the first space after the first byte.
+                let split = text.as_bytes().iter().skip(1).position(|&b| b == b' ').map(|i| i + 1);
+                let Some(split) = split else {
+                    return Err(bad_merge(rank, text, "no space between the two tokens".into()));
+                };
+                resolve_merge(&by_text, rank, text, &text[..split], &text[split + 1..])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        (merges, Vec::new())
+    };
 
-    let id = |key: &str| -> Result<Option<u32>, ImportError> {
+    let id = |key: &str, default: Option<u32>| -> Result<Option<u32>, ImportError> {
         match file.get(key) {
-            None => Ok(None),
+            None => Ok(default),
             Some(v) => v.as_u32().map(Some).ok_or_else(|| wrong(key, "a token id", v)),
         }
     };
-    let flag = |key: &str| -> Result<bool, ImportError> {
+    let flag = |key: &str, default: bool| -> Result<bool, ImportError> {
         match file.get(key) {
-            None => Ok(false),
+            None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| wrong(key, "a bool", v)),
         }
     };
+    let default_id = |v: u32| if spm { Some(v) } else { None };
     let spec = TokenizerSpec {
+        model,
         pre,
         tokens,
         token_types,
         merges,
-        bos_id: id("tokenizer.ggml.bos_token_id")?,
-        eos_id: id("tokenizer.ggml.eos_token_id")?,
-        unk_id: id("tokenizer.ggml.unknown_token_id")?,
-        pad_id: id("tokenizer.ggml.padding_token_id")?,
-        add_bos: flag("tokenizer.ggml.add_bos_token")?,
-        add_eos: flag("tokenizer.ggml.add_eos_token")?,
+        scores,
+        bos_id: id("tokenizer.ggml.bos_token_id", default_id(1))?,
+        eos_id: id("tokenizer.ggml.eos_token_id", default_id(2))?,
+        unk_id: id("tokenizer.ggml.unknown_token_id", default_id(0))?,
+        pad_id: id("tokenizer.ggml.padding_token_id", None)?,
+        add_bos: flag("tokenizer.ggml.add_bos_token", spm || llama3_defaults)?,
+        add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
+        add_space_prefix: spm && flag("tokenizer.ggml.add_space_prefix", true)?,
+        ignore_merges: llama3_defaults,
         chat_template: gguf_str(file, "tokenizer.chat_template")?.unwrap_or_default().to_string(),
     };
     Tokenizer::new(spec.clone())?;
     Ok(spec)
+}
+
+/// A ready [`Tokenizer`] from a GGUF's metadata alone (a full model or one of
+/// the vocab-only files llama.cpp ships for its tokenizer tests): what
+/// [`from_gguf`] gives, validated and indexed.
+pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, ImportError> {
+    Ok(Tokenizer::new(from_gguf(file)?)?)
 }
 
 /// A Hugging Face `tokenizer.json` to a spec.
@@ -199,7 +262,7 @@ pub fn from_hf_tokenizer_json(json: &Value) -> Result<TokenizerSpec, ImportError
     };
     for (text, id) in vocab {
         let id = json_id(id, "tokenizer.json model.vocab")?;
-        put(id, (token_bytes(id as usize, text, TokenType::Normal)?, TokenType::Normal))?;
+        put(id, (token_bytes(text, TokenType::Normal), TokenType::Normal))?;
     }
     for added in added_tokens {
         let id = json_id(added.get("id").unwrap_or(&Value::Null), "tokenizer.json added_tokens id")?;
@@ -244,16 +307,20 @@ pub fn from_hf_tokenizer_json(json: &Value) -> Result<TokenizerSpec, ImportError
 
     let (bos_id, add_bos, eos_id, add_eos) = hf_template(json.get("post_processor"))?;
     let spec = TokenizerSpec {
+        model: TokenizerModel::ByteLevelBpe,
         pre,
         tokens,
         token_types,
         merges,
+        scores: Vec::new(),
         bos_id,
         eos_id,
         unk_id: None,
         pad_id: None,
         add_bos,
         add_eos,
+        add_space_prefix: false,
+        ignore_merges: false,
         chat_template: String::new(),
     };
     Tokenizer::new(spec.clone())?;
@@ -275,21 +342,15 @@ pub fn unicode_to_byte(c: char) -> Option<u8> {
 }
 
 /// The bytes of token `id` from its text: literal for control, user-defined
-/// and unknown tokens, byte-level decoded for the rest (an unused token that
-/// is not byte-level text is kept literal).
-fn token_bytes(id: usize, text: &str, ty: TokenType) -> Result<Vec<u8>, ImportError> {
+/// and unknown tokens, byte-level decoded for the rest. A token whose text is
+/// not byte-level (Command R has a normal token "\u{200d}") is kept literal:
+/// no byte-level pre-token can spell it, so llama.cpp never produces it
+/// either, and it decodes to its text.
+fn token_bytes(text: &str, ty: TokenType) -> Vec<u8> {
     if matches!(ty, TokenType::Control | TokenType::UserDefined | TokenType::Unknown) {
-        return Ok(text.as_bytes().to_vec());
+        return text.as_bytes().to_vec();
     }
-    let mut bytes = Vec::with_capacity(text.len());
-    for ch in text.chars() {
-        match unicode_to_byte(ch) {
-            Some(b) => bytes.push(b),
-            None if ty == TokenType::Unused => return Ok(text.as_bytes().to_vec()),
-            None => return Err(ImportError::NotByteLevel { id, text: text.to_string(), ch }),
-        }
-    }
-    Ok(bytes)
+    text.chars().map(unicode_to_byte).collect::<Option<Vec<u8>>>().unwrap_or_else(|| text.as_bytes().to_vec())
 }
 
 fn resolve_merge(

@@ -1,11 +1,15 @@
-//! Byte-level BPE tokenizer (GPT-2, SmolLM2), token for token with llama.cpp.
+//! Byte-level BPE (GPT-2, SmolLM2, Llama 3, Qwen2, ...) and SentencePiece BPE
+//! (Llama 2, Mistral, Gemma, Phi-3) tokenizers, token for token with llama.cpp.
 //!
 //! Encoding runs in three steps: special tokens' literal text is cut out of
-//! the input ([`special`]), the text between is split into pre-tokens by the
-//! model's pre-tokenizer ([`pretok`]), and each pre-token's bytes are merged
-//! by BPE rank ([`bpe`]), with a bounded cache in front for repeated words.
-//! Decoding concatenates token bytes; [`StreamDecoder`] does it one token at
-//! a time without splitting a UTF-8 character.
+//! the input ([`special`]); for byte-level BPE the text between is split into
+//! pre-tokens by the model's pre-tokenizer ([`pretok`]) and each pre-token's
+//! bytes are merged by BPE rank ([`bpe`]), with a bounded cache in front for
+//! repeated words; for SentencePiece each stretch of text is merged whole by
+//! token score ([`spm`]). Decoding concatenates each token's piece (its
+//! bytes; for SentencePiece with `▁` read as a space and `<0xNN>` as that
+//! byte); [`StreamDecoder`] does it one token at a time without splitting a
+//! UTF-8 character.
 //!
 //! [`Tokenizer::encode`] adds no BOS/EOS; [`Tokenizer::encode_prompt`] adds
 //! them as the spec's `add_bos` / `add_eos` say (llama.cpp's `add_special`).
@@ -14,18 +18,24 @@ mod bpe;
 mod pretok;
 mod spec;
 mod special;
+mod spm;
 mod stream;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_spm;
+mod text_index;
 
 use std::fmt;
 use std::sync::{Mutex, TryLockError};
 
-pub use spec::{PreTokenizer, TokenType, TokenizerSpec};
+pub use spec::{PreTokenizer, TokenType, TokenizerModel, TokenizerSpec};
 pub use stream::Utf8Stream;
 
 use bpe::{MergeScratch, Merges, WordCache};
 use special::{Fragment, Special};
+use spm::{SpmScratch, SpmVocab};
+use text_index::TextIndex;
 
 /// Why a [`TokenizerSpec`] was rejected, or a token id could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,31 +56,122 @@ pub enum TokenizerError {
     MissingSpecialId { role: &'static str },
     #[error("token id {id} is out of range (vocabulary has {n_vocab} tokens)")]
     IdOutOfRange { id: u32, n_vocab: usize },
+    #[error("tokenizer has {scores} scores for {tokens} tokens ({model:?} needs {expected})")]
+    ScoreCountMismatch { model: TokenizerModel, tokens: usize, scores: usize, expected: usize },
+    #[error(
+        "a SentencePiece tokenizer has no merges and no pre-tokenizer (found {merges} merges, pre-tokenizer {pre:?})"
+    )]
+    SentencePieceWithMerges { merges: usize, pre: PreTokenizer },
+    #[error("a byte-level BPE tokenizer needs a pre-tokenizer")]
+    ByteLevelWithoutPreTokenizer,
+    #[error("byte token {id} is not of the form <0xNN>")]
+    BadByteToken { id: u32 },
 }
 
 /// Reusable buffers for encoding; behind a mutex so `encode` takes `&self`.
 struct Scratch {
     cache: WordCache,
     merge: MergeScratch,
+    spm: SpmScratch,
     fragments: Vec<Fragment>,
     spare: Vec<Fragment>,
 }
 
 impl Scratch {
     fn new(cache: WordCache) -> Self {
-        Scratch { cache, merge: MergeScratch::default(), fragments: Vec::new(), spare: Vec::new() }
+        Scratch {
+            cache,
+            merge: MergeScratch::default(),
+            spm: SpmScratch::default(),
+            fragments: Vec::new(),
+            spare: Vec::new(),
+        }
     }
 }
 
-/// A validated byte-level BPE tokenizer. `Send + Sync`; encoding from several
-/// threads at once is correct (a thread that finds the shared cache busy
-/// encodes without it).
+/// What each token decodes to, where that differs from its stored text
+/// (SentencePiece: `▁` is a space, `<0xNN>` is one byte). Flat, so a lookup
+/// is two loads.
+#[derive(Clone)]
+struct Pieces {
+    bytes: Vec<u8>,
+    /// End of token `i`'s piece in `bytes`; it starts where `i - 1` ends.
+    ends: Vec<u32>,
+}
+
+impl Pieces {
+    fn sentencepiece(tokens: &[Vec<u8>], types: &[TokenType]) -> Pieces {
+        let mut bytes = Vec::with_capacity(tokens.iter().map(Vec::len).sum());
+        let mut ends = Vec::with_capacity(tokens.len());
+        for (text, &ty) in tokens.iter().zip(types) {
+            match ty {
+                TokenType::Normal => {
+                    let mut rest = &text[..];
+                    while let Some(at) = find(rest, spm::SPACE_MARK.as_bytes()) {
+                        bytes.extend_from_slice(&rest[..at]);
+                        bytes.push(b' ');
+                        rest = &rest[at + spm::SPACE_MARK.len()..];
+                    }
+                    bytes.extend_from_slice(rest);
+                }
+                TokenType::Byte => bytes.extend(spm::parse_byte_token(text)),
+                _ => bytes.extend_from_slice(text),
+            }
+            ends.push(bytes.len() as u32);
+        }
+        Pieces { bytes, ends }
+    }
+
+    fn get(&self, id: u32) -> Option<&[u8]> {
+        let i = id as usize;
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.bytes[start..end])
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The model-specific part of encoding.
+enum Engine {
+    Bpe {
+        merges: Merges,
+        /// Llama 3's `ignore_merges`: pre-tokens that are tokens as they are.
+        whole_words: Option<TextIndex>,
+    },
+    SentencePiece {
+        index: TextIndex,
+        pieces: Pieces,
+    },
+}
+
+impl Engine {
+    fn new(spec: &TokenizerSpec) -> Engine {
+        match spec.model {
+            TokenizerModel::ByteLevelBpe => Engine::Bpe {
+                merges: Merges::new(&spec.merges),
+                whole_words: spec.ignore_merges.then(|| TextIndex::new(&spec.tokens, |_| true)),
+            },
+            TokenizerModel::SentencePiece => Engine::SentencePiece {
+                index: TextIndex::new(&spec.tokens, |_| true),
+                pieces: Pieces::sentencepiece(&spec.tokens, &spec.token_types),
+            },
+        }
+    }
+}
+
+/// A validated tokenizer. `Send + Sync`; encoding from several threads at
+/// once is correct (a thread that finds the shared cache busy encodes
+/// without it).
 pub struct Tokenizer {
     spec: TokenizerSpec,
-    /// The token of each single byte (`u32::MAX`: none); every pre-token
-    /// starts from these.
+    /// The token of each single byte (`u32::MAX`: none): byte-level BPE
+    /// starts every pre-token from these; SentencePiece spells a character
+    /// that has no token with them (its `<0xNN>` tokens).
     byte_ids: [u32; 256],
-    merges: Merges,
+    engine: Engine,
     /// Control, unknown and user-defined tokens, longest text first.
     specials: Vec<Special>,
     scratch: Mutex<Scratch>,
@@ -79,6 +180,7 @@ pub struct Tokenizer {
 impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokenizer")
+            .field("model", &self.spec.model)
             .field("pre", &self.spec.pre)
             .field("n_vocab", &self.spec.tokens.len())
             .field("n_merges", &self.spec.merges.len())
@@ -93,7 +195,7 @@ impl Clone for Tokenizer {
         Tokenizer {
             spec: self.spec.clone(),
             byte_ids: self.byte_ids,
-            merges: Merges::new(&self.spec.merges),
+            engine: Engine::new(&self.spec),
             specials: self.specials.clone(),
             scratch: Mutex::new(Scratch::new(WordCache::new())),
         }
@@ -129,13 +231,50 @@ impl Tokenizer {
                 return Err(TokenizerError::EmptySpecialToken { id: id as u32, kind });
             }
         }
-        // The last non-special token of each single byte, as llama.cpp's
-        // text-to-id map (last id wins) would find it.
+        let want_scores = if spec.model == TokenizerModel::SentencePiece { n_vocab } else { 0 };
+        if spec.scores.len() != want_scores {
+            return Err(TokenizerError::ScoreCountMismatch {
+                model: spec.model,
+                tokens: n_vocab,
+                scores: spec.scores.len(),
+                expected: want_scores,
+            });
+        }
         let mut byte_ids = [u32::MAX; 256];
-        for (id, (bytes, &ty)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
-            if let [b] = bytes[..] {
-                if !is_special(ty) {
-                    byte_ids[usize::from(b)] = id as u32;
+        match spec.model {
+            TokenizerModel::ByteLevelBpe => {
+                if spec.pre == PreTokenizer::None {
+                    return Err(TokenizerError::ByteLevelWithoutPreTokenizer);
+                }
+                // The last non-special token of each single byte, as
+                // llama.cpp's text-to-id map (last id wins) would find it.
+                for (id, (bytes, &ty)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
+                    if let [b] = bytes[..] {
+                        if !is_special(ty) {
+                            byte_ids[usize::from(b)] = id as u32;
+                        }
+                    }
+                }
+            }
+            TokenizerModel::SentencePiece => {
+                if !spec.merges.is_empty() || spec.pre != PreTokenizer::None {
+                    return Err(TokenizerError::SentencePieceWithMerges { merges: spec.merges.len(), pre: spec.pre });
+                }
+                // llama.cpp's `byte_to_token`: the `<0xNN>` token, else the
+                // token whose text is that single byte.
+                let mut single = [u32::MAX; 256];
+                for (id, (bytes, &ty)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
+                    if ty == TokenType::Byte {
+                        let b = spm::parse_byte_token(bytes).ok_or(TokenizerError::BadByteToken { id: id as u32 })?;
+                        byte_ids[usize::from(b)] = id as u32;
+                    } else if let [b] = bytes[..] {
+                        single[usize::from(b)] = id as u32;
+                    }
+                }
+                for (id, single) in byte_ids.iter_mut().zip(single) {
+                    if *id == u32::MAX {
+                        *id = single;
+                    }
                 }
             }
         }
@@ -166,7 +305,7 @@ impl Tokenizer {
         }
         Ok(Tokenizer {
             byte_ids,
-            merges: Merges::new(&spec.merges),
+            engine: Engine::new(&spec),
             specials: special::collect(&spec.tokens, &spec.token_types),
             scratch: Mutex::new(Scratch::new(WordCache::new())),
             spec,
@@ -190,14 +329,20 @@ impl Tokenizer {
         self.spec.eos_id
     }
 
-    /// The raw bytes of token `id` (a control token's literal text), or
+    /// The bytes token `id` decodes to (a control token's literal text; for
+    /// SentencePiece, `▁` read as a space and `<0xNN>` as its byte), or
     /// `None` when `id` is out of range.
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
-        self.spec.tokens.get(id as usize).map(Vec::as_slice)
+        match &self.engine {
+            Engine::SentencePiece { pieces, .. } => pieces.get(id),
+            Engine::Bpe { .. } => self.spec.tokens.get(id as usize).map(Vec::as_slice),
+        }
     }
 
-    /// The single-byte token of `byte`; `None` if the vocabulary has none, in
-    /// which case encoding drops that byte unless a merge absorbs it.
+    /// The token of `byte`: byte-level BPE's single-byte token, or
+    /// SentencePiece's `<0xNN>` byte-fallback token; `None` if the
+    /// vocabulary has none, in which case byte-level BPE drops that byte
+    /// unless a merge absorbs it.
     pub fn byte_token(&self, byte: u8) -> Option<u32> {
         Some(self.byte_ids[usize::from(byte)]).filter(|&id| id != u32::MAX)
     }
@@ -237,21 +382,55 @@ impl Tokenizer {
                 &mut uncached
             }
         };
-        let Scratch { cache, merge, fragments, spare } = scratch;
+        let Scratch { cache, merge, spm, fragments, spare } = scratch;
         special::partition(text, &self.specials, parse_special, fragments, spare);
-        for &fragment in fragments.iter() {
-            match fragment {
-                Fragment::Token(id) => out.push(id),
-                Fragment::Text { start, end } => {
-                    pretok::split(self.spec.pre, &text[start..end], &mut |piece| {
-                        let word = piece.as_bytes();
-                        if cache.get(word, out) {
-                            return;
+        match &self.engine {
+            Engine::Bpe { merges, whole_words } => {
+                for &fragment in fragments.iter() {
+                    match fragment {
+                        Fragment::Token(id) => out.push(id),
+                        Fragment::Text { start, end } => {
+                            pretok::split(self.spec.pre, &text[start..end], &mut |piece| {
+                                let word = piece.as_bytes();
+                                if let Some(id) = whole_words.as_ref().and_then(|w| w.get(&self.spec.tokens, word)) {
+                                    out.push(id);
+                                    return;
+                                }
+                                if cache.get(word, out) {
+                                    return;
+                                }
+                                let first = out.len();
+                                bpe::merge_word(word, &self.byte_ids, merges, merge, out);
+                                cache.insert(word, &out[first..]);
+                            });
                         }
-                        let first = out.len();
-                        bpe::merge_word(word, &self.byte_ids, &self.merges, merge, out);
-                        cache.insert(word, &out[first..]);
-                    });
+                    }
+                }
+            }
+            Engine::SentencePiece { index, .. } => {
+                let vocab = SpmVocab {
+                    tokens: &self.spec.tokens,
+                    scores: &self.spec.scores,
+                    index,
+                    byte_ids: &self.byte_ids,
+                    unk_id: self.spec.unk_id,
+                };
+                // llama.cpp: the space prefix goes before the first stretch
+                // of text and before every stretch that follows a special
+                // token.
+                let mut after_special = true;
+                for &fragment in fragments.iter() {
+                    match fragment {
+                        Fragment::Token(id) => {
+                            out.push(id);
+                            after_special = true;
+                        }
+                        Fragment::Text { start, end } => {
+                            let prefix = self.spec.add_space_prefix && after_special;
+                            vocab.encode(&text[start..end], prefix, spm, out);
+                            after_special = false;
+                        }
+                    }
                 }
             }
         }
@@ -276,12 +455,19 @@ impl Tokenizer {
         }
     }
 
-    /// The text of `ids`: their bytes concatenated (control tokens as their
-    /// literal text), invalid UTF-8 replaced by U+FFFD.
+    /// The text of `ids`: their pieces ([`Self::token_bytes`]) concatenated
+    /// (control tokens as their literal text), invalid UTF-8 replaced by
+    /// U+FFFD. With `add_space_prefix`, the space the encoder put in front is
+    /// dropped from the first token, as llama.cpp's `detokenize` does.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let mut bytes = Vec::new();
-        for &id in ids {
-            bytes.extend_from_slice(self.bytes_or_err(id)?);
+        for (i, &id) in ids.iter().enumerate() {
+            let piece = self.bytes_or_err(id)?;
+            let piece = match piece {
+                [b' ', rest @ ..] if i == 0 && self.spec.add_space_prefix => rest,
+                _ => piece,
+            };
+            bytes.extend_from_slice(piece);
         }
         Ok(match String::from_utf8(bytes) {
             Ok(s) => s,

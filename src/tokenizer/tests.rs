@@ -51,16 +51,20 @@ fn train(pre: PreTokenizer, corpus: &str, n_merges: usize) -> TokenizerSpec {
     }
     let n = tokens.len() as u32;
     TokenizerSpec {
+        model: TokenizerModel::ByteLevelBpe,
         pre,
         tokens,
         token_types,
         merges,
+        scores: Vec::new(),
         bos_id: Some(n - 3),
         eos_id: Some(n - 2),
         unk_id: None,
         pad_id: None,
         add_bos: false,
         add_eos: false,
+        add_space_prefix: false,
+        ignore_merges: false,
         chat_template: String::new(),
     }
 }
@@ -88,17 +92,24 @@ fn naive_bpe(word: &[u8], spec: &TokenizerSpec) -> Vec<u32> {
 }
 
 /// xorshift64*: enough randomness for property tests, no extra crate.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+}
+
+fn merges(tok: &Tokenizer) -> &bpe::Merges {
+    match &tok.engine {
+        Engine::Bpe { merges, .. } => merges,
+        Engine::SentencePiece { .. } => panic!("not a byte-level BPE tokenizer"),
     }
 }
 
@@ -112,7 +123,7 @@ fn bpe_matches_naive_reference() {
         let len = rng.below(20);
         let word: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
         let mut got = Vec::new();
-        bpe::merge_word(&word, &tok.byte_ids, &tok.merges, &mut scratch, &mut got);
+        bpe::merge_word(&word, &tok.byte_ids, merges(&tok), &mut scratch, &mut got);
         assert_eq!(got, naive_bpe(&word, &tok.spec), "{:?}", String::from_utf8_lossy(&word));
     }
 }
@@ -135,7 +146,7 @@ fn cached_and_uncached_encodings_agree() {
     let mut uncached = Vec::new();
     let mut scratch = bpe::MergeScratch::default();
     pretok::split(PreTokenizer::SmolLm, CORPUS, &mut |p| {
-        bpe::merge_word(p.as_bytes(), &tok.byte_ids, &tok.merges, &mut scratch, &mut uncached)
+        bpe::merge_word(p.as_bytes(), &tok.byte_ids, merges(&tok), &mut scratch, &mut uncached)
     });
     assert_eq!(first, uncached);
 }
@@ -293,7 +304,15 @@ fn random_text(rng: &mut Rng) -> String {
 
 #[test]
 fn random_text_round_trips() {
-    for pre in [PreTokenizer::Gpt2, PreTokenizer::SmolLm] {
+    for pre in [
+        PreTokenizer::Gpt2,
+        PreTokenizer::SmolLm,
+        PreTokenizer::Llama3,
+        PreTokenizer::Qwen2,
+        PreTokenizer::DeepSeekLlm,
+        PreTokenizer::DeepSeekCoder,
+        PreTokenizer::Falcon,
+    ] {
         let tok = tokenizer(pre);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3000 {

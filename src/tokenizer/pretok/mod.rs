@@ -10,6 +10,14 @@
 //! character its own piece, then runs the GPT-2 scanner on the text between;
 //! the scanner's look-ahead never crosses a digit, so `"a  1"` gives
 //! `"a"`, `"  "`, `"1"` where plain GPT-2 gives `"a"`, `" "`, `" 1"`.
+//!
+//! Llama 3 and Qwen2 have their own scanner ([`llama3`]); DeepSeek and Falcon
+//! are sequences of simpler splits ([`staged`]). All of them read character
+//! classes from [`class`], so `\p{L}`, `\p{N}` and `\s` mean the same
+//! everywhere.
+
+mod llama3;
+mod staged;
 
 use unicode_general_category::{get_general_category, GeneralCategory};
 
@@ -70,7 +78,17 @@ pub(crate) fn class(c: char) -> Class {
 /// concatenate to `text` and none is empty.
 pub(crate) fn split(pre: PreTokenizer, text: &str, emit: &mut impl FnMut(&str)) {
     match pre {
+        PreTokenizer::None => {
+            if !text.is_empty() {
+                emit(text)
+            }
+        }
         PreTokenizer::Gpt2 => split_gpt2(text, emit),
+        PreTokenizer::Llama3 => llama3::split(text, 3, emit),
+        PreTokenizer::Qwen2 => llama3::split(text, 1, emit),
+        PreTokenizer::DeepSeekLlm => staged::split_deepseek_llm(text, emit),
+        PreTokenizer::DeepSeekCoder => staged::split_deepseek_coder(text, emit),
+        PreTokenizer::Falcon => staged::split_falcon(text, emit),
         PreTokenizer::SmolLm => {
             let mut start = 0;
             for (i, c) in text.char_indices() {
