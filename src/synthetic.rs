@@ -20,6 +20,7 @@ pub fn configs() -> Vec<(&'static str, HParams)> {
         rope_theta,
         norm_eps: 1e-5,
         tied_embeddings: tied,
+        variant: Default::default(),
     };
     let gpt2 = |n_layers, dim, n_heads, vocab_size| HParams {
         arch: Arch::Gpt2,
@@ -34,6 +35,7 @@ pub fn configs() -> Vec<(&'static str, HParams)> {
         rope_theta: 0.0,
         norm_eps: 1e-5,
         tied_embeddings: true,
+        variant: Default::default(),
     };
     vec![
         ("smollm2-135m", llama(30, 576, 9, 3, 1536, 49152, 8192, 100_000.0, true)),

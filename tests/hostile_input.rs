@@ -64,6 +64,7 @@ fn wide_kv_llama() -> HParams {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         tied_embeddings: true,
+        variant: Default::default(),
     }
 }
 

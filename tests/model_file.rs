@@ -112,9 +112,21 @@ fn bad_magic_version_and_checksum_are_refused() {
     cli_refuses("magic", &b, "not a gpt-fast model file");
     assert!(matches!(open_bytes("gguf", b"GGUF\x03\0\0\0").err().unwrap().kind, LoadErrorKind::BadMagic(_)));
 
-    let b = patched(&bytes, |h, _| h.version = 2);
-    assert!(matches!(open_bytes("version", &b).err().unwrap().kind, LoadErrorKind::Version(2)));
-    cli_refuses("version", &b, "unsupported format version 2");
+    let b = patched(&bytes, |h, _| h.version = 3);
+    assert!(matches!(open_bytes("version", &b).err().unwrap().kind, LoadErrorKind::Version(3)));
+    cli_refuses("version", &b, "unsupported format version 3");
+    // Version 1 has neither version 2's header fields nor its flags; version 2
+    // with a flag its tensors are missing for is refused by the tensor check.
+    assert_eq!(header(&bytes).version, 1, "a plain Llama is still written as version 1");
+    let b = patched(&bytes, |h, _| h.sliding_window = 4);
+    assert!(matches!(open_bytes("v1-field", &b).err().unwrap().kind, LoadErrorKind::Header(_)));
+    let b = patched(&bytes, |h, _| h.flags |= 1 << 2);
+    assert!(matches!(open_bytes("v1-flag", &b).err().unwrap().kind, LoadErrorKind::Header(_)));
+    let b = patched(&bytes, |h, _| {
+        h.version = 2;
+        h.flags |= 1 << 2;
+    });
+    assert!(matches!(open_bytes("v2-qk-norm", &b).err().unwrap().kind, LoadErrorKind::MissingTensor(_)));
 
     // A flipped byte anywhere in the header region, directory or tokenizer.
     for at in [20usize, 70, 300, 2000] {

@@ -31,6 +31,37 @@ pub fn info(path: &Path) -> CliResult {
         writeln!(out, "rope_theta:    {}", h.rope_theta)?;
     }
     writeln!(out, "norm_eps:      {:e}", h.norm_eps)?;
+    let v = &h.variant;
+    let mut extras: Vec<String> = [
+        (v.qkv_bias, "qkv bias"),
+        (v.qk_norm, "qk-norm"),
+        (v.post_norms, "post-norms"),
+        (v.gelu_gate, "geglu"),
+        (v.rope_freqs, "rope scaling"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| name.to_string())
+    .collect();
+    if v.rope_dim != 0 {
+        extras.push(format!("rope_dim {}", v.rope_dim));
+    }
+    if h.has_sliding() {
+        let n = (0..h.n_layers as usize).filter(|&l| h.is_sliding(l)).count();
+        extras.push(format!("sliding window {} on {n} of {} layers", v.sliding_window, h.n_layers));
+        if v.rope_theta_swa != 0.0 {
+            extras.push(format!("their rope_theta {}", v.rope_theta_swa));
+        }
+    }
+    if v.attn_scale != 0.0 {
+        extras.push(format!("attn_scale {}", v.attn_scale));
+    }
+    if v.embed_scale != 0.0 {
+        extras.push(format!("embed_scale {}", v.embed_scale));
+    }
+    if !extras.is_empty() {
+        writeln!(out, "variations:    {}", extras.join(", "))?;
+    }
     writeln!(out, "tied embed:    {}", if h.tied_embeddings { "yes" } else { "no" })?;
     match gpt_fast::model::select_kernels(None) {
         Ok(k) => writeln!(out, "kernels:       {} (GPT_FAST_ISA overrides)", k.isa.name())?,

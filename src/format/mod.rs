@@ -7,5 +7,5 @@ mod tokenizer_section;
 mod writer;
 
 pub use reader::{LoadError, LoadErrorKind, ModelFile, TensorInfo};
-pub use spec::{expected_tensors, Arch, DType, HParams, TensorRole, TensorSpec};
+pub use spec::{expected_tensors, Arch, DType, HParams, TensorRole, TensorSpec, Variant};
 pub use writer::{ModelWriter, WriteError};

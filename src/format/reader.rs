@@ -7,9 +7,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::spec::{
-    expected_tensor_count, expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, DATA_ALIGN,
-    DIR_ENTRY_BYTES, FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, MAX_NAME_BYTES, TENSOR_ALIGN,
-    VERSION,
+    expected_tensor_count, expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, Variant, DATA_ALIGN,
+    DIR_ENTRY_BYTES, FLAG_GELU_GATE, FLAG_POST_NORMS, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_ROPE_FREQS,
+    FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, KNOWN_FLAGS, MAGIC, MAX_NAME_BYTES, MIN_VERSION,
+    TENSOR_ALIGN, VERSION,
 };
 use super::tokenizer_section;
 use crate::mmap::MappedFile;
@@ -30,7 +31,7 @@ pub enum LoadErrorKind {
     BadMagic([u8; 8]),
     #[error("file is {actual} bytes, too short for a gpt-fast header")]
     TooShort { actual: u64 },
-    #[error("unsupported format version {0} (this build reads version {VERSION})")]
+    #[error("unsupported format version {0} (this build reads versions {MIN_VERSION} to {VERSION})")]
     Version(u32),
     #[error("truncated or extended: the header says {expected} bytes, the file has {actual}")]
     Length { expected: u64, actual: u64 },
@@ -180,7 +181,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
     if header.magic != MAGIC {
         return Err(LoadErrorKind::BadMagic(header.magic));
     }
-    if header.version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&header.version) {
         return Err(LoadErrorKind::Version(header.version));
     }
     if header.file_len != total {
@@ -198,7 +199,10 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
     if computed != header.header_crc32 {
         return Err(LoadErrorKind::HeaderChecksum { stored: header.header_crc32, computed });
     }
-    if header.reserved.iter().any(|&b| b != 0) {
+    // Version 1 reserved the bytes that version 2 gives the variant's numbers.
+    let v1_reserved = &bytemuck::bytes_of(&header)[116..];
+    let reserved: &[u8] = if header.version == 1 { v1_reserved } else { &header.reserved };
+    if reserved.iter().any(|&b| b != 0) {
         return Err(bad("reserved header bytes are not zero".into()));
     }
     let meta_len = header.data_offset;
@@ -230,7 +234,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
         .ok_or_else(|| LoadErrorKind::HParams(format!("unknown architecture {}", header.arch)))?;
     let weight_dtype = DType::from_u32(header.weight_dtype)
         .ok_or_else(|| LoadErrorKind::HParams(format!("unknown weight dtype {}", header.weight_dtype)))?;
-    if header.flags & !FLAG_TIED_EMBEDDINGS != 0 {
+    let known = if header.version == 1 { FLAG_TIED_EMBEDDINGS } else { KNOWN_FLAGS };
+    if header.flags & !known != 0 {
         return Err(bad(format!("unknown flags {:#x}", header.flags)));
     }
     let hparams = HParams {
@@ -246,6 +251,19 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
         rope_theta: header.rope_theta,
         norm_eps: header.norm_eps,
         tied_embeddings: header.flags & FLAG_TIED_EMBEDDINGS != 0,
+        variant: Variant {
+            qkv_bias: header.flags & FLAG_QKV_BIAS != 0,
+            qk_norm: header.flags & FLAG_QK_NORM != 0,
+            post_norms: header.flags & FLAG_POST_NORMS != 0,
+            gelu_gate: header.flags & FLAG_GELU_GATE != 0,
+            rope_freqs: header.flags & FLAG_ROPE_FREQS != 0,
+            rope_dim: header.rope_dim,
+            sliding_window: header.sliding_window,
+            swa_period: header.swa_period,
+            rope_theta_swa: header.rope_theta_swa,
+            attn_scale: header.attn_scale,
+            embed_scale: header.embed_scale,
+        },
     };
     hparams.validate().map_err(LoadErrorKind::HParams)?;
 

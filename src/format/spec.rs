@@ -4,7 +4,10 @@
 use bytemuck::{Pod, Zeroable};
 
 pub const MAGIC: [u8; 8] = *b"GPTFAST\0";
-pub const VERSION: u32 = 1;
+/// The version this build writes; it reads this one and version 1 (whose
+/// header has the [`Variant`] fields still reserved, that is zero: plain Llama or GPT-2).
+pub const VERSION: u32 = 2;
+pub const MIN_VERSION: u32 = 1;
 pub const HEADER_BYTES: u64 = 256;
 pub const DIR_ENTRY_BYTES: u64 = 128;
 /// Tensor data starts at a multiple of this (a page).
@@ -17,6 +20,19 @@ pub const MAX_NAME_BYTES: usize = 64;
 
 /// Header flag: no `output.weight`; the LM head reads `token_embd.weight`.
 pub const FLAG_TIED_EMBEDDINGS: u32 = 1;
+/// Header flag ([`Variant::qkv_bias`]): `blk.N.attn_qkv.bias` on a Llama-family model.
+pub const FLAG_QKV_BIAS: u32 = 1 << 1;
+/// Header flag ([`Variant::qk_norm`]): `blk.N.attn_q_norm` and `attn_k_norm`.
+pub const FLAG_QK_NORM: u32 = 1 << 2;
+/// Header flag ([`Variant::post_norms`]): `blk.N.post_attention_norm` and `post_ffw_norm`.
+pub const FLAG_POST_NORMS: u32 = 1 << 3;
+/// Header flag ([`Variant::gelu_gate`]): the gated feed-forward's gate is tanh-GELU (GeGLU).
+pub const FLAG_GELU_GATE: u32 = 1 << 4;
+/// Header flag ([`Variant::rope_freqs`]): `rope_freqs.weight` is present.
+pub const FLAG_ROPE_FREQS: u32 = 1 << 5;
+/// Every flag this build knows.
+pub const KNOWN_FLAGS: u32 =
+    FLAG_TIED_EMBEDDINGS | FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS | FLAG_GELU_GATE | FLAG_ROPE_FREQS;
 
 /// The 256-byte header, byte for byte as on disk (little-endian).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -44,7 +60,14 @@ pub struct RawHeader {
     pub norm_eps: f32,
     pub flags: u32,
     pub weight_dtype: u32,
-    pub reserved: [u8; 140],
+    /// Version 2 from here on (zero in version 1): [`Variant`]'s numbers.
+    pub rope_dim: u32,
+    pub sliding_window: u32,
+    pub swa_period: u32,
+    pub rope_theta_swa: f32,
+    pub attn_scale: f32,
+    pub embed_scale: f32,
+    pub reserved: [u8; 116],
 }
 
 /// One 128-byte tensor directory entry, as on disk.
@@ -166,6 +189,42 @@ impl std::str::FromStr for DType {
     }
 }
 
+/// What a Llama-family model changes in the shared decoder (Qwen2/3, Llama 3,
+/// Mistral, Gemma 3, Phi-3): data, not code. `Variant::default()` is plain
+/// Llama (and what GPT-2 must have); a zero number means "the usual value",
+/// given by the accessors on [`HParams`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Variant {
+    /// Biases on the Q, K and V projections (Qwen2): `blk.N.attn_qkv.bias`.
+    pub qkv_bias: bool,
+    /// RMSNorm of every query and key head before RoPE, one `(head_dim)`
+    /// weight shared by the heads (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorm of each sub-block's output before the residual add (Gemma 3).
+    pub post_norms: bool,
+    /// The gated feed-forward's gate is tanh-GELU (GeGLU, Gemma) instead of SiLU.
+    pub gelu_gate: bool,
+    /// `rope_freqs.weight` holds a divisor per RoPE frequency of the global
+    /// (non-sliding) layers: Llama 3's and linear RoPE scaling.
+    pub rope_freqs: bool,
+    /// Leading dimensions of each head that RoPE rotates (partial rotary,
+    /// Phi-3.5/4); 0: all of `head_dim`.
+    pub rope_dim: u32,
+    /// Positions a sliding-window layer attends to, its own included
+    /// (Mistral, Gemma 3's local layers); 0: no sliding window.
+    pub sliding_window: u32,
+    /// Which layers slide, llama.cpp's rule: 0 every layer; `P` layer `i`
+    /// iff `i % P < P - 1` (Gemma 3: 6, five local layers then a global one).
+    pub swa_period: u32,
+    /// RoPE base of the sliding layers; 0: `rope_theta`.
+    pub rope_theta_swa: f32,
+    /// Multiplier of `q·k` before the softmax; 0: `1/sqrt(head_dim)`
+    /// (Gemma: `query_pre_attn_scalar^-1/2`).
+    pub attn_scale: f32,
+    /// Multiplier of the token embeddings; 0: 1 (Gemma: `sqrt(dim)`).
+    pub embed_scale: f32,
+}
+
 /// Everything about the network's shape that the forward pass needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HParams {
@@ -181,6 +240,7 @@ pub struct HParams {
     pub rope_theta: f32,
     pub norm_eps: f32,
     pub tied_embeddings: bool,
+    pub variant: Variant,
 }
 
 /// Upper bound on any single dimension: far above any real model, low enough
@@ -220,7 +280,83 @@ impl HParams {
         if self.arch == Arch::Gpt2 && !self.tied_embeddings {
             return Err("GPT-2 models tie their embeddings".into());
         }
+        let v = &self.variant;
+        if self.arch == Arch::Gpt2 && *v != Variant::default() {
+            return Err("GPT-2 models have none of the Llama-family variations".into());
+        }
+        if v.rope_dim > self.head_dim || !v.rope_dim.is_multiple_of(2) {
+            return Err(format!("rope_dim = {} is odd or more than head_dim = {}", v.rope_dim, self.head_dim));
+        }
+        if v.sliding_window > MAX_DIM || v.swa_period > self.n_layers {
+            return Err(format!("sliding_window = {} / swa_period = {} out of range", v.sliding_window, v.swa_period));
+        }
+        for (name, x) in
+            [("rope_theta_swa", v.rope_theta_swa), ("attn_scale", v.attn_scale), ("embed_scale", v.embed_scale)]
+        {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(format!("{name} = {x} is not a finite non-negative number"));
+            }
+        }
         Ok(())
+    }
+
+    /// Dimensions of a head that RoPE rotates.
+    pub fn rope_dim(&self) -> u32 {
+        match self.variant.rope_dim {
+            0 => self.head_dim,
+            d => d,
+        }
+    }
+
+    /// Whether layer `layer` attends through a sliding window.
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        let v = &self.variant;
+        v.sliding_window > 0 && (v.swa_period == 0 || layer % v.swa_period as usize + 1 < v.swa_period as usize)
+    }
+
+    /// Whether any layer slides.
+    pub fn has_sliding(&self) -> bool {
+        (0..self.n_layers as usize).any(|l| self.is_sliding(l))
+    }
+
+    /// RoPE base of a layer.
+    pub fn rope_theta_of(&self, sliding: bool) -> f32 {
+        match self.variant.rope_theta_swa {
+            t if sliding && t > 0.0 => t,
+            _ => self.rope_theta,
+        }
+    }
+
+    /// Multiplier of `q·k` before the softmax.
+    pub fn attn_scale(&self) -> f32 {
+        match self.variant.attn_scale {
+            0.0 => 1.0 / (self.head_dim as f32).sqrt(),
+            s => s,
+        }
+    }
+
+    /// Multiplier of the token embeddings.
+    pub fn embed_scale(&self) -> f32 {
+        match self.variant.embed_scale {
+            0.0 => 1.0,
+            s => s,
+        }
+    }
+
+    /// Header flags for this model's features.
+    pub fn flags(&self) -> u32 {
+        let v = &self.variant;
+        [
+            (self.tied_embeddings, FLAG_TIED_EMBEDDINGS),
+            (v.qkv_bias, FLAG_QKV_BIAS),
+            (v.qk_norm, FLAG_QK_NORM),
+            (v.post_norms, FLAG_POST_NORMS),
+            (v.gelu_gate, FLAG_GELU_GATE),
+            (v.rope_freqs, FLAG_ROPE_FREQS),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit)
     }
 
     pub fn q_dim(&self) -> u64 {
@@ -319,8 +455,13 @@ pub fn expected_tensors(h: &HParams) -> Vec<TensorSpec> {
     let qkv_rows = h.q_dim() + 2 * h.kv_dim();
     let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
     let bias = h.arch.has_biases();
+    let v = &h.variant;
+    let head_dim = u64::from(h.head_dim);
 
     let mut out = vec![TensorSpec::matrix("token_embd.weight".into(), vocab, dim)];
+    if v.rope_freqs {
+        out.push(TensorSpec::vector("rope_freqs.weight".into(), u64::from(h.rope_dim() / 2)));
+    }
     if h.arch.learned_positions() {
         let mut pos = TensorSpec::matrix("position_embd.weight".into(), u64::from(h.max_seq_len), dim);
         pos.role = TensorRole::Small;
@@ -342,10 +483,23 @@ pub fn expected_tensors(h: &HParams) -> Vec<TensorSpec> {
         let p = format!("blk.{layer}");
         norm(&mut out, &format!("{p}.attn_norm"));
         linear(&mut out, &format!("{p}.attn_qkv"), qkv_rows, dim, qkv_rows);
+        if v.qkv_bias {
+            out.push(TensorSpec::vector(format!("{p}.attn_qkv.bias"), qkv_rows));
+        }
+        if v.qk_norm {
+            out.push(TensorSpec::vector(format!("{p}.attn_q_norm.weight"), head_dim));
+            out.push(TensorSpec::vector(format!("{p}.attn_k_norm.weight"), head_dim));
+        }
         linear(&mut out, &format!("{p}.attn_output"), dim, h.q_dim(), dim);
+        if v.post_norms {
+            out.push(TensorSpec::vector(format!("{p}.post_attention_norm.weight"), dim));
+        }
         norm(&mut out, &format!("{p}.ffn_norm"));
         linear(&mut out, &format!("{p}.ffn_up"), up_rows, dim, ffn);
         linear(&mut out, &format!("{p}.ffn_down"), dim, ffn, dim);
+        if v.post_norms {
+            out.push(TensorSpec::vector(format!("{p}.post_ffw_norm.weight"), dim));
+        }
     }
     norm(&mut out, "output_norm");
     if !h.tied_embeddings {

@@ -7,8 +7,8 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::spec::{
-    expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorSpec, DATA_ALIGN, DIR_ENTRY_BYTES,
-    FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN, VERSION,
+    expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorSpec, Variant, DATA_ALIGN, DIR_ENTRY_BYTES,
+    HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN, VERSION,
 };
 use super::tokenizer_section;
 use crate::tokenizer::TokenizerSpec;
@@ -159,7 +159,8 @@ impl ModelWriter {
 
         let header = RawHeader {
             magic: MAGIC,
-            version: VERSION,
+            // Plain Llama and GPT-2 stay version 1, which older builds read.
+            version: if hparams.variant == Variant::default() { 1 } else { VERSION },
             header_crc32: 0,
             file_len,
             data_offset,
@@ -178,9 +179,15 @@ impl ModelWriter {
             max_seq_len: hparams.max_seq_len,
             rope_theta: hparams.rope_theta,
             norm_eps: hparams.norm_eps,
-            flags: if hparams.tied_embeddings { FLAG_TIED_EMBEDDINGS } else { 0 },
+            flags: hparams.flags(),
             weight_dtype: weight_dtype as u32,
-            reserved: [0; 140],
+            rope_dim: hparams.variant.rope_dim,
+            sliding_window: hparams.variant.sliding_window,
+            swa_period: hparams.variant.swa_period,
+            rope_theta_swa: hparams.variant.rope_theta_swa,
+            attn_scale: hparams.variant.attn_scale,
+            embed_scale: hparams.variant.embed_scale,
+            reserved: [0; 116],
         };
         let mut meta = vec![0u8; data_offset as usize];
         meta[tok_offset as usize..][..tok.len()].copy_from_slice(&tok);

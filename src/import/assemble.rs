@@ -1,6 +1,7 @@
 //! Builds each gpt-fast tensor from a [`Source`]'s canonical tensors: the fused
-//! Q/K/V and gate/up matrices of Llama are assembled here, once for every
-//! checkpoint format.
+//! Q/K/V (weights and biases) and gate/up matrices of the Llama family are
+//! assembled here, once for every checkpoint format. A checkpoint that stores
+//! them fused already (Phi-3) is read as it is.
 
 use std::path::Path;
 
@@ -10,15 +11,22 @@ use crate::import::source::{Source, SourceTensor};
 use crate::import::ConvertError;
 
 /// The canonical source tensors whose rows, stacked in order, make `name`.
-fn parts(arch: Arch, name: &str) -> Vec<String> {
+fn parts(source: &dyn Source, name: &str) -> Vec<String> {
     let fused =
         |layer: &str, suffix: &str, pieces: &[&str]| pieces.iter().map(|p| format!("{layer}.{p}.{suffix}")).collect();
-    if arch == Arch::Llama {
-        if let Some(layer) = name.strip_suffix(".attn_qkv.weight") {
-            return fused(layer, "weight", &["attn_q", "attn_k", "attn_v"]);
+    if source.hparams().arch == Arch::Llama && !source.has(name) {
+        for suffix in ["weight", "bias"] {
+            if let Some(layer) = name.strip_suffix(&format!(".attn_qkv.{suffix}")) {
+                return fused(layer, suffix, &["attn_q", "attn_k", "attn_v"]);
+            }
         }
+    }
+    if source.hparams().arch == Arch::Llama {
         if let Some(layer) = name.strip_suffix(".ffn_up.weight") {
-            return fused(layer, "weight", &["ffn_gate", "ffn_up"]);
+            // Separate gate and up (else `ffn_up` holds both, gate rows first).
+            if source.has(&format!("{layer}.ffn_gate.weight")) {
+                return fused(layer, "weight", &["ffn_gate", "ffn_up"]);
+            }
         }
     }
     vec![name.to_string()]
@@ -26,10 +34,9 @@ fn parts(arch: Arch, name: &str) -> Vec<String> {
 
 /// Reads and assembles one tensor of the gpt-fast file, checking its shape.
 pub fn assemble(source: &dyn Source, spec: &TensorSpec, path: &Path) -> Result<Vec<f32>, ConvertError> {
-    let arch = source.hparams().arch;
     let mut data = Vec::with_capacity(spec.n_elements() as usize);
     let mut rows = 0;
-    for part in parts(arch, &spec.name) {
+    for part in parts(source, &spec.name) {
         let SourceTensor { rows: r, cols, data: d } = source.tensor(&part)?;
         if cols as u64 != spec.cols {
             return Err(ConvertError::Tensor {

@@ -11,8 +11,10 @@ use crate::format::DType;
 /// Convert a GGUF file or a Hugging Face model folder to gpt-fast's model file.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// A GGUF file (llama or gpt2), or a Hugging Face folder with config.json,
-    /// *.safetensors and tokenizer.json. Not used with --synthetic.
+    /// A GGUF file (llama, qwen2, qwen3, gemma3, phi3, gpt2), or a Hugging Face
+    /// folder with config.json (LlamaForCausalLM, MistralForCausalLM,
+    /// Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM,
+    /// GPT2LMHeadModel), *.safetensors and tokenizer.json. Not used with --synthetic.
     #[arg(required_unless_present = "synthetic", value_name = "INPUT")]
     pub input: Option<PathBuf>,
     /// Where to write the model file (its folder must exist; written to a

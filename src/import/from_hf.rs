@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::format::{Arch, HParams};
+use crate::format::HParams;
 use crate::mmap::MappedFile;
 use crate::tokenizer::TokenizerSpec;
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use crate::import::family::Family;
 use crate::import::source::{Source, SourceTensor, Stored};
 use crate::import::ConvertError;
 use config::Config;
@@ -32,18 +33,26 @@ struct CheckpointName {
     transposed: bool,
 }
 
-/// Canonical names to checkpoint names: every quirk of the two layouts, here only.
-/// - Llama (`LlamaForCausalLM`): `model.` + `embed_tokens`, `norm`, `layers.N.…`
-///   as nn.Linear `[out, in]`; `lm_head.weight` outside `model.`.
+/// Canonical names to checkpoint names: every quirk of the layouts, here only.
+/// - Llama family (`LlamaForCausalLM` and the others of [`Family::HF_NAMES`]):
+///   `model.` + `embed_tokens`, `norm`, `layers.N.…` as nn.Linear `[out, in]`;
+///   `lm_head.weight` outside `model.`. Qwen2 has biases on `q/k/v_proj`;
+///   Qwen3 and Gemma 3 `self_attn.q_norm`/`k_norm`. Gemma 3's
+///   `post_attention_layernorm` is the attention's *post*-norm and
+///   `pre_feedforward_layernorm` the feed-forward's input norm (in Llama,
+///   `post_attention_layernorm` is the latter). Phi-3 stores Q/K/V fused as
+///   `qkv_proj` and gate/up as `gate_up_proj` (gate rows first), which are
+///   gpt-fast's `attn_qkv` and `ffn_up` as they are.
 /// - GPT-2 (`GPT2LMHeadModel`): names with `transformer.` (what `save_pretrained`
 ///   writes) or without (the hub's `gpt2`), the caller tries both. Its
 ///   attention and MLP are `Conv1D` layers whose weights are stored `[in, out]`,
 ///   the transpose of nn.Linear: marked `transposed`. `c_attn` already holds
 ///   Q, K and V stacked, as gpt-fast's `attn_qkv`.
-/// - Q/K rows of Llama checkpoints are already in the rotate-half order gpt-fast
-///   uses (only GGUF permutes them).
+/// - Q/K rows of Hugging Face checkpoints are already in the rotate-half order
+///   gpt-fast uses (only GGUF's `llama` permutes them).
+/// - Gemma's RMSNorm multiplies by `1 + weight`: [`HfSource::tensor`] adds the 1.
 /// - The tied LM head (no `output.weight`) is decided by config.json, see [`HfSource::has`].
-fn checkpoint_name(arch: Arch, canonical: &str) -> Option<CheckpointName> {
+fn checkpoint_name(family: Family, canonical: &str) -> Option<CheckpointName> {
     const LLAMA_LAYER: &[(&str, &str)] = &[
         ("attn_norm", "input_layernorm"),
         ("attn_q", "self_attn.q_proj"),
@@ -55,6 +64,13 @@ fn checkpoint_name(arch: Arch, canonical: &str) -> Option<CheckpointName> {
         ("ffn_up", "mlp.up_proj"),
         ("ffn_down", "mlp.down_proj"),
     ];
+    const QK_NORM: &[(&str, &str)] = &[("attn_q_norm", "self_attn.q_norm"), ("attn_k_norm", "self_attn.k_norm")];
+    const GEMMA3_LAYER: &[(&str, &str)] = &[
+        ("post_attention_norm", "post_attention_layernorm"),
+        ("ffn_norm", "pre_feedforward_layernorm"),
+        ("post_ffw_norm", "post_feedforward_layernorm"),
+    ];
+    const PHI3_LAYER: &[(&str, &str)] = &[("attn_qkv", "self_attn.qkv_proj"), ("ffn_up", "mlp.gate_up_proj")];
     // (canonical, checkpoint, Conv1D)
     const GPT2_LAYER: &[(&str, &str, bool)] = &[
         ("attn_norm", "ln_1", false),
@@ -72,26 +88,36 @@ fn checkpoint_name(arch: Arch, canonical: &str) -> Option<CheckpointName> {
     if let Some(rest) = stem.strip_prefix("blk.") {
         let (layer, part) = rest.split_once('.')?;
         let layer: u32 = layer.parse().ok()?;
-        return match arch {
-            Arch::Llama => LLAMA_LAYER
-                .iter()
-                .find(|(c, _)| *c == part)
-                .filter(|_| kind == "weight")
-                .map(|(_, hf)| plain(format!("model.layers.{layer}.{hf}.{kind}"))),
-            Arch::Gpt2 => GPT2_LAYER.iter().find(|(c, _, _)| *c == part).map(|(_, hf, conv1d)| CheckpointName {
+        if family == Family::Gpt2 {
+            return GPT2_LAYER.iter().find(|(c, _, _)| *c == part).map(|(_, hf, conv1d)| CheckpointName {
                 name: format!("h.{layer}.{hf}.{kind}"),
                 transposed: *conv1d && kind == "weight",
-            }),
+            });
+        }
+        // Family tables first: they override the Llama names they share.
+        let tables: &[&[(&str, &str)]] = match family {
+            Family::Gemma3 => &[GEMMA3_LAYER, QK_NORM, LLAMA_LAYER],
+            Family::Qwen3 => &[QK_NORM, LLAMA_LAYER],
+            Family::Phi3 => &[PHI3_LAYER, LLAMA_LAYER],
+            _ => &[LLAMA_LAYER],
         };
+        let bias_ok = family == Family::Qwen2 && matches!(part, "attn_q" | "attn_k" | "attn_v");
+        return tables
+            .iter()
+            .find_map(|t| t.iter().find(|(c, _)| *c == part))
+            .filter(|_| kind == "weight" || bias_ok)
+            .filter(|(c, _)| family != Family::Phi3 || !matches!(*c, "attn_q" | "attn_k" | "attn_v" | "ffn_gate"))
+            .map(|(_, hf)| plain(format!("model.layers.{layer}.{hf}.{kind}")));
     }
-    let name = match (arch, stem, kind) {
-        (Arch::Llama, "token_embd", "weight") => "model.embed_tokens.weight",
-        (Arch::Llama, "output_norm", "weight") => "model.norm.weight",
-        (Arch::Llama, "output", "weight") => "lm_head.weight",
-        (Arch::Gpt2, "token_embd", "weight") => "wte.weight",
-        (Arch::Gpt2, "position_embd", "weight") => "wpe.weight",
-        (Arch::Gpt2, "output_norm", "weight") => "ln_f.weight",
-        (Arch::Gpt2, "output_norm", "bias") => "ln_f.bias",
+    let name = match (family, stem, kind) {
+        (Family::Gpt2, "token_embd", "weight") => "wte.weight",
+        (Family::Gpt2, "position_embd", "weight") => "wpe.weight",
+        (Family::Gpt2, "output_norm", "weight") => "ln_f.weight",
+        (Family::Gpt2, "output_norm", "bias") => "ln_f.bias",
+        (Family::Gpt2, _, _) => return None,
+        (_, "token_embd", "weight") => "model.embed_tokens.weight",
+        (_, "output_norm", "weight") => "model.norm.weight",
+        (_, "output", "weight") => "lm_head.weight",
         _ => return None,
     };
     Some(plain(name.to_string()))
@@ -105,7 +131,10 @@ struct Shard {
 
 pub struct HfSource {
     dir: PathBuf,
+    family: Family,
     hparams: HParams,
+    /// `rope_freqs.weight`, computed from config.json's RoPE scaling.
+    rope_freqs: Option<Vec<f32>>,
     tokenizer: TokenizerSpec,
     shards: Vec<Shard>,
     /// Checkpoint tensor name to the shard holding it.
@@ -174,9 +203,10 @@ impl HfSource {
         let config_path = dir.join("config.json");
         let config_json = require_json(&config_path)?;
         let config = Config { path: &config_path, json: &config_json };
-        let hparams = match config.arch()? {
-            Arch::Llama => config.llama()?,
-            Arch::Gpt2 => config.gpt2()?,
+        let family = config.family()?;
+        let (hparams, rope_freqs) = match family {
+            Family::Gpt2 => (config.gpt2()?, None),
+            family => config.llama_family(family)?,
         };
 
         let tokenizer = tokenizer::read_tokenizer(dir, &config_json)?;
@@ -211,16 +241,16 @@ impl HfSource {
             drop(st);
             shards.push(Shard { path, map });
         }
-        Ok(Self { dir: dir.to_path_buf(), hparams, tokenizer, shards, shard_of, stored })
+        Ok(Self { dir: dir.to_path_buf(), family, hparams, rope_freqs, tokenizer, shards, shard_of, stored })
     }
 
     /// The checkpoint's name for `canonical` as present in the shards.
     fn locate(&self, canonical: &str) -> Option<(CheckpointName, usize)> {
-        let mut found = checkpoint_name(self.hparams.arch, canonical)?;
+        let mut found = checkpoint_name(self.family, canonical)?;
         if let Some(&shard) = self.shard_of.get(&found.name) {
             return Some((found, shard));
         }
-        if self.hparams.arch == Arch::Gpt2 {
+        if self.family == Family::Gpt2 {
             found.name = format!("transformer.{}", found.name);
             if let Some(&shard) = self.shard_of.get(&found.name) {
                 return Some((found, shard));
@@ -267,6 +297,9 @@ impl Source for HfSource {
         if name == "output.weight" && self.hparams.tied_embeddings {
             return false;
         }
+        if name == "rope_freqs.weight" {
+            return self.rope_freqs.is_some();
+        }
         self.locate(name).is_some()
     }
 
@@ -278,8 +311,12 @@ impl Source for HfSource {
         // Named as the checkpoint spells it, which is what a user can look for.
         let missing = || ConvertError::MissingTensor {
             path: self.dir.clone(),
-            name: checkpoint_name(self.hparams.arch, name).map_or_else(|| name.to_string(), |c| c.name),
+            name: checkpoint_name(self.family, name).map_or_else(|| name.to_string(), |c| c.name),
         };
+        if name == "rope_freqs.weight" {
+            let data = self.rope_freqs.clone().ok_or_else(missing)?;
+            return Ok(SourceTensor { rows: data.len(), cols: 1, data });
+        }
         if name == "output.weight" && self.hparams.tied_embeddings {
             return Err(missing());
         }
@@ -288,7 +325,12 @@ impl Source for HfSource {
         let fail = |reason: String| ConvertError::Tensor { path: shard.path.clone(), name: found.name.clone(), reason };
         let st = SafeTensors::deserialize(&shard.map).map_err(|e| fail(e.to_string()))?;
         let view = st.tensor(&found.name).map_err(|e| fail(e.to_string()))?;
-        let data = to_f32(view.dtype(), view.data()).map_err(fail)?;
+        let mut data = to_f32(view.dtype(), view.data()).map_err(fail)?;
+        // Gemma3RMSNorm scales by (1 + weight): stored with the 1 added, as
+        // llama.cpp's converter does, so the runtime's RMSNorm is the usual one.
+        if self.family == Family::Gemma3 && name.ends_with("norm.weight") {
+            data.iter_mut().for_each(|w| *w += 1.0);
+        }
         let (rows, cols) = match *view.shape() {
             [n] => (n, 1),
             [rows, cols] => (rows, cols),
@@ -306,13 +348,13 @@ impl Source for HfSource {
 mod tests {
     use super::*;
 
-    fn name(arch: Arch, canonical: &str) -> Option<(String, bool)> {
-        checkpoint_name(arch, canonical).map(|c| (c.name, c.transposed))
+    fn name(family: Family, canonical: &str) -> Option<(String, bool)> {
+        checkpoint_name(family, canonical).map(|c| (c.name, c.transposed))
     }
 
     #[test]
     fn llama_names() {
-        let l = Arch::Llama;
+        let l = Family::Llama;
         let s = |n: &str| Some((n.to_string(), false));
         assert_eq!(name(l, "token_embd.weight"), s("model.embed_tokens.weight"));
         assert_eq!(name(l, "output.weight"), s("lm_head.weight"));
@@ -326,11 +368,33 @@ mod tests {
         assert_eq!(name(l, "blk.1.attn_qkv.weight"), None);
         assert_eq!(name(l, "position_embd.weight"), None);
         assert_eq!(name(l, "blk.x.attn_q.weight"), None);
+        assert_eq!(name(l, "blk.0.attn_q_norm.weight"), None);
+    }
+
+    #[test]
+    fn family_names() {
+        let s = |n: &str| Some((n.to_string(), false));
+        assert_eq!(name(Family::Qwen2, "blk.2.attn_k.bias"), s("model.layers.2.self_attn.k_proj.bias"));
+        assert_eq!(name(Family::Qwen2, "blk.2.attn_output.bias"), None);
+        assert_eq!(name(Family::Qwen3, "blk.0.attn_q_norm.weight"), s("model.layers.0.self_attn.q_norm.weight"));
+        assert_eq!(name(Family::Qwen3, "blk.0.attn_q.bias"), None);
+        let g = Family::Gemma3;
+        assert_eq!(name(g, "blk.1.post_attention_norm.weight"), s("model.layers.1.post_attention_layernorm.weight"));
+        assert_eq!(name(g, "blk.1.ffn_norm.weight"), s("model.layers.1.pre_feedforward_layernorm.weight"));
+        assert_eq!(name(g, "blk.1.post_ffw_norm.weight"), s("model.layers.1.post_feedforward_layernorm.weight"));
+        assert_eq!(name(g, "blk.1.attn_k_norm.weight"), s("model.layers.1.self_attn.k_norm.weight"));
+        assert_eq!(name(g, "blk.1.attn_norm.weight"), s("model.layers.1.input_layernorm.weight"));
+        let p = Family::Phi3;
+        assert_eq!(name(p, "blk.0.attn_qkv.weight"), s("model.layers.0.self_attn.qkv_proj.weight"));
+        assert_eq!(name(p, "blk.0.ffn_up.weight"), s("model.layers.0.mlp.gate_up_proj.weight"));
+        assert_eq!(name(p, "blk.0.ffn_gate.weight"), None);
+        assert_eq!(name(p, "blk.0.attn_q.weight"), None);
+        assert_eq!(name(p, "blk.0.ffn_norm.weight"), s("model.layers.0.post_attention_layernorm.weight"));
     }
 
     #[test]
     fn gpt2_names_and_conv1d_transposes() {
-        let g = Arch::Gpt2;
+        let g = Family::Gpt2;
         let n = |s: &str, t: bool| Some((s.to_string(), t));
         assert_eq!(name(g, "token_embd.weight"), n("wte.weight", false));
         assert_eq!(name(g, "position_embd.weight"), n("wpe.weight", false));

@@ -7,6 +7,7 @@ pub mod command;
 pub mod convert;
 pub mod detect;
 mod error;
+pub mod family;
 pub mod from_gguf;
 pub mod from_hf;
 pub mod gguf;

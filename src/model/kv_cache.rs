@@ -16,6 +16,12 @@
 //! would grow without bound, so their unrotated keys are kept aside and, for
 //! each query past the wrap, rotated to the positions just before the oldest
 //! ring entry (`sinks × head_dim` rotations per KV head and layer per token).
+//!
+//! Sliding-window layers attend to the last `window` positions only
+//! ([`KvCache::window`]). Past the wrap those are consecutive ring entries that
+//! may run over the ring's end; the first `window - 1` ring slots are therefore
+//! also written after the end (a mirror), so a window is always one run of
+//! slots, as the attention kernels read them.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -109,10 +115,14 @@ pub struct KvCache {
     head_dim: usize,
     capacity: usize,
     sinks: usize,
+    /// Ring slots repeated after the last one (sliding windows, see above).
+    mirror: usize,
+    /// Slots per layer and KV head: `capacity + mirror`.
+    stride: usize,
     kv_type: KvType,
-    /// `(n_layers, n_kv_heads, capacity, head_dim)`
+    /// `(n_layers, n_kv_heads, capacity + mirror, head_dim)`
     keys: Store,
-    /// `(n_layers, n_kv_heads, capacity, head_dim)`
+    /// `(n_layers, n_kv_heads, capacity + mirror, head_dim)`
     values: Store,
     /// `(n_layers, n_kv_heads, sinks, head_dim)`: the sinks' keys before RoPE,
     /// f32 whatever the cache's type: re-rotated for every token past the
@@ -126,11 +136,24 @@ impl KvCache {
     /// Bytes [`KvCache::new`] allocates for these sizes (as [`KvCache::bytes`]) (checked: `None` on
     /// overflow), so a caller can refuse a cache before asking for it.
     pub fn bytes_for(h: &HParams, capacity: usize, sinks: usize, kv_type: KvType) -> Option<u64> {
-        let sinks = sinks.min(capacity / 2) as u64;
+        let sinks = sinks.min(capacity / 2);
+        let stride = capacity.checked_add(Self::mirror_for(h, capacity, sinks))? as u64;
         let per_slot = u64::from(h.n_layers).checked_mul(h.kv_dim())?;
-        let kv = per_slot.checked_mul(capacity as u64)?.checked_mul(2 * kv_type.size() as u64)?;
-        let sink_keys = per_slot.checked_mul(sinks)?.checked_mul(4)?;
+        let kv = per_slot.checked_mul(stride)?.checked_mul(2 * kv_type.size() as u64)?;
+        let sink_keys = per_slot.checked_mul(sinks as u64)?.checked_mul(4)?;
         kv.checked_add(sink_keys)
+    }
+
+    /// Ring slots mirrored after the end for sliding windows. A window at
+    /// least as long as the ring sees all of it (as a global layer does) and
+    /// needs no mirror.
+    fn mirror_for(h: &HParams, capacity: usize, sinks: usize) -> usize {
+        let window = h.variant.sliding_window as usize;
+        if h.has_sliding() && window < capacity - sinks {
+            window.saturating_sub(1)
+        } else {
+            0
+        }
     }
 
     /// `sinks` is clamped to at most half the capacity. Fails only if the
@@ -140,14 +163,18 @@ impl KvCache {
         let too_big = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, "KV cache size overflows");
         Self::bytes_for(h, capacity, sinks, kv_type).filter(|&b| usize::try_from(b).is_ok()).ok_or_else(too_big)?;
         let per_slot = h.n_layers as usize * h.n_kv_heads as usize * h.head_dim as usize;
+        let mirror = Self::mirror_for(h, capacity, sinks);
+        let stride = capacity + mirror;
         Ok(Self {
             n_kv_heads: h.n_kv_heads as usize,
             head_dim: h.head_dim as usize,
             capacity,
             sinks,
+            mirror,
+            stride,
             kv_type,
-            keys: Store::new(kv_type, per_slot * capacity)?,
-            values: Store::new(kv_type, per_slot * capacity)?,
+            keys: Store::new(kv_type, per_slot * stride)?,
+            values: Store::new(kv_type, per_slot * stride)?,
             sink_keys_raw: vec![0.0; per_slot * sinks],
             sink_key: vec![0.0; h.head_dim as usize],
         })
@@ -186,8 +213,24 @@ impl KvCache {
         (pos + 1).min(self.capacity)
     }
 
+    /// The run of slots `(first, count)` holding the last `window` positions
+    /// up to `pos` (stored), which a sliding-window layer's token at `pos`
+    /// attends to. Before the wrap slots are positions; after it the run may
+    /// reach into the mirror. A window longer than the ring is all of the cache.
+    pub fn window(&self, pos: usize, window: usize) -> (usize, usize) {
+        if pos < self.capacity {
+            let first = (pos + 1).saturating_sub(window);
+            (first, pos + 1 - first)
+        } else if window < self.capacity - self.sinks {
+            debug_assert!(self.mirror + 1 >= window, "the cache was made for a shorter window");
+            (self.slot(pos + 1 - window), window)
+        } else {
+            (0, self.capacity)
+        }
+    }
+
     fn head_start(&self, layer: usize, head: usize) -> usize {
-        (layer * self.n_kv_heads + head) * self.capacity * self.head_dim
+        (layer * self.n_kv_heads + head) * self.stride * self.head_dim
     }
 
     /// Stores position `pos`'s keys (already rotated) and values
@@ -195,10 +238,14 @@ impl KvCache {
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let hd = self.head_dim;
         let slot = self.slot(pos);
+        let mirrored =
+            (slot >= self.sinks && slot - self.sinks < self.mirror).then(|| self.capacity + slot - self.sinks);
         for head in 0..self.n_kv_heads {
-            let at = self.head_start(layer, head) + slot * hd;
-            self.keys.write(at, &k[head * hd..][..hd]);
-            self.values.write(at, &v[head * hd..][..hd]);
+            for s in std::iter::once(slot).chain(mirrored) {
+                let at = self.head_start(layer, head) + s * hd;
+                self.keys.write(at, &k[head * hd..][..hd]);
+                self.values.write(at, &v[head * hd..][..hd]);
+            }
         }
     }
 
@@ -225,9 +272,11 @@ impl KvCache {
         }
     }
 
-    /// Keys and values of the first `n_slots` slots of one KV head.
-    pub fn head(&self, layer: usize, head: usize, n_slots: usize) -> KvHead<'_> {
-        let range = self.head_start(layer, head)..self.head_start(layer, head) + n_slots * self.head_dim;
+    /// Keys and values of slots `first..first + n_slots` of one KV head.
+    pub fn head(&self, layer: usize, head: usize, first: usize, n_slots: usize) -> KvHead<'_> {
+        assert!(first + n_slots <= self.stride, "slots {first}+{n_slots} of {}", self.stride);
+        let start = self.head_start(layer, head) + first * self.head_dim;
+        let range = start..start + n_slots * self.head_dim;
         match (&self.keys, &self.values) {
             (Store::F16(k), Store::F16(v)) => KvHead::F16 { keys: &k[range.clone()], values: &v[range] },
             (Store::F32(k), Store::F32(v)) => KvHead::F32 { keys: &k[range.clone()], values: &v[range] },
@@ -248,6 +297,27 @@ mod tests {
         assert_eq!(slots, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 5, 6, 7, 8, 9, 4, 5, 6, 7]);
         assert_eq!(c.filled(3), 4);
         assert_eq!(c.filled(50), 10);
+    }
+
+    #[test]
+    fn a_window_past_the_wrap_is_one_run_of_slots_through_the_mirror() {
+        let mut h = crate::synthetic::config("test-llama").unwrap();
+        h.variant.sliding_window = 3;
+        // 2 sinks + a ring of 6: slots 0..8, then the first 2 ring slots again at 8, 9.
+        let mut c = KvCache::new(&h, 8, 2, KvType::F32).unwrap();
+        assert_eq!(c.bytes() as u64, KvCache::bytes_for(&h, 8, 2, KvType::F32).unwrap());
+        let kv = (h.n_kv_heads * h.head_dim) as usize;
+        let hd = h.head_dim as usize;
+        for pos in 0..30 {
+            let k = vec![pos as f32; kv];
+            c.store(0, pos, &k, &k);
+            let (first, n) = c.window(pos, 3);
+            assert_eq!(n, 3.min(pos + 1), "pos {pos}");
+            let KvHead::F32 { keys, .. } = c.head(0, 1, first, n) else { panic!("f32 cache") };
+            let held: Vec<f32> = keys.chunks_exact(hd).map(|key| key[0]).collect();
+            let want: Vec<f32> = (pos + 1 - n..=pos).map(|p| p as f32).collect();
+            assert_eq!(held, want, "pos {pos}: slots {first}..{}", first + n);
+        }
     }
 
     #[test]
@@ -273,7 +343,7 @@ mod tests {
         k[0] = 1.0 + 2f32.powi(-11);
         let v: Vec<f32> = k.iter().map(|x| -x).collect();
         c.store(1, 5, &k, &v);
-        let KvHead::F16 { keys, values } = c.head(1, 0, 6) else { panic!("f16 cache") };
+        let KvHead::F16 { keys, values } = c.head(1, 0, 0, 6) else { panic!("f16 cache") };
         let hd = h.head_dim as usize;
         assert_eq!(keys[5 * hd].to_f32(), 1.0);
         for i in 0..hd {

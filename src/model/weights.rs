@@ -10,7 +10,7 @@ use crate::format::{DType, HParams};
 #[derive(Clone, Copy, Debug)]
 pub struct Linear<'a> {
     pub w: Matrix<'a>,
-    /// `(w.rows)`, GPT-2 only.
+    /// `(w.rows)`: GPT-2's layers, Qwen2's `attn_qkv`.
     pub bias: Option<&'a [f32]>,
 }
 
@@ -28,13 +28,20 @@ pub struct LayerWeights<'a> {
     pub attn_norm: Norm<'a>,
     /// `((n_heads + 2 n_kv_heads) head_dim, dim)`: Q rows, K rows, V rows.
     pub attn_qkv: Linear<'a>,
+    /// `(head_dim)` each: RMSNorm weights of every query / key head (QK-norm).
+    pub attn_q_norm: Option<&'a [f32]>,
+    pub attn_k_norm: Option<&'a [f32]>,
     /// `(dim, n_heads head_dim)`
     pub attn_output: Linear<'a>,
+    /// RMSNorm of the attention output before the residual add (Gemma 3).
+    pub attn_post_norm: Option<Norm<'a>>,
     pub ffn_norm: Norm<'a>,
     /// Llama `(2 ffn_dim, dim)`: gate rows then up rows; GPT-2 `(ffn_dim, dim)`.
     pub ffn_up: Linear<'a>,
     /// `(dim, ffn_dim)`
     pub ffn_down: Linear<'a>,
+    /// RMSNorm of the feed-forward output before the residual add (Gemma 3).
+    pub ffn_post_norm: Option<Norm<'a>>,
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +50,8 @@ pub struct Weights<'a> {
     pub token_embd: Matrix<'a>,
     /// `(max_seq_len, dim)`, GPT-2 only.
     pub position_embd: Option<&'a [f32]>,
+    /// `(rope_dim / 2)`: divisors of the global layers' RoPE frequencies (scaling).
+    pub rope_freqs: Option<&'a [f32]>,
     pub layers: Vec<LayerWeights<'a>>,
     pub output_norm: Norm<'a>,
     /// `(vocab_size, dim)`: `output.weight`, or `token_embd` when tied.
@@ -75,20 +84,34 @@ pub fn build<'a>(h: &HParams, get: impl Fn(&str) -> (DType, usize, usize, &'a [u
     let bias = |name: String| h.arch.has_biases().then(|| f32s(&name));
     let norm = |p: &str| Norm { weight: f32s(&format!("{p}.weight")), bias: bias(format!("{p}.bias")) };
     let linear = |p: &str| Linear { w: mat(&format!("{p}.weight")), bias: bias(format!("{p}.bias")) };
+    let v = &h.variant;
+    let when = |on: bool, name: String| on.then(|| f32s(&name));
+    let rms = |on: bool, name: String| on.then(|| Norm { weight: f32s(&name), bias: None });
     let layers = (0..h.n_layers)
-        .map(|i| LayerWeights {
-            attn_norm: norm(&format!("blk.{i}.attn_norm")),
-            attn_qkv: linear(&format!("blk.{i}.attn_qkv")),
-            attn_output: linear(&format!("blk.{i}.attn_output")),
-            ffn_norm: norm(&format!("blk.{i}.ffn_norm")),
-            ffn_up: linear(&format!("blk.{i}.ffn_up")),
-            ffn_down: linear(&format!("blk.{i}.ffn_down")),
+        .map(|i| {
+            let mut attn_qkv = linear(&format!("blk.{i}.attn_qkv"));
+            if v.qkv_bias {
+                attn_qkv.bias = Some(f32s(&format!("blk.{i}.attn_qkv.bias")));
+            }
+            LayerWeights {
+                attn_norm: norm(&format!("blk.{i}.attn_norm")),
+                attn_qkv,
+                attn_q_norm: when(v.qk_norm, format!("blk.{i}.attn_q_norm.weight")),
+                attn_k_norm: when(v.qk_norm, format!("blk.{i}.attn_k_norm.weight")),
+                attn_output: linear(&format!("blk.{i}.attn_output")),
+                attn_post_norm: rms(v.post_norms, format!("blk.{i}.post_attention_norm.weight")),
+                ffn_norm: norm(&format!("blk.{i}.ffn_norm")),
+                ffn_up: linear(&format!("blk.{i}.ffn_up")),
+                ffn_down: linear(&format!("blk.{i}.ffn_down")),
+                ffn_post_norm: rms(v.post_norms, format!("blk.{i}.post_ffw_norm.weight")),
+            }
         })
         .collect();
     let token_embd = mat("token_embd.weight");
     Weights {
         token_embd,
         position_embd: h.arch.learned_positions().then(|| f32s("position_embd.weight")),
+        rope_freqs: when(v.rope_freqs, "rope_freqs.weight".into()),
         layers,
         output_norm: norm("output_norm"),
         lm_head: if h.tied_embeddings { token_embd } else { mat("output.weight") },
