@@ -2,13 +2,26 @@
 
 use std::path::Path;
 
+use gpt_fast::import::detect::{detect, InputKind};
+use gpt_fast::import::gguf::GgufFile;
+use gpt_fast::import::tokenizer_import::tokenizer_from_gguf;
 use gpt_fast::model::{Model, ModelOptions};
 
 use super::{print_out, progress, source, CliResult, ModelArgs};
 
+/// A GGUF's tokenizer is read from its metadata alone, with no conversion,
+/// so llama.cpp's vocab-only test files work too; anything else goes through
+/// the model file as `run` does.
 pub fn tokenize(path: &Path, text: &str, parse_special: bool) -> CliResult {
-    let model = Model::open(&source::model_file(path, None)?, ModelOptions::default())?;
-    let ids = model.tokenizer().encode_prompt(text, parse_special);
+    let ids = if matches!(detect(path), Ok(InputKind::Gguf)) {
+        let name = path.display();
+        let file = GgufFile::open(path).map_err(|e| format!("{name}: {e}"))?;
+        let tokenizer = tokenizer_from_gguf(&file).map_err(|e| format!("{name}: {e}"))?;
+        tokenizer.encode_prompt(text, parse_special)
+    } else {
+        let model = Model::open(&source::model_file(path, None)?, ModelOptions::default())?;
+        model.tokenizer().encode_prompt(text, parse_special)
+    };
     let list: Vec<String> = ids.iter().map(u32::to_string).collect();
     print_out(&format!("[{}]\n", list.join(", ")))
 }
