@@ -8,14 +8,23 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
+#[cfg(target_os = "linux")]
+mod sigbus;
+#[cfg(target_os = "linux")]
+pub use sigbus::SIGBUS_EXIT_CODE;
+
 /// A file mapped read-only into memory.
 ///
-/// The bytes are read in place; nothing is copied. A mapped file must not be
-/// truncated by another process while it is mapped (touching pages past the new
-/// end raises SIGBUS); gpt-fast only ever maps files it then validates against
-/// the length recorded in their own header, which catches files that were
-/// already short when opened.
+/// The bytes are read in place; nothing is copied. A file truncated by
+/// another process while it is mapped makes reads of the vanished pages raise
+/// SIGBUS: on Linux the SIGBUS guard (`sigbus.rs`) turns that into one line on
+/// stderr and exit status [`SIGBUS_EXIT_CODE`] while the mapping is live.
+/// Files already short when opened are caught by validating them against the
+/// length their own header records.
 pub struct MappedFile {
+    /// Declared before `map`: unwatched before the mapping goes away.
+    #[cfg(target_os = "linux")]
+    _watch: Option<sigbus::Watch>,
     map: Option<Mmap>,
 }
 
@@ -61,14 +70,24 @@ impl MappedFile {
         let len = file.metadata()?.len();
         if len == 0 {
             // Mapping an empty file fails on some platforms; an empty slice serves.
-            return Ok(Self { map: None });
+            return Ok(Self {
+                #[cfg(target_os = "linux")]
+                _watch: None,
+                map: None,
+            });
         }
         // SAFETY: the map is read-only and private to this process; the file is
         // opened read-only, so this process never writes through it. Another
-        // process truncating the file while mapped is the documented residual
-        // risk of every mmap-based loader (see the type's doc comment).
+        // process changing the file while mapped is the residual risk of every
+        // mmap-based loader: reads of truncated pages fault (SIGBUS, which the
+        // guard turns into a clean exit on Linux), rewritten pages show the new
+        // bytes (numbers change, every index into them was bounds-checked).
         let map = unsafe { Mmap::map(&file)? };
-        Ok(Self { map: Some(map) })
+        Ok(Self {
+            #[cfg(target_os = "linux")]
+            _watch: sigbus::watch(map.as_ptr(), map.len()),
+            map: Some(map),
+        })
     }
 
     pub fn bytes(&self) -> &[u8] {

@@ -190,3 +190,67 @@ fn verify_runs_the_checks_open_runs_and_open_can_verify_checksums() {
     let err = Model::open(&corrupt_path, verify).err().expect("refused").to_string();
     assert!(err.contains("blk.1.ffn_down.weight") && err.contains("checksum"), "{err}");
 }
+
+/// Child half of the SIGBUS test: maps the model named by the variable,
+/// says so, waits for a line on stdin, then reads every tensor byte (or
+/// raises a SIGBUS that is not about the mapping).
+fn sigbus_child() -> Option<()> {
+    use std::io::{BufRead, Write};
+    let path = std::env::var_os("HOSTILE_SIGBUS_CHILD")?;
+    let file = ModelFile::open(Path::new(&path)).unwrap();
+    println!("mapped");
+    std::io::stdout().flush().unwrap();
+    std::io::stdin().lock().read_line(&mut String::new()).unwrap();
+    if std::env::var_os("HOSTILE_SIGBUS_RAISE").is_some() {
+        // SAFETY: raising a signal in this process; its default action ends it.
+        unsafe { libc::raise(libc::SIGBUS) };
+    }
+    let sum: u64 = file.tensors().iter().map(|t| file.tensor_bytes(t).iter().map(|&b| u64::from(b)).sum::<u64>()).sum();
+    println!("survived {sum}");
+    std::process::exit(0);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_model_file_truncated_while_mapped_ends_the_process_with_a_message() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    if sigbus_child().is_some() {
+        return;
+    }
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    let original = std::fs::read(synthetic("sigbus", &h)).unwrap();
+    for raise in [false, true] {
+        let path = tmp(&format!("sigbus-{raise}"));
+        std::fs::write(&path, &original).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_model_file_truncated_while_mapped_ends_the_process_with_a_message", "--nocapture"])
+            .env("HOSTILE_SIGBUS_CHILD", &path)
+            .envs(raise.then_some(("HOSTILE_SIGBUS_RAISE", "1")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("mapped") {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "child ended before mapping");
+        }
+        // Truncated under the live mapping (as `cp` over it or a shrinking
+        // download would). Was: killed by SIGBUS without a word.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if raise {
+            // A SIGBUS that is not a fault in a model mapping keeps its default action.
+            assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{stderr}");
+        } else {
+            assert_eq!(out.status.code(), Some(gpt_fast::mmap::SIGBUS_EXIT_CODE), "{:?} {stderr}", out.status);
+            assert!(stderr.contains("model file changed or truncated while in use"), "{stderr}");
+        }
+    }
+}
