@@ -414,8 +414,17 @@ impl TensorSpec {
 pub fn expected_tensor_count(h: &HParams) -> u64 {
     let bias = u64::from(h.arch.has_biases());
     // norm (+bias) x2, four linears (+bias each).
-    let per_layer = 2 * (1 + bias) + 4 * (1 + bias);
-    let fixed = 1 + u64::from(h.arch.learned_positions()) + (1 + bias) + u64::from(!h.tied_embeddings);
+    let v = &h.variant;
+    let per_layer = 2 * (1 + bias)
+        + 4 * (1 + bias)
+        + u64::from(v.qkv_bias)
+        + 2 * u64::from(v.qk_norm)
+        + 2 * u64::from(v.post_norms);
+    let fixed = 1
+        + u64::from(v.rope_freqs)
+        + u64::from(h.arch.learned_positions())
+        + (1 + bias)
+        + u64::from(!h.tied_embeddings);
     u64::from(h.n_layers) * per_layer + fixed
 }
 
@@ -436,12 +445,25 @@ pub fn expected_elements(h: &HParams) -> Option<u64> {
     if bias {
         per_layer = per_layer.checked_add(qkv_rows + dim + ffn + dim)?;
     }
+    let v = &h.variant;
+    if v.qkv_bias {
+        per_layer = per_layer.checked_add(qkv_rows)?;
+    }
+    if v.qk_norm {
+        per_layer = per_layer.checked_add(2 * u64::from(h.head_dim))?;
+    }
+    if v.post_norms {
+        per_layer = per_layer.checked_add(2 * dim)?;
+    }
     let mut total = u64::from(h.n_layers).checked_mul(per_layer)?;
     let embeddings = if h.tied_embeddings { 1 } else { 2 };
     total = total.checked_add(vocab.checked_mul(dim)?.checked_mul(embeddings)?)?;
     total = total.checked_add(dim * if bias { 2 } else { 1 })?;
     if h.arch.learned_positions() {
         total = total.checked_add(u64::from(h.max_seq_len).checked_mul(dim)?)?;
+    }
+    if v.rope_freqs {
+        total = total.checked_add(u64::from(h.rope_dim() / 2))?;
     }
     Some(total)
 }
@@ -521,10 +543,17 @@ mod tests {
                     continue;
                 }
                 h.tied_embeddings = tied;
-                let list = expected_tensors(&h);
-                assert_eq!(expected_tensor_count(&h), list.len() as u64, "{name} tied={tied}");
-                let elements: u64 = list.iter().map(TensorSpec::n_elements).sum();
-                assert_eq!(expected_elements(&h), Some(elements), "{name} tied={tied}");
+                for variant in 0..16u32 {
+                    h.variant.qkv_bias = variant & 1 != 0;
+                    h.variant.qk_norm = variant & 2 != 0;
+                    h.variant.post_norms = variant & 4 != 0;
+                    h.variant.rope_freqs = variant & 8 != 0;
+                    let list = expected_tensors(&h);
+                    let what = format!("{name} tied={tied} variant={variant:#b}");
+                    assert_eq!(expected_tensor_count(&h), list.len() as u64, "{what}");
+                    let elements: u64 = list.iter().map(TensorSpec::n_elements).sum();
+                    assert_eq!(expected_elements(&h), Some(elements), "{what}");
+                }
             }
         }
     }
