@@ -71,7 +71,6 @@ fn run_refuses_bad_inputs() {
     refused(&gpt_fast(&["run", model_arg(), "-p", "x", "--quant", "f32"]), 1, "more precision than the file has");
     refused(&gpt_fast(&["run", model_arg(), "-p", "x", "--top-p", "0"]), 1, "top-p");
     refused(&gpt_fast(&["run", model_arg(), "-p", "x", "-c", "100000"]), 1, "context 100000");
-    refused(&gpt_fast(&["run", model_arg(), "-p", "x", "--chat"]), 1, "no chat template");
     let isa = |value: &str| {
         Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
             .args(["run", model_arg(), "-p", "x"])
@@ -405,4 +404,13 @@ fn convert_subcommand_writes_a_model_file() {
     let info = succeeded(&gpt_fast(&["info", out_path.to_str().unwrap()]));
     assert!(info.contains("weight type:   f16"), "{info}");
     succeeded(&gpt_fast(&["verify", out_path.to_str().unwrap()]));
+}
+
+/// A model file without a chat template chats in ChatML, and says so.
+#[test]
+fn chat_without_a_template_falls_back_to_chatml() {
+    let out = gpt_fast(&["run", model_arg(), "-p", "x", "--chat", "-n", "2", "--temp", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("has no chat template; using ChatML"), "{stderr}");
 }

@@ -11,10 +11,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use gpt_fast::bench::StepLatency;
+use gpt_fast::chat::{self, ChatError, ChatTemplate, Message};
 use gpt_fast::generate::{Flow, GenerateError, GenerateParams, Generator, StopReason};
 use gpt_fast::model::{Model, ModelOptions};
 use gpt_fast::sampler::SamplerParams;
 use gpt_fast::session::SessionOptions;
+use gpt_fast::tokenizer::TokenizerSpec;
 
 use super::stats::{Ending, RunStats};
 use super::{interrupt, prompt, source, values, ModelArgs};
@@ -84,6 +86,17 @@ pub struct RunCli {
     verbose: bool,
 }
 
+/// One user turn in the model's chat template (ChatML, with a note, for a
+/// file that has none), ready for the prompt encoder.
+fn chat_prompt(path: &Path, tokenizer: &TokenizerSpec, text: &str) -> Result<String, ChatError> {
+    let template = ChatTemplate::for_tokenizer(tokenizer)?;
+    if template.is_fallback() {
+        eprintln!("gpt-fast: {} has no chat template; using ChatML", path.display());
+    }
+    let rendered = template.render(&[Message::new("user", text)], true)?;
+    Ok(chat::strip_leading_bos(&rendered, tokenizer).to_string())
+}
+
 pub fn run(
     path: &Path,
     model_args: &ModelArgs,
@@ -108,8 +121,7 @@ pub fn run(
             model.dtype().name()
         );
     }
-    let prompt =
-        if args.chat { gpt_fast::chat::user_turn(&model.file().tokenizer().chat_template, &text)? } else { text };
+    let prompt = if args.chat { chat_prompt(path, model.file().tokenizer(), &text)? } else { text };
     let parse_special = !args.no_special;
     let prompt_tokens = model.tokenizer().encode_prompt(&prompt, parse_special).len();
     let max_tokens = args.n_predict.0.map_or(usize::MAX, |n| n as usize);
