@@ -178,3 +178,36 @@ fn steady_state_does_not_allocate() {
     assert_eq!(allocations() - before, 0, "StreamDecoder allocated");
     assert_eq!(out, text);
 }
+
+/// The same steady-state check for SentencePiece, on llama.cpp's Llama 2
+/// test vocabulary (cached by tools/fetch-llamacpp-src.sh; skipped loudly
+/// without it): decoding reads the piece table, encoding reuses its buffers.
+#[test]
+fn sentencepiece_steady_state_does_not_allocate() {
+    let path = root().join(".cache/llama-cpp-python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf");
+    if !path.is_file() {
+        eprintln!("\n*** SKIPPED: {} missing; run tools/fetch-llamacpp-src.sh\n", path.display());
+        return;
+    }
+    let tok = Tokenizer::new(from_gguf(&GgufFile::open(&path).unwrap()).unwrap()).unwrap();
+    let text = "<s>Don't split 12,345 or 😀👍🏽 or 中文 — résumé!\n  ok";
+    let mut ids = Vec::with_capacity(1024);
+    tok.encode_into(text, true, &mut ids);
+    let want = ids.clone();
+    ids.clear();
+    let before = allocations();
+    tok.encode_into(text, true, &mut ids);
+    assert_eq!(allocations() - before, 0, "encode_into allocated");
+    assert_eq!(ids, want);
+
+    let mut out = String::with_capacity(1024);
+    let mut dec = StreamDecoder::new();
+    let before = allocations();
+    for &id in &ids {
+        dec.push(&tok, id, &mut out).unwrap();
+    }
+    dec.finish(&mut out);
+    assert_eq!(allocations() - before, 0, "StreamDecoder allocated");
+    // The stream keeps the space prefix the encoder added after <s>.
+    assert_eq!(out, text.replacen("<s>", "<s> ", 1));
+}
