@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Seed corpora for the fuzz targets, generated from the repository's real
+# fixtures (nothing binary is committed under fuzz/): synthetic model files
+# written by the converter, the tiny Llama GGUF, the tiny HF models' JSON, and
+# the tokenizer fixtures' texts. Idempotent; writes fuzz/corpus/<target>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+corpus=fuzz/corpus
+mkdir -p "$corpus"/{model_file,gguf,hf_json,tokenizer}
+cargo build -q --profile test -p gpt-fast-tools --bin gpt-fast-convert
+convert=target/debug/gpt-fast-convert
+for config in test-llama test-gpt2; do
+  for quant in q8 f16; do
+    out="$corpus/model_file/$config-$quant"
+    [ -s "$out" ] || "$convert" -q --synthetic "$config" --quant "$quant" -o "$out"
+  done
+done
+cp tests/fixtures/hf/tiny-llama.gguf "$corpus/gguf/tiny-llama.gguf"
+for model in tiny-llama tiny-gpt2; do
+  dir=tests/fixtures/hf/$model
+  { cat "$dir/config.json"; printf '\0'; cat "$dir/tokenizer.json"; } > "$corpus/hf_json/$model"
+done
+# Tokenizer inputs: a selector byte (which vocabulary, special tokens or not)
+# then text; the fixtures' JSON is plenty of varied text.
+for f in tests/fixtures/tokenizer/*.json; do
+  for sel in 0 1 2 3; do
+    { printf "\\x0$sel"; head -c 4000 "$f"; } > "$corpus/tokenizer/$(basename "$f" .json)-$sel"
+  done
+done
