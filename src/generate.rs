@@ -27,7 +27,8 @@ pub const MAX_STEP_TIMES: usize = 1 << 16;
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
-    /// The model produced its end-of-sequence token.
+    /// The model produced an end-of-generation token: its end-of-sequence
+    /// token or an end-of-turn token ([`crate::tokenizer::Tokenizer::end_of_generation_ids`]).
     Eos,
     /// The token limit was reached.
     MaxTokens,
@@ -56,8 +57,9 @@ pub struct GenerateParams {
     pub sampler: SamplerParams,
     /// Generation stops when the text reaches any of these (not emitted).
     pub stop: Vec<String>,
-    /// Never sample the end-of-sequence token, so generation runs to
-    /// `max_tokens` (benchmarks, long-context tests).
+    /// Never sample an end-of-generation token (EOS or an end-of-turn
+    /// token), so generation runs to `max_tokens` (benchmarks, long-context
+    /// tests).
     pub ignore_eos: bool,
 }
 
@@ -136,8 +138,7 @@ impl<'m> Generator<'m> {
         // Latencies of the first MAX_STEP_TIMES steps: `max_tokens` may be
         // unbounded (`usize::MAX`) and is no size to allocate.
         self.step_times.reserve(params.max_tokens.min(MAX_STEP_TIMES));
-        let eos = tokenizer.eos_id();
-        self.sampler.ban(if params.ignore_eos { eos } else { None });
+        self.sampler.ban(if params.ignore_eos { tokenizer.end_of_generation_ids() } else { &[] });
         for &t in &self.prompt {
             self.sampler.accept(t);
         }
@@ -149,7 +150,7 @@ impl<'m> Generator<'m> {
         let longest_stop = params.stop.iter().map(String::len).max().unwrap_or(0);
         let stop = loop {
             let step_start = Instant::now();
-            if Some(token) == eos {
+            if tokenizer.is_end_of_generation(token) {
                 break StopReason::Eos;
             }
             generated += 1;

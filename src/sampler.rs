@@ -68,8 +68,8 @@ pub struct Sampler {
     /// The last `repeat_last_n` tokens, as a ring.
     recent: Vec<u32>,
     recent_next: usize,
-    /// A token never picked (the end-of-sequence token under `--ignore-eos`).
-    banned: Option<u32>,
+    /// Tokens never picked (the end-of-generation tokens under `--ignore-eos`).
+    banned: Vec<u32>,
 }
 
 impl Sampler {
@@ -80,13 +80,15 @@ impl Sampler {
             candidates: Vec::with_capacity(vocab_size),
             recent: Vec::with_capacity(params.repeat_last_n),
             recent_next: 0,
-            banned: None,
+            banned: Vec::new(),
         }
     }
 
-    /// Never picks `token` from now on (`None`: any token may be picked).
-    pub fn ban(&mut self, token: Option<u32>) {
-        self.banned = token;
+    /// Never picks any of `tokens` from now on (empty: any token may be
+    /// picked). Allocates only when the list grows.
+    pub fn ban(&mut self, tokens: &[u32]) {
+        self.banned.clear();
+        self.banned.extend_from_slice(tokens);
     }
 
     pub fn params(&self) -> &SamplerParams {
@@ -147,8 +149,10 @@ impl Sampler {
                 self.candidates.push((v, i as u32));
             }
         }
-        if let Some(c) = self.banned.and_then(|id| self.candidates.get_mut(id as usize)) {
-            c.0 = f32::NEG_INFINITY;
+        for &id in &self.banned {
+            if let Some(c) = self.candidates.get_mut(id as usize) {
+                c.0 = f32::NEG_INFINITY;
+            }
         }
         let by_logit_desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if p.temperature <= 0.0 {
@@ -215,13 +219,15 @@ mod tests {
     fn a_banned_token_is_never_picked() {
         let logits = [0.1, 3.0, -2.0, 2.9];
         let mut greedy = Sampler::new(SamplerParams::greedy(), 4);
-        greedy.ban(Some(1));
+        greedy.ban(&[1]);
         assert_eq!(greedy.sample(&logits), 3);
+        greedy.ban(&[1, 3]);
+        assert_eq!(greedy.sample(&logits), 0);
         let params = SamplerParams { temperature: 5.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
         let mut hot = Sampler::new(params, 4);
-        hot.ban(Some(1));
+        hot.ban(&[1]);
         assert!((0..500).all(|_| hot.sample(&logits) != 1));
-        hot.ban(None);
+        hot.ban(&[]);
         assert!((0..500).any(|_| hot.sample(&logits) == 1));
     }
 

@@ -15,6 +15,7 @@
 //! them as the spec's `add_bos` / `add_eos` say (llama.cpp's `add_special`).
 
 mod bpe;
+mod end_of_generation;
 mod pretok;
 mod spec;
 mod special;
@@ -174,6 +175,8 @@ pub struct Tokenizer {
     engine: Engine,
     /// Control, unknown and user-defined tokens, longest text first.
     specials: Vec<Special>,
+    /// EOS and the end-of-turn tokens, ascending ([`end_of_generation`]).
+    end_of_generation: Vec<u32>,
     scratch: Mutex<Scratch>,
 }
 
@@ -197,6 +200,7 @@ impl Clone for Tokenizer {
             byte_ids: self.byte_ids,
             engine: Engine::new(&self.spec),
             specials: self.specials.clone(),
+            end_of_generation: self.end_of_generation.clone(),
             scratch: Mutex::new(Scratch::new(WordCache::new())),
         }
     }
@@ -307,6 +311,7 @@ impl Tokenizer {
             byte_ids,
             engine: Engine::new(&spec),
             specials: special::collect(&spec.tokens, &spec.token_types),
+            end_of_generation: end_of_generation::ids(&spec.tokens, spec.eos_id),
             scratch: Mutex::new(Scratch::new(WordCache::new())),
             spec,
         })
@@ -327,6 +332,18 @@ impl Tokenizer {
 
     pub fn eos_id(&self) -> Option<u32> {
         self.spec.eos_id
+    }
+
+    /// The tokens generation stops at, ascending: EOS and the chat models'
+    /// end-of-turn tokens (`<end_of_turn>`, `<|eot_id|>`, `<|im_end|>`, ...),
+    /// found by their text as llama.cpp finds its end-of-generation tokens.
+    pub fn end_of_generation_ids(&self) -> &[u32] {
+        &self.end_of_generation
+    }
+
+    /// Whether generation stops at `id` ([`Self::end_of_generation_ids`]).
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.binary_search(&id).is_ok()
     }
 
     /// The bytes token `id` decodes to (a control token's literal text; for

@@ -182,3 +182,25 @@ fn validation_rejects_inconsistent_sentencepiece_specs() {
     s.tokens[10] = b"<0xZZ>".to_vec();
     assert_eq!(Tokenizer::new(s).unwrap_err(), TokenizerError::BadByteToken { id: 10 });
 }
+
+/// A Gemma-like vocabulary: EOS `</s>` plus control tokens `<start_of_turn>`
+/// and `<end_of_turn>`. A chat turn ends at `<end_of_turn>`, which is not EOS,
+/// so generation must stop there too; `<start_of_turn>` is not an end.
+#[test]
+fn gemma_end_of_turn_ends_generation() {
+    let mut spec = spec();
+    let start_of_turn = spec.tokens.len() as u32;
+    for text in ["<start_of_turn>", "<end_of_turn>"] {
+        spec.tokens.push(text.as_bytes().to_vec());
+        spec.token_types.push(TokenType::Control);
+        spec.scores.push(0.0);
+    }
+    let end_of_turn = start_of_turn + 1;
+    let tok = Tokenizer::new(spec).unwrap();
+    assert_eq!(tok.eos_id(), Some(2));
+    assert_eq!(tok.end_of_generation_ids(), [2, end_of_turn]);
+    assert!(tok.is_end_of_generation(end_of_turn) && tok.is_end_of_generation(2));
+    assert!(!tok.is_end_of_generation(start_of_turn) && !tok.is_end_of_generation(1));
+    // The id a chat prompt spells the turn end with is the one that stops.
+    assert_eq!(tok.encode("<end_of_turn>", true), [end_of_turn]);
+}
