@@ -75,7 +75,7 @@ pub struct RunCli {
     /// Stop at a full context instead of shifting it.
     #[arg(long)]
     no_context_shift: bool,
-    /// Never sample the end-of-sequence token: generate all -n tokens.
+    /// Never sample the end-of-sequence or an end-of-turn token: generate all -n tokens.
     #[arg(long)]
     ignore_eos: bool,
     /// Also write the timings and stop reason as JSON to FILE.

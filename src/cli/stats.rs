@@ -29,7 +29,7 @@ impl Ending {
 
     fn explain(self) -> &'static str {
         match self {
-            Self::Eos => "end-of-sequence token (EOS)",
+            Self::Eos => "end-of-sequence or end-of-turn token (EOS)",
             Self::MaxTokens => "-n reached",
             Self::StopString => "stop string (-r) reached",
             Self::ContextFull => "context full (--no-context-shift)",
