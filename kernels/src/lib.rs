@@ -13,6 +13,7 @@
 #[allow(unsafe_code)]
 mod aarch64;
 mod attention;
+mod driver;
 pub mod reference;
 mod table;
 #[cfg(target_arch = "x86_64")]

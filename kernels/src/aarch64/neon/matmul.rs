@@ -7,11 +7,10 @@ use std::ops::Range;
 use half::f16;
 
 use super::simd::{dot16_sdot, dot16_widening, hmax, hsum, load16_i8, load4, load8, load8_f16, store16_i8, store4};
+use crate::driver::float::{self, FloatWeight};
+use crate::driver::q8::{self, Q8Tile, TileSums};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
-/// Tokens per register tile in the q8 matmul: each loaded weight block is used
-/// for this many activation rows before the next is loaded.
-const Q8_TOKENS: usize = 4;
 /// Weight rows per register tile in the f32/f16 matmuls with one token (sharing
 /// each `x` load).
 const FLOAT_ROWS: usize = 4;
@@ -26,21 +25,12 @@ const TILE_TOKENS: usize = 4;
 /// next block is read.
 const FLOAT_BLOCK_BYTES: usize = 32 * 1024;
 
-/// One q8 tile's f32 accumulators: `acc[t][h]` lane `i` is row `4h + i` of the
-/// tile for token `t`.
-type TileAcc = [[float32x4_t; 2]; Q8_TOKENS];
-
-/// Checks the output shape shared by the matmuls: token `t`'s results go to
-/// `out[t * out_stride..][..rows.len()]`.
-fn check_out(rows: &Range<usize>, n: usize, out: &[f32], out_stride: usize) {
-    assert!((n - 1) * out_stride + rows.len() <= out.len(), "matmul: output too short");
-}
-
 /// As [`crate::reference::matmul_q8`], with SDOT (the dotprod extension).
 ///
 /// Per tile of 8 interleaved rows and per block of 32 columns, each token's 32
 /// activation quants are loaded once and dotted with the 8 rows' quants in
-/// integers (exact); each loaded weight row serves up to [`Q8_TOKENS`] tokens.
+/// integers (exact); each loaded weight row serves up to 4 tokens (the loops
+/// are [`crate::driver::q8`]'s).
 /// The row sums are gathered into two vectors (rows 0-3, 4-7), converted to f32
 /// and fused-multiply-added with `weight scale × activation scale` into the
 /// token's accumulators. The only difference from the reference is that FMA
@@ -59,13 +49,13 @@ pub unsafe fn matmul_q8_sdot(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    q8_driver(quants, scales, cols, rows, x, n, out, out_stride, |wq, ws, xq, xs, nb, tn, acc| {
+    q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| {
         let dot = |acc, w, x| dot16_sdot(acc, w, x);
-        match tn {
-            4 => q8_tile::<4>(wq, ws, xq, xs, nb, acc, dot),
-            3 => q8_tile::<3>(wq, ws, xq, xs, nb, acc, dot),
-            2 => q8_tile::<2>(wq, ws, xq, xs, nb, acc, dot),
-            _ => q8_tile::<1>(wq, ws, xq, xs, nb, acc, dot),
+        match tile.tokens {
+            4 => q8_tile::<4>(&tile, sums, dot),
+            3 => q8_tile::<3>(&tile, sums, dot),
+            2 => q8_tile::<2>(&tile, sums, dot),
+            _ => q8_tile::<1>(&tile, sums, dot),
         }
     });
 }
@@ -89,95 +79,31 @@ pub unsafe fn matmul_q8(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    q8_driver(quants, scales, cols, rows, x, n, out, out_stride, |wq, ws, xq, xs, nb, tn, acc| {
+    q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| {
         let dot = |acc, w, x| dot16_widening(acc, w, x);
-        match tn {
-            4 => q8_tile::<4>(wq, ws, xq, xs, nb, acc, dot),
-            3 => q8_tile::<3>(wq, ws, xq, xs, nb, acc, dot),
-            2 => q8_tile::<2>(wq, ws, xq, xs, nb, acc, dot),
-            _ => q8_tile::<1>(wq, ws, xq, xs, nb, acc, dot),
+        match tile.tokens {
+            4 => q8_tile::<4>(&tile, sums, dot),
+            3 => q8_tile::<3>(&tile, sums, dot),
+            2 => q8_tile::<2>(&tile, sums, dot),
+            _ => q8_tile::<1>(&tile, sums, dot),
         }
     });
 }
 
-/// The loop structure of a q8 matmul, shared by both inner products: shape
-/// checks, the loops over tiles and token groups, and the writes of whole or
-/// cut tiles. `tile_kernel(wq, ws, xq, xs, nb, tn, acc)` computes one tile
-/// (quants `wq`, scales `ws`, `nb` blocks) against `tn <= Q8_TOKENS` tokens
-/// (`xq`, `xs`) into `acc` (see [`TileAcc`]).
-#[inline]
-#[target_feature(enable = "neon")]
-fn q8_driver(
-    quants: &[i8],
-    scales: &[f16],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    tile_kernel: impl Fn(&[i8], &[f16], &[i8], &[f32], usize, usize, &mut TileAcc),
-) {
-    if rows.is_empty() || n == 0 {
-        return;
-    }
-    assert!(cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a multiple of {Q8_BLOCK}");
-    check_out(&rows, n, out, out_stride);
-    let nb = cols / Q8_BLOCK;
-    let (tile_quants, tile_scales) = (nb * Q8_BLOCK * Q8_TILE_ROWS, nb * Q8_TILE_ROWS);
-    let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
-    // One slice each, checked here; the loops below only index inside them.
-    let (quants, scales) = (&quants[..end_tile * tile_quants], &scales[..end_tile * tile_scales]);
-    let (xq, xs) = (&x.quants[..n * cols], &x.scales[..n * nb]);
-
-    // Tiles outer, tokens inner: a tile's weights (nb × 256 bytes) come from
-    // memory once and stay in L1 while every token group passes over them.
-    for tile in rows.start / Q8_TILE_ROWS..end_tile {
-        let wq = &quants[tile * tile_quants..][..tile_quants];
-        let ws = &scales[tile * tile_scales..][..tile_scales];
-        let row0 = tile * Q8_TILE_ROWS;
-        let (lo, hi) = (rows.start.max(row0), rows.end.min(row0 + Q8_TILE_ROWS));
-        let mut t0 = 0;
-        while t0 < n {
-            let tn = (n - t0).min(Q8_TOKENS);
-            let mut acc = [[vdupq_n_f32(0.0); 2]; Q8_TOKENS];
-            let (xq, xs) = (&xq[t0 * cols..(t0 + tn) * cols], &xs[t0 * nb..(t0 + tn) * nb]);
-            tile_kernel(wq, ws, xq, xs, nb, tn, &mut acc);
-            for (t, acc) in acc[..tn].iter().enumerate() {
-                let base = (t0 + t) * out_stride;
-                if lo == row0 && hi == row0 + Q8_TILE_ROWS {
-                    let o = &mut out[base + row0 - rows.start..];
-                    store4(o, acc[0]);
-                    store4(&mut o[4..], acc[1]);
-                } else {
-                    // A tile cut by the row range: write only its rows in range.
-                    let mut tmp = [0f32; 8];
-                    store4(&mut tmp, acc[0]);
-                    store4(&mut tmp[4..], acc[1]);
-                    out[base + lo - rows.start..base + hi - rows.start].copy_from_slice(&tmp[lo - row0..hi - row0]);
-                }
-            }
-            t0 += tn;
-        }
-    }
-}
-
-/// One tile of 8 rows against `T` tokens: `acc[t]` row `r` += row `r` · token `t`.
-/// `wq`/`ws` are the tile's `nb` blocks; `xq`/`xs` hold `T` tokens; `dot` is one
-/// of the 16-byte integer dot products ([`dot16_sdot`], [`dot16_widening`]).
+/// One tile of 8 rows against `T` tokens: `sums[t][r]` = row `r` · token `t`;
+/// `dot` is one of the 16-byte integer dot products ([`dot16_sdot`],
+/// [`dot16_widening`]). `acc[t][h]` lane `i` is row `4h + i` for token `t`.
 #[inline]
 #[target_feature(enable = "neon")]
 fn q8_tile<const T: usize>(
-    wq: &[i8],
-    ws: &[f16],
-    xq: &[i8],
-    xs: &[f32],
-    nb: usize,
-    acc: &mut TileAcc,
+    tile: &Q8Tile,
+    sums: &mut TileSums,
     dot: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t + Copy,
 ) {
+    let Q8Tile { wq, ws, xq, xs, nb, .. } = *tile;
     let cols = nb * Q8_BLOCK;
     let zero = vdupq_n_s32(0);
+    let mut acc = [[vdupq_n_f32(0.0); 2]; T];
     for b in 0..nb {
         let wblock = &wq[b * Q8_BLOCK * Q8_TILE_ROWS..][..Q8_BLOCK * Q8_TILE_ROWS];
         let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| {
@@ -216,6 +142,10 @@ fn q8_tile<const T: usize>(
                 acc[t][h] = vfmaq_f32(acc[t][h], isum, vmulq_n_f32(w_scales[h], x_scale));
             }
         }
+    }
+    for (sums, acc) in sums.iter_mut().zip(&acc) {
+        store4(sums, acc[0]);
+        store4(&mut sums[4..], acc[1]);
     }
 }
 
@@ -257,12 +187,12 @@ pub unsafe fn matmul_f16(
     float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8_f16(s));
 }
 
-/// The body of [`matmul_f32`] and [`matmul_f16`]: shape checks, then one
-/// token on the GEMV path ([`dot_rows`]), more on the tiled one ([`gemm`]);
-/// `load` widens 8 weights to f32.
+/// The body of [`matmul_f32`] and [`matmul_f16`] (checks in
+/// [`float::matmul`]): one token on the GEMV path ([`dot_rows`]), more on the
+/// tiled one ([`gemm`]); `load` widens 8 weights to f32.
 #[inline]
 #[target_feature(enable = "neon")]
-fn float_matmul<W: Copy + Into<f32>>(
+fn float_matmul<W: FloatWeight>(
     w: &[W],
     cols: usize,
     rows: Range<usize>,
@@ -272,16 +202,18 @@ fn float_matmul<W: Copy + Into<f32>>(
     out_stride: usize,
     load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
 ) {
-    if rows.is_empty() || n == 0 {
-        return;
-    }
-    check_out(&rows, n, out, out_stride);
-    let w = &w[rows.start * cols..rows.end * cols];
-    if n == 1 {
-        dot_rows(w, cols, &x[..cols], &mut out[..rows.len()], load);
-    } else {
-        gemm(w, cols, rows.len(), &x[..n * cols], n, out, out_stride, load);
-    }
+    let n_rows = rows.len();
+    float::matmul(
+        w,
+        cols,
+        rows,
+        x,
+        n,
+        out,
+        out_stride,
+        |w, x, out| dot_rows(w, cols, x, out, load),
+        |w, x, out| gemm(w, cols, n_rows, x, n, out, out_stride, load),
+    );
 }
 
 /// `out[t * out_stride + r] = dot(w[r], x[t])` for the `n_rows` rows of the

@@ -8,28 +8,22 @@ use std::ops::Range;
 use half::f16;
 
 use super::simd::{load32_i8, load8, load8_f16, store32_i8, store8};
+use crate::driver::q8::{self, Q8Tile, TileSums};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
-/// Tokens per register tile in [`matmul_q8`]: each loaded weight block is used
-/// for this many activation rows before the next is loaded.
-pub(in crate::x86_64) const Q8_TOKENS: usize = 4;
 /// How far ahead a one-token q8 matmul prefetches its weights, in bytes
 /// (3-4 tiles of SmolLM2's 576 columns). Out-of-order execution alone keeps
 /// too few misses in flight: without it the GEMV over a 1 GiB matrix reached
 /// 80-100% of a plain read loop's bandwidth, with it (8 or 16 KiB ahead)
 /// 110-130% (and up to twice as much as before on 8192 × 8192).
 pub(in crate::x86_64) const Q8_PREFETCH_BYTES: usize = 16 * 1024;
-/// Checks the output shape of the q8 matmul: token `t`'s results go to
-/// `out[t * out_stride..][..rows.len()]`.
-fn check_out(rows: &Range<usize>, n: usize, out: &[f32], out_stride: usize) {
-    assert!((n - 1) * out_stride + rows.len() <= out.len(), "matmul: output too short");
-}
 
 /// As [`crate::reference::matmul_q8`].
 ///
 /// Per tile of 8 interleaved rows and per block of 32 columns, each token's 32
 /// activation quants are loaded once and dotted with the 8 rows' quants in
-/// integers (exact); each loaded weight row serves up to [`Q8_TOKENS`] tokens.
+/// integers (exact); each loaded weight row serves up to 4 tokens (the
+/// driver's `Q8_TOKENS`: [`crate::driver::q8`] holds the loops).
 /// The 8 row sums are gathered into one vector, converted to f32 and
 /// fused-multiply-added with `weight scale × activation scale` into one
 /// accumulator per token. The only difference from the reference is that FMA
@@ -54,80 +48,22 @@ pub unsafe fn matmul_q8(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    q8_driver(quants, scales, cols, rows, x, n, out, out_stride, |wq, ws, xq, xs, nb, tn, acc| match tn {
-        4 => q8_tile::<4>(wq, ws, xq, xs, nb, acc),
-        3 => q8_tile::<3>(wq, ws, xq, xs, nb, acc),
-        2 => q8_tile::<2>(wq, ws, xq, xs, nb, acc),
-        _ => q8_tile::<1>(wq, ws, xq, xs, nb, acc),
+    q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| match tile.tokens {
+        4 => q8_tile::<4>(&tile, sums),
+        3 => q8_tile::<3>(&tile, sums),
+        2 => q8_tile::<2>(&tile, sums),
+        _ => q8_tile::<1>(&tile, sums),
     });
 }
 
-/// The ISA-independent part of a q8 matmul, shared with the AVX-512 kernel:
-/// shape checks, the loops over tiles and token groups, and the writes of
-/// whole or cut tiles. `tile_kernel(wq, ws, xq, xs, nb, tn, acc)` computes one tile
-/// (quants `wq`, scales `ws`, `nb` blocks) against `tn <= Q8_TOKENS` tokens
-/// (`xq`, `xs`), lane `r` of `acc[t]` being row `r` for token `t`.
+/// One tile of 8 rows against `T` tokens: `sums[t][r]` = row `r` · token `t`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::x86_64) fn q8_driver(
-    quants: &[i8],
-    scales: &[f16],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    tile_kernel: impl Fn(&[i8], &[f16], &[i8], &[f32], usize, usize, &mut [__m256; Q8_TOKENS]),
-) {
-    if rows.is_empty() || n == 0 {
-        return;
-    }
-    assert!(cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a multiple of {Q8_BLOCK}");
-    check_out(&rows, n, out, out_stride);
-    let nb = cols / Q8_BLOCK;
-    let (tile_quants, tile_scales) = (nb * Q8_BLOCK * Q8_TILE_ROWS, nb * Q8_TILE_ROWS);
-    let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
-    // One slice each, checked here; the loops below only index inside them.
-    let (quants, scales) = (&quants[..end_tile * tile_quants], &scales[..end_tile * tile_scales]);
-    let (xq, xs) = (&x.quants[..n * cols], &x.scales[..n * nb]);
-
-    // Tiles outer, tokens inner: a tile's weights (nb × 256 bytes) come from
-    // memory once and stay in L1 while every token group passes over them.
-    for tile in rows.start / Q8_TILE_ROWS..end_tile {
-        let wq = &quants[tile * tile_quants..][..tile_quants];
-        let ws = &scales[tile * tile_scales..][..tile_scales];
-        let row0 = tile * Q8_TILE_ROWS;
-        let (lo, hi) = (rows.start.max(row0), rows.end.min(row0 + Q8_TILE_ROWS));
-        let mut t0 = 0;
-        while t0 < n {
-            let tn = (n - t0).min(Q8_TOKENS);
-            let mut acc = [_mm256_setzero_ps(); Q8_TOKENS];
-            let (xq, xs) = (&xq[t0 * cols..(t0 + tn) * cols], &xs[t0 * nb..(t0 + tn) * nb]);
-            tile_kernel(wq, ws, xq, xs, nb, tn, &mut acc);
-            for (t, &acc) in acc[..tn].iter().enumerate() {
-                let base = (t0 + t) * out_stride;
-                if lo == row0 && hi == row0 + Q8_TILE_ROWS {
-                    store8(&mut out[base + row0 - rows.start..], acc);
-                } else {
-                    // A tile cut by the row range: write only its rows in range.
-                    let mut tmp = [0f32; 8];
-                    store8(&mut tmp, acc);
-                    out[base + lo - rows.start..base + hi - rows.start].copy_from_slice(&tmp[lo - row0..hi - row0]);
-                }
-            }
-            t0 += tn;
-        }
-    }
-}
-
-/// One tile of 8 rows against `T` tokens: `acc[t]` lane `r` += row `r` · token `t`.
-/// `wq`/`ws` are the tile's `nb` blocks; `xq`/`xs` hold `T` tokens.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q8_tile<const T: usize>(wq: &[i8], ws: &[f16], xq: &[i8], xs: &[f32], nb: usize, acc: &mut [__m256; Q8_TOKENS]) {
+fn q8_tile<const T: usize>(tile: &Q8Tile, sums: &mut TileSums) {
+    let Q8Tile { wq, ws, xq, xs, nb, .. } = *tile;
     let cols = nb * Q8_BLOCK;
     let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
         let wblock = &wq[b * Q8_BLOCK * Q8_TILE_ROWS..][..Q8_BLOCK * Q8_TILE_ROWS];
         if T == 1 {
@@ -168,6 +104,9 @@ fn q8_tile<const T: usize>(wq: &[i8], ws: &[f16], xq: &[i8], xs: &[f32], nb: usi
             let scale = _mm256_mul_ps(w_scales, _mm256_set1_ps(xs[t * nb + b]));
             acc[t] = _mm256_fmadd_ps(isum, scale, acc[t]);
         }
+    }
+    for (sums, &acc) in sums.iter_mut().zip(&acc) {
+        store8(sums, acc);
     }
 }
 

@@ -107,12 +107,11 @@ pub(super) fn gemm_q8(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    if rows.is_empty() || n == 0 {
+    if !crate::driver::matmul_out_checked(&rows, n, out, out_stride) {
         return;
     }
     assert!(cols > 0 && cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a positive multiple of 32");
     assert!(cols <= GEMM_MAX_COLS, "gemm_q8: cols {cols} above {GEMM_MAX_COLS}");
-    assert!((n - 1) * out_stride + rows.len() <= out.len(), "matmul: output too short");
     let nb = cols / Q8_BLOCK;
     let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
     let (quants, scales) =

@@ -1,8 +1,9 @@
 //! AVX-512 f32/f16 matmuls: the AVX2 module's GEMV, GEMM and few-token
 //! designs with 16-lane registers, using the 32 zmm registers for larger
-//! tiles. The GEMM's and the few-token path's blocking, packing and output
-//! writes are the AVX2 module's drivers; only the register tiles are here,
-//! among them one for up to 8 tokens that puts two rows in each vector.
+//! tiles. The GEMM's and the few-token path's blocking and output writes are
+//! the drivers in [`crate::driver::float`], the packing of activations the
+//! AVX2 module's; only the register tiles are here, among them one for up to
+//! 8 tokens that puts two rows in each vector.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -10,10 +11,10 @@ use std::ops::Range;
 use half::f16;
 
 use super::simd::{load16, load16_f16, load16_f16_partial, load16_partial, store16};
-use crate::x86_64::avx2::matmul_float::{
-    check_out, few_tokens, fill_chunk, gemm, FloatWeight, Prefetch, PrefetchCursor, Tile, TileShape, FEW_CHUNK,
-    FEW_TOKENS, GEMV_PREFETCH_GROUPS, GEMV_PREFETCH_MAX,
+use crate::driver::float::{
+    self, few_tokens, fill_chunk, gemm, FloatWeight, Prefetch, PrefetchCursor, Tile, TileShape, FEW_CHUNK, FEW_TOKENS,
 };
+use crate::x86_64::avx2::matmul_float::{pack_tokens, prefetch_l2, GEMV_PREFETCH_GROUPS, GEMV_PREFETCH_MAX};
 
 /// Weight rows per GEMV step, with two accumulators each (32 columns a step):
 /// 8 FMA chains and 8 weight loads in flight, as in AVX2.
@@ -70,8 +71,8 @@ pub unsafe fn matmul_f16(
     float_matmul(w, cols, rows, x, n, out, out_stride, |s| load16_f16(s), |s| load16_f16_partial(s));
 }
 
-/// The body of [`matmul_f32`] and [`matmul_f16`]: shape checks, then the GEMV
-/// or the GEMM. `load` widens 16 weights to f32, `load_partial` the first
+/// The body of [`matmul_f32`] and [`matmul_f16`]: the GEMV, the few-token
+/// tiles or the GEMM. `load` widens 16 weights to f32, `load_partial` the first
 /// `min(len, 16)` (zero lanes after).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -86,35 +87,28 @@ fn float_matmul<W: FloatWeight>(
     load: impl Fn(&[W]) -> __m512 + Copy,
     load_partial: impl Fn(&[W]) -> __m512 + Copy,
 ) {
-    if rows.is_empty() || n == 0 {
-        return;
-    }
-    check_out(&rows, n, out, out_stride);
-    if cols == 0 {
-        for t in 0..n {
-            out[t * out_stride..][..rows.len()].fill(0.0);
+    let pack = |x: &[f32], cols, tn, kc, tokens, out: &mut [f32]| pack_tokens(x, cols, tn, kc, tokens, out);
+    let several = |w: &[W], x: &[f32], out: &mut [f32]| {
+        let n = x.len() / cols;
+        if n <= 8 {
+            let shape = TileShape { rows: 2 * PAIR_VECTORS, tokens: 8 };
+            few_tokens(w, cols, x, out, out_stride, shape, 2, pack, |tile| pair_tile(tile, load, load_partial));
+        } else if n <= FEW_TOKENS {
+            let shape = TileShape { rows: FEW_ROWS, tokens: 16 };
+            few_tokens(w, cols, x, out, out_stride, shape, 1, pack, |tile| {
+                few_tile::<W, FEW_ROWS>(tile, load, load_partial)
+            });
+        } else {
+            let widen = |w: &[W], out: &mut [f32]| widen(w, out, load, load_partial);
+            let shape = TileShape { rows: TILE_ROWS, tokens: TILE_VECTORS * 16 };
+            gemm(w, cols, x, out, out_stride, shape, pack, widen, |tile| match tile.token_vectors {
+                2 => tile_kernel::<2>(tile),
+                _ => tile_kernel::<1>(tile),
+            });
         }
-        return;
-    }
-    let w = &w[rows.start * cols..rows.end * cols];
-    if n == 1 {
-        gemv(w, cols, &x[..cols], &mut out[..rows.len()], load, load_partial);
-    } else if n <= 8 {
-        let shape = TileShape { rows: 2 * PAIR_VECTORS, tokens: 8 };
-        few_tokens(w, cols, &x[..n * cols], out, out_stride, shape, 2, |tile| pair_tile(tile, load, load_partial));
-    } else if n <= FEW_TOKENS {
-        let shape = TileShape { rows: FEW_ROWS, tokens: 16 };
-        few_tokens(w, cols, &x[..n * cols], out, out_stride, shape, 1, |tile| {
-            few_tile::<W, FEW_ROWS>(tile, load, load_partial)
-        });
-    } else {
-        let widen = |w: &[W], out: &mut [f32]| widen(w, out, load, load_partial);
-        let shape = TileShape { rows: TILE_ROWS, tokens: TILE_VECTORS * 16 };
-        gemm(w, cols, &x[..n * cols], out, out_stride, shape, widen, |tile| match tile.token_vectors {
-            2 => tile_kernel::<2>(tile),
-            _ => tile_kernel::<1>(tile),
-        });
-    }
+    };
+    let gemv = |w: &[W], x: &[f32], out: &mut [f32]| gemv(w, cols, x, out, load, load_partial);
+    float::matmul(w, cols, rows, x, n, out, out_stride, gemv, several);
 }
 
 /// `out[r] = dot(w[r], x)` for the `out.len()` rows of the row-major `w`
@@ -227,7 +221,7 @@ fn tile_kernel<const V: usize>(tile: Tile) {
     let prefetch = Prefetch::new(prefetch, kc);
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     for (i, x_chunk) in x16.chunks(prefetch.chunk * V).enumerate() {
-        prefetch.line(i);
+        prefetch_l2(prefetch.line(i));
         let k0 = i * prefetch.chunk;
         for (k, xk) in (k0..).zip(x_chunk.chunks_exact(V)) {
             let mut xv = [_mm512_setzero_ps(); V];
@@ -354,7 +348,7 @@ fn few_columns<const R: usize>(
 ) {
     let mut a = *acc;
     for (k, xk) in x16.iter().enumerate().take(FEW_CHUNK) {
-        prefetch.column(k0 + k);
+        prefetch_l2(prefetch.column(k0 + k));
         let xv = load16(xk);
         for (a, buf) in a.iter_mut().zip(buf) {
             // SAFETY: k < FEW_CHUNK, from `take` above.
@@ -442,7 +436,7 @@ fn pair_columns<const P: usize>(
 ) {
     let mut a = *acc;
     for (k, xk) in x16.iter().enumerate().take(FEW_CHUNK) {
-        prefetch.column(k0 + k);
+        prefetch_l2(prefetch.column(k0 + k));
         let xv = load16(xk);
         for (a, buf) in a.iter_mut().zip(buf) {
             // SAFETY: k < FEW_CHUNK, from `take` above.

@@ -1,5 +1,5 @@
 //! The AVX-512 q8 matmul: for a few tokens (decode), the AVX2 kernel's tiling
-//! (shared driver) with `vpdpbusd` as the inner product; for more, the GEMM
+//! (the driver in [`crate::driver::q8`]) with `vpdpbusd` as the inner product; for more, the GEMM
 //! in `gemm_q8`.
 
 use std::arch::x86_64::*;
@@ -9,8 +9,9 @@ use half::f16;
 
 use super::gemm_q8::{gemm_q8, GEMM_MAX_COLS};
 use super::simd::load64_i8;
-use crate::x86_64::avx2::matmul::{prefetch_ahead, q8_driver, Q8_TOKENS};
-use crate::x86_64::avx2::simd::{load32_i8, load8_f16};
+use crate::driver::q8::{self, Q8Tile, TileSums};
+use crate::x86_64::avx2::matmul::prefetch_ahead;
+use crate::x86_64::avx2::simd::{load32_i8, load8_f16, store8};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
 /// Tokens from which [`matmul_q8_vnni`] runs the GEMM (`gemm_q8`, tokens in
@@ -21,7 +22,7 @@ use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 const GEMM_MIN_TOKENS: usize = 5;
 
 /// As [`crate::reference::matmul_q8`], with the same tiling as the AVX2 kernel
-/// (shared driver) and a different inner product: one 512-bit register holds a
+/// (the driver in [`crate::driver::q8`]) and a different inner product: one 512-bit register holds a
 /// block of two rows, and `vpdpbusd` (u8 × i8, 4 products summed per i32 lane)
 /// does 64 multiply-adds at once.
 ///
@@ -50,20 +51,21 @@ pub unsafe fn matmul_q8_vnni(
         gemm_q8(quants, scales, cols, rows, x, n, out, out_stride);
         return;
     }
-    q8_driver(quants, scales, cols, rows, x, n, out, out_stride, |wq, ws, xq, xs, nb, tn, acc| match tn {
-        4 => q8_tile::<4>(wq, ws, xq, xs, nb, acc),
-        3 => q8_tile::<3>(wq, ws, xq, xs, nb, acc),
-        2 => q8_tile::<2>(wq, ws, xq, xs, nb, acc),
-        _ => q8_tile::<1>(wq, ws, xq, xs, nb, acc),
+    q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| match tile.tokens {
+        4 => q8_tile::<4>(&tile, sums),
+        3 => q8_tile::<3>(&tile, sums),
+        2 => q8_tile::<2>(&tile, sums),
+        _ => q8_tile::<1>(&tile, sums),
     });
 }
 
 /// One tile of 8 rows against `T` tokens, as the AVX2 `q8_tile`, except that
 /// lanes come out in row order `[0, 2, 4, 6, 1, 3, 5, 7]` from the reduction;
-/// the scales are permuted to match and `acc` is put back in order at the end.
+/// the scales are permuted to match and the sums are put back in order at the end.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q8_tile<const T: usize>(wq: &[i8], ws: &[f16], xq: &[i8], xs: &[f32], nb: usize, acc_out: &mut [__m256; Q8_TOKENS]) {
+fn q8_tile<const T: usize>(tile: &Q8Tile, sums: &mut TileSums) {
+    let Q8Tile { wq, ws, xq, xs, nb, .. } = *tile;
     let cols = nb * Q8_BLOCK;
     let offset = _mm512_set1_epi8(-128); // 0x80: as an unsigned byte, 128
     let to_reduced_order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
@@ -91,7 +93,7 @@ fn q8_tile<const T: usize>(wq: &[i8], ws: &[f16], xq: &[i8], xs: &[f32], nb: usi
     }
     let to_row_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for t in 0..T {
-        acc_out[t] = _mm256_permutevar8x32_ps(acc[t], to_row_order);
+        store8(&mut sums[t], _mm256_permutevar8x32_ps(acc[t], to_row_order));
     }
 }
 
