@@ -82,33 +82,3 @@ impl AttnShape {
         assert!(scratch >= need_scratch, "attention: scratch of {scratch}, {need_scratch} needed");
     }
 }
-
-/// The SIMD kernels' scratch, cut from one slice of at least
-/// [`AttnShape::scratch_len`] for `rows` rows.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) struct Scratch<'a> {
-    /// `[KEY_BLOCK][head_dim]` each: a block of f16 keys and values widened.
-    pub keys: &'a mut [f32],
-    pub values: &'a mut [f32],
-    /// `[row][KEY_BLOCK]`: the current block's scores, then its weights.
-    pub scores: &'a mut [f32],
-    /// Each row's running maximum score.
-    pub max: &'a mut [f32],
-    /// Each row's running `Σ exp(s - max)`.
-    pub sum: &'a mut [f32],
-}
-
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-impl<'a> Scratch<'a> {
-    /// Cuts the scratch, with every row's max at -inf and sum at 0.
-    pub(crate) fn new(scratch: &'a mut [f32], head_dim: usize, rows: usize) -> Self {
-        let (keys, rest) = scratch.split_at_mut(KEY_BLOCK * head_dim);
-        let (values, rest) = rest.split_at_mut(KEY_BLOCK * head_dim);
-        let (scores, rest) = rest.split_at_mut(rows * KEY_BLOCK);
-        let (max, rest) = rest.split_at_mut(rows);
-        let sum = &mut rest[..rows];
-        max.fill(f32::NEG_INFINITY);
-        sum.fill(0.0);
-        Self { keys, values, scores, max, sum }
-    }
-}

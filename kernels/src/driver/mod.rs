@@ -13,6 +13,7 @@
 // Not every ISA uses every driver (the float GEMM driver is x86's).
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
+pub(crate) mod attention;
 pub(crate) mod float;
 pub(crate) mod q8;
 

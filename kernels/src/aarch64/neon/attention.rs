@@ -1,22 +1,20 @@
-//! NEON attention: the contract of [`crate::reference::attention`], computed
-//! as the AVX2 kernel does (`x86_64/avx2/attention.rs` explains the design):
-//! blocks of [`KEY_BLOCK`] keys; per block, scores in register tiles of
-//! [`S_ROWS`] rows × [`S_KEYS`] keys, the online softmax update 4 weights at a
-//! time, then weights × values in tiles of [`PV_ROWS`] rows × 16 columns.
-//! With 32 registers the score tile is 4 × 4 (16 accumulators, 8 key and 2
-//! query registers for a step of 8 columns).
+//! NEON attention: the register tiles of the driver in
+//! [`crate::driver::attention`] (whose doc explains the design), shaped as
+//! the AVX2 ones: scores in tiles of [`S_ROWS`] rows × [`S_KEYS`] keys, the
+//! online softmax 4 weights at a time, then weights × values in tiles of
+//! [`PV_ROWS`] rows × 16 columns. With 32 registers the score tile is 4 × 4
+//! (16 accumulators, 8 key and 2 query registers for a step of 8 columns).
 //!
 //! f16 keys and values are widened with `fcvtl` ([`load8_f16`]) as they are
-//! loaded, or, when more than one score tile will read a block, once into
-//! scratch. As in AVX2, a row's result does not depend on the other rows of
-//! the call, bit for bit.
+//! loaded, or once into scratch (the driver decides). As in AVX2, a row's
+//! result does not depend on the other rows of the call, bit for bit.
 
 use std::arch::aarch64::*;
 
 use half::f16;
 
 use super::simd::{exp, hmax, hsum, load4, load8, load8_f16, store4};
-use crate::attention::Scratch;
+use crate::driver::attention::{self, AttnKernels, AttnTiles};
 use crate::{AttnShape, KEY_BLOCK};
 
 /// Rows of a score tile.
@@ -41,7 +39,7 @@ pub unsafe fn attention_f32(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    attention(shape, q, keys, values, scratch, out, |s| load8(s));
+    attention::attention(&NeonAttn(()), shape, q, keys, values, scratch, out);
 }
 
 /// As [`crate::reference::attention`], for f16 keys and values.
@@ -57,138 +55,133 @@ pub unsafe fn attention_f16(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    attention(shape, q, keys, values, scratch, out, |s| load8_f16(s));
+    attention::attention(&NeonAttn(()), shape, q, keys, values, scratch, out);
 }
 
-/// The running state of a call's rows.
-struct Rows<'a> {
-    shape: AttnShape,
-    q: &'a [f32],
-    /// `[row][KEY_BLOCK]`: the current block's scores, then its weights.
-    scores: &'a mut [f32],
-    /// Each row's running maximum score.
-    max: &'a mut [f32],
-    /// Each row's running `Σ exp(s - max)`.
-    sum: &'a mut [f32],
-    /// `[row][head_dim]`: `Σ exp(s - max) v`, divided by `sum` at the end.
-    out: &'a mut [f32],
+/// The NEON attention kernels, for [`attention::attention`]. A value exists
+/// only inside [`attention_f32`] and [`attention_f16`], which require NEON:
+/// that is the proof every `SAFETY` comment of its methods cites.
+struct NeonAttn(());
+
+/// Keys and values the NEON tiles read: 8 at a time, widened to f32.
+trait Lanes: Copy + Into<f32> {
+    fn load8(s: &[Self]) -> [float32x4_t; 2];
 }
 
+impl Lanes for f32 {
+    #[inline(always)]
+    fn load8(s: &[f32]) -> [float32x4_t; 2] {
+        // SAFETY: only called by the tiles below, which run with NEON (see
+        // `NeonAttn`).
+        unsafe { load8(s) }
+    }
+}
+
+impl Lanes for f16 {
+    #[inline(always)]
+    fn load8(s: &[f16]) -> [float32x4_t; 2] {
+        // SAFETY: as for f32.
+        unsafe { load8_f16(s) }
+    }
+}
+
+impl<U: Lanes> AttnTiles<U> for NeonAttn {
+    #[inline(always)]
+    fn score_tile(&self, q: &[&[f32]], kb: &[U], nk: usize, scale: f32, scores: &mut [f32]) {
+        // SAFETY: `self` exists only where NEON is available (see `NeonAttn`).
+        unsafe { score_tiles(q, kb, nk, scale, scores) }
+    }
+
+    #[inline(always)]
+    fn value_tile(&self, w: &[f32], vb: &[U], head_dim: usize, nk: usize, out: &mut [f32]) {
+        // SAFETY: as in `score_tile`.
+        unsafe { value_tiles(w, vb, head_dim, nk, out) }
+    }
+
+    #[inline(always)]
+    fn widen(&self, src: &[U], dst: &mut [f32]) {
+        // SAFETY: as in `score_tile`.
+        unsafe { widen_into(src, dst, |s| U::load8(s)) }
+    }
+}
+
+impl AttnKernels for NeonAttn {
+    const SCORE_ROWS: usize = S_ROWS;
+    const VALUE_ROWS: usize = PV_ROWS;
+
+    #[inline(always)]
+    fn block_max(&self, scores: &mut [f32], n: usize) -> f32 {
+        // SAFETY: as in `score_tile`.
+        unsafe { block_max(scores, n) }
+    }
+
+    #[inline(always)]
+    fn block_weights(&self, scores: &mut [f32], n: usize, nk: usize, max: f32) -> f32 {
+        // SAFETY: as in `score_tile`.
+        unsafe { block_weights(scores, n, nk, max) }
+    }
+
+    #[inline(always)]
+    fn scale_row(&self, x: &mut [f32], s: f32) {
+        // SAFETY: as in `score_tile`.
+        unsafe { scale_row(x, s) }
+    }
+}
+
+/// The largest of `scores[..n]`, 4 at a time (`scores[n..]` padded to a
+/// multiple of 4 with -inf).
 #[inline]
 #[target_feature(enable = "neon")]
-fn attention<T: Copy + Into<f32>>(
-    shape: &AttnShape,
-    q: &[f32],
-    keys: &[T],
-    values: &[T],
-    scratch: &mut [f32],
-    out: &mut [f32],
-    load: impl Fn(&[T]) -> [float32x4_t; 2] + Copy,
-) {
-    shape.check(q.len(), [keys.len(), values.len()], scratch.len(), out.len());
-    let (rows, hd) = (shape.rows(), shape.head_dim);
-    if rows == 0 {
-        return;
+fn block_max(scores: &mut [f32], n: usize) -> f32 {
+    let n4 = n.next_multiple_of(4);
+    scores[n..n4].fill(f32::NEG_INFINITY);
+    let mut m = vdupq_n_f32(f32::NEG_INFINITY);
+    for c in (0..n4).step_by(4) {
+        m = vmaxnmq_f32(m, load4(&scores[c..]));
     }
-    let Scratch { keys: kbuf, values: vbuf, scores, max, sum } = Scratch::new(scratch, hd, rows);
-    let out = &mut out[..rows * hd];
-    out.fill(0.0);
-    let mut st = Rows { shape: *shape, q, scores, max, sum, out };
-    let widen = size_of::<T>() != size_of::<f32>() && rows > S_ROWS;
-    let slots = shape.slots();
-    for j0 in (0..slots).step_by(KEY_BLOCK) {
-        let nk = KEY_BLOCK.min(slots - j0);
-        let (kb, vb) = (&keys[j0 * hd..(j0 + nk) * hd], &values[j0 * hd..(j0 + nk) * hd]);
-        if widen {
-            let (kw, vw) = (&mut kbuf[..nk * hd], &mut vbuf[..nk * hd]);
-            widen_into(kb, kw, load);
-            widen_into(vb, vw, load);
-            block(&mut st, j0, nk, kw, vw, |s| load8(s));
-        } else {
-            block(&mut st, j0, nk, kb, vb, load);
-        }
+    hmax(m)
+}
+
+/// `scores[..n]` to weights `exp(s - max)`, 4 at a time (after
+/// [`block_max`]: the padding gives zeros), and their sum; zeros up to `nk`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn block_weights(scores: &mut [f32], n: usize, nk: usize, max: f32) -> f32 {
+    let n4 = n.next_multiple_of(4);
+    let max = vdupq_n_f32(max);
+    let mut acc = vdupq_n_f32(0.0);
+    for c in (0..n4).step_by(4) {
+        let p = exp(vsubq_f32(load4(&scores[c..]), max));
+        store4(&mut scores[c..], p);
+        acc = vaddq_f32(acc, p);
     }
-    for (o, &l) in st.out.chunks_exact_mut(hd).zip(st.sum.iter()) {
-        scale_row(o, 1.0 / l);
+    scores[n4.min(nk)..nk].fill(0.0);
+    hsum(acc)
+}
+
+/// [`score_tile`] for the `q.len()` rows of a tile.
+#[inline]
+#[target_feature(enable = "neon")]
+fn score_tiles<U: Lanes>(q: &[&[f32]], kb: &[U], nk: usize, scale: f32, scores: &mut [f32]) {
+    let load = |s: &[U]| U::load8(s);
+    match *q {
+        [a, b, c, d] => score_tile::<U, 4>([a, b, c, d], kb, nk, scale, scores, load),
+        [a, b, c] => score_tile::<U, 3>([a, b, c], kb, nk, scale, scores, load),
+        [a, b] => score_tile::<U, 2>([a, b], kb, nk, scale, scores, load),
+        _ => score_tile::<U, 1>([q[0]], kb, nk, scale, scores, load),
     }
 }
 
-/// One block of `nk` keys from slot `j0`: scores, online softmax update, then
-/// weights × values, for every row that attends to one of them.
+/// [`value_tile`] for the rows of `out`.
 #[inline]
 #[target_feature(enable = "neon")]
-fn block<U: Copy + Into<f32>>(
-    st: &mut Rows,
-    j0: usize,
-    nk: usize,
-    kb: &[U],
-    vb: &[U],
-    load: impl Fn(&[U]) -> [float32x4_t; 2] + Copy,
-) {
-    let Rows { shape, q, scores, max, sum, out } = st;
-    let (shape, q) = (&*shape, *q);
-    let (rows, hd) = (shape.rows(), shape.head_dim);
-    let first = shape.first_row(j0);
-    let scale = 1.0 / (hd as f32).sqrt();
-
-    let mut r = first;
-    while r < rows {
-        let rn = S_ROWS.min(rows - r);
-        let nk_tile = shape.valid(r + rn - 1, j0, nk);
-        let s = &mut scores[r * KEY_BLOCK..(r + rn) * KEY_BLOCK];
-        // The tile's queries (repeating the last when the tile is short).
-        let qr = |i: usize| shape.query(q, r + i.min(rn - 1));
-        let qs = [qr(0), qr(1), qr(2), qr(3)];
-        match rn {
-            4 => score_tile::<U, 4>(qs, kb, nk_tile, scale, s, load),
-            3 => score_tile::<U, 3>([qs[0], qs[1], qs[2]], kb, nk_tile, scale, s, load),
-            2 => score_tile::<U, 2>([qs[0], qs[1]], kb, nk_tile, scale, s, load),
-            _ => score_tile::<U, 1>([qs[0]], kb, nk_tile, scale, s, load),
-        }
-        r += rn;
-    }
-
-    for r in first..rows {
-        let n = shape.valid(r, j0, nk);
-        let s = &mut scores[r * KEY_BLOCK..][..KEY_BLOCK];
-        let n4 = n.next_multiple_of(4);
-        s[n..n4].fill(f32::NEG_INFINITY);
-        let mut m = vdupq_n_f32(f32::NEG_INFINITY);
-        for c in (0..n4).step_by(4) {
-            m = vmaxnmq_f32(m, load4(&s[c..]));
-        }
-        let (old, new) = (max[r], max[r].max(hmax(m)));
-        // exp(0) = 1: the common case (the max held) needs no exp.
-        let alpha = if new == old { 1.0 } else { (old - new).exp() };
-        if alpha != 1.0 {
-            scale_row(&mut out[r * hd..][..hd], alpha);
-        }
-        let new_v = vdupq_n_f32(new);
-        let mut acc = vdupq_n_f32(0.0);
-        for c in (0..n4).step_by(4) {
-            let p = exp(vsubq_f32(load4(&s[c..]), new_v));
-            store4(&mut s[c..], p);
-            acc = vaddq_f32(acc, p);
-        }
-        // A later row of a weights × values tile may read this block further.
-        s[n4.min(nk)..nk].fill(0.0);
-        sum[r] = sum[r] * alpha + hsum(acc);
-        max[r] = new;
-    }
-
-    let mut r = first;
-    while r < rows {
-        let rn = PV_ROWS.min(rows - r);
-        let nk_tile = shape.valid(r + rn - 1, j0, nk);
-        let w = &scores[r * KEY_BLOCK..(r + rn) * KEY_BLOCK];
-        let o = &mut out[r * hd..(r + rn) * hd];
-        match rn {
-            4 => value_tile::<U, 4>(w, vb, hd, nk_tile, o, load),
-            3 => value_tile::<U, 3>(w, vb, hd, nk_tile, o, load),
-            2 => value_tile::<U, 2>(w, vb, hd, nk_tile, o, load),
-            _ => value_tile::<U, 1>(w, vb, hd, nk_tile, o, load),
-        }
-        r += rn;
+fn value_tiles<U: Lanes>(w: &[f32], vb: &[U], hd: usize, nk: usize, out: &mut [f32]) {
+    let load = |s: &[U]| U::load8(s);
+    match out.len() / hd {
+        4 => value_tile::<U, 4>(w, vb, hd, nk, out, load),
+        3 => value_tile::<U, 3>(w, vb, hd, nk, out, load),
+        2 => value_tile::<U, 2>(w, vb, hd, nk, out, load),
+        _ => value_tile::<U, 1>(w, vb, hd, nk, out, load),
     }
 }
 
