@@ -3,6 +3,7 @@
 
 mod error;
 pub mod ggml;
+pub mod kquant;
 pub mod q8;
 
 pub use error::QuantError;
