@@ -21,7 +21,7 @@ mod table;
 mod x86_64;
 
 pub use attention::{AttnShape, KEY_BLOCK};
-pub use table::{Attention, Isa, Kernels};
+pub use table::{Attention, Isa, Kernels, MatmulK};
 
 use half::f16;
 

@@ -3,11 +3,15 @@
 //! Shapes are checked by the callers' types and by debug assertions; the SIMD
 //! modules implement the same signatures and are tested against these.
 
+mod kquant;
+
 use std::ops::Range;
 
 use half::f16;
 
 use crate::{AttnShape, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+
+pub use kquant::{matmul_q4_k, matmul_q5_k, matmul_q6_k, q8_act_sums};
 
 /// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for every `r` in
 /// `rows` and token `t < n`: a row-major f32 weight (`cols` wide) times `n`

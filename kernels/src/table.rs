@@ -34,6 +34,8 @@ impl Isa {
 type MatmulF32 = fn(&[f32], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
 type MatmulF16 = fn(&[f16], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
 type MatmulQ8 = fn(&[i8], &[f16], usize, Range<usize>, &Q8Acts, usize, &mut [f32], usize);
+/// `(packed weight, cols, rows, x, x_sums, n, out, out_stride)`: see [`reference::matmul_q4_k`].
+pub type MatmulK = fn(&[u8], usize, Range<usize>, &Q8Acts, &[f32], usize, &mut [f32], usize);
 /// `(shape, q, keys, values, scratch, out)`: see [`reference::attention`].
 pub type Attention<T> = fn(&AttnShape, &[f32], &[T], &[T], &mut [f32], &mut [f32]);
 
@@ -46,6 +48,10 @@ pub struct Kernels {
     pub matmul_f32: MatmulF32,
     pub matmul_f16: MatmulF16,
     pub matmul_q8: MatmulQ8,
+    /// K-quant matmuls (weights packed by `gpt_fast_quant::kquant`).
+    pub matmul_q4_k: MatmulK,
+    pub matmul_q5_k: MatmulK,
+    pub matmul_q6_k: MatmulK,
     pub quantize_q8_acts: fn(&[f32], &mut [i8], &mut [f32]),
     pub rmsnorm: fn(&[f32], &[f32], f32, &mut [f32]),
     pub layernorm: fn(&[f32], &[f32], &[f32], f32, &mut [f32]),
@@ -69,6 +75,9 @@ impl Kernels {
             matmul_f32: reference::matmul_f32,
             matmul_f16: reference::matmul_f16,
             matmul_q8: reference::matmul_q8,
+            matmul_q4_k: reference::matmul_q4_k,
+            matmul_q5_k: reference::matmul_q5_k,
+            matmul_q6_k: reference::matmul_q6_k,
             quantize_q8_acts: reference::quantize_q8_acts,
             rmsnorm: reference::rmsnorm,
             layernorm: reference::layernorm,

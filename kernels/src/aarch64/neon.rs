@@ -45,6 +45,10 @@ pub fn kernels() -> Option<Kernels> {
         matmul_f32,
         matmul_f16,
         matmul_q8,
+        // No NEON K-quant tiles yet: the scalar reference.
+        matmul_q4_k: crate::reference::matmul_q4_k,
+        matmul_q5_k: crate::reference::matmul_q5_k,
+        matmul_q6_k: crate::reference::matmul_q6_k,
         quantize_q8_acts,
         rmsnorm,
         layernorm,

@@ -15,6 +15,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod float;
+pub(crate) mod ktile;
 pub(crate) mod q8;
 
 use std::ops::Range;

@@ -12,6 +12,7 @@ mod attention;
 mod elementwise;
 pub(super) mod matmul;
 pub(super) mod matmul_float;
+pub(super) mod matmul_k;
 pub(super) mod simd;
 
 use std::ops::Range;
@@ -36,6 +37,9 @@ pub fn kernels() -> Option<Kernels> {
         matmul_f32,
         matmul_f16,
         matmul_q8,
+        matmul_q4_k,
+        matmul_q5_k,
+        matmul_q6_k,
         quantize_q8_acts,
         rmsnorm,
         layernorm,
@@ -75,6 +79,51 @@ fn matmul_q8(
 ) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
     unsafe { matmul::matmul_q8(quants, scales, cols, rows, x, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+pub(super) fn matmul_q4_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
+    unsafe { matmul_k::matmul_q4_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+pub(super) fn matmul_q5_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
+    unsafe { matmul_k::matmul_q5_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+pub(super) fn matmul_q6_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
+    unsafe { matmul_k::matmul_q6_k(w, cols, rows, x, x_sums, n, out, out_stride) }
 }
 
 fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {

@@ -133,17 +133,25 @@ pub struct BlockQ4K {
 }
 
 impl BlockQ4K {
+    /// The 6-bit scale and minimum of sub-block `sub` (0..8).
+    pub fn scale_min(&self, sub: usize) -> (u8, u8) {
+        scale_min_k4(sub, &self.scales)
+    }
+
+    /// Quant `l` (0..32) of sub-block `sub` (0..8), in 0..16.
+    pub fn quant(&self, sub: usize, l: usize) -> u8 {
+        (self.qs[32 * (sub / 2) + l] >> (4 * (sub % 2))) & 0x0F
+    }
+
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let dmin = self.dmin.to_f32();
         for (sub, y) in out.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(sub, &self.scales);
+            let (sc, m) = self.scale_min(sub);
             let d_sub = d * f32::from(sc);
             let m_sub = dmin * f32::from(m);
-            let qs = &self.qs[32 * (sub / 2)..][..32];
-            let shift = 4 * (sub % 2);
-            for (y, &q) in y.iter_mut().zip(qs) {
-                *y = d_sub * f32::from((q >> shift) & 0x0F) - m_sub;
+            for (l, y) in y.iter_mut().enumerate() {
+                *y = d_sub * f32::from(self.quant(sub, l)) - m_sub;
             }
         }
     }
@@ -169,18 +177,26 @@ pub struct BlockQ5K {
 }
 
 impl BlockQ5K {
+    /// The 6-bit scale and minimum of sub-block `sub` (0..8).
+    pub fn scale_min(&self, sub: usize) -> (u8, u8) {
+        scale_min_k4(sub, &self.scales)
+    }
+
+    /// Quant `l` (0..32) of sub-block `sub` (0..8), in 0..32.
+    pub fn quant(&self, sub: usize, l: usize) -> u8 {
+        let low = (self.qs[32 * (sub / 2) + l] >> (4 * (sub % 2))) & 0x0F;
+        low | (((self.qh[l] >> sub) & 1) << 4)
+    }
+
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let dmin = self.dmin.to_f32();
         for (sub, y) in out.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(sub, &self.scales);
+            let (sc, m) = self.scale_min(sub);
             let d_sub = d * f32::from(sc);
             let m_sub = dmin * f32::from(m);
-            let qs = &self.qs[32 * (sub / 2)..][..32];
-            let shift = 4 * (sub % 2);
-            for ((y, &lo), &hi) in y.iter_mut().zip(qs).zip(&self.qh) {
-                let q = ((lo >> shift) & 0x0F) | (((hi >> sub) & 1) << 4);
-                *y = d_sub * f32::from(q) - m_sub;
+            for (l, y) in y.iter_mut().enumerate() {
+                *y = d_sub * f32::from(self.quant(sub, l)) - m_sub;
             }
         }
     }
@@ -208,23 +224,19 @@ pub struct BlockQ6K {
 }
 
 impl BlockQ6K {
+    /// Quant `v` (0..256), `q - 32` in -32..32.
+    pub fn quant(&self, v: usize) -> i8 {
+        let (half, quarter, l) = (v / 128, (v % 128) / 32, v % 32);
+        let low = (self.ql[64 * half + 32 * (quarter % 2) + l] >> (4 * (quarter / 2))) & 0x0F;
+        let high = (self.qh[32 * half + l] >> (2 * quarter)) & 0x03;
+        (low | (high << 4)) as i8 - 32
+    }
+
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
-        for (half, y) in out.chunks_exact_mut(128).enumerate() {
-            let ql = &self.ql[64 * half..][..64];
-            let qh = &self.qh[32 * half..][..32];
-            let scales = &self.scales[8 * half..][..8];
-            for (quarter, y) in y.chunks_exact_mut(32).enumerate() {
-                let ql = &ql[32 * (quarter % 2)..][..32];
-                let nibble_shift = 4 * (quarter / 2);
-                for (l, y) in y.iter_mut().enumerate() {
-                    let low = (ql[l] >> nibble_shift) & 0x0F;
-                    let high = (qh[l] >> (2 * quarter)) & 0x03;
-                    let q = i16::from(low | (high << 4)) - 32;
-                    let d_sub = d * f32::from(scales[2 * quarter + l / 16]);
-                    *y = d_sub * f32::from(q);
-                }
-            }
+        for (v, y) in out.iter_mut().enumerate() {
+            let d_sub = d * f32::from(self.scales[v / 16]);
+            *y = d_sub * f32::from(self.quant(v));
         }
     }
 }
