@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // KV cache and thread pool, allocated once here.
     let model = Model::open(path.as_ref(), ModelOptions::default())?;
     let options = SessionOptions { context: 1024, threads: 2, ..Default::default() };
-    let mut generator = Generator::new(&model, options, SamplerParams::greedy())?;
+    let mut generator = Generator::new(&model, options)?;
     let params = GenerateParams {
         max_tokens: 48,
         sampler: SamplerParams::greedy(),

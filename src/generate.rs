@@ -1,6 +1,12 @@
 //! Text generation on a [`Session`]: prompt in, tokens out one at a time, with
 //! sampling, streaming detokenization and stop conditions. Every buffer is
 //! allocated in [`Generator::new`]; a step allocates nothing.
+//!
+//! A generator is a conversation: each [`Generator::generate`] appends its
+//! prompt to what the session already holds, so only the new tokens are
+//! evaluated. The token that ended a turn (the end-of-turn token, the last
+//! one before `max_tokens`, ...) has been sampled but not evaluated; it is
+//! kept and evaluated first in the next turn, as part of the conversation.
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +60,9 @@ pub struct GenerateStats {
 pub struct GenerateParams {
     /// At most this many tokens.
     pub max_tokens: usize,
+    /// How this turn's tokens are chosen. A generator keeps the tokens it has
+    /// seen across turns (for the repetition penalty) and its RNG's place
+    /// while the seed stays the same ([`Sampler::set_params`]).
     pub sampler: SamplerParams,
     /// Generation stops when the text reaches any of these (not emitted).
     pub stop: Vec<String>,
@@ -77,22 +86,27 @@ pub struct Generator<'m> {
     /// Text decoded but not yet handed out: held back while it could be the
     /// start of a stop string.
     pending: String,
-    prompt: Vec<u32>,
+    /// This turn's tokens to evaluate: the last turn's final token, then the prompt's.
+    input: Vec<u32>,
+    /// The last sampled token, which ended the previous turn before it was evaluated.
+    unevaluated: Option<u32>,
     /// Per generated token, the time its step took (for latency percentiles).
     step_times: Vec<Duration>,
 }
 
 impl<'m> Generator<'m> {
-    pub fn new(model: &'m Model, options: SessionOptions, sampler: SamplerParams) -> Result<Self, GenerateError> {
-        sampler.validate().map_err(GenerateError::BadSampler)?;
+    /// A generator over a new session of `model`. The sampling settings come
+    /// with each [`Generator::generate`] call.
+    pub fn new(model: &'m Model, options: SessionOptions) -> Result<Self, GenerateError> {
         let session = Session::new(model, options)?;
         let context = session.context();
         Ok(Self {
-            sampler: Sampler::new(sampler, model.hparams().vocab_size as usize),
+            sampler: Sampler::new(SamplerParams::default(), model.hparams().vocab_size as usize),
             session,
             decoder: StreamDecoder::new(),
             pending: String::with_capacity(1024),
-            prompt: Vec::with_capacity(context),
+            input: Vec::with_capacity(context),
+            unevaluated: None,
             step_times: Vec::new(),
         })
     }
@@ -106,17 +120,56 @@ impl<'m> Generator<'m> {
         &self.step_times
     }
 
+    /// The conversation's length in tokens: the session's and the one
+    /// that ended the last turn.
+    pub fn len(&self) -> usize {
+        self.session.position() + usize::from(self.unevaluated.is_some())
+    }
+
+    /// Whether the conversation is empty (the next prompt starts with BOS).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The conversation's tokens ([`Generator::len`] of them); `None` once
+    /// the context has shifted.
+    pub fn tokens(&self) -> Option<impl Iterator<Item = u32> + '_> {
+        Some(self.session.tokens()?.iter().copied().chain(self.unevaluated))
+    }
+
     /// Forgets the conversation: an empty cache, the sampler restarted.
     pub fn reset(&mut self) {
         self.session.reset();
         self.sampler.reset();
+        self.unevaluated = None;
         self.decoder = StreamDecoder::new();
         self.pending.clear();
     }
 
-    /// Evaluates `prompt` (special-token text recognised if `parse_special`),
-    /// then generates, handing each piece of text to `on_text` as soon as it
-    /// is complete UTF-8 and cannot be the start of a stop string.
+    /// Keeps the conversation's first `keep` tokens and forgets the rest
+    /// ([`Session::truncate`]); the repetition penalty then sees only the
+    /// kept ones.
+    pub fn truncate(&mut self, keep: usize) -> Result<(), GenerateError> {
+        if keep == self.len() {
+            return Ok(());
+        }
+        if keep > self.len() {
+            return Err(SessionError::TruncateBeyond { keep, held: self.len() }.into());
+        }
+        self.session.truncate(keep)?;
+        self.unevaluated = None;
+        self.sampler.forget_seen();
+        let kept = self.session.tokens().unwrap_or(&[]);
+        let recent = kept.len().saturating_sub(self.sampler.params().repeat_last_n);
+        kept[recent..].iter().for_each(|&t| self.sampler.accept(t));
+        Ok(())
+    }
+
+    /// Appends `prompt` to the conversation (special-token text recognised
+    /// if `parse_special`; BOS first if the conversation is empty), evaluates
+    /// what the session does not hold yet, then generates, handing each piece
+    /// of text to `on_text` as soon as it is complete UTF-8 and cannot be the
+    /// start of a stop string. An empty prompt continues the last turn.
     pub fn generate(
         &mut self,
         prompt: &str,
@@ -124,26 +177,37 @@ impl<'m> Generator<'m> {
         params: &GenerateParams,
         mut on_text: impl FnMut(&str) -> Flow,
     ) -> Result<GenerateStats, GenerateError> {
-        self.reset();
+        params.sampler.validate().map_err(GenerateError::BadSampler)?;
         let model = self.session.model();
         let tokenizer = model.tokenizer();
-        tokenizer.encode_prompt_into(prompt, parse_special, &mut self.prompt);
-        if self.prompt.is_empty() {
+        self.input.clear();
+        if self.is_empty() {
+            tokenizer.encode_prompt_into(prompt, parse_special, &mut self.input);
+        } else {
+            self.input.extend(self.unevaluated);
+            tokenizer.encode_into(prompt, parse_special, &mut self.input);
+        }
+        if self.input.is_empty() {
             return Err(GenerateError::EmptyPrompt);
         }
-        if self.prompt.len() > self.session.context() {
-            return Err(GenerateError::PromptTooLong { tokens: self.prompt.len(), context: self.session.context() });
+        let context = self.session.context();
+        if self.input.len() > context {
+            return Err(GenerateError::PromptTooLong { tokens: self.input.len(), context });
         }
+        self.sampler.set_params(params.sampler);
         self.step_times.clear();
         // Latencies of the first MAX_STEP_TIMES steps: `max_tokens` may be
         // unbounded (`usize::MAX`) and is no size to allocate.
         self.step_times.reserve(params.max_tokens.min(MAX_STEP_TIMES));
         self.sampler.ban(if params.ignore_eos { tokenizer.end_of_generation_ids() } else { &[] });
-        for &t in &self.prompt {
+        let start = Instant::now();
+        let logits = self.session.eval(&self.input)?;
+        // Evaluated: the carried token is in the session now.
+        self.unevaluated = None;
+        for &t in &self.input {
             self.sampler.accept(t);
         }
-        let start = Instant::now();
-        let mut token = self.sampler.sample(self.session.eval(&self.prompt)?);
+        let mut token = self.sampler.sample(logits);
         let prompt_time = start.elapsed();
         let mut generated = 0;
         let start = Instant::now();
@@ -184,13 +248,14 @@ impl<'m> Generator<'m> {
                 self.step_times.push(step_start.elapsed());
             }
         };
+        self.unevaluated = Some(token);
         self.decoder.finish(&mut self.pending);
         if stop != StopReason::StopString && !self.pending.is_empty() {
             on_text(&self.pending);
         }
         self.pending.clear();
         Ok(GenerateStats {
-            prompt_tokens: self.prompt.len(),
+            prompt_tokens: self.input.len(),
             prompt_time,
             generated_tokens: generated,
             generate_time: start.elapsed(),

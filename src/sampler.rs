@@ -109,6 +109,35 @@ impl Sampler {
         }
     }
 
+    /// Takes new settings. The seen tokens stay (the newest `repeat_last_n`
+    /// of them); the RNG restarts only if the seed changed, so a
+    /// conversation's turns with one seed do not replay the same draws.
+    /// Allocates only when `repeat_last_n` changes.
+    pub fn set_params(&mut self, params: SamplerParams) {
+        if params == self.params {
+            return;
+        }
+        if params.repeat_last_n != self.params.repeat_last_n {
+            let (newer, older) = self.recent.split_at(self.recent_next);
+            let seen: Vec<u32> = older.iter().chain(newer).copied().collect();
+            self.recent = Vec::with_capacity(params.repeat_last_n);
+            self.recent_next = 0;
+            let from = seen.len().saturating_sub(params.repeat_last_n);
+            self.recent.extend_from_slice(&seen[from..]);
+        }
+        let reseed = params.seed != self.params.seed;
+        self.params = params;
+        if reseed {
+            self.rng = params.seed ^ 0x853C_49E6_748F_EA9B;
+        }
+    }
+
+    /// Forgets the seen tokens, keeping the RNG where it is.
+    pub fn forget_seen(&mut self) {
+        self.recent.clear();
+        self.recent_next = 0;
+    }
+
     /// Forgets the seen tokens and restarts the RNG from the seed.
     pub fn reset(&mut self) {
         self.recent.clear();
@@ -258,6 +287,34 @@ mod tests {
         // top-p tiny keeps only the most likely token.
         let mut d = Sampler::new(SamplerParams { top_p: 1e-6, top_k: 0, ..params }, 100);
         assert!((0..20).all(|_| d.sample(&logits) == top5[0]));
+    }
+
+    #[test]
+    fn new_settings_keep_the_newest_seen_tokens_and_the_rng_of_the_same_seed() {
+        let params = SamplerParams { repeat_penalty: 100.0, repeat_last_n: 4, ..SamplerParams::greedy() };
+        let mut s = Sampler::new(params, 8);
+        for t in 0..6 {
+            s.accept(t); // the ring holds 2, 3, 4, 5
+        }
+        let logits = [6.0, 5.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.5];
+        assert_eq!(s.sample(&logits), 0);
+        s.set_params(SamplerParams { repeat_last_n: 2, ..params }); // 4, 5
+        assert_eq!(s.sample(&logits), 0);
+        s.accept(0); // 5, 0
+        assert_eq!(s.sample(&logits), 1);
+        s.set_params(SamplerParams { repeat_last_n: 8, ..params }); // 5, 0 and room for more
+        s.accept(1);
+        s.accept(2);
+        assert_eq!(s.sample(&logits), 3);
+
+        let hot = SamplerParams { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let (mut a, mut b) = (Sampler::new(hot, 8), Sampler::new(hot, 8));
+        let first: Vec<u32> = (0..50).map(|_| a.sample(&logits)).collect();
+        a.set_params(SamplerParams { top_k: 7, ..hot });
+        let later: Vec<u32> = (0..50).map(|_| a.sample(&logits)).collect();
+        let replay: Vec<u32> = (0..50).map(|_| b.sample(&logits)).collect();
+        assert_eq!(first, replay);
+        assert_ne!(later, first, "the RNG restarted although the seed is the same");
     }
 
     #[test]

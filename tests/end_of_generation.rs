@@ -53,7 +53,7 @@ fn generation_stops_at_end_of_turn_and_ignore_eos_bans_it() {
             let sampler =
                 SamplerParams { temperature: 100.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() };
             let options = SessionOptions { context: 128, threads: 1, ..Default::default() };
-            let mut generator = Generator::new(&model, options, sampler).unwrap();
+            let mut generator = Generator::new(&model, options).unwrap();
             let params = GenerateParams { max_tokens: 100, sampler, stop: Vec::new(), ignore_eos };
             let mut text = String::new();
             let stats = generator

@@ -148,7 +148,9 @@ pub fn run(
         repeat_last_n: args.repeat_last_n.0.unwrap_or(whole_context),
         seed,
     };
-    let mut generator = Generator::new(&model, options, sampler)?;
+    // Checked here as well as in generate: before anything is printed.
+    sampler.validate().map_err(GenerateError::BadSampler)?;
+    let mut generator = Generator::new(&model, options)?;
     let context = generator.session().context();
     if prompt_tokens == 0 {
         return Err(GenerateError::EmptyPrompt.into());

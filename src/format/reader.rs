@@ -88,6 +88,7 @@ pub struct ModelFile {
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
     tokenizer: TokenizerSpec,
+    header_crc32: u32,
 }
 
 impl ModelFile {
@@ -103,6 +104,7 @@ impl ModelFile {
             by_name: parsed.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
             tensors: parsed.tensors,
             tokenizer: parsed.tokenizer,
+            header_crc32: parsed.header_crc32,
         })
     }
 
@@ -136,6 +138,13 @@ impl ModelFile {
         &self.tokenizer
     }
 
+    /// The CRC-32 of the header and tensor directory (which holds every
+    /// tensor's own CRC-32): an identity of the file's contents, for state
+    /// saved against it (a session's KV cache).
+    pub fn header_crc32(&self) -> u32 {
+        self.header_crc32
+    }
+
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
     }
@@ -160,6 +169,7 @@ struct Parsed {
     weight_dtype: DType,
     tensors: Vec<TensorInfo>,
     tokenizer: TokenizerSpec,
+    header_crc32: u32,
 }
 
 /// `[offset, offset + len)` if it lies inside a buffer of `total` bytes.
@@ -278,7 +288,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
             hparams.vocab_size
         )));
     }
-    Ok(Parsed { hparams, weight_dtype, tensors, tokenizer })
+    Ok(Parsed { hparams, weight_dtype, tensors, tokenizer, header_crc32: header.header_crc32 })
 }
 
 fn parse_directory(dir: &[u8], header: &RawHeader, total: u64) -> Result<Vec<TensorInfo>, LoadErrorKind> {

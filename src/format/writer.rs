@@ -89,6 +89,38 @@ fn remove_stale_temps(path: &Path, file_name: &std::ffi::OsStr) {
     }
 }
 
+/// A path beside `path` that no other writer (in this process or another)
+/// uses at the same time, after removing dead writers' leftovers.
+fn unique_temp_path(path: &Path) -> Result<PathBuf, WriteError> {
+    let file_name =
+        path.file_name().ok_or_else(|| WriteError::Invalid(format!("{}: not a file path", path.display())))?;
+    check_target(path)?;
+    remove_stale_temps(path, file_name);
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(path.with_file_name(temp_name(file_name, std::process::id(), serial)))
+}
+
+/// Writes `bytes` to `path` as the model writer writes: to a temporary file
+/// beside it, synced, then renamed over it, so a failure leaves the old file
+/// (or none), never a half-written one.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let tmp_path = unique_temp_path(path)?;
+    let io_err = |source| WriteError::Io { path: tmp_path.clone(), source };
+    let written = File::create(&tmp_path).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let renamed = written.map_err(io_err).and_then(|()| {
+        check_target(path)?;
+        fs::rename(&tmp_path, path).map_err(|source| WriteError::Io { path: path.to_path_buf(), source })
+    });
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp_path);
+    }
+    renamed
+}
+
 /// Streams a model file to disk, tensor by tensor, in the order of
 /// [`ModelWriter::tensors`].
 pub struct ModelWriter {
@@ -192,14 +224,7 @@ impl ModelWriter {
         let mut meta = vec![0u8; data_offset as usize];
         meta[tok_offset as usize..][..tok.len()].copy_from_slice(&tok);
 
-        let file_name =
-            path.file_name().ok_or_else(|| WriteError::Invalid(format!("{}: not a file path", path.display())))?;
-        check_target(path)?;
-        remove_stale_temps(path, file_name);
-        // Unique per process and per writer, so concurrent writers never share it.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp_path = path.with_file_name(temp_name(file_name, std::process::id(), serial));
+        let tmp_path = unique_temp_path(path)?;
         let io_err = |source| WriteError::Io { path: tmp_path.clone(), source };
         let file = File::create(&tmp_path).map_err(io_err)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);

@@ -94,6 +94,30 @@ impl Store {
         }
     }
 
+    /// Appends elements `range`, little-endian.
+    fn append_le(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        match self {
+            Self::F16(d) => d[range].iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Self::F32(d) => d[range].iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        }
+    }
+
+    /// `self[at..]` = the little-endian elements of `bytes`.
+    fn set_le(&mut self, at: usize, bytes: &[u8]) {
+        match self {
+            Self::F16(d) => {
+                for (v, b) in d[at..].iter_mut().zip(bytes.chunks_exact(2)) {
+                    *v = f16::from_le_bytes([b[0], b[1]]);
+                }
+            }
+            Self::F32(d) => {
+                for (v, b) in d[at..].iter_mut().zip(bytes.chunks_exact(4)) {
+                    *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+        }
+    }
+
     /// `self[at..at + x.len()] = x`, rounded to the element type.
     fn write(&mut self, at: usize, x: &[f32]) {
         match self {
@@ -269,6 +293,65 @@ impl KvCache {
                 rotate(sink, &mut self.sink_key);
                 self.keys.write(start + sink * hd, &self.sink_key);
             }
+        }
+    }
+
+    fn n_layers(&self) -> usize {
+        self.keys.len() / (self.n_kv_heads * self.stride * self.head_dim).max(1)
+    }
+
+    /// Bytes [`Self::save_positions`] writes for `n` positions.
+    pub fn positions_bytes(&self, n: usize) -> usize {
+        2 * self.n_layers() * self.n_kv_heads * n * self.head_dim * self.kv_type.size()
+            + self.n_layers() * self.n_kv_heads * n.min(self.sinks) * self.head_dim * 4
+    }
+
+    /// Appends positions `0..n` (`n <= capacity`: not wrapped, so slots are
+    /// positions): per layer and KV head their keys then their values,
+    /// little-endian in the cache's type; then the sinks' unrotated keys
+    /// among them, f32.
+    pub fn save_positions(&self, n: usize, out: &mut Vec<u8>) {
+        assert!(n <= self.capacity, "{n} positions in a cache of {}", self.capacity);
+        let hd = self.head_dim;
+        for layer in 0..self.n_layers() {
+            for head in 0..self.n_kv_heads {
+                let start = self.head_start(layer, head);
+                self.keys.append_le(start..start + n * hd, out);
+                self.values.append_le(start..start + n * hd, out);
+            }
+        }
+        let sinks = n.min(self.sinks);
+        for lh in 0..self.n_layers() * self.n_kv_heads {
+            let at = lh * self.sinks * hd;
+            self.sink_keys_raw[at..at + sinks * hd].iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        }
+    }
+
+    /// Restores positions `0..n` from [`Self::save_positions`]'s bytes, saved
+    /// from a cache of the same model, type and number of sinks
+    /// (`bytes.len() == positions_bytes(n)`, checked by the caller).
+    pub fn load_positions(&mut self, n: usize, bytes: &[u8]) {
+        assert!(n <= self.capacity && bytes.len() == self.positions_bytes(n), "positions do not fit this cache");
+        let hd = self.head_dim;
+        let run = n * hd * self.kv_type.size();
+        let mut at = 0;
+        for layer in 0..self.n_layers() {
+            for head in 0..self.n_kv_heads {
+                let start = self.head_start(layer, head);
+                self.keys.set_le(start, &bytes[at..at + run]);
+                self.values.set_le(start, &bytes[at + run..at + 2 * run]);
+                // The mirror is left alone: a window reaches into it only past
+                // the wrap, where the mirrored slots hold positions stored after it.
+                at += 2 * run;
+            }
+        }
+        let sinks = n.min(self.sinks);
+        for lh in 0..self.n_layers() * self.n_kv_heads {
+            let dst = &mut self.sink_keys_raw[lh * self.sinks * hd..][..sinks * hd];
+            for (v, b) in dst.iter_mut().zip(bytes[at..].chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            at += sinks * hd * 4;
         }
     }
 

@@ -1,6 +1,15 @@
-//! A session: one conversation's state (KV cache, scratch, thread pool,
-//! position) over a shared [`Model`]. Sessions are independent; each owns its
-//! cache, and everything is allocated when it is created.
+//! A session: one conversation's state (its tokens, KV cache, scratch,
+//! thread pool, position) over a shared [`Model`]. Sessions are independent;
+//! each owns its cache, and everything is allocated when it is created.
+//!
+//! A conversation continues: every evaluation appends to the tokens already
+//! in the cache, [`Session::truncate`] keeps a prefix of them (a server reusing
+//! a shared prompt prefix, an edited last turn), [`Session::reset`] forgets
+//! them, and [`Session::save`] / [`Session::load`] keep them in a file.
+
+mod state_file;
+
+pub use state_file::StateError;
 
 use crate::format::Arch;
 pub use crate::model::kv_cache::KvType;
@@ -15,6 +24,20 @@ pub enum SessionError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("nothing to evaluate: no tokens")]
     Empty,
+    #[error("eval_each and eval_all need a session created with SessionOptions::all_logits")]
+    NoAllLogits,
+    #[error("eval_all takes at most {room} tokens here (the batch size, within the context), not {tokens}")]
+    NotOneBatch { tokens: usize, room: usize },
+    #[error("cannot keep {keep} tokens: the session holds {held}")]
+    TruncateBeyond { keep: usize, held: usize },
+    /// After a context shift the cache no longer holds the conversation from
+    /// its start: only all of it can be kept, or none.
+    #[error(
+        "the context has shifted: its first tokens are gone, so no prefix of {keep} tokens can be kept (reset instead)"
+    )]
+    Shifted { keep: usize },
+    #[error("{path}: {source}")]
+    State { path: String, source: StateError },
     #[error("context {context} is outside 2..={max} (the model's trained length)")]
     BadContext { context: usize, max: usize },
     /// The KV cache and scratch would not fit: refused before allocating.
@@ -91,9 +114,14 @@ pub struct Session<'m> {
     pos: usize,
     /// Tokens evaluated since the last reset.
     evaluated: usize,
-    /// GPT-2 only: the tokens in the cache, to re-evaluate the newer half when
-    /// its learned positions run out (`context` entries, allocated once).
-    history: Vec<u32>,
+    /// The tokens whose keys and values the cache holds, in position order
+    /// (`context` entries, allocated once). Llama's ring stops recording at
+    /// its wrap (`shifted`); GPT-2 keeps recording, to re-evaluate the newer
+    /// half when its learned positions run out.
+    tokens: Vec<u32>,
+    /// The cache has shifted since the last reset: `tokens` is no longer the
+    /// conversation from its start.
+    shifted: bool,
 }
 
 impl<'m> Session<'m> {
@@ -115,7 +143,6 @@ impl<'m> Session<'m> {
             0 => crate::threads::default_count(),
             n => n,
         };
-        let learned = h.arch.learned_positions();
         // Sized with checked math and refused before anything is allocated: a
         // header's max_seq_len can be 16,777,216 (386 GiB of cache for SmolLM2).
         let needed = KvCache::bytes_for(h, context, DEFAULT_SINKS, options.kv_type)
@@ -139,7 +166,8 @@ impl<'m> Session<'m> {
             options: SessionOptions { context, batch, threads, ..options },
             pos: 0,
             evaluated: 0,
-            history: Vec::with_capacity(if learned { context } else { 0 }),
+            tokens: Vec::with_capacity(context),
+            shifted: false,
         })
     }
 
@@ -174,7 +202,65 @@ impl<'m> Session<'m> {
     pub fn reset(&mut self) {
         self.pos = 0;
         self.evaluated = 0;
-        self.history.clear();
+        self.tokens.clear();
+        self.shifted = false;
+    }
+
+    /// The conversation's tokens, in order, as the cache holds them; `None`
+    /// once the context has shifted (its first tokens are gone).
+    pub fn tokens(&self) -> Option<&[u32]> {
+        (!self.shifted).then_some(&self.tokens[..])
+    }
+
+    /// Keeps the first `keep` tokens and forgets the rest: the next token is
+    /// evaluated at position `keep`, attending to those only. Costs nothing
+    /// (the cache's later entries are overwritten as new tokens arrive).
+    /// After a context shift only `keep == 0` (a reset) or all of them is possible.
+    pub fn truncate(&mut self, keep: usize) -> Result<(), SessionError> {
+        if keep == 0 {
+            self.reset();
+            return Ok(());
+        }
+        if keep == self.evaluated {
+            return Ok(());
+        }
+        if keep > self.evaluated {
+            return Err(SessionError::TruncateBeyond { keep, held: self.evaluated });
+        }
+        if self.shifted {
+            return Err(SessionError::Shifted { keep });
+        }
+        self.tokens.truncate(keep);
+        self.pos = keep;
+        self.evaluated = keep;
+        Ok(())
+    }
+
+    /// Writes the session's tokens and their keys and values to `path`
+    /// (a temporary file renamed into place), to be [`Session::load`]ed later
+    /// by a session of the same model, with the same KV type.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), SessionError> {
+        let fail = |source| SessionError::State { path: path.display().to_string(), source };
+        if self.shifted {
+            return Err(fail(StateError::Shifted));
+        }
+        let bytes = state_file::encode(self.model, &self.cache, &self.tokens);
+        crate::format::write_replacing(path, &bytes).map_err(|e| fail(StateError::Write(e.to_string())))
+    }
+
+    /// Replaces the session's state with the one [`Session::save`] wrote to
+    /// `path`. Everything is checked (magic, version, model, KV type, length,
+    /// checksum) before the session changes: on an error it is as it was.
+    pub fn load(&mut self, path: &std::path::Path) -> Result<(), SessionError> {
+        let fail = |source| SessionError::State { path: path.display().to_string(), source };
+        let bytes = std::fs::read(path).map_err(|e| fail(StateError::Read(e.to_string())))?;
+        let saved = state_file::decode(self.model, &self.cache, &bytes).map_err(fail)?;
+        self.reset();
+        self.cache.load_positions(saved.tokens.len(), saved.kv);
+        self.tokens.extend_from_slice(&saved.tokens);
+        self.pos = saved.tokens.len();
+        self.evaluated = saved.tokens.len();
+        Ok(())
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {
@@ -204,15 +290,16 @@ impl<'m> Session<'m> {
     /// context's prefill, once every half context).
     fn shift_learned_positions(&mut self) {
         let keep = self.context() / 2;
-        let start = self.history.len() - keep;
-        self.history.copy_within(start.., 0);
-        self.history.truncate(keep);
+        let start = self.tokens.len() - keep;
+        self.tokens.copy_within(start.., 0);
+        self.tokens.truncate(keep);
+        self.shifted = true;
         self.pos = 0;
         let (h, k) = (self.model.hparams(), self.model.kernels());
         let mut done = 0;
         while done < keep {
             let n = (keep - done).min(self.options.batch);
-            let chunk = &self.history[done..done + n];
+            let chunk = &self.tokens[done..done + n];
             self.forward.run(&self.weights, h, k, &mut self.cache, chunk, self.pos, LogitsMode::None);
             self.pos += n;
             done += n;
@@ -225,8 +312,11 @@ impl<'m> Session<'m> {
         if learned && self.pos == self.context() {
             self.shift_learned_positions();
         }
-        if learned {
-            self.history.extend_from_slice(chunk);
+        if self.pos + chunk.len() > self.context() {
+            self.shifted = true; // Llama's ring wraps
+        }
+        if !self.shifted || learned {
+            self.tokens.extend_from_slice(chunk);
         }
         let pos = self.pos;
         self.pos += chunk.len();
@@ -253,7 +343,9 @@ impl<'m> Session<'m> {
     /// (`vocab` values, predicting the next token). Needs `all_logits`.
     pub fn eval_each(&mut self, tokens: &[u32], mut each: impl FnMut(usize, &[f32])) -> Result<(), SessionError> {
         self.check(tokens)?;
-        assert!(self.options.all_logits, "eval_each needs SessionOptions::all_logits");
+        if !self.options.all_logits {
+            return Err(SessionError::NoAllLogits);
+        }
         let vocab = self.model.hparams().vocab_size as usize;
         let mut start = 0;
         while start < tokens.len() {
@@ -271,8 +363,13 @@ impl<'m> Session<'m> {
     /// position's logits (`(tokens.len(), vocab)`). Needs `all_logits`.
     pub fn eval_all(&mut self, tokens: &[u32]) -> Result<&[f32], SessionError> {
         self.check(tokens)?;
-        assert!(self.options.all_logits, "eval_all needs SessionOptions::all_logits");
-        assert!(self.next_batch(tokens.len()) == tokens.len(), "eval_all takes one batch within the context");
+        if !self.options.all_logits {
+            return Err(SessionError::NoAllLogits);
+        }
+        let room = self.next_batch(tokens.len());
+        if room != tokens.len() {
+            return Err(SessionError::NotOneBatch { tokens: tokens.len(), room });
+        }
         Ok(self.run_batch(tokens, LogitsMode::All))
     }
 }
