@@ -1,4 +1,7 @@
-//! A persistent thread pool for the forward pass.
+//! A persistent thread pool for the forward pass, one per process and thread
+//! count ([`shared_pool`]), lent to every session that asks for that many
+//! threads: two sessions with pools of their own would have twice the
+//! spinning workers fight for the same cores.
 //!
 //! A decode step of a small model takes a few milliseconds and runs a few
 //! hundred parallel operations, so per-operation fork/join cost matters: the
@@ -13,6 +16,10 @@
 //! before `run` returns or unwinds), then re-raises the panic in the caller
 //! (the caller's own first, else the first worker's). The pool stays usable.
 //!
+//! Any thread may call [`ThreadPool::run`]; jobs run one at a time (callers
+//! queue on a lock). A job that calls `run` on its own pool would wait for
+//! itself: that panics instead.
+//!
 //! This module and `mmap` are the only `unsafe` outside the SIMD kernels: a
 //! borrowed job must be shared with threads that outlive the borrow (as in
 //! rayon's and crossbeam's scopes), and threads must write disjoint parts of
@@ -20,10 +27,11 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
 /// Spins before parking: long enough to cover the gap between two operations
@@ -105,10 +113,52 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    /// Not `Sync`: one job at a time. `run` publishes its job in the shared
-    /// slot, so two concurrent calls (or a job calling `run`, which needs a
-    /// shared pool inside a `Sync` closure) would hand workers the wrong job.
-    _one_caller: PhantomData<std::cell::Cell<()>>,
+    /// Held for the whole of a `run`: it publishes its job in the shared slot,
+    /// so two at once would hand workers the wrong job.
+    one_job: Mutex<()>,
+}
+
+thread_local! {
+    /// The pool (its `Shared`'s address) whose job this thread is running, or
+    /// 0: a job that calls `run` on that same pool would wait for itself.
+    static IN_JOB: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the thread as running one of `shared`'s jobs while it lives
+/// (unwinding too), restoring the mark of an outer job of another pool.
+struct InJob {
+    outer: usize,
+}
+
+impl InJob {
+    fn enter(shared: &Shared) -> Self {
+        let this = std::ptr::from_ref(shared) as usize;
+        let outer = IN_JOB.replace(this);
+        assert!(outer != this, "ThreadPool::run called from inside one of its own jobs: it would wait for itself");
+        InJob { outer }
+    }
+}
+
+impl Drop for InJob {
+    fn drop(&mut self) {
+        IN_JOB.set(self.outer);
+    }
+}
+
+/// The process's pool of `n_threads` (at least 1), started on first use and
+/// lent to every caller that asks for as many; it stops when the last
+/// holder drops it.
+pub fn shared_pool(n_threads: usize) -> Arc<ThreadPool> {
+    static POOLS: Mutex<Vec<Weak<ThreadPool>>> = Mutex::new(Vec::new());
+    let n_threads = n_threads.max(1);
+    let mut pools = lock(&POOLS);
+    pools.retain(|p| p.strong_count() > 0);
+    if let Some(pool) = pools.iter().filter_map(Weak::upgrade).find(|p| p.n_threads() == n_threads) {
+        return pool;
+    }
+    let pool = Arc::new(ThreadPool::new(n_threads));
+    pools.push(Arc::downgrade(&pool));
+    pool
 }
 
 impl ThreadPool {
@@ -141,7 +191,7 @@ impl ThreadPool {
         while shared.started.load(Ordering::Acquire) < workers.len() {
             std::thread::yield_now();
         }
-        Self { shared, workers, _one_caller: PhantomData }
+        Self { shared, workers, one_job: Mutex::new(()) }
     }
 
     pub fn n_threads(&self) -> usize {
@@ -158,10 +208,12 @@ impl ThreadPool {
     /// joined, then panics with the caller's payload, or else with the first
     /// worker's.
     pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        let _in_job = InJob::enter(&self.shared);
         if self.workers.is_empty() {
             job(0);
             return;
         }
+        let _one_job = lock(&self.one_job);
         // The pointer is published to the workers below, and this function does
         // not return before every worker that joined has counted itself done,
         // so no use of it outlives `job`.
@@ -250,11 +302,14 @@ fn worker(shared: &Shared, index: usize) {
         // we count ourselves done, so these loads read exactly that job.
         seen = shared.job_epoch.load(Ordering::Relaxed);
         let job = shared.job.load(Ordering::Relaxed) as *const Job<'_>;
-        // SAFETY: `run` stored a pointer to its live `Job` and, having counted
-        // us in `joined`, waits for our `done` increment below before that
-        // borrow ends. A panic is caught so that the increment still happens
-        // (and the thread lives on); `run` re-raises it.
-        let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(index) }));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let _in_job = InJob::enter(shared);
+            // SAFETY: `run` stored a pointer to its live `Job` and, having counted
+            // us in `joined`, waits for our `done` increment below before that
+            // borrow ends. A panic is caught so that the increment still happens
+            // (and the thread lives on); `run` re-raises it.
+            unsafe { (*job)(index) }
+        }));
         if let Err(payload) = result {
             let mut slot = lock(&shared.worker_panic);
             if slot.is_none() {
@@ -412,6 +467,10 @@ mod tests {
         payload.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_default()
     }
 
+    fn panic_message_string(payload: Box<dyn Any + Send>) -> String {
+        payload.downcast_ref::<String>().cloned().unwrap_or_else(|| panic_message(payload))
+    }
+
     fn still_usable(pool: &ThreadPool) {
         let counter = ChunkCounter::new(100);
         let sum = AtomicU64::new(0);
@@ -421,6 +480,50 @@ mod tests {
             }
         });
         assert_eq!(sum.load(Ordering::Relaxed), 99 * 100 / 2);
+    }
+
+    #[test]
+    fn callers_on_several_threads_share_one_pool() {
+        let pool = shared_pool(3);
+        assert!(Arc::ptr_eq(&pool, &shared_pool(3)), "one pool per thread count");
+        assert_eq!(shared_pool(2).n_threads(), 2);
+        std::thread::scope(|scope| {
+            for caller in 0..3u64 {
+                let pool = Arc::clone(&pool);
+                scope.spawn(move || {
+                    for round in 0..300 {
+                        let counter = ChunkCounter::new(29);
+                        let sum = AtomicU64::new(0);
+                        pool.run(&|_| {
+                            while let Some(c) = counter.next() {
+                                sum.fetch_add(c as u64 + caller, Ordering::Relaxed);
+                            }
+                        });
+                        assert_eq!(sum.load(Ordering::Relaxed), 28 * 29 / 2 + 29 * caller, "caller {caller}, {round}");
+                    }
+                });
+            }
+        });
+        let weak = Arc::downgrade(&pool);
+        drop(pool);
+        assert!(weak.upgrade().is_none(), "the pool stops with its last holder");
+    }
+
+    #[test]
+    fn a_job_that_runs_its_own_pool_panics_instead_of_waiting_for_itself() {
+        for n in [1, 2] {
+            let pool = ThreadPool::new(n);
+            let result = catch_unwind(AssertUnwindSafe(|| pool.run(&|_| pool.run(&|_| {}))));
+            assert!(panic_message_string(result.unwrap_err()).contains("inside one of its own jobs"));
+            still_usable(&pool);
+            // Another pool inside a job is fine.
+            let other = ThreadPool::new(2);
+            pool.run(&|thread| {
+                if thread == 0 {
+                    still_usable(&other);
+                }
+            });
+        }
     }
 
     #[test]

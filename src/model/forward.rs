@@ -69,6 +69,18 @@ impl Forward {
     /// `sinks`: the KV cache's attention sinks; `all_logits`: whether batches
     /// may ask for every position's logits.
     pub fn new(h: &HParams, sinks: usize, batch_cap: usize, all_logits: bool, n_threads: usize) -> Self {
+        Self::with_pool(h, sinks, batch_cap, all_logits, crate::threads::shared_pool(n_threads))
+    }
+
+    /// [`Forward::new`] on a given pool (its thread count).
+    pub fn with_pool(
+        h: &HParams,
+        sinks: usize,
+        batch_cap: usize,
+        all_logits: bool,
+        pool: std::sync::Arc<crate::threads::ThreadPool>,
+    ) -> Self {
+        let n_threads = pool.n_threads();
         let dim = h.dim as usize;
         let q_dim = h.q_dim() as usize;
         let qkv_rows = q_dim + 2 * h.kv_dim() as usize;
@@ -99,7 +111,7 @@ impl Forward {
             attn_scratch_len,
             attn_tokens,
             attn_staging: vec![0.0; staging],
-            parallel: Parallel::new(n_threads, batch_cap * h.n_kv_heads as usize),
+            parallel: Parallel::new(pool, batch_cap * h.n_kv_heads as usize),
             rope_cos: [vec![0.0; rope_len], vec![0.0; sliding_len]],
             rope_sin: [vec![0.0; rope_len], vec![0.0; sliding_len]],
             head_tmp: vec![0.0; h.head_dim as usize],

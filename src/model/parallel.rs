@@ -9,6 +9,7 @@
 //! (`forward.rs` says why the cut does not change the result).
 
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use gpt_fast_kernels::{Kernels, Matrix, Q8Acts, WeightData, Q8_BLOCK, Q8_TILE_ROWS};
 
@@ -19,7 +20,8 @@ use crate::threads::{ChunkCounter, DisjointChunks, ThreadPool};
 const MAX_GROUP: usize = 64;
 
 pub struct Parallel {
-    pool: ThreadPool,
+    /// Lent: shared with the process's other sessions of this thread count.
+    pool: Arc<ThreadPool>,
     /// Claim flags for the disjoint chunks of up to three outputs per operation.
     flags: [Vec<AtomicBool>; 3],
 }
@@ -31,8 +33,7 @@ fn flags(n: usize) -> Vec<AtomicBool> {
 impl Parallel {
     /// `max_items`: the most chunks one operation cuts its output into (at
     /// most a batch's tokens × KV heads in attention).
-    pub fn new(n_threads: usize, max_items: usize) -> Self {
-        let pool = ThreadPool::new(n_threads);
+    pub fn new(pool: Arc<ThreadPool>, max_items: usize) -> Self {
         let max_chunks = max_items.max(4 * pool.n_threads()) + 1;
         Self { pool, flags: [flags(max_chunks), flags(max_chunks), flags(max_chunks)] }
     }

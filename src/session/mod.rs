@@ -15,6 +15,8 @@ use crate::format::Arch;
 pub use crate::model::kv_cache::KvType;
 use crate::model::kv_cache::DEFAULT_SINKS;
 use crate::model::{Forward, KvCache, LogitsMode, Model, Weights};
+use crate::threads::ThreadPool;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -69,7 +71,9 @@ pub struct SessionOptions {
     pub batch: usize,
     /// Whether [`Session::eval_all`] may be used (allocates `batch × vocab` logits).
     pub all_logits: bool,
-    /// Threads of the session's pool; 0 takes one per physical core ([`crate::threads::default_count`]).
+    /// Threads of the session's pool; 0 takes one per physical core
+    /// ([`crate::threads::default_count`]). Sessions of one thread count
+    /// share one pool.
     pub threads: usize,
     /// Whether evaluation goes on past a full context (docs/DESIGN.md,
     /// "Context shift"); if not, a full context is an error.
@@ -125,7 +129,18 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
+    /// A session on the process's pool of `options.threads` threads
+    /// ([`crate::threads::shared_pool`]), lent to every session of that many.
     pub fn new(model: &'m Model, options: SessionOptions) -> Result<Self, SessionError> {
+        Self::build(model, options, None)
+    }
+
+    /// A session on `pool`, whose thread count replaces `options.threads`.
+    pub fn with_pool(model: &'m Model, options: SessionOptions, pool: Arc<ThreadPool>) -> Result<Self, SessionError> {
+        Self::build(model, options, Some(pool))
+    }
+
+    fn build(model: &'m Model, options: SessionOptions, pool: Option<Arc<ThreadPool>>) -> Result<Self, SessionError> {
         let h = model.hparams();
         let max = h.max_seq_len as usize;
         let context = if options.context == 0 { max.min(DEFAULT_MAX_CONTEXT) } else { options.context };
@@ -139,9 +154,10 @@ impl<'m> Session<'m> {
             budget => context.min(budget.max(2)),
         };
         let batch = options.batch.clamp(1, context);
-        let threads = match options.threads {
-            0 => crate::threads::default_count(),
-            n => n,
+        let threads = match (&pool, options.threads) {
+            (Some(pool), _) => pool.n_threads(),
+            (None, 0) => crate::threads::default_count(),
+            (None, n) => n,
         };
         // Sized with checked math and refused before anything is allocated: a
         // header's max_seq_len can be 16,777,216 (386 GiB of cache for SmolLM2).
@@ -161,7 +177,13 @@ impl<'m> Session<'m> {
         Ok(Self {
             model,
             weights: model.weights(),
-            forward: Forward::new(h, DEFAULT_SINKS, batch, options.all_logits, threads),
+            forward: Forward::with_pool(
+                h,
+                DEFAULT_SINKS,
+                batch,
+                options.all_logits,
+                pool.unwrap_or_else(|| crate::threads::shared_pool(threads)),
+            ),
             cache,
             options: SessionOptions { context, batch, threads, ..options },
             pos: 0,
