@@ -15,6 +15,10 @@
 //!   as GB/s of keys and values read, causal prefill of 128 and 512 tokens as
 //!   FLOP/s.
 //! - `rmsnorm`, `quantize_q8_acts`: 576 and 4096 values, as GB/s of input.
+//! - `kquant`: the K-quant matmuls (Q4_K, Q5_K, Q6_K in tiles), one token
+//!   through 32768 × 32768 (0.6 to 0.9 GB: compare with `gemv/memory_read`
+//!   and `gemv/q8`) as GB/s, and prefill shapes (4096 × 4096, 16 and 128
+//!   tokens) as FLOP/s.
 //!
 //! All kernels run single-threaded over the whole matrix. Every input is
 //! checked once against the scalar reference before it is timed.
@@ -29,7 +33,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use gpt_fast_kernels::{reference, AttnShape, Isa, Kernels, Matrix, Q8Acts, WeightData, Q8_BLOCK};
+use gpt_fast_kernels::{reference, AttnShape, Isa, Kernels, MatmulK, Matrix, Q8Acts, WeightData, Q8_BLOCK};
+use gpt_fast_quant::kquant::{self, q4_k::Q4K, q5_k::Q5K, q6_k::Q6K, KFormat, PackedKLayout};
 use gpt_fast_quant::q8::{quantize_packed, PackedQ8Layout};
 use half::f16;
 
@@ -435,5 +440,114 @@ fn vector_ops(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemv, gemm, attention, vector_ops);
+/// A K-quant type: its format's repack and the table entry that runs it.
+struct KType {
+    name: &'static str,
+    block_bytes: usize,
+    /// Offsets of the f16 fields in the GGUF block.
+    f16_at: &'static [usize],
+    repack: fn(&[u8], &PackedKLayout, &mut [u8]),
+    layout: fn(usize, usize) -> Option<PackedKLayout>,
+    matmul: fn(&Kernels) -> MatmulK,
+}
+
+const KTYPES: [KType; 3] = [
+    KType {
+        name: "q4_k",
+        block_bytes: Q4K::BLOCK_BYTES,
+        f16_at: &[0, 2],
+        repack: kquant::repack::<Q4K>,
+        layout: PackedKLayout::new::<Q4K>,
+        matmul: |k| k.matmul_q4_k,
+    },
+    KType {
+        name: "q5_k",
+        block_bytes: Q5K::BLOCK_BYTES,
+        f16_at: &[0, 2],
+        repack: kquant::repack::<Q5K>,
+        layout: PackedKLayout::new::<Q5K>,
+        matmul: |k| k.matmul_q5_k,
+    },
+    KType {
+        name: "q6_k",
+        block_bytes: Q6K::BLOCK_BYTES,
+        f16_at: &[208],
+        repack: kquant::repack::<Q6K>,
+        layout: PackedKLayout::new::<Q6K>,
+        matmul: |k| k.matmul_q6_k,
+    },
+];
+
+/// A packed K-quant matrix of random blocks (any bit pattern is a valid
+/// block; the f16 scales are set to small finite values).
+fn random_kquant(ty: &KType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut gguf = vec![0u8; rows * cols / 256 * ty.block_bytes];
+    for chunk in gguf.chunks_mut(8) {
+        let bytes = rng.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    for block in gguf.chunks_exact_mut(ty.block_bytes) {
+        for &at in ty.f16_at {
+            block[at..at + 2].copy_from_slice(&f16::from_f32(0.001 + 0.0005 * rng.f32()).to_le_bytes());
+        }
+    }
+    let layout = (ty.layout)(rows, cols).expect("cols a multiple of 256");
+    let mut packed = vec![0u8; layout.n_bytes()];
+    (ty.repack)(&gguf, &layout, &mut packed);
+    packed
+}
+
+/// Checks rows 0..9 of the first and last token against the scalar reference.
+fn check_kquant(k: &Kernels, ty: &KType, w: &[u8], cols: usize, acts: &Acts, sums: &[f32], n: usize, out: &[f32]) {
+    let rows = out.len() / n;
+    let nb = cols / Q8_BLOCK;
+    for t in [0, n - 1] {
+        let x = Q8Acts { cols, quants: &acts.quants[t * cols..], scales: &acts.scales[t * nb..] };
+        let mut want = [0f32; 9];
+        (ty.matmul)(&Kernels::scalar())(w, cols, 0..9, &x, &sums[t * nb..], 1, &mut want, 9);
+        for (r, &want) in want.iter().enumerate() {
+            let got = out[t * rows + r];
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs() + 1e-3,
+                "{} {} token {t} row {r}: {got} vs {want}",
+                k.name(),
+                ty.name
+            );
+        }
+    }
+}
+
+fn kquant(c: &mut Criterion) {
+    let tables: Vec<Kernels> = tables().into_iter().filter(|k| k.isa != Isa::Scalar).collect();
+    let mut group = c.benchmark_group("kquant");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for ty in &KTYPES {
+        for (rows, cols, n) in [(32768, 32768, 1), (4096, 4096, 16), (4096, 4096, 128)] {
+            let w = random_kquant(ty, rows, cols, 5);
+            let acts = Acts::new(n, cols, 7);
+            let mut sums = vec![0f32; n * cols / Q8_BLOCK];
+            reference::q8_act_sums(&acts.q8(), n, &mut sums);
+            let mut out = vec![0f32; n * rows];
+            group.throughput(if n == 1 {
+                Throughput::Bytes(w.len() as u64)
+            } else {
+                Throughput::Elements(2 * (rows * cols * n) as u64)
+            });
+            for k in &tables {
+                let f = (ty.matmul)(k);
+                f(&w, cols, 0..rows, &acts.q8(), &sums, n, &mut out, rows);
+                check_kquant(k, ty, &w, cols, &acts, &sums, n, &out);
+                let id = BenchmarkId::new(format!("{}/{rows}x{cols}/n{n}", ty.name), k.isa.name());
+                group.bench_function(id, |b| {
+                    b.iter(|| f(&w, cols, 0..rows, black_box(&acts.q8()), &sums, n, &mut out, rows))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemv, gemm, kquant, attention, vector_ops);
 criterion_main!(benches);

@@ -13,6 +13,7 @@
 mod attention;
 mod elementwise;
 mod matmul;
+mod matmul_k;
 mod simd;
 
 use std::arch::is_aarch64_feature_detected;
@@ -45,10 +46,9 @@ pub fn kernels() -> Option<Kernels> {
         matmul_f32,
         matmul_f16,
         matmul_q8,
-        // No NEON K-quant tiles yet: the scalar reference.
-        matmul_q4_k: crate::reference::matmul_q4_k,
-        matmul_q5_k: crate::reference::matmul_q5_k,
-        matmul_q6_k: crate::reference::matmul_q6_k,
+        matmul_q4_k,
+        matmul_q5_k,
+        matmul_q6_k,
         quantize_q8_acts,
         rmsnorm,
         layernorm,
@@ -61,14 +61,21 @@ pub fn kernels() -> Option<Kernels> {
         attention_f16,
     };
     if has_dotprod() {
-        return Some(Kernels { name: "neon+dotprod", matmul_q8: matmul_q8_sdot, ..base });
+        return Some(Kernels {
+            name: "neon+dotprod",
+            matmul_q8: matmul_q8_sdot,
+            matmul_q4_k: matmul_q4_k_sdot,
+            matmul_q5_k: matmul_q5_k_sdot,
+            matmul_q6_k: matmul_q6_k_sdot,
+            ..base
+        });
     }
     Some(base)
 }
 
 // The safe wrappers below are private: the only way to reach them is through
 // the table `kernels()` returns, and it returns one only after `is_available()`
-// saw NEON, and puts `matmul_q8_sdot` in it only after `has_dotprod()` saw
+// saw NEON, and puts `matmul_q8_sdot` and the `_sdot` K-quant matmuls in it only after `has_dotprod()` saw
 // dotprod. That is the proof every `SAFETY` comment below cites.
 
 fn matmul_f32(w: &[f32], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
@@ -108,6 +115,99 @@ fn matmul_q8_sdot(
     // SAFETY: reached only through `kernels()`, which checked neon and, before
     // choosing this function, dotprod.
     unsafe { matmul::matmul_q8_sdot(quants, scales, cols, rows, x, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q4_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul_k::matmul_q4_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q4_k_sdot(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon and, before
+    // choosing this function, dotprod.
+    unsafe { matmul_k::matmul_q4_k_sdot(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q5_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul_k::matmul_q5_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q5_k_sdot(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon and, before
+    // choosing this function, dotprod.
+    unsafe { matmul_k::matmul_q5_k_sdot(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q6_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul_k::matmul_q6_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q6_k_sdot(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon and, before
+    // choosing this function, dotprod.
+    unsafe { matmul_k::matmul_q6_k_sdot(w, cols, rows, x, x_sums, n, out, out_stride) }
 }
 
 fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {
