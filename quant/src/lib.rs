@@ -4,6 +4,7 @@
 mod error;
 pub mod ggml;
 pub mod kquant;
+pub mod q4q5;
 pub mod q8;
 
 pub use error::QuantError;

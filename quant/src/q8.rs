@@ -129,6 +129,36 @@ pub fn quantize_packed(src: &[f32], layout: &PackedQ8Layout, dst: &mut [u8]) {
     }
 }
 
+/// Packs a `[rows, cols]` tensor of GGUF Q8_0 blocks, losslessly: Q8_0 is q8's
+/// block (an f16 scale and 32 int8 quants, `x = d × q`) in GGUF's order, so
+/// only the order changes. `gguf_row(r)` gives the bytes of destination row `r`
+/// (`cols / 32 × 34` of them), so a caller can reorder or stack rows.
+///
+/// Returns `false`, leaving `dst` unspecified, if a quant is -128: q8 keeps
+/// quants in [-127, 127] (docs/FORMAT.md), which its kernels' integer sums rely
+/// on. ggml's quantizer never writes -128 (`q = round(x / (max|x| / 127))`).
+pub fn pack_q8_0_rows<'a>(layout: &PackedQ8Layout, gguf_row: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) -> bool {
+    const GGUF_BLOCK_BYTES: usize = 2 + BLOCK;
+    assert_eq!(dst.len(), layout.n_bytes(), "Q8_0 pack: destination size");
+    let (quants, scales) = dst.split_at_mut(layout.quant_bytes());
+    quants.fill(0);
+    scales.fill(0);
+    for row in 0..layout.rows {
+        let src = gguf_row(row);
+        assert_eq!(src.len(), layout.blocks_per_row * GGUF_BLOCK_BYTES, "Q8_0 pack: row {row} size");
+        for (b, block) in src.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
+            let (d, qs) = block.split_at(2);
+            if qs.contains(&0x80) {
+                return false;
+            }
+            let (qoff, soff) = block_offsets(layout, row, b);
+            quants[qoff..qoff + BLOCK].copy_from_slice(qs);
+            scales[soff..soff + 2].copy_from_slice(d);
+        }
+    }
+    true
+}
+
 /// Byte offsets, within the quants plane and within the scales plane, of block
 /// `b` of row `row`.
 fn block_offsets(layout: &PackedQ8Layout, row: usize, b: usize) -> (usize, usize) {
@@ -238,6 +268,39 @@ mod tests {
             let plain_q: [i8; BLOCK] = std::array::from_fn(|i| (x[i] / plain).round().clamp(-127.0, 127.0) as i8);
             assert!(block_error(&x, &q, s) <= block_error(&x, &plain_q, plain), "seed {seed}");
         }
+    }
+
+    #[test]
+    fn q8_0_packs_losslessly() {
+        use crate::ggml::{dequantize, GgmlType};
+        let (rows, cols) = (11, 96);
+        let mut s = 12345u32;
+        let mut gguf = Vec::new();
+        for _ in 0..rows * cols / BLOCK {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            gguf.extend_from_slice(&f16::from_f32((s >> 8) as f32 / 16777216.0 - 0.5).to_bits().to_le_bytes());
+            for _ in 0..BLOCK {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                // Any quant in [-127, 127]: -128 (0x80) is refused below.
+                gguf.push(match (s >> 24) as u8 {
+                    0x80 => 0x81,
+                    q => q,
+                });
+            }
+        }
+        let mut want = vec![0f32; rows * cols];
+        dequantize(GgmlType::Q8_0, &gguf, &mut want).unwrap();
+        let layout = PackedQ8Layout::new(rows, cols).unwrap();
+        let row_bytes = cols / BLOCK * (BLOCK + 2);
+        let mut packed = vec![0xAA; layout.n_bytes()];
+        assert!(pack_q8_0_rows(&layout, |r| &gguf[r * row_bytes..][..row_bytes], &mut packed));
+        let mut got = vec![0f32; cols];
+        for r in 0..rows {
+            dequantize_row(&packed, &layout, r, &mut got);
+            assert!(got.iter().zip(&want[r * cols..]).all(|(g, w)| g.to_bits() == w.to_bits()), "row {r}");
+        }
+        gguf[5] = 0x80;
+        assert!(!pack_q8_0_rows(&layout, |r| &gguf[r * row_bytes..][..row_bytes], &mut packed));
     }
 
     #[test]

@@ -1,0 +1,375 @@
+//! GGUF's 4- and 5-bit block types of 32 values (Q4_0, Q4_1, Q5_0, Q5_1) as
+//! gpt-fast stores them: the same fields, repacked into planes with rows
+//! interleaved in tiles of 8, as q8 is (docs/FORMAT.md, "dtypes").
+//!
+//! Nothing is re-quantized: every block keeps its scale, minimum, nibbles and
+//! fifth bits, so a packed tensor dequantizes to exactly the values of the
+//! GGUF it came from ([`dequantize_row`] rebuilds each GGUF block and decodes
+//! it with ggml's own formula, [`crate::ggml`]).
+//!
+//! Per tile of 8 rows and block of 32 columns, the kernels want the 8 rows'
+//! nibbles side by side (8 × 16 bytes, two rows per 256-bit load) and their
+//! scales in one 16-byte load; planes keep each of those contiguous and the
+//! nibble plane 64-byte aligned. Within a row's 16 bytes the nibble order is
+//! GGUF's: value `j < 16` is the low nibble of byte `j`, value `j + 16` its
+//! high nibble, so the low nibbles line up with the block's first 16
+//! activations and the high nibbles with the last 16.
+
+use half::f16;
+
+use crate::ggml::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, GgmlType};
+
+/// Values per block along a row.
+pub const BLOCK: usize = 32;
+/// Rows interleaved in one tile.
+pub const TILE_ROWS: usize = 8;
+/// Nibble bytes of one block of one row.
+pub const ROW_NIBBLE_BYTES: usize = BLOCK / 2;
+/// Nibble bytes of one block of one whole tile.
+pub const TILE_BLOCK_NIBBLE_BYTES: usize = TILE_ROWS * ROW_NIBBLE_BYTES;
+
+/// Which of GGUF's four types a packed tensor holds; each quant `q` (4 or 5
+/// bits, unsigned) decodes to `(q - offset) × d` or, with a minimum,
+/// `q × d + m`.
+#[allow(non_camel_case_types)] // ggml's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1];
+
+    /// The GGUF type this kind repacks.
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            Kind::Q4_0 => GgmlType::Q4_0,
+            Kind::Q4_1 => GgmlType::Q4_1,
+            Kind::Q5_0 => GgmlType::Q5_0,
+            Kind::Q5_1 => GgmlType::Q5_1,
+        }
+    }
+
+    pub fn from_ggml(ty: GgmlType) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.ggml() == ty)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.ggml().name()
+    }
+
+    /// Whether each block has an f16 minimum `m` (`q × d + m`).
+    pub fn has_min(self) -> bool {
+        matches!(self, Kind::Q4_1 | Kind::Q5_1)
+    }
+
+    /// Whether quants have a fifth bit (the `qh` plane).
+    pub fn has_high_bits(self) -> bool {
+        matches!(self, Kind::Q5_0 | Kind::Q5_1)
+    }
+
+    /// What is subtracted from a quant before scaling, for the kinds without a
+    /// minimum (8 for Q4_0, 16 for Q5_0), 0 for the others.
+    pub fn offset(self) -> i32 {
+        match self {
+            Kind::Q4_0 => 8,
+            Kind::Q5_0 => 16,
+            Kind::Q4_1 | Kind::Q5_1 => 0,
+        }
+    }
+
+    /// Bytes of one GGUF block.
+    pub fn gguf_block_bytes(self) -> usize {
+        self.ggml().type_size()
+    }
+}
+
+/// Shape of a packed matrix and where its planes are. In order, each
+/// `[tile][block][row in tile]`:
+/// 1. nibbles, 16 bytes per row and block (GGUF's `qs`);
+/// 2. Q5_0/Q5_1 only: fifth bits, one little-endian u32 per row and block
+///    (GGUF's `qh`: bit `i` is value `i`'s);
+/// 3. scales `d`, f16;
+/// 4. Q4_1/Q5_1 only: minimums `m`, f16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedLayout {
+    pub kind: Kind,
+    pub rows: usize,
+    pub cols: usize,
+    /// `ceil(rows / TILE_ROWS)`.
+    pub tiles: usize,
+    /// `cols / BLOCK`.
+    pub blocks_per_row: usize,
+}
+
+/// Byte ranges of the planes of one packed tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planes {
+    pub nibbles: std::ops::Range<usize>,
+    /// Empty for Q4_0/Q4_1.
+    pub high_bits: std::ops::Range<usize>,
+    pub scales: std::ops::Range<usize>,
+    /// Empty for Q4_0/Q5_0.
+    pub mins: std::ops::Range<usize>,
+}
+
+impl PackedLayout {
+    /// `None` if `cols` is not a multiple of [`BLOCK`] or the size overflows.
+    pub fn new(kind: Kind, rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(BLOCK) {
+            return None;
+        }
+        let layout = Self { kind, rows, cols, tiles: rows.div_ceil(TILE_ROWS), blocks_per_row: cols / BLOCK };
+        let bytes_per_tile_block = TILE_ROWS * layout.bytes_per_row_block();
+        layout.tiles.checked_mul(layout.blocks_per_row)?.checked_mul(bytes_per_tile_block)?;
+        Some(layout)
+    }
+
+    /// Bytes one row's block takes over all planes (the GGUF block's size).
+    fn bytes_per_row_block(&self) -> usize {
+        ROW_NIBBLE_BYTES + 2 + if self.kind.has_high_bits() { 4 } else { 0 } + if self.kind.has_min() { 2 } else { 0 }
+    }
+
+    /// Row-blocks in the tensor, padding rows included.
+    fn groups(&self) -> usize {
+        self.tiles * self.blocks_per_row * TILE_ROWS
+    }
+
+    pub fn planes(&self) -> Planes {
+        let g = self.groups();
+        let nibbles = 0..g * ROW_NIBBLE_BYTES;
+        let high_bits = nibbles.end..nibbles.end + if self.kind.has_high_bits() { g * 4 } else { 0 };
+        let scales = high_bits.end..high_bits.end + g * 2;
+        let mins = scales.end..scales.end + if self.kind.has_min() { g * 2 } else { 0 };
+        Planes { nibbles, high_bits, scales, mins }
+    }
+
+    /// Size of the whole packed tensor in bytes: as many as GGUF's blocks take,
+    /// plus the padding rows of a last, partial tile.
+    pub fn n_bytes(&self) -> usize {
+        self.groups() * self.bytes_per_row_block()
+    }
+
+    /// Bytes of one GGUF row of this kind.
+    pub fn gguf_row_bytes(&self) -> usize {
+        self.blocks_per_row * self.kind.gguf_block_bytes()
+    }
+
+    /// Index of block `b` of row `row` within each plane (in elements of the
+    /// plane: 16-byte nibble groups, u32s, f16s).
+    fn group(&self, row: usize, b: usize) -> usize {
+        ((row / TILE_ROWS) * self.blocks_per_row + b) * TILE_ROWS + row % TILE_ROWS
+    }
+}
+
+/// The fields of one GGUF block, whatever its kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fields {
+    d: u16,
+    m: u16,
+    qh: [u8; 4],
+    qs: [u8; 16],
+}
+
+fn read_gguf_block(kind: Kind, b: &[u8]) -> Fields {
+    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    let qs = |i: usize| -> [u8; 16] { b[i..i + 16].try_into().expect("16 bytes") };
+    let qh = |i: usize| -> [u8; 4] { b[i..i + 4].try_into().expect("4 bytes") };
+    match kind {
+        Kind::Q4_0 => Fields { d: u16_at(0), qs: qs(2), ..Fields::default() },
+        Kind::Q4_1 => Fields { d: u16_at(0), m: u16_at(2), qs: qs(4), ..Fields::default() },
+        Kind::Q5_0 => Fields { d: u16_at(0), qh: qh(2), qs: qs(6), ..Fields::default() },
+        Kind::Q5_1 => Fields { d: u16_at(0), m: u16_at(2), qh: qh(4), qs: qs(8) },
+    }
+}
+
+/// Packs a `[rows, cols]` tensor of GGUF blocks: `gguf_row(r)` gives the bytes
+/// of destination row `r` (`layout.gguf_row_bytes()` of them), so a caller can
+/// reorder or stack source rows (GGUF's Q/K permutation, fused Q/K/V) without
+/// touching a block.
+///
+/// `dst.len()` must be `layout.n_bytes()`; the padding rows of a last,
+/// partial tile are zero.
+pub fn pack_rows<'a>(layout: &PackedLayout, gguf_row: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
+    assert_eq!(dst.len(), layout.n_bytes(), "{} pack: destination size", layout.kind.name());
+    dst.fill(0);
+    let planes = layout.planes();
+    let block_bytes = layout.kind.gguf_block_bytes();
+    for row in 0..layout.rows {
+        let src = gguf_row(row);
+        assert_eq!(src.len(), layout.gguf_row_bytes(), "{} pack: row {row} size", layout.kind.name());
+        for (b, block) in src.chunks_exact(block_bytes).enumerate() {
+            let f = read_gguf_block(layout.kind, block);
+            let g = layout.group(row, b);
+            dst[planes.nibbles.start + g * ROW_NIBBLE_BYTES..][..ROW_NIBBLE_BYTES].copy_from_slice(&f.qs);
+            if layout.kind.has_high_bits() {
+                dst[planes.high_bits.start + g * 4..][..4].copy_from_slice(&f.qh);
+            }
+            dst[planes.scales.start + g * 2..][..2].copy_from_slice(&f.d.to_le_bytes());
+            if layout.kind.has_min() {
+                dst[planes.mins.start + g * 2..][..2].copy_from_slice(&f.m.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Block `b` of row `row` of a packed tensor, as its fields.
+fn fields(packed: &[u8], layout: &PackedLayout, planes: &Planes, row: usize, b: usize) -> Fields {
+    let g = layout.group(row, b);
+    let u16_at = |i: usize| u16::from_le_bytes([packed[i], packed[i + 1]]);
+    let mut f = Fields {
+        d: u16_at(planes.scales.start + g * 2),
+        qs: packed[planes.nibbles.start + g * ROW_NIBBLE_BYTES..][..ROW_NIBBLE_BYTES].try_into().expect("16 bytes"),
+        ..Fields::default()
+    };
+    if layout.kind.has_high_bits() {
+        f.qh = packed[planes.high_bits.start + g * 4..][..4].try_into().expect("4 bytes");
+    }
+    if layout.kind.has_min() {
+        f.m = u16_at(planes.mins.start + g * 2);
+    }
+    f
+}
+
+/// Dequantizes row `row` of a packed tensor into `out` (`layout.cols` values),
+/// with ggml's decoder of the block type, so the values are those of the GGUF.
+pub fn dequantize_row(packed: &[u8], layout: &PackedLayout, row: usize, out: &mut [f32]) {
+    let kind = layout.kind;
+    assert!(row < layout.rows, "{} row {row} out of {}", kind.name(), layout.rows);
+    assert_eq!(out.len(), layout.cols, "{} row: output size", kind.name());
+    assert_eq!(packed.len(), layout.n_bytes(), "{} row: packed size", kind.name());
+    let planes = layout.planes();
+    for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let f = fields(packed, layout, &planes, row, b);
+        let (d, m) = (f16::from_bits(f.d), f16::from_bits(f.m));
+        let out: &mut [f32; BLOCK] = chunk.try_into().expect("32 values");
+        match kind {
+            Kind::Q4_0 => BlockQ4_0 { d, qs: f.qs }.dequantize_block(out),
+            Kind::Q4_1 => BlockQ4_1 { d, m, qs: f.qs }.dequantize_block(out),
+            Kind::Q5_0 => BlockQ5_0 { d, qh: f.qh, qs: f.qs }.dequantize_block(out),
+            Kind::Q5_1 => BlockQ5_1 { d, m, qh: f.qh, qs: f.qs }.dequantize_block(out),
+        }
+    }
+}
+
+/// The unsigned quants (4 or 5 bits) of block `b` of row `row`, in value order,
+/// with the block's scale and minimum (0 for the kinds without one): what the
+/// scalar matmul reads.
+pub fn block_quants(packed: &[u8], layout: &PackedLayout, row: usize, b: usize) -> ([u8; BLOCK], f16, f16) {
+    let f = fields(packed, layout, &layout.planes(), row, b);
+    let qh = u32::from_le_bytes(f.qh);
+    let q = std::array::from_fn(|i| {
+        let nibble = if i < 16 { f.qs[i] & 0x0F } else { f.qs[i - 16] >> 4 };
+        nibble | ((((qh >> i) & 1) as u8) << 4)
+    });
+    (q, f16::from_bits(f.d), f16::from_bits(f.m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ggml::dequantize;
+
+    /// Random GGUF bytes for `rows` rows of `kind` with finite scales.
+    fn random_gguf(kind: Kind, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let block_bytes = kind.gguf_block_bytes();
+        let mut out: Vec<u8> = (0..rows * cols / BLOCK * block_bytes).map(|_| next() as u8).collect();
+        for block in out.chunks_exact_mut(block_bytes) {
+            let n_halves = if kind.has_min() { 2 } else { 1 };
+            for h in 0..n_halves {
+                let v = f16::from_f32(((next() % 2001) as f32 - 1000.0) / 1e4).to_bits().to_le_bytes();
+                block[2 * h..2 * h + 2].copy_from_slice(&v);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn layout_sizes_match_gguf_plus_padding() {
+        for kind in Kind::ALL {
+            assert!(PackedLayout::new(kind, 8, 33).is_none());
+            assert!(PackedLayout::new(kind, usize::MAX, 32).is_none());
+            let l = PackedLayout::new(kind, 16, 64).unwrap();
+            assert_eq!(l.n_bytes(), 16 * l.gguf_row_bytes(), "{kind:?}: a whole tile costs exactly GGUF's bytes");
+            let p = l.planes();
+            assert_eq!(p.mins.end, l.n_bytes());
+            assert_eq!(p.nibbles.end % 64, 0);
+            assert_eq!(PackedLayout::new(kind, 9, 64).unwrap().tiles, 2);
+        }
+    }
+
+    #[test]
+    fn packed_rows_dequantize_to_the_gguf_values() {
+        for kind in Kind::ALL {
+            for (rows, cols) in [(1, 32), (8, 64), (13, 96), (24, 160)] {
+                let gguf = random_gguf(kind, rows, cols, (rows * cols) as u64);
+                let mut want = vec![0f32; rows * cols];
+                dequantize(kind.ggml(), &gguf, &mut want).unwrap();
+                let layout = PackedLayout::new(kind, rows, cols).unwrap();
+                let row_bytes = layout.gguf_row_bytes();
+                let mut packed = vec![0xAA; layout.n_bytes()];
+                pack_rows(&layout, |r| &gguf[r * row_bytes..][..row_bytes], &mut packed);
+                let mut got = vec![0f32; cols];
+                for r in 0..rows {
+                    dequantize_row(&packed, &layout, r, &mut got);
+                    let want = &want[r * cols..][..cols];
+                    let same = got.iter().zip(want).all(|(g, w)| g.to_bits() == w.to_bits());
+                    assert!(same, "{kind:?} [{rows}, {cols}] row {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn block_quants_decode_as_ggml() {
+        for kind in Kind::ALL {
+            let (rows, cols) = (11, 64);
+            let gguf = random_gguf(kind, rows, cols, 7);
+            let mut want = vec![0f32; rows * cols];
+            dequantize(kind.ggml(), &gguf, &mut want).unwrap();
+            let layout = PackedLayout::new(kind, rows, cols).unwrap();
+            let row_bytes = layout.gguf_row_bytes();
+            let mut packed = vec![0; layout.n_bytes()];
+            pack_rows(&layout, |r| &gguf[r * row_bytes..][..row_bytes], &mut packed);
+            for r in 0..rows {
+                for b in 0..cols / BLOCK {
+                    let (q, d, m) = block_quants(&packed, &layout, r, b);
+                    let max = if kind.has_high_bits() { 31 } else { 15 };
+                    for (i, &qi) in q.iter().enumerate() {
+                        assert!(qi <= max);
+                        let v = if kind.has_min() {
+                            f32::from(qi) * d.to_f32() + m.to_f32()
+                        } else {
+                            (i32::from(qi) - kind.offset()) as f32 * d.to_f32()
+                        };
+                        assert_eq!(v.to_bits(), want[r * cols + b * BLOCK + i].to_bits(), "{kind:?} row {r} block {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn padding_rows_are_zero() {
+        for kind in Kind::ALL {
+            let layout = PackedLayout::new(kind, 3, 32).unwrap();
+            let gguf = random_gguf(kind, 3, 32, 3);
+            let row_bytes = layout.gguf_row_bytes();
+            let mut packed = vec![0xAA; layout.n_bytes()];
+            pack_rows(&layout, |r| &gguf[r * row_bytes..][..row_bytes], &mut packed);
+            let p = layout.planes();
+            assert!(packed[p.nibbles.start + 3 * 16..p.nibbles.end].iter().all(|&b| b == 0));
+            assert!(packed[p.scales.start + 3 * 2..p.scales.end].iter().all(|&b| b == 0));
+        }
+    }
+}
