@@ -14,6 +14,7 @@
 mod aarch64;
 mod attention;
 mod driver;
+pub mod q4q5;
 pub mod reference;
 mod table;
 #[cfg(target_arch = "x86_64")]

@@ -12,6 +12,8 @@ use half::f16;
 use crate::{AttnShape, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
 pub use kquant::{matmul_q4_k, matmul_q5_k, matmul_q6_k, q8_act_sums};
+mod q4q5;
+pub use q4q5::matmul_q4q5;
 
 /// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for every `r` in
 /// `rows` and token `t < n`: a row-major f32 weight (`cols` wide) times `n`

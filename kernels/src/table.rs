@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use half::f16;
 
+use crate::q4q5::{Q4Q5Weight, Q8SumActs};
 use crate::{reference, AttnShape, Matrix, Q8Acts, WeightData};
 
 /// An instruction-set level gpt-fast has kernels for.
@@ -34,6 +35,7 @@ impl Isa {
 type MatmulF32 = fn(&[f32], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
 type MatmulF16 = fn(&[f16], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
 type MatmulQ8 = fn(&[i8], &[f16], usize, Range<usize>, &Q8Acts, usize, &mut [f32], usize);
+type MatmulQ4Q5 = fn(&Q4Q5Weight, usize, Range<usize>, &Q8SumActs, usize, &mut [f32], usize);
 /// `(packed weight, cols, rows, x, x_sums, n, out, out_stride)`: see [`reference::matmul_q4_k`].
 pub type MatmulK = fn(&[u8], usize, Range<usize>, &Q8Acts, &[f32], usize, &mut [f32], usize);
 /// `(shape, q, keys, values, scratch, out)`: see [`reference::attention`].
@@ -48,6 +50,8 @@ pub struct Kernels {
     pub matmul_f32: MatmulF32,
     pub matmul_f16: MatmulF16,
     pub matmul_q8: MatmulQ8,
+    /// Q4_0, Q4_1, Q5_0 and Q5_1 weights (the weight says which).
+    pub matmul_q4q5: MatmulQ4Q5,
     /// K-quant matmuls (weights packed by `gpt_fast_quant::kquant`).
     pub matmul_q4_k: MatmulK,
     pub matmul_q5_k: MatmulK,
@@ -75,6 +79,7 @@ impl Kernels {
             matmul_f32: reference::matmul_f32,
             matmul_f16: reference::matmul_f16,
             matmul_q8: reference::matmul_q8,
+            matmul_q4q5: reference::matmul_q4q5,
             matmul_q4_k: reference::matmul_q4_k,
             matmul_q5_k: reference::matmul_q5_k,
             matmul_q6_k: reference::matmul_q6_k,

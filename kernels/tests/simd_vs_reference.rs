@@ -23,68 +23,11 @@
 
 use std::ops::Range;
 
+mod common;
+
+use common::{assert_bits, assert_close, random_acts, row_ranges, tables, Rng};
 use gpt_fast_kernels::{reference, Attention, AttnShape, Isa, Kernels, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 use half::f16;
-
-/// The kernel tables to test: every non-scalar ISA this CPU has. The "testing"
-/// line names the table's variant (`neon+dotprod` or `neon`: which q8 matmul ran).
-fn tables() -> Vec<Kernels> {
-    let mut found = Vec::new();
-    for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
-        match Kernels::for_isa(isa) {
-            Some(k) => {
-                println!("testing: {}", k.name());
-                found.push(k);
-            }
-            None => println!("skipped: {} not available on this CPU (or in this build)", isa.name()),
-        }
-    }
-    found
-}
-
-/// xorshift64* — deterministic, no extra crates.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
-        (0..len).map(|_| self.f32() * scale).collect()
-    }
-    fn i8_127(&mut self) -> i8 {
-        (self.below(255) as i32 - 127) as i8
-    }
-}
-
-#[track_caller]
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol(i);
-        assert!(ok, "{what}: [{i}] got {g:e}, want {w:e} (tolerance {:e})", tol(i));
-    }
-}
-
-#[track_caller]
-fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
-    let (g, w): (Vec<u32>, Vec<u32>) =
-        (got.iter().map(|v| v.to_bits()).collect(), want.iter().map(|v| v.to_bits()).collect());
-    assert_eq!(g, w, "{what}: not bit-identical");
-}
 
 // ---------------------------------------------------------------- q8 matmul
 
@@ -121,30 +64,6 @@ fn random_q8(rng: &mut Rng, rows: usize, cols: usize) -> (Vec<i8>, Vec<f16>) {
     (quants, scales)
 }
 
-/// `n` activation rows quantized by the reference, with some all-zero blocks,
-/// some large ones, and some blocks replaced by raw ±127 quants.
-fn random_acts(rng: &mut Rng, n: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
-    let nb = cols / Q8_BLOCK;
-    let mut x = rng.vec(n * cols, 2.0);
-    for block in x.chunks_exact_mut(Q8_BLOCK) {
-        match rng.below(8) {
-            0 => block.fill(0.0),
-            1 => block.iter_mut().for_each(|v| *v *= 1000.0),
-            _ => {}
-        }
-    }
-    let mut quants = vec![0i8; n * cols];
-    let mut scales = vec![0f32; n * nb];
-    reference::quantize_q8_acts(&x, &mut quants, &mut scales);
-    for (q, s) in quants.chunks_exact_mut(Q8_BLOCK).zip(&mut scales) {
-        if rng.below(10) == 0 {
-            q.iter_mut().for_each(|v| *v = [127, -127][rng.below(2)]);
-            *s = 1e-3;
-        }
-    }
-    (quants, scales)
-}
-
 /// `Σ_b |w_scale · x_scale · isum_b|` for each output: the q8 error budget's scale.
 fn q8_magnitude(quants: &[i8], scales: &[f16], cols: usize, row: usize, xq: &[i8], xs: &[f32]) -> f64 {
     let nb = cols / Q8_BLOCK;
@@ -157,21 +76,6 @@ fn q8_magnitude(quants: &[i8], scales: &[f16], cols: usize, row: usize, xq: &[i8
             (f64::from(scales[group].to_f32()) * f64::from(xs[b]) * isum as f64).abs()
         })
         .sum()
-}
-
-/// Row ranges: whole, starting mid-tile, ending mid-tile, one row mid-tile.
-fn row_ranges(rows: usize) -> Vec<Range<usize>> {
-    let mut r = Vec::new();
-    r.push(0..rows);
-    if rows > 3 {
-        r.push(3..rows);
-        r.push(0..rows - 2);
-        r.push(rows / 2..rows / 2 + 1);
-    }
-    if rows > 20 {
-        r.push(5..rows - 11);
-    }
-    r
 }
 
 #[test]

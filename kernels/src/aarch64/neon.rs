@@ -14,6 +14,7 @@ mod attention;
 mod elementwise;
 mod matmul;
 mod matmul_k;
+mod matmul_q4q5;
 mod simd;
 
 use std::arch::is_aarch64_feature_detected;
@@ -21,6 +22,7 @@ use std::ops::Range;
 
 use half::f16;
 
+use crate::q4q5::{Q4Q5Weight, Q8SumActs};
 use crate::{AttnShape, Isa, Kernels, Q8Acts};
 
 /// Whether this CPU can run the NEON kernels.
@@ -46,6 +48,7 @@ pub fn kernels() -> Option<Kernels> {
         matmul_f32,
         matmul_f16,
         matmul_q8,
+        matmul_q4q5,
         matmul_q4_k,
         matmul_q5_k,
         matmul_q6_k,
@@ -64,6 +67,7 @@ pub fn kernels() -> Option<Kernels> {
         return Some(Kernels {
             name: "neon+dotprod",
             matmul_q8: matmul_q8_sdot,
+            matmul_q4q5: matmul_q4q5_sdot,
             matmul_q4_k: matmul_q4_k_sdot,
             matmul_q5_k: matmul_q5_k_sdot,
             matmul_q6_k: matmul_q6_k_sdot,
@@ -208,6 +212,33 @@ fn matmul_q6_k_sdot(
     // SAFETY: reached only through `kernels()`, which checked neon and, before
     // choosing this function, dotprod.
     unsafe { matmul_k::matmul_q6_k_sdot(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+fn matmul_q4q5(
+    w: &Q4Q5Weight,
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8SumActs,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon.
+    unsafe { matmul_q4q5::matmul_q4q5(w, cols, rows, x, n, out, out_stride) }
+}
+
+fn matmul_q4q5_sdot(
+    w: &Q4Q5Weight,
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8SumActs,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked neon and, before
+    // choosing this function, dotprod.
+    unsafe { matmul_q4q5::matmul_q4q5_sdot(w, cols, rows, x, n, out, out_stride) }
 }
 
 fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {

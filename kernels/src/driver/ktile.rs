@@ -1,14 +1,14 @@
 //! The K-quant matmul driver (Q4_K, Q5_K, Q6_K packed in tiles of
 //! [`TILE_ROWS`] rows, `gpt_fast_quant::kquant`): the loops over tiles and
-//! groups of up to [`Q8_TOKENS`] tokens, and the writes of whole or cut tiles,
-//! as [`super::q8`] does for q8. An ISA supplies the tile: 8 rows × up to 4
+//! groups of up to [`super::tiles::TILE_TOKENS`] tokens, and the writes of whole or cut tiles,
+//! in [`super::tiles`] as for q8. An ISA supplies the tile: 8 rows × up to 4
 //! tokens over every super-block.
 
 use std::ops::Range;
 
 use gpt_fast_quant::kquant::TILE_ROWS;
 
-use super::q8::{TileSums, Q8_TOKENS};
+use super::tiles::TileSums;
 use crate::{Q8Acts, Q8_BLOCK};
 
 /// Values per super-block.
@@ -25,7 +25,7 @@ pub(crate) struct KTile<'a> {
     /// `tokens` rows of `8 superblocks` block `scale × Σ quants`.
     pub xsums: &'a [f32],
     pub superblocks: usize,
-    /// Tokens, 1 to [`Q8_TOKENS`].
+    /// Tokens, 1 to [`super::tiles::TILE_TOKENS`].
     pub tokens: usize,
 }
 
@@ -59,30 +59,16 @@ pub(crate) fn matmul(
     let w = &w[..end_tile * tile_bytes];
     let (xq, xs, xsums) = (&x.quants[..n * cols], &x.scales[..n * nb], &x_sums[..n * nb]);
 
-    for tile in rows.start / TILE_ROWS..end_tile {
-        let tw = &w[tile * tile_bytes..][..tile_bytes];
-        let row0 = tile * TILE_ROWS;
-        // The tile's rows in range (all but for a tile cut by the range).
-        let (lo, hi) = (rows.start.max(row0) - row0, rows.end.min(row0 + TILE_ROWS) - row0);
-        let mut t0 = 0;
-        while t0 < n {
-            let tokens = (n - t0).min(Q8_TOKENS);
-            let (a, b) = (t0 * nb, (t0 + tokens) * nb);
-            let tile = KTile {
-                w: tw,
-                xq: &xq[t0 * cols..(t0 + tokens) * cols],
-                xs: &xs[a..b],
-                xsums: &xsums[a..b],
-                superblocks,
-                tokens,
-            };
-            let mut sums = [[0f32; TILE_ROWS]; Q8_TOKENS];
-            tile_kernel(tile, &mut sums);
-            for (t, sums) in sums[..tokens].iter().enumerate() {
-                let start = (t0 + t) * out_stride + row0 + lo - rows.start;
-                out[start..start + hi - lo].copy_from_slice(&sums[lo..hi]);
-            }
-            t0 += tokens;
-        }
-    }
+    super::tiles::for_each_tile(rows, n, out, out_stride, |tile, t0, tokens, sums| {
+        let (a, b) = (t0 * nb, (t0 + tokens) * nb);
+        let tile = KTile {
+            w: &w[tile * tile_bytes..][..tile_bytes],
+            xq: &xq[t0 * cols..(t0 + tokens) * cols],
+            xs: &xs[a..b],
+            xsums: &xsums[a..b],
+            superblocks,
+            tokens,
+        };
+        tile_kernel(tile, sums);
+    });
 }

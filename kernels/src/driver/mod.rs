@@ -16,7 +16,9 @@
 pub(crate) mod attention;
 pub(crate) mod float;
 pub(crate) mod ktile;
+pub(crate) mod q4q5;
 pub(crate) mod q8;
+pub(crate) mod tiles;
 
 use std::ops::Range;
 

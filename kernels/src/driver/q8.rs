@@ -1,6 +1,6 @@
 //! The q8 matmul driver for a few tokens (decode's GEMV and the smallest
 //! prefill groups): the loops over tiles of [`Q8_TILE_ROWS`] interleaved rows
-//! and groups of up to [`Q8_TOKENS`] tokens, and the writes of whole or cut
+//! and groups of up to [`super::tiles::TILE_TOKENS`] tokens, and the writes of whole or cut
 //! tiles. An ISA supplies the tile: 8 rows × up to 4 tokens over every block.
 
 use std::ops::Range;
@@ -9,12 +9,7 @@ use half::f16;
 
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
-/// Tokens per register tile: each loaded weight block is used for this many
-/// activation rows before the next is loaded.
-pub(crate) const Q8_TOKENS: usize = 4;
-
-/// One tile's results: `[token][row in tile]`.
-pub(crate) type TileSums = [[f32; Q8_TILE_ROWS]; Q8_TOKENS];
+pub(crate) use super::tiles::TileSums;
 
 /// One tile's inputs, as [`matmul`] hands them to an ISA's tile kernel.
 pub(crate) struct Q8Tile<'a> {
@@ -28,7 +23,7 @@ pub(crate) struct Q8Tile<'a> {
     pub xs: &'a [f32],
     /// Blocks of 32 columns.
     pub nb: usize,
-    /// Tokens, 1 to [`Q8_TOKENS`].
+    /// Tokens, 1 to [`super::tiles::TILE_TOKENS`].
     pub tokens: usize,
 }
 
@@ -60,23 +55,10 @@ pub(crate) fn matmul(
     let (quants, scales) = (&quants[..end_tile * tile_quants], &scales[..end_tile * tile_scales]);
     let (xq, xs) = (&x.quants[..n * cols], &x.scales[..n * nb]);
 
-    for tile in rows.start / Q8_TILE_ROWS..end_tile {
+    super::tiles::for_each_tile(rows, n, out, out_stride, |tile, t0, tokens, sums| {
         let wq = &quants[tile * tile_quants..][..tile_quants];
         let ws = &scales[tile * tile_scales..][..tile_scales];
-        let row0 = tile * Q8_TILE_ROWS;
-        // The tile's rows in range (all but for a tile cut by the range).
-        let (lo, hi) = (rows.start.max(row0) - row0, rows.end.min(row0 + Q8_TILE_ROWS) - row0);
-        let mut t0 = 0;
-        while t0 < n {
-            let tokens = (n - t0).min(Q8_TOKENS);
-            let (xq, xs) = (&xq[t0 * cols..(t0 + tokens) * cols], &xs[t0 * nb..(t0 + tokens) * nb]);
-            let mut sums = [[0f32; Q8_TILE_ROWS]; Q8_TOKENS];
-            tile_kernel(Q8Tile { wq, ws, xq, xs, nb, tokens }, &mut sums);
-            for (t, sums) in sums[..tokens].iter().enumerate() {
-                let start = (t0 + t) * out_stride + row0 + lo - rows.start;
-                out[start..start + hi - lo].copy_from_slice(&sums[lo..hi]);
-            }
-            t0 += tokens;
-        }
-    }
+        let (xq, xs) = (&xq[t0 * cols..(t0 + tokens) * cols], &xs[t0 * nb..(t0 + tokens) * nb]);
+        tile_kernel(Q8Tile { wq, ws, xq, xs, nb, tokens }, sums);
+    });
 }

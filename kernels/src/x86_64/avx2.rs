@@ -13,12 +13,14 @@ mod elementwise;
 pub(super) mod matmul;
 pub(super) mod matmul_float;
 pub(super) mod matmul_k;
+pub(super) mod matmul_q4q5;
 pub(super) mod simd;
 
 use std::ops::Range;
 
 use half::f16;
 
+use crate::q4q5::{Q4Q5Weight, Q8SumActs};
 use crate::{AttnShape, Isa, Kernels, Q8Acts};
 
 /// Whether this CPU can run the AVX2 kernels.
@@ -37,6 +39,7 @@ pub fn kernels() -> Option<Kernels> {
         matmul_f32,
         matmul_f16,
         matmul_q8,
+        matmul_q4q5,
         matmul_q4_k,
         matmul_q5_k,
         matmul_q6_k,
@@ -124,6 +127,19 @@ pub(super) fn matmul_q6_k(
 ) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
     unsafe { matmul_k::matmul_q6_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+fn matmul_q4q5(
+    w: &Q4Q5Weight,
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8SumActs,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
+    unsafe { matmul_q4q5::matmul_q4q5(w, cols, rows, x, n, out, out_stride) }
 }
 
 fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {

@@ -9,6 +9,7 @@
 
 mod gemm_q8;
 mod matmul_float;
+mod matmul_q4q5;
 mod matmul_q8;
 mod simd;
 
@@ -17,6 +18,7 @@ use std::ops::Range;
 use half::f16;
 
 use super::avx2;
+use crate::q4q5::{Q4Q5Weight, Q8SumActs};
 use crate::{Isa, Kernels, Q8Acts};
 
 /// Whether this CPU can run the AVX-512 kernels.
@@ -34,7 +36,15 @@ pub fn kernels() -> Option<Kernels> {
     if !is_available() {
         return None;
     }
-    Some(Kernels { isa: Isa::Avx512, name: "avx512", matmul_f32, matmul_f16, matmul_q8, ..avx2::kernels()? })
+    Some(Kernels {
+        isa: Isa::Avx512,
+        name: "avx512",
+        matmul_f32,
+        matmul_f16,
+        matmul_q8,
+        matmul_q4q5,
+        ..avx2::kernels()?
+    })
 }
 
 // The safe wrappers below are private: the only way to reach them is through
@@ -68,4 +78,18 @@ fn matmul_q8(
     // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
     // avx2, fma and f16c.
     unsafe { matmul_q8::matmul_q8_vnni(quants, scales, cols, rows, x, n, out, out_stride) }
+}
+
+fn matmul_q4q5(
+    w: &Q4Q5Weight,
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8SumActs,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
+    // avx2, fma and f16c.
+    unsafe { matmul_q4q5::matmul_q4q5_vnni(w, cols, rows, x, n, out, out_stride) }
 }

@@ -48,6 +48,15 @@ pub fn load32_i8(s: &[i8]) -> __m256i {
     unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
 }
 
+/// The 16 i8 at the front of `s` in both 128-bit halves.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn broadcast16_i8(s: &[i8]) -> __m256i {
+    let a: &[i8; 16] = s.first_chunk().expect("broadcast16_i8: fewer than 16 values");
+    // SAFETY: `a` is 16 readable bytes; `loadu` has no alignment requirement.
+    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(a.as_ptr().cast()) })
+}
+
 /// Stores 32 i8 to the front of `s`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -18,6 +18,15 @@ pub fn load64_i8(s: &[i8]) -> __m512i {
     unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
 }
 
+/// The 16 i8 at the front of `s` in each of the four 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub fn broadcast16_i8(s: &[i8]) -> __m512i {
+    let a: &[i8; 16] = s.first_chunk().expect("broadcast16_i8: fewer than 16 values");
+    // SAFETY: `a` is 16 readable bytes; `loadu` has no alignment requirement.
+    _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(a.as_ptr().cast()) })
+}
+
 /// 16 f32 from the front of `s` (panics if shorter).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]

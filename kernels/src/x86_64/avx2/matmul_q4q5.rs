@@ -1,0 +1,158 @@
+//! The AVX2 Q4_0/Q4_1/Q5_0/Q5_1 matmul: decode of a Q4_1 GGUF model spends
+//! most of its time here with one token.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use gpt_fast_quant::q4q5::Kind;
+
+use super::matmul::prefetch_ahead;
+use super::simd::{broadcast16_i8, load32_i8, load8_f16, store8};
+use crate::driver::q4q5::{self, Q4Q5Tile};
+use crate::driver::tiles::TileSums;
+use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_NIBBLE_BYTES};
+
+/// As [`crate::reference::matmul_q4q5`].
+///
+/// Per tile of 8 interleaved rows and block of 32 columns, one 256-bit load
+/// holds two rows' 16 nibble bytes: masking gives their first 16 quants,
+/// shifting their last 16 (plus the fifth bits for Q5), against the token's
+/// first and last 16 activation quants broadcast to both halves. The quants
+/// are unsigned, as `maddubs` wants its first operand, so no sign trick is
+/// needed: a pair of products is at most `2 × 31 × 128 = 7936` and the sum of
+/// the two halves' pairs `15872 < 32767`, so nothing saturates and the
+/// integer dot product is exact. Per block the row sums become
+/// `fma(isum, d·xs, acc)` then `fma(m', sum, acc)`: two roundings fewer than
+/// the reference, the only difference from it. Every token count runs the same
+/// operations per token, so results do not depend on the batch.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matmul_q4q5(
+    w: &Q4Q5Weight,
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8SumActs,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    match w.kind {
+        Kind::Q4_0 => by_kind::<false, false>(w, cols, rows, x, n, out, out_stride),
+        Kind::Q4_1 => by_kind::<false, true>(w, cols, rows, x, n, out, out_stride),
+        Kind::Q5_0 => by_kind::<true, false>(w, cols, rows, x, n, out, out_stride),
+        Kind::Q5_1 => by_kind::<true, true>(w, cols, rows, x, n, out, out_stride),
+    }
+}
+
+/// [`matmul_q4q5`] for one kind: `Q5` (fifth bits), `MIN` (a minimum per block).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn by_kind<const Q5: bool, const MIN: bool>(
+    w: &Q4Q5Weight,
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8SumActs,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    q4q5::matmul(w, cols, rows, x, n, out, out_stride, |tile, tokens, sums| match tokens {
+        4 => tile_kernel::<4, Q5, MIN>(&tile, sums),
+        3 => tile_kernel::<3, Q5, MIN>(&tile, sums),
+        2 => tile_kernel::<2, Q5, MIN>(&tile, sums),
+        _ => tile_kernel::<1, Q5, MIN>(&tile, sums),
+    });
+}
+
+/// One tile of 8 rows against `T` tokens: `sums[t][r]` = row `r` · token `t`.
+/// Lanes hold rows in the order `[0, 2, 4, 6, 1, 3, 5, 7]` (what the `hadd`
+/// reduction gives); scales are permuted to match, sums put back at the end.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile, sums: &mut TileSums) {
+    let Q4Q5Tile { nibbles, high_bits, scales, mins, xq, xs, sums: xsums, nb } = *tile;
+    let cols = nb * Q4Q5_BLOCK;
+    let low4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let to_reduced_order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    let offset = _mm256_set1_ps(if Q5 { -16.0 } else { -8.0 });
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let wblock: &[i8] = bytemuck::cast_slice(&nibbles[b * TILE_BLOCK_NIBBLE_BYTES..][..TILE_BLOCK_NIBBLE_BYTES]);
+        if T == 1 {
+            prefetch_ahead(wblock);
+        }
+        let xv: [[__m256i; 2]; T] = std::array::from_fn(|t| {
+            let xb = &xq[t * cols + b * Q4Q5_BLOCK..][..Q4Q5_BLOCK];
+            [broadcast16_i8(xb), broadcast16_i8(&xb[16..])]
+        });
+        // Row pairs are folded by hadd as soon as two exist, so few partial
+        // vectors per token are live.
+        let mut halves = [[_mm256_setzero_si256(); 2]; T];
+        for h in 0..2 {
+            let mut pairs = [[_mm256_setzero_si256(); 2]; T];
+            for p in 0..2 {
+                let k = 2 * h + p;
+                let v = load32_i8(&wblock[k * 32..]);
+                let mut lo = _mm256_and_si256(v, low4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+                if Q5 {
+                    let [bits_lo, bits_hi] = fifth_bits(&high_bits[b * 8 + 2 * k..][..2]);
+                    lo = _mm256_or_si256(lo, bits_lo);
+                    hi = _mm256_or_si256(hi, bits_hi);
+                }
+                for t in 0..T {
+                    let prod = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xv[t][0]), _mm256_maddubs_epi16(hi, xv[t][1]));
+                    // Rows 2k (lanes 0-3) and 2k + 1 (lanes 4-7), 4 partial sums each.
+                    pairs[t][p] = _mm256_madd_epi16(prod, ones);
+                }
+            }
+            for t in 0..T {
+                halves[t][h] = _mm256_hadd_epi32(pairs[t][0], pairs[t][1]);
+            }
+        }
+        let d = _mm256_permutevar8x32_ps(load8_f16(&scales[b * 8..]), to_reduced_order);
+        let m = if MIN {
+            _mm256_permutevar8x32_ps(load8_f16(&mins[b * 8..]), to_reduced_order)
+        } else {
+            _mm256_mul_ps(d, offset)
+        };
+        for t in 0..T {
+            // |isum| <= 32 × 31 × 128 < 2^24: the conversion is exact.
+            let isum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(halves[t][0], halves[t][1]));
+            acc[t] = _mm256_fmadd_ps(isum, _mm256_mul_ps(d, _mm256_set1_ps(xs[t * nb + b])), acc[t]);
+            acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(xsums[t * nb + b]), acc[t]);
+        }
+    }
+    let to_row_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for t in 0..T {
+        store8(&mut sums[t], _mm256_permutevar8x32_ps(acc[t], to_row_order));
+    }
+}
+
+/// The fifth bits of two rows' block (`qh[0]`, `qh[1]`: bit `i` is value `i`'s)
+/// as `0x10` bytes, laid out as the nibbles of one two-row load: `[0]` holds
+/// values 0-15 of each row (one per 128-bit half), `[1]` values 16-31.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fifth_bits(qh: &[u32]) -> [__m256i; 2] {
+    let pair = u64::from(qh[0]) | (u64::from(qh[1]) << 32);
+    // Each 128-bit half: bytes [a0 a1 a2 a3 b0 b1 b2 b3] twice (a = row 2k, b = row 2k + 1).
+    let v = _mm256_set1_epi64x(pair as i64);
+    // Byte j of a half takes the byte holding its value's bit (j / 8 within the
+    // row's u32), then is tested against bit j % 8.
+    let values_lo = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5,
+    );
+    let values_hi = _mm256_setr_epi8(
+        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let sixteen = _mm256_set1_epi8(0x10);
+    [values_lo, values_hi].map(|idx| {
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, idx), bit), bit);
+        _mm256_and_si256(set, sixteen)
+    })
+}
