@@ -5,7 +5,9 @@
 use gpt_fast_quant::q4q5::{Kind, PackedLayout};
 use half::f16;
 
-pub use gpt_fast_quant::q4q5::{BLOCK as Q4Q5_BLOCK, TILE_BLOCK_NIBBLE_BYTES, TILE_ROWS as Q4Q5_TILE_ROWS};
+pub use gpt_fast_quant::q4q5::{
+    BLOCK as Q4Q5_BLOCK, ROW_NIBBLE_BYTES, TILE_BLOCK_NIBBLE_BYTES, TILE_ROWS as Q4Q5_TILE_ROWS,
+};
 
 /// A packed Q4_0/Q4_1/Q5_0/Q5_1 weight `[rows, cols]`, each plane ordered
 /// `[tile][block][row in tile]` (docs/FORMAT.md).

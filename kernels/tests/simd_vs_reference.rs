@@ -21,12 +21,10 @@
 //!   included): `1e-6 ×` the same, about 5× the largest seen. A row's output
 //!   must not depend on the other rows of the call: bit-exact.
 
-use std::ops::Range;
-
 mod common;
 
 use common::{assert_bits, assert_close, random_acts, row_ranges, tables, Rng};
-use gpt_fast_kernels::{reference, Attention, AttnShape, Isa, Kernels, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use gpt_fast_kernels::{reference, Attention, AttnShape, Kernels, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 use half::f16;
 
 // ---------------------------------------------------------------- q8 matmul

@@ -10,7 +10,7 @@ use super::matmul::prefetch_ahead;
 use super::simd::{broadcast16_i8, load32_i8, load8_f16, store8};
 use crate::driver::q4q5::{self, Q4Q5Tile};
 use crate::driver::tiles::TileSums;
-use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_NIBBLE_BYTES};
+use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, ROW_NIBBLE_BYTES, TILE_BLOCK_NIBBLE_BYTES};
 
 /// As [`crate::reference::matmul_q4q5`].
 ///
@@ -91,11 +91,11 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
         // Row pairs are folded by hadd as soon as two exist, so few partial
         // vectors per token are live.
         let mut halves = [[_mm256_setzero_si256(); 2]; T];
-        for h in 0..2 {
+        for (h, wquad) in wblock.chunks_exact(4 * ROW_NIBBLE_BYTES).enumerate() {
             let mut pairs = [[_mm256_setzero_si256(); 2]; T];
-            for p in 0..2 {
+            for (p, wpair) in wquad.chunks_exact(2 * ROW_NIBBLE_BYTES).enumerate() {
                 let k = 2 * h + p;
-                let v = load32_i8(&wblock[k * 32..]);
+                let v = load32_i8(wpair);
                 let mut lo = _mm256_and_si256(v, low4);
                 let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
                 if Q5 {
