@@ -4,10 +4,7 @@
 
 use std::io::Write;
 
-use gpt_fast::generate::{Flow, GenerateParams, Generator};
-use gpt_fast::model::{Model, ModelOptions};
-use gpt_fast::sampler::SamplerParams;
-use gpt_fast::session::SessionOptions;
+use gpt_fast::{Flow, GenerateParams, Generator, Model, ModelOptions, SamplerParams, SessionOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -15,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: generate MODEL PROMPT".into());
     };
     // The model is shared (read-only, memory-mapped); each session owns its
-    // KV cache and thread pool, allocated once here.
+    // KV cache, allocated once here, and borrows the process's thread pool.
     let model = Model::open(path.as_ref(), ModelOptions::default())?;
     let options = SessionOptions { context: 1024, threads: 2, ..Default::default() };
     let mut generator = Generator::new(&model, options)?;

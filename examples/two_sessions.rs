@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use gpt_fast::model::{Model, ModelOptions};
-use gpt_fast::session::{Session, SessionOptions};
-use gpt_fast::threads::ThreadPool;
+use gpt_fast::{Model, ModelOptions, Session, SessionOptions, ThreadPool};
 
 /// Decodes `steps` tokens round-robin over `sessions` (each primed with a
 /// short prompt first); returns tokens per second over all of them.

@@ -15,14 +15,25 @@ use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Session, SessionError, SessionOptions};
 use crate::tokenizer::StreamDecoder;
 
+/// Why [`Generator::generate`] could not run.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GenerateError {
+    /// The prompt has no tokens (and no earlier turn to continue).
     #[error("the prompt is empty")]
     EmptyPrompt,
+    /// The prompt is longer than the context.
     #[error("the prompt has {tokens} tokens but the context holds {context} (raise -c)")]
-    PromptTooLong { tokens: usize, context: usize },
+    PromptTooLong {
+        /// Tokens in the prompt.
+        tokens: usize,
+        /// Positions the context holds.
+        context: usize,
+    },
+    /// A sampling setting is out of range (the message names it).
     #[error("{0}")]
     BadSampler(String),
+    /// The session refused (see [`SessionError`]).
     #[error(transparent)]
     Session(#[from] SessionError),
 }
@@ -30,7 +41,8 @@ pub enum GenerateError {
 /// Most steps whose latency [`Generator::step_times`] keeps (1 MiB).
 pub const MAX_STEP_TIMES: usize = 1 << 16;
 
-/// Why generation ended.
+/// Why generation ended. Exhaustive on purpose: a new way to end is
+/// something every caller must decide how to report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// The model produced an end-of-generation token: its end-of-sequence
@@ -46,12 +58,19 @@ pub enum StopReason {
     ContextFull,
 }
 
+/// What one [`Generator::generate`] call did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateStats {
+    /// Tokens evaluated before the first new one: the prompt's, and the
+    /// previous turn's last token if there was one.
     pub prompt_tokens: usize,
+    /// Time to evaluate them and pick the first new token.
     pub prompt_time: Duration,
+    /// Tokens generated (the end-of-generation token is not counted).
     pub generated_tokens: usize,
+    /// Time from the first new token to the end.
     pub generate_time: Duration,
+    /// Why generation ended.
     pub stop: StopReason,
 }
 
@@ -72,13 +91,44 @@ pub struct GenerateParams {
     pub ignore_eos: bool,
 }
 
+impl Default for GenerateParams {
+    /// 256 tokens (a bound, so that a default never runs for ever), the
+    /// default sampler, no stop strings.
+    fn default() -> Self {
+        Self { max_tokens: 256, sampler: SamplerParams::default(), stop: Vec::new(), ignore_eos: false }
+    }
+}
+
 /// Whether to go on after a piece of text: the callback's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
+    /// Go on generating.
     Continue,
+    /// Stop now ([`StopReason::Cancelled`]).
     Stop,
 }
 
+/// A conversation: a [`Session`] with a sampler, a streaming detokenizer and
+/// stop conditions. Each [`Generator::generate`] appends a turn.
+///
+/// ```
+/// # use gpt_fast::{Flow, GenerateParams, Generator, Model, ModelOptions, SessionOptions};
+/// # fn main() -> Result<(), gpt_fast::Error> {
+/// # let path = std::env::temp_dir().join(format!("gpt-fast-doc-gen-{}", std::process::id()));
+/// # let h = gpt_fast::synthetic::config("test-llama").unwrap();
+/// # gpt_fast::synthetic::write(&path, &h, gpt_fast::format::DType::Q8, 1, |_, _| {}).unwrap();
+/// let model = Model::open(&path, ModelOptions::default())?;
+/// let mut chat = Generator::new(&model, SessionOptions { context: 128, ..Default::default() })?;
+/// let params = GenerateParams { max_tokens: 4, ..Default::default() };
+/// chat.generate("Hi", false, &params, |_| Flow::Continue)?;
+/// let first_turn = chat.len();
+/// chat.generate(" again", false, &params, |_| Flow::Continue)?;
+/// chat.truncate(first_turn)?; // as if the second turn never happened
+/// assert_eq!(chat.len(), first_turn);
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok(())
+/// # }
+/// ```
 pub struct Generator<'m> {
     session: Session<'m>,
     sampler: Sampler,
@@ -111,6 +161,7 @@ impl<'m> Generator<'m> {
         })
     }
 
+    /// The session underneath (its tokens, context, threads).
     pub fn session(&self) -> &Session<'m> {
         &self.session
     }

@@ -9,6 +9,7 @@
 /// Sampling settings. `temperature <= 0` is greedy (argmax).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplerParams {
+    /// Softmax temperature; 0 or less picks the most likely token.
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens; 0 keeps all.
     pub top_k: usize,
@@ -20,6 +21,7 @@ pub struct SamplerParams {
     pub repeat_penalty: f32,
     /// How many recent tokens the penalty looks at.
     pub repeat_last_n: usize,
+    /// Seed of the RNG: the same seed and inputs give the same tokens.
     pub seed: u64,
 }
 
@@ -30,6 +32,7 @@ impl Default for SamplerParams {
 }
 
 impl SamplerParams {
+    /// Always the most likely token (temperature 0).
     pub fn greedy() -> Self {
         Self { temperature: 0.0, ..Self::default() }
     }
@@ -60,6 +63,7 @@ impl SamplerParams {
     }
 }
 
+/// Picks tokens from logits with [`SamplerParams`]; every buffer allocated in [`Sampler::new`].
 pub struct Sampler {
     params: SamplerParams,
     rng: u64,
@@ -73,6 +77,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler for logits of `vocab_size` entries.
     pub fn new(params: SamplerParams, vocab_size: usize) -> Self {
         Self {
             params,
@@ -91,6 +96,7 @@ impl Sampler {
         self.banned.extend_from_slice(tokens);
     }
 
+    /// The current settings.
     pub fn params(&self) -> &SamplerParams {
         &self.params
     }

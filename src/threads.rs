@@ -110,6 +110,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Worker threads that run one job at a time on every thread at once
+/// (see the module's documentation).
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -194,6 +196,7 @@ impl ThreadPool {
         Self { shared, workers, one_job: Mutex::new(()) }
     }
 
+    /// Threads that run a job, the caller's included.
     pub fn n_threads(&self) -> usize {
         self.workers.len() + 1
     }
@@ -341,10 +344,12 @@ pub struct ChunkCounter {
 }
 
 impl ChunkCounter {
+    /// A counter over `0..n_chunks`.
     pub fn new(n_chunks: usize) -> Self {
         Self { next: AtomicUsize::new(0), n_chunks }
     }
 
+    /// The next chunk nobody has taken, if any.
     pub fn next(&self) -> Option<usize> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         (i < self.n_chunks).then_some(i)

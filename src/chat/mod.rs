@@ -10,7 +10,7 @@
 //! the functions `raise_exception` and `strftime_now`; a `tojson` that is
 //! Python's `json.dumps` (no HTML escaping). minijinja does the Jinja part,
 //! minijinja-contrib's pycompat the Python string and dict methods, and
-//! [`python`] Python's spelling of printed values (`None`, `True`, dicts).
+//! `python` Python's spelling of printed values (`None`, `True`, dicts).
 //! tests/chat_templates.rs checks all this against transformers itself on
 //! every template in llama.cpp's `models/templates/`.
 //!

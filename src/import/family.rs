@@ -1,5 +1,5 @@
 //! The model families the importers read, and what each one's checkpoints
-//! look like. The runtime knows only [`Arch`] and [`Variant`]; a family is the
+//! look like. The runtime knows only [`Arch`] and [`Variant`](crate::format::Variant); a family is the
 //! importers' name for a set of checkpoint conventions that map onto them.
 
 use crate::format::Arch;

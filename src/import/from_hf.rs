@@ -3,8 +3,8 @@
 //! `tokenizer.json` and, for what that file does not say, `tokenizer_config.json`,
 //! `generation_config.json` and `chat_template.jinja`.
 //!
-//! Hyper-parameters: [`config`]; the tokenizer: [`tokenizer`]; the checkpoint
-//! quirks are all in [`checkpoint_name`].
+//! Hyper-parameters: `config`; the tokenizer: `tokenizer`; the checkpoint
+//! quirks are all in `checkpoint_name`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

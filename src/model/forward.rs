@@ -24,6 +24,7 @@ pub enum LogitsMode {
 }
 
 /// Scratch for the forward pass, allocated once for batches of up to `batch_cap` tokens.
+#[doc(hidden)]
 pub struct Forward {
     batch_cap: usize,
     dim: usize,
@@ -65,6 +66,8 @@ pub struct Forward {
     logits_rows: usize,
 }
 
+// Internal (hidden from the docs, so missing_docs does not ask for its items).
+#[doc(hidden)]
 impl Forward {
     /// `sinks`: the KV cache's attention sinks; `all_logits`: whether batches
     /// may ask for every position's logits.

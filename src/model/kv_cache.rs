@@ -34,6 +34,7 @@ pub const DEFAULT_SINKS: usize = 4;
 
 /// Element type of the cached keys and values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KvType {
     /// Half the memory and half the bytes read per attended position; keys and
     /// values are rounded to nearest (even) when stored, as llama.cpp's default
@@ -46,6 +47,7 @@ pub enum KvType {
 }
 
 impl KvType {
+    /// Its name, as `--kv-type` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Self::F16 => "f16",
@@ -129,11 +131,13 @@ impl Store {
 
 /// One KV head's keys and values, `[slot][head_dim]` each, in the cache's type.
 #[derive(Clone, Copy, Debug)]
+#[doc(hidden)]
 pub enum KvHead<'a> {
     F16 { keys: &'a [f16], values: &'a [f16] },
     F32 { keys: &'a [f32], values: &'a [f32] },
 }
 
+#[doc(hidden)]
 pub struct KvCache {
     n_kv_heads: usize,
     head_dim: usize,
@@ -156,6 +160,7 @@ pub struct KvCache {
     sink_key: Vec<f32>,
 }
 
+#[doc(hidden)]
 impl KvCache {
     /// Bytes [`KvCache::new`] allocates for these sizes (as [`KvCache::bytes`]) (checked: `None` on
     /// overflow), so a caller can refuse a cache before asking for it.
@@ -209,10 +214,12 @@ impl KvCache {
         self.capacity
     }
 
+    /// Positions kept for ever at the start.
     pub fn sinks(&self) -> usize {
         self.sinks
     }
 
+    /// Element type of keys and values.
     pub fn kv_type(&self) -> KvType {
         self.kv_type
     }

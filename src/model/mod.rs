@@ -4,6 +4,7 @@
 mod forward;
 pub mod kv_cache;
 mod parallel;
+#[doc(hidden)]
 pub mod weights;
 
 use std::collections::HashMap;
@@ -19,16 +20,35 @@ use crate::format::encode::{decode_tensor, encode_tensor};
 use crate::format::{DType, HParams, LoadError, ModelFile, TensorRole};
 use crate::tokenizer::Tokenizer;
 
+/// Why [`Model::open`] refused a file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
+    /// The model file could not be opened or is invalid.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A higher precision than the file holds was asked for.
     #[error("{path}: holds {file} weights; running at {wanted} would need more precision than the file has")]
-    Precision { path: String, file: &'static str, wanted: &'static str },
+    Precision {
+        /// The model file.
+        path: String,
+        /// The file's weight type.
+        file: &'static str,
+        /// The weight type asked for.
+        wanted: &'static str,
+    },
+    /// The file's tokenizer is inconsistent.
     #[error("{path}: bad tokenizer: {source}")]
-    Tokenizer { path: String, source: crate::tokenizer::TokenizerError },
+    Tokenizer {
+        /// The model file.
+        path: String,
+        /// What is wrong with it.
+        source: crate::tokenizer::TokenizerError,
+    },
+    /// `GPT_FAST_ISA` names no instruction set.
     #[error("GPT_FAST_ISA={0}: unknown instruction set (expected scalar, avx2, avx512 or neon)")]
     UnknownIsa(String),
+    /// `GPT_FAST_ISA` names an instruction set this CPU lacks.
     #[error("GPT_FAST_ISA={0}: this CPU does not support it")]
     IsaUnavailable(&'static str),
 }
@@ -65,6 +85,20 @@ pub fn select_kernels(isa: Option<Isa>) -> Result<Kernels, ModelError> {
 /// as u64 words so that any element type's alignment holds.
 type Converted = HashMap<String, (Vec<u64>, usize)>;
 
+/// A model ready to run, shared read-only by any number of sessions.
+///
+/// ```
+/// # use gpt_fast::{Model, ModelOptions};
+/// # let path = std::env::temp_dir().join(format!("gpt-fast-doc-model-{}", std::process::id()));
+/// # let h = gpt_fast::synthetic::config("test-llama").unwrap();
+/// # gpt_fast::synthetic::write(&path, &h, gpt_fast::format::DType::Q8, 1, |_, _| {}).unwrap();
+/// let model = Model::open(&path, ModelOptions::default())?;
+/// let ids = model.tokenizer().encode("hello world", false);
+/// assert_eq!(model.tokenizer().decode(&ids)?, "hello world");
+/// assert!(Model::open("no-such-file.bin".as_ref(), ModelOptions::default()).is_err());
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), gpt_fast::Error>(())
+/// ```
 pub struct Model {
     file: ModelFile,
     tokenizer: Tokenizer,
@@ -74,6 +108,8 @@ pub struct Model {
 }
 
 impl Model {
+    /// Maps and validates a gpt-fast model file (header, tensor directory,
+    /// tokenizer; every tensor's CRC too with `verify`) and picks the kernels.
     pub fn open(path: &Path, options: ModelOptions) -> Result<Self, ModelError> {
         let kernels = select_kernels(options.isa)?;
         let file = ModelFile::open(path)?;
@@ -110,14 +146,18 @@ impl Model {
         Ok(Self { file, tokenizer, dtype, converted, kernels })
     }
 
+    /// The model's shape and variant.
     pub fn hparams(&self) -> &HParams {
         self.file.hparams()
     }
 
+    /// The model's tokenizer (text to ids and back).
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
+    /// The mapped file.
+    #[doc(hidden)]
     pub fn file(&self) -> &ModelFile {
         &self.file
     }
@@ -132,6 +172,8 @@ impl Model {
         !self.converted.is_empty()
     }
 
+    /// The kernels chosen for this CPU.
+    #[doc(hidden)]
     pub fn kernels(&self) -> &Kernels {
         &self.kernels
     }

@@ -18,36 +18,91 @@ use crate::model::{Forward, KvCache, LogitsMode, Model, Weights};
 use crate::threads::ThreadPool;
 use std::sync::Arc;
 
+/// Why a session could not be created, or refused a call.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionError {
+    /// The context is full and context shift is off.
     #[error("context full: {needed} positions needed, the context holds {context}")]
-    ContextFull { needed: usize, context: usize },
+    ContextFull {
+        /// Positions needed.
+        needed: usize,
+        /// Positions the context holds.
+        context: usize,
+    },
+    /// A token id outside the vocabulary.
     #[error("token id {id} is out of range (vocabulary of {vocab})")]
-    TokenOutOfRange { id: u32, vocab: usize },
+    TokenOutOfRange {
+        /// The token id.
+        id: u32,
+        /// Tokens in the vocabulary.
+        vocab: usize,
+    },
+    /// No tokens to evaluate.
     #[error("nothing to evaluate: no tokens")]
     Empty,
+    /// Every position's logits were asked of a session made without `all_logits`.
     #[error("eval_each and eval_all need a session created with SessionOptions::all_logits")]
     NoAllLogits,
+    /// `eval_all` was given more than one batch.
     #[error("eval_all takes at most {room} tokens here (the batch size, within the context), not {tokens}")]
-    NotOneBatch { tokens: usize, room: usize },
+    NotOneBatch {
+        /// Tokens given.
+        tokens: usize,
+        /// Tokens that fit in one batch here.
+        room: usize,
+    },
+    /// More tokens to keep than the session holds.
     #[error("cannot keep {keep} tokens: the session holds {held}")]
-    TruncateBeyond { keep: usize, held: usize },
+    TruncateBeyond {
+        /// Tokens asked to keep.
+        keep: usize,
+        /// Tokens the session holds.
+        held: usize,
+    },
     /// After a context shift the cache no longer holds the conversation from
     /// its start: only all of it can be kept, or none.
     #[error(
         "the context has shifted: its first tokens are gone, so no prefix of {keep} tokens can be kept (reset instead)"
     )]
-    Shifted { keep: usize },
+    Shifted {
+        /// Tokens asked to keep.
+        keep: usize,
+    },
+    /// Saving or loading a session's state failed.
     #[error("{path}: {source}")]
-    State { path: String, source: StateError },
+    State {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: StateError,
+    },
+    /// A context outside what the model supports.
     #[error("context {context} is outside 2..={max} (the model's trained length)")]
-    BadContext { context: usize, max: usize },
+    BadContext {
+        /// The context asked for.
+        context: usize,
+        /// The model's trained length.
+        max: usize,
+    },
     /// The KV cache and scratch would not fit: refused before allocating.
     #[error("a context of {context} needs {} of KV cache and scratch, more than the {} available{}", mib(*needed), mib(*available), if *needed == u64::MAX { " (the size overflows)" } else { "" })]
-    OutOfMemory { context: usize, needed: u64, available: u64 },
+    OutOfMemory {
+        /// The context asked for.
+        context: usize,
+        /// Bytes needed (`u64::MAX` if the size overflows).
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
     /// The allocation itself failed (the system refused it).
     #[error("allocating the KV cache for a context of {context}: {reason}")]
-    Alloc { context: usize, reason: String },
+    Alloc {
+        /// The context asked for.
+        context: usize,
+        /// Why the system refused.
+        reason: String,
+    },
 }
 
 fn mib(bytes: u64) -> String {
@@ -107,6 +162,26 @@ impl Default for SessionOptions {
     }
 }
 
+/// One conversation's state over a shared [`Model`]: the tokens, their keys
+/// and values, and scratch, all allocated at creation; evaluation appends.
+///
+/// ```
+/// # use gpt_fast::{Model, ModelOptions, Session, SessionOptions};
+/// # let path = std::env::temp_dir().join(format!("gpt-fast-doc-session-{}", std::process::id()));
+/// # let h = gpt_fast::synthetic::config("test-llama").unwrap();
+/// # gpt_fast::synthetic::write(&path, &h, gpt_fast::format::DType::Q8, 1, |_, _| {}).unwrap();
+/// let model = Model::open(&path, ModelOptions::default())?;
+/// let mut session = Session::new(&model, SessionOptions { context: 64, ..Default::default() })?;
+/// let prompt = model.tokenizer().encode_prompt("hello", false);
+/// let logits = session.eval(&prompt)?; // one per vocabulary entry
+/// assert_eq!(logits.len(), model.tokenizer().n_vocab());
+/// session.eval(&[1, 2, 3])?;
+/// session.truncate(prompt.len())?; // forget the last three
+/// assert_eq!(session.tokens(), Some(&prompt[..]));
+/// assert!(session.eval(&[u32::MAX]).is_err()); // out of range: an error, not a panic
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), gpt_fast::Error>(())
+/// ```
 pub struct Session<'m> {
     model: &'m Model,
     weights: Weights<'m>,
@@ -193,6 +268,7 @@ impl<'m> Session<'m> {
         })
     }
 
+    /// The model it runs.
     pub fn model(&self) -> &'m Model {
         self.model
     }
@@ -202,10 +278,12 @@ impl<'m> Session<'m> {
         self.evaluated
     }
 
+    /// Positions the KV cache holds.
     pub fn context(&self) -> usize {
         self.cache.capacity()
     }
 
+    /// Threads of its pool.
     pub fn threads(&self) -> usize {
         self.options.threads
     }

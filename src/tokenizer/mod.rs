@@ -2,11 +2,11 @@
 //! (Llama 2, Mistral, Gemma, Phi-3) tokenizers, token for token with llama.cpp.
 //!
 //! Encoding runs in three steps: special tokens' literal text is cut out of
-//! the input ([`special`]); for byte-level BPE the text between is split into
-//! pre-tokens by the model's pre-tokenizer ([`pretok`]) and each pre-token's
-//! bytes are merged by BPE rank ([`bpe`]), with a bounded cache in front for
+//! the input (`special`); for byte-level BPE the text between is split into
+//! pre-tokens by the model's pre-tokenizer (`pretok`) and each pre-token's
+//! bytes are merged by BPE rank (`bpe`), with a bounded cache in front for
 //! repeated words; for SentencePiece each stretch of text is merged whole by
-//! token score ([`spm`]). Decoding concatenates each token's piece (its
+//! token score (`spm`). Decoding concatenates each token's piece (its
 //! bytes; for SentencePiece with `▁` read as a space and `<0xNN>` as that
 //! byte); [`StreamDecoder`] does it one token at a time without splitting a
 //! UTF-8 character.
@@ -41,32 +41,102 @@ use text_index::TextIndex;
 /// Why a [`TokenizerSpec`] was rejected, or a token id could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenizerError {
+    /// The token list and the token-type list differ in length.
     #[error("tokenizer has {tokens} tokens but {types} token types")]
-    TypeCountMismatch { tokens: usize, types: usize },
+    TypeCountMismatch {
+        /// Number of tokens.
+        tokens: usize,
+        /// Number of token types.
+        types: usize,
+    },
+    /// More tokens than 32-bit ids address.
     #[error("tokenizer has {0} tokens, more than 32-bit ids can address")]
     TooManyTokens(usize),
+    /// A special token with no text.
     #[error("{kind} token {id} has empty text")]
-    EmptySpecialToken { id: u32, kind: &'static str },
+    EmptySpecialToken {
+        /// The token id.
+        id: u32,
+        /// Which special token.
+        kind: &'static str,
+    },
+    /// A merge names a token outside the vocabulary.
     #[error("merge #{rank} names token id {id}, but the vocabulary has {n_vocab} tokens")]
-    MergeIdOutOfRange { rank: usize, id: u32, n_vocab: usize },
+    MergeIdOutOfRange {
+        /// The merge's index in the merge list.
+        rank: usize,
+        /// The token id.
+        id: u32,
+        /// Tokens in the vocabulary.
+        n_vocab: usize,
+    },
+    /// A merge's result is not its two tokens joined.
     #[error("merge #{rank}: token {merged} is not token {left} followed by token {right}")]
-    MergeMismatch { rank: usize, left: u32, right: u32, merged: u32 },
+    MergeMismatch {
+        /// The merge's index in the merge list.
+        rank: usize,
+        /// The merge's left token.
+        left: u32,
+        /// The merge's right token.
+        right: u32,
+        /// The token the merge claims to make.
+        merged: u32,
+    },
+    /// A special token id outside the vocabulary.
     #[error("{role} token id {id} is out of range (vocabulary has {n_vocab} tokens)")]
-    SpecialIdOutOfRange { role: &'static str, id: u32, n_vocab: usize },
+    SpecialIdOutOfRange {
+        /// Which special token (`bos`, `eos`, ...).
+        role: &'static str,
+        /// The token id.
+        id: u32,
+        /// Tokens in the vocabulary.
+        n_vocab: usize,
+    },
+    /// BOS or EOS is to be added but the tokenizer has none.
     #[error("add_{role} is set but the tokenizer has no {role} token")]
-    MissingSpecialId { role: &'static str },
+    MissingSpecialId {
+        /// Which special token (`bos`, `eos`, ...).
+        role: &'static str,
+    },
+    /// A token id outside the vocabulary.
     #[error("token id {id} is out of range (vocabulary has {n_vocab} tokens)")]
-    IdOutOfRange { id: u32, n_vocab: usize },
+    IdOutOfRange {
+        /// The token id.
+        id: u32,
+        /// Tokens in the vocabulary.
+        n_vocab: usize,
+    },
+    /// The scores do not match the tokens.
     #[error("tokenizer has {scores} scores for {tokens} tokens ({model:?} needs {expected})")]
-    ScoreCountMismatch { model: TokenizerModel, tokens: usize, scores: usize, expected: usize },
+    ScoreCountMismatch {
+        /// The tokenizer model.
+        model: TokenizerModel,
+        /// Number of tokens.
+        tokens: usize,
+        /// Number of scores.
+        scores: usize,
+        /// Number of scores the model needs.
+        expected: usize,
+    },
+    /// A SentencePiece tokenizer with merges or a pre-tokenizer (only BPE has them).
     #[error(
         "a SentencePiece tokenizer has no merges and no pre-tokenizer (found {merges} merges, pre-tokenizer {pre:?})"
     )]
-    SentencePieceWithMerges { merges: usize, pre: PreTokenizer },
+    SentencePieceWithMerges {
+        /// Number of merges.
+        merges: usize,
+        /// The pre-tokenizer.
+        pre: PreTokenizer,
+    },
+    /// A byte-level BPE tokenizer without a pre-tokenizer.
     #[error("a byte-level BPE tokenizer needs a pre-tokenizer")]
     ByteLevelWithoutPreTokenizer,
+    /// A byte token whose text is not `<0xNN>`.
     #[error("byte token {id} is not of the form <0xNN>")]
-    BadByteToken { id: u32 },
+    BadByteToken {
+        /// The token id.
+        id: u32,
+    },
 }
 
 /// Reusable buffers for encoding; behind a mutex so `encode` takes `&self`.
@@ -322,14 +392,17 @@ impl Tokenizer {
         &self.spec
     }
 
+    /// Tokens in the vocabulary.
     pub fn n_vocab(&self) -> usize {
         self.spec.tokens.len()
     }
 
+    /// The beginning-of-sequence token, if the model has one.
     pub fn bos_id(&self) -> Option<u32> {
         self.spec.bos_id
     }
 
+    /// The end-of-sequence token, if the model has one.
     pub fn eos_id(&self) -> Option<u32> {
         self.spec.eos_id
     }
@@ -364,6 +437,7 @@ impl Tokenizer {
         Some(self.byte_ids[usize::from(byte)]).filter(|&id| id != u32::MAX)
     }
 
+    /// The role of token `id` (`None` out of range).
     pub fn token_type(&self, id: u32) -> Option<TokenType> {
         self.spec.token_types.get(id as usize).copied()
     }
@@ -511,6 +585,7 @@ pub struct StreamDecoder {
 }
 
 impl StreamDecoder {
+    /// A decoder with nothing pending.
     pub fn new() -> Self {
         Self::default()
     }

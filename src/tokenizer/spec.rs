@@ -19,6 +19,7 @@ pub enum TokenizerModel {
 }
 
 impl TokenizerModel {
+    /// The model of a stored code (`None` for an unknown one).
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::ByteLevelBpe),
@@ -61,6 +62,7 @@ pub enum PreTokenizer {
 }
 
 impl PreTokenizer {
+    /// The pre-tokenizer of a stored code (`None` for an unknown one).
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             0 => Some(Self::None),
@@ -94,17 +96,23 @@ impl PreTokenizer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum TokenType {
+    /// An ordinary piece of text.
     Normal = 1,
+    /// The unknown-token placeholder.
     Unknown = 2,
     /// Special tokens such as `<|im_start|>`: matched as whole strings in
     /// input text when the caller allows special tokens.
     Control = 3,
+    /// Added to the vocabulary by the model's authors; matched whole, as text.
     UserDefined = 4,
+    /// Never produced.
     Unused = 5,
+    /// SentencePiece's byte fallback (`<0xNN>`).
     Byte = 6,
 }
 
 impl TokenType {
+    /// The type of a stored code (`None` for an unknown one).
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             1 => Some(Self::Normal),
@@ -121,6 +129,7 @@ impl TokenType {
 /// Everything needed to encode and decode text for one model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenizerSpec {
+    /// Byte-level BPE or SentencePiece.
     pub model: TokenizerModel,
     /// [`PreTokenizer::None`] for SentencePiece.
     pub pre: PreTokenizer,
@@ -141,12 +150,17 @@ pub struct TokenizerSpec {
     /// concatenation is a token, the highest-scoring merges first. Empty for
     /// byte-level BPE.
     pub scores: Vec<f32>,
+    /// Beginning of sequence.
     pub bos_id: Option<u32>,
+    /// End of sequence.
     pub eos_id: Option<u32>,
+    /// Unknown token.
     pub unk_id: Option<u32>,
+    /// Padding token.
     pub pad_id: Option<u32>,
     /// Whether encoding a prompt starts with BOS / ends with EOS.
     pub add_bos: bool,
+    /// See `add_bos`.
     pub add_eos: bool,
     /// SentencePiece: a space is put before text that starts the input or
     /// follows a special token (`tokenizer.ggml.add_space_prefix`), and

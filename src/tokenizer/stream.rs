@@ -16,6 +16,7 @@ pub struct Utf8Stream {
 }
 
 impl Utf8Stream {
+    /// A stream with nothing pending.
     pub fn new() -> Self {
         Self::default()
     }
