@@ -5,12 +5,15 @@
 //! fields (scales, quants, …). Packed, the 8 rows of a tile are stored
 //! super-block by super-block, and within one super-block field by field,
 //! each field split into units that are interleaved across the tile's rows
-//! (`[unit][row in tile][unit bytes]`). A kernel then reads one tile with one
-//! pointer, gets the same field of 8 rows side by side (8 sub-block scales in
-//! one load) and a whole 32-byte run of quants per row per load. Nothing is
-//! re-encoded: every byte of the GGUF block lands somewhere in the tile, so
-//! dequantizing a packed row gives the GGUF's values bit for bit (it gathers
-//! the row's block back and runs ggml's formula on it).
+//! (`[unit][row in tile][unit bytes]`). Scales come in units of one byte, so
+//! one load gives the same sub-block's scale for all 8 rows; quants in units
+//! of 4 bytes, so one 32-byte load gives 4 columns of all 8 rows, and a dot
+//! product with the activations broadcast lands each row's sum in its own
+//! 32-bit lane (no horizontal sums in the kernels). A kernel reads one tile
+//! with one pointer. Nothing is re-encoded: every byte of the GGUF block
+//! lands somewhere in the tile, so dequantizing a packed row gives the GGUF's
+//! values bit for bit (it gathers the row's block back and runs ggml's
+//! formula on it).
 
 mod layout;
 pub mod q4_k;

@@ -1,7 +1,8 @@
 //! Q5_K packed in tiles (see [`super`]): per super-block record of a tile,
-//! `d[8]`, `dmin[8]` f16, `scales[12][8]` (as Q4_K), `qh[8][32]` (bit `s` of
-//! byte `l` of a row: the fifth bit of value `l` of sub-block `s`), then
-//! `qs[4][8][32]` (as Q4_K). 176 bytes per row per 256 values, as in GGUF.
+//! `d[8]`, `dmin[8]` f16, `scales[12][8]` (as Q4_K), `qh[8][8][4]` (unit
+//! `k`: bytes `4k..4k + 4` of each row's 32; bit `s` of byte `l` is the fifth
+//! bit of value `l` of sub-block `s`), then `qs[32][8][4]` (as Q4_K). 176
+//! bytes per row per 256 values, as in GGUF.
 
 use super::layout::{Field, KFormat};
 use crate::ggml::{BlockQ5K, GgmlType, QK_K};
@@ -10,11 +11,11 @@ use crate::ggml::{BlockQ5K, GgmlType, QK_K};
 pub struct Q5K;
 
 const FIELDS: &[Field] = &[
-    Field { offset: 0, len: 2, unit: 2 },     // d
-    Field { offset: 2, len: 2, unit: 2 },     // dmin
-    Field { offset: 4, len: 12, unit: 1 },    // scales
-    Field { offset: 16, len: 32, unit: 32 },  // qh
-    Field { offset: 48, len: 128, unit: 32 }, // qs
+    Field { offset: 0, len: 2, unit: 2 },    // d
+    Field { offset: 2, len: 2, unit: 2 },    // dmin
+    Field { offset: 4, len: 12, unit: 1 },   // scales
+    Field { offset: 16, len: 32, unit: 4 },  // qh
+    Field { offset: 48, len: 128, unit: 4 }, // qs
 ];
 
 /// Offsets of the fields in a tile's record of one super-block.

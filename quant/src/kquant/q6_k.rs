@@ -1,11 +1,10 @@
 //! Q6_K packed in tiles (see [`super`]): per super-block record of a tile,
 //! `d[8]` f16, `scales[16][8]` (int8 scale of each row's sub-block of 16),
-//! `ql[4][8][32]` and `qh[2][8][32]`. Half `h` of a row (values
-//! `128h..128h + 128`) uses ql groups `2h`, `2h + 1` and qh group `h`: value
-//! `128h + 32k + l` takes its low 4 bits from ql group `2h + k % 2`, byte
-//! `l` (low nibble for `k < 2`), its high 2 bits from bits `2k..2k + 2` of
-//! qh group `h`, byte `l`, and is `q - 32`. 210 bytes per row per 256
-//! values, as in GGUF.
+//! `ql[32][8][4]` and `qh[16][8][4]` (4-byte units of each row's 128 and 64
+//! bytes). Value `128h + 32k + l` of a row (half `h`, quarter `k`, `l` in
+//! 0..32) takes its low 4 bits from ql byte `64h + 32(k % 2) + l` (low
+//! nibble for `k < 2`), its high 2 bits from bits `2k..2k + 2` of qh byte
+//! `32h + l`, and is `q - 32`. 210 bytes per row per 256 values, as in GGUF.
 
 use super::layout::{Field, KFormat};
 use crate::ggml::{BlockQ6K, GgmlType, QK_K};
@@ -14,10 +13,10 @@ use crate::ggml::{BlockQ6K, GgmlType, QK_K};
 pub struct Q6K;
 
 const FIELDS: &[Field] = &[
-    Field { offset: 208, len: 2, unit: 2 },   // d
-    Field { offset: 192, len: 16, unit: 1 },  // scales
-    Field { offset: 0, len: 128, unit: 32 },  // ql
-    Field { offset: 128, len: 64, unit: 32 }, // qh
+    Field { offset: 208, len: 2, unit: 2 },  // d
+    Field { offset: 192, len: 16, unit: 1 }, // scales
+    Field { offset: 0, len: 128, unit: 4 },  // ql
+    Field { offset: 128, len: 64, unit: 4 }, // qh
 ];
 
 /// Offsets of the fields in a tile's record of one super-block.

@@ -3,12 +3,14 @@
 //! the CPU has dotprod and widening multiplies without. The loops over tiles
 //! and tokens are [`crate::driver::ktile`]'s; this file holds the tiles.
 //!
-//! Per tile of 8 rows, per 32-value block and token, each row's quants (as
-//! i8: Q4_K/Q5_K's are 0..32, Q6_K's `q - 32` is -32..32) are dotted with
-//! the token's 32 activation quants in integers (exact for either dot
-//! product: `|w| <= 32`), the row sums gathered by `addp` into two vectors
-//! (rows 0-3, 4-7), converted to f32 and fused-multiply-added with their
-//! scales, as the q8 kernel does.
+//! The tile stores 4 columns of all 8 rows per 32 bytes (`kquant`'s 4-byte
+//! units): a 4-value dot product of 16 of those bytes (rows 0-3 or 4-7) with
+//! the token's 4 activation quants broadcast to every lane leaves row `r`'s
+//! sum in lane `r % 4`, so the 8 row sums come out as two vectors with no
+//! horizontal additions. Quants are taken as i8 (Q4_K/Q5_K's are 0..32,
+//! Q6_K's `q - 32` is -32..32); the sums are exact in i32 for either dot
+//! product, converted to f32 and fused-multiply-added with their scales, as
+//! the q8 kernel does.
 
 use std::arch::aarch64::*;
 use std::ops::Range;
@@ -16,7 +18,7 @@ use std::ops::Range;
 use gpt_fast_quant::kquant::{q4_k, q5_k, q6_k};
 use half::f16;
 
-use super::simd::{dot16_sdot, dot16_widening, load16_i8, load8_f16, store16_i8, store4};
+use super::simd::{dot16_sdot, load16_i8, load8_f16, store16_i8, store4};
 use crate::driver::ktile::{self, KTile};
 use crate::driver::q8::TileSums;
 use crate::{Q8Acts, Q8_BLOCK};
@@ -62,7 +64,7 @@ entry!(
 );
 entry!(
     /// As [`crate::reference::matmul_q4_k`], with widening multiplies.
-    matmul_q4_k, "neon", dot16_widening, q4_k::RECORD_BYTES, q4_k_tile
+    matmul_q4_k, "neon", dot4_widening, q4_k::RECORD_BYTES, q4_k_tile
 );
 entry!(
     /// As [`crate::reference::matmul_q5_k`], with SDOT.
@@ -70,7 +72,7 @@ entry!(
 );
 entry!(
     /// As [`crate::reference::matmul_q5_k`], with widening multiplies.
-    matmul_q5_k, "neon", dot16_widening, q5_k::RECORD_BYTES, q5_k_tile
+    matmul_q5_k, "neon", dot4_widening, q5_k::RECORD_BYTES, q5_k_tile
 );
 entry!(
     /// As [`crate::reference::matmul_q6_k`], with SDOT.
@@ -78,14 +80,32 @@ entry!(
 );
 entry!(
     /// As [`crate::reference::matmul_q6_k`], with widening multiplies.
-    matmul_q6_k, "neon", dot16_widening, q6_k::RECORD_BYTES, q6_k_tile
+    matmul_q6_k, "neon", dot4_widening, q6_k::RECORD_BYTES, q6_k_tile
 );
+
+/// As [`dot16_sdot`] with base NEON, keeping each 4-byte group's sum in its
+/// own lane: `smull`/`smull2` give the 16 products in i16, `addp` sums
+/// adjacent pairs (at most `2 × 64 × 128`, no overflow for `|w| <= 64`) and
+/// `sadalp` the pairs of those into the i32 lanes.
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot4_widening(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+    let (lo, hi) = (vmull_s8(vget_low_s8(w), vget_low_s8(x)), vmull_high_s8(w, x));
+    vpadalq_s16(acc, vpaddq_s16(lo, hi))
+}
 
 /// 16 bytes from the front of `s`.
 #[inline]
 #[target_feature(enable = "neon")]
 fn load16(s: &[u8]) -> uint8x16_t {
     vreinterpretq_u8_s8(load16_i8(bytemuck::cast_slice(&s[..16])))
+}
+
+/// The 32 bytes at the front of `s` (rows 0-3, rows 4-7 of a 4-byte unit).
+#[inline]
+#[target_feature(enable = "neon")]
+fn load32(s: &[u8]) -> [uint8x16_t; 2] {
+    [load16(s), load16(&s[16..])]
 }
 
 /// 8 f16 (16 little-endian bytes) from the front of `s`, widened to f32.
@@ -104,51 +124,20 @@ fn u8x8_to_f32(s: &[u8]) -> [float32x4_t; 2] {
     [vcvtq_f32_u32(vmovl_u16(vget_low_u16(wide))), vcvtq_f32_u32(vmovl_high_u16(wide))]
 }
 
-/// Per token `t`, the 8 row sums (rows 0-3, 4-7) of `combine(r, a, b)`, where
-/// `a` and `b` are the dot products of row `r`'s two 16-value halves
-/// (`row(r)`) with the token's. Sums are folded by `addp` as soon as a pair
-/// exists, so few partial vectors are live.
+/// 8 signed bytes (one per row) as i32, rows 0-3 and 4-7.
 #[inline]
 #[target_feature(enable = "neon")]
-#[allow(clippy::needless_range_loop)] // h, p, i together name the row: 4h + 2p + i
-fn row_dots<const T: usize>(
-    xv: &[[int8x16_t; 2]; T],
-    dot: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t + Copy,
-    row: impl Fn(usize) -> [int8x16_t; 2],
-    combine: impl Fn(usize, int32x4_t, int32x4_t) -> int32x4_t,
-) -> [[int32x4_t; 2]; T] {
-    let zero = vdupq_n_s32(0);
-    let mut quads = [[zero; 2]; T];
-    for h in 0..2 {
-        let mut pairs = [[zero; 2]; T];
-        for p in 0..2 {
-            let mut dots = [[zero; 2]; T];
-            for i in 0..2 {
-                let r = 4 * h + 2 * p + i;
-                let w = row(r);
-                for t in 0..T {
-                    dots[t][i] = combine(r, dot(zero, w[0], xv[t][0]), dot(zero, w[1], xv[t][1]));
-                }
-            }
-            for t in 0..T {
-                pairs[t][p] = vpaddq_s32(dots[t][0], dots[t][1]);
-            }
-        }
-        for t in 0..T {
-            quads[t][h] = vpaddq_s32(pairs[t][0], pairs[t][1]);
-        }
-    }
-    quads
+fn i8x8_to_i32(s: &[u8]) -> [int32x4_t; 2] {
+    let wide = vmovl_s8(vcreate_s8(u64::from_le_bytes(s[..8].try_into().expect("8 bytes"))));
+    [vmovl_s16(vget_low_s16(wide)), vmovl_high_s16(wide)]
 }
 
-/// Token `t`'s 32 activation quants of block `b`, as two registers.
+/// The 4 activation quants at `xq[at..at + 4]` in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "neon")]
-fn acts<const T: usize>(xq: &[i8], cols: usize, b: usize) -> [[int8x16_t; 2]; T] {
-    std::array::from_fn(|t| {
-        let xb = &xq[t * cols + b * Q8_BLOCK..][..Q8_BLOCK];
-        [load16_i8(xb), load16_i8(&xb[16..])]
-    })
+fn broadcast4(xq: &[i8], at: usize) -> int8x16_t {
+    let x: [i8; 4] = xq[at..at + 4].try_into().expect("4 quants");
+    vreinterpretq_s8_u32(vdupq_n_u32(u32::from_le_bytes(x.map(|v| v as u8))))
 }
 
 /// The 6-bit scales and minimums of 8 rows' 8 sub-blocks from the
@@ -175,50 +164,62 @@ fn scales_mins(planes: &[u8]) -> ([u8; 64], [u8; 64]) {
     (sc, m)
 }
 
-/// Q4_K and Q5_K's tile: `high_bits(rec, j, r)` is OR-ed into row `r`'s
-/// nibbles of sub-block `j` (Q5_K's fifth bits; zero for Q4_K).
+/// Q4_K's and Q5_K's tile (`Q5`: OR the fifth bits from `qh_at` into the
+/// nibbles).
 #[inline]
 #[target_feature(enable = "neon")]
-fn q45_tile<const T: usize>(
+#[allow(clippy::needless_range_loop)] // i picks the sub-block's scales and activations too
+fn q45_tile<const T: usize, const Q5: bool>(
     tile: &KTile,
     sums: &mut TileSums,
     dot: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t + Copy,
     record_bytes: usize,
-    (d_at, dmin_at, scales_at, qs_at): (usize, usize, usize, usize),
-    high_bits: impl Fn(&[u8], usize, usize) -> [uint8x16_t; 2],
+    (d_at, dmin_at, scales_at, qs_at, qh_at): (usize, usize, usize, usize, usize),
 ) {
     let KTile { w, xq, xs, xsums, superblocks, .. } = *tile;
     let (cols, nb) = (superblocks * SUPERBLOCK, superblocks * BLOCKS);
-    let low4 = vdupq_n_u8(0x0F);
+    let (low4, bit4, zero) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x10), vdupq_n_s32(0));
     let mut acc = [[vdupq_n_f32(0.0); 2]; T];
     for sb in 0..superblocks {
         let rec = &w[sb * record_bytes..][..record_bytes];
         let (d, dmin) = (load8_f16_bytes(&rec[d_at..]), load8_f16_bytes(&rec[dmin_at..]));
         let (scales, mins) = scales_mins(&rec[scales_at..]);
-        for j in 0..BLOCKS {
-            let b = sb * BLOCKS + j;
-            let xv = acts::<T>(xq, cols, b);
-            let group = &rec[qs_at + (j / 2) * 256..][..256];
-            let quads = row_dots(
-                &xv,
-                dot,
-                |r| {
-                    let high = high_bits(rec, j, r);
-                    std::array::from_fn(|i| {
-                        let q = load16(&group[r * 32 + 16 * i..]);
-                        let q = if j % 2 == 0 { vandq_u8(q, low4) } else { vshrq_n_u8::<4>(q) };
-                        vreinterpretq_s8_u8(vorrq_u8(q, high[i]))
-                    })
-                },
-                |_, a, b| vaddq_s32(a, b),
-            );
-            let (sc, m) = (u8x8_to_f32(&scales[8 * j..]), u8x8_to_f32(&mins[8 * j..]));
-            for t in 0..T {
-                let (x_scale, x_sum) = (xs[t * nb + b], vdupq_n_f32(xsums[t * nb + b]));
-                for h in 0..2 {
-                    let scale = vmulq_n_f32(vmulq_f32(d[h], sc[h]), x_scale);
-                    acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(quads[t][h]), scale);
-                    acc[t][h] = vfmsq_f32(acc[t][h], vmulq_f32(dmin[h], m[h]), x_sum);
+        // Quant group g: sub-blocks 2g (low nibbles) and 2g + 1 (high).
+        for g in 0..BLOCKS / 2 {
+            let b0 = sb * BLOCKS + 2 * g;
+            let bits = [vdupq_n_u8(1 << (2 * g)), vdupq_n_u8(2 << (2 * g))];
+            // isums[t][i][h]: token t, sub-block 2g + i, rows 4h..4h + 4.
+            let mut isums = [[[zero; 2]; 2]; T];
+            for k in 0..8 {
+                let v = load32(&rec[qs_at + (8 * g + k) * 32..]);
+                let mut q = [v.map(|v| vandq_u8(v, low4)), v.map(|v| vshrq_n_u8::<4>(v))];
+                if Q5 {
+                    let qh = load32(&rec[qh_at + k * 32..]);
+                    for (q, bit) in q.iter_mut().zip(bits) {
+                        for (q, qh) in q.iter_mut().zip(qh) {
+                            *q = vorrq_u8(*q, vandq_u8(vtstq_u8(qh, bit), bit4));
+                        }
+                    }
+                }
+                for (t, isums) in isums.iter_mut().enumerate() {
+                    for (i, (isum, q)) in isums.iter_mut().zip(&q).enumerate() {
+                        let x = broadcast4(xq, t * cols + (b0 + i) * Q8_BLOCK + 4 * k);
+                        for (s, &q) in isum.iter_mut().zip(q) {
+                            *s = dot(*s, vreinterpretq_s8_u8(q), x);
+                        }
+                    }
+                }
+            }
+            for i in 0..2 {
+                let (j, b) = (2 * g + i, b0 + i);
+                let (sc, m) = (u8x8_to_f32(&scales[8 * j..]), u8x8_to_f32(&mins[8 * j..]));
+                for t in 0..T {
+                    let (x_scale, x_sum) = (xs[t * nb + b], vdupq_n_f32(xsums[t * nb + b]));
+                    for h in 0..2 {
+                        let scale = vmulq_n_f32(vmulq_f32(d[h], sc[h]), x_scale);
+                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isums[t][i][h]), scale);
+                        acc[t][h] = vfmsq_f32(acc[t][h], vmulq_f32(dmin[h], m[h]), x_sum);
+                    }
                 }
             }
         }
@@ -236,8 +237,8 @@ fn q4_k_tile<const T: usize>(
     sums: &mut TileSums,
     dot: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t + Copy,
 ) {
-    let at = (q4_k::D, q4_k::DMIN, q4_k::SCALES, q4_k::QS);
-    q45_tile::<T>(tile, sums, dot, q4_k::RECORD_BYTES, at, |_, _, _| [vdupq_n_u8(0); 2]);
+    let at = (q4_k::D, q4_k::DMIN, q4_k::SCALES, q4_k::QS, 0);
+    q45_tile::<T, false>(tile, sums, dot, q4_k::RECORD_BYTES, at);
 }
 
 #[inline]
@@ -247,12 +248,8 @@ fn q5_k_tile<const T: usize>(
     sums: &mut TileSums,
     dot: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t + Copy,
 ) {
-    let at = (q5_k::D, q5_k::DMIN, q5_k::SCALES, q5_k::QS);
-    q45_tile::<T>(tile, sums, dot, q5_k::RECORD_BYTES, at, |rec, j, r| {
-        // Bit j of each of row r's 32 qh bytes, moved to bit 4.
-        let bit = vdupq_n_u8(1 << j);
-        std::array::from_fn(|i| vandq_u8(vtstq_u8(load16(&rec[q5_k::QH + r * 32 + 16 * i..]), bit), vdupq_n_u8(0x10)))
-    });
+    let at = (q5_k::D, q5_k::DMIN, q5_k::SCALES, q5_k::QS, q5_k::QH);
+    q45_tile::<T, true>(tile, sums, dot, q5_k::RECORD_BYTES, at);
 }
 
 #[inline]
@@ -264,7 +261,7 @@ fn q6_k_tile<const T: usize>(
 ) {
     let KTile { w, xq, xs, superblocks, .. } = *tile;
     let (cols, nb) = (superblocks * SUPERBLOCK, superblocks * BLOCKS);
-    let (low4, low2, thirty_two) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x03), vdupq_n_s8(32));
+    let (low4, low2, thirty_two, zero) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x03), vdupq_n_s8(32), vdupq_n_s32(0));
     let mut acc = [[vdupq_n_f32(0.0); 2]; T];
     for sb in 0..superblocks {
         let rec = &w[sb * q6_k::RECORD_BYTES..][..q6_k::RECORD_BYTES];
@@ -272,32 +269,32 @@ fn q6_k_tile<const T: usize>(
         for c in 0..BLOCKS {
             let b = sb * BLOCKS + c;
             let (half, quarter) = (c / 4, c % 4);
-            let xv = acts::<T>(xq, cols, b);
-            let ql = &rec[q6_k::QL + (2 * half + quarter % 2) * 256..][..256];
-            let qh = &rec[q6_k::QH + half * 256..][..256];
-            // Bytes 0..8: the rows' scales of sub-block 2c, 8..16 of 2c + 1.
-            let scales = &rec[q6_k::SCALES + 16 * c..][..16];
+            // The rows' scales of sub-blocks 2c (values 0..16) and 2c + 1.
+            let scales = [0, 8].map(|o| i8x8_to_i32(&rec[q6_k::SCALES + 16 * c + o..]));
+            let ql = q6_k::QL + (16 * half + 8 * (quarter % 2)) * 32;
+            let qh = q6_k::QH + 8 * half * 32;
             let high_shift = vdupq_n_s8(-2 * quarter as i8);
-            let quads = row_dots(
-                &xv,
-                dot,
-                |r| {
-                    std::array::from_fn(|i| {
-                        let low = load16(&ql[r * 32 + 16 * i..]);
-                        let low = if quarter < 2 { vandq_u8(low, low4) } else { vshrq_n_u8::<4>(low) };
-                        let high = vandq_u8(vshlq_u8(load16(&qh[r * 32 + 16 * i..]), high_shift), low2);
-                        vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8::<4>(high))), thirty_two)
-                    })
-                },
-                |r, a, b| {
-                    let (sc_a, sc_b) = (i32::from(scales[r] as i8), i32::from(scales[8 + r] as i8));
-                    vmlaq_n_s32(vmulq_n_s32(a, sc_a), b, sc_b)
-                },
-            );
+            // isums[t][s][h]: token t, sub-block 2c + s, rows 4h..4h + 4.
+            let mut isums = [[[zero; 2]; 2]; T];
+            for m in 0..8 {
+                let (low, high) = (load32(&rec[ql + m * 32..]), load32(&rec[qh + m * 32..]));
+                let q: [int8x16_t; 2] = std::array::from_fn(|h| {
+                    let low = if quarter < 2 { vandq_u8(low[h], low4) } else { vshrq_n_u8::<4>(low[h]) };
+                    let high = vandq_u8(vshlq_u8(high[h], high_shift), low2);
+                    vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8::<4>(high))), thirty_two)
+                });
+                for (t, isums) in isums.iter_mut().enumerate() {
+                    let x = broadcast4(xq, t * cols + b * Q8_BLOCK + 4 * m);
+                    for (s, &q) in isums[m / 4].iter_mut().zip(&q) {
+                        *s = dot(*s, q, x);
+                    }
+                }
+            }
             for t in 0..T {
                 let x_scale = xs[t * nb + b];
                 for h in 0..2 {
-                    acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(quads[t][h]), vmulq_n_f32(d[h], x_scale));
+                    let isum = vmlaq_s32(vmulq_s32(isums[t][0][h], scales[0][h]), isums[t][1][h], scales[1][h]);
+                    acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isum), vmulq_n_f32(d[h], x_scale));
                 }
             }
         }

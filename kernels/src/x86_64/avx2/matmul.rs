@@ -125,7 +125,7 @@ pub(in crate::x86_64) fn prefetch_ahead(block: &[i8]) {
 /// half, partial sums of rows 0-3 (`q[0]`) and rows 4-7 (`q[1]`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn hsum_quads(q: [__m256i; 2]) -> __m256i {
+fn hsum_quads(q: [__m256i; 2]) -> __m256i {
     let lo = _mm256_permute2x128_si256::<0x20>(q[0], q[1]);
     let hi = _mm256_permute2x128_si256::<0x31>(q[0], q[1]);
     _mm256_add_epi32(lo, hi)

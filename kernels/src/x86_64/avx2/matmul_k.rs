@@ -2,14 +2,16 @@
 //! `gpt_fast_quant::kquant`, q8 activations with block sums). The loops over
 //! tiles and tokens are [`crate::driver::ktile`]'s; this file holds the tiles.
 //!
-//! Per tile of 8 rows, per 32-value block and token, the 8 rows' quants are
-//! dotted with the token's 32 activation quants in integers (exact) by
-//! `maddubs`: the K-quants' quants are unsigned (Q6_K's before its `- 32`),
-//! so no sign trick is needed, and with quants below 64 and activations in
-//! [-127, 127] a pair of products stays below 16,002 (no saturation). The 8
-//! row sums are gathered by `hadd` into one vector, converted to f32 and
-//! fused-multiply-added with their scales, as the q8 kernel does. What
-//! differs from the reference is that fusing (two roundings fewer per block).
+//! Per tile of 8 rows, per 32-value block and token, the tile stores 4
+//! columns of all 8 rows per 32 bytes (`kquant`'s 4-byte units), so `maddubs`
+//! of those quants with the token's 4 activation quants broadcast to every
+//! lane leaves row `r`'s partial sums in lane `r`: the 8 row sums come out as
+//! one vector with no horizontal additions. The K-quants' quants are unsigned
+//! (Q6_K's before its `- 32`), so `maddubs` needs no sign trick; the i16
+//! partial sums are widened by `madd` before they could overflow. The row
+//! sums are converted to f32 and fused-multiply-added with their scales, as
+//! the q8 kernel does. What differs from the reference is that fusing (two
+//! roundings fewer per block).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -17,7 +19,7 @@ use std::ops::Range;
 use gpt_fast_quant::kquant::{q4_k, q5_k, q6_k};
 use half::f16;
 
-use super::matmul::{hsum_quads, prefetch_ahead};
+use super::matmul::prefetch_ahead;
 use super::simd::{load32_i8, load8_f16};
 use crate::driver::ktile::{self, KTile};
 use crate::driver::q8::TileSums;
@@ -102,43 +104,12 @@ fn group8(v: __m256i, k: usize) -> __m128i {
     }
 }
 
-/// Per token `t`, the 8 sums `Σ_l q_r[l] · x_t[l]` of rows `r` (`row(r)`
-/// gives row `r`'s 32 unsigned quants and the i16 weights `madd` applies to
-/// its pair sums) against `xv[t]`, minus `offset[t]`'s pair sums first when
-/// `OFFSET` (Q6_K's `- 32`). The row sums are folded by `hadd` as soon as a
-/// pair exists, so few partial vectors are live.
+/// The 4 activation quants at `xq[at..at + 4]` in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)] // h, p, i together name the row: 4h + 2p + i
-fn row_dots<const T: usize, const OFFSET: bool>(
-    xv: &[__m256i; T],
-    offset: &[__m256i; T],
-    row: impl Fn(usize) -> (__m256i, __m256i),
-) -> [__m256i; T] {
-    let mut quads = [[_mm256_setzero_si256(); 2]; T];
-    for h in 0..2 {
-        let mut pairs = [[_mm256_setzero_si256(); 2]; T];
-        for p in 0..2 {
-            let mut dots = [[_mm256_setzero_si256(); 2]; T];
-            for i in 0..2 {
-                let (q, weights) = row(4 * h + 2 * p + i);
-                for t in 0..T {
-                    let mut prod = _mm256_maddubs_epi16(q, xv[t]);
-                    if OFFSET {
-                        prod = _mm256_sub_epi16(prod, offset[t]);
-                    }
-                    dots[t][i] = _mm256_madd_epi16(prod, weights);
-                }
-            }
-            for t in 0..T {
-                pairs[t][p] = _mm256_hadd_epi32(dots[t][0], dots[t][1]);
-            }
-        }
-        for t in 0..T {
-            quads[t][h] = _mm256_hadd_epi32(pairs[t][0], pairs[t][1]);
-        }
-    }
-    std::array::from_fn(|t| hsum_quads(quads[t]))
+fn broadcast4(xq: &[i8], at: usize) -> __m256i {
+    let x: [i8; 4] = xq[at..at + 4].try_into().expect("4 quants");
+    _mm256_set1_epi32(i32::from_le_bytes(x.map(|v| v as u8)))
 }
 
 /// The 6-bit scales and minimums of 8 rows' 8 sub-blocks from the
@@ -161,20 +132,23 @@ fn scales_mins(planes: &[u8]) -> ([__m256i; 2], [__m256i; 2]) {
     ([_mm256_and_si256(a, low6), sc_hi], [_mm256_and_si256(b, low6), m_hi])
 }
 
-/// Q4_K and Q5_K's tile: `high_bits(j, r)` is OR-ed into row `r`'s nibbles of
-/// sub-block `j` (Q5_K's fifth bits; zero for Q4_K).
+/// Q4_K's and Q5_K's tile (`Q5`: OR the fifth bits from `qh_at` into the
+/// nibbles). Sums of 8 (Q4_K, quants < 16) or 4 (Q5_K, < 32) chunks of i16
+/// pairs stay below 2^15: `8 × 2 × 15 × 128` and `4 × 2 × 31 × 128`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q45_tile<const T: usize>(
+#[allow(clippy::needless_range_loop)] // i picks the sub-block's scales and activations too
+fn q45_tile<const T: usize, const Q5: bool>(
     tile: &KTile,
     sums: &mut TileSums,
     record_bytes: usize,
-    (d_at, dmin_at, scales_at, qs_at): (usize, usize, usize, usize),
-    high_bits: impl Fn(&[u8], usize, usize) -> __m256i,
+    (d_at, dmin_at, scales_at, qs_at, qh_at): (usize, usize, usize, usize, usize),
 ) {
     let KTile { w, xq, xs, xsums, superblocks, .. } = *tile;
     let (cols, nb) = (superblocks * SUPERBLOCK, superblocks * BLOCKS);
-    let (ones, low4) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x0F));
+    let chunks_per_widen = if Q5 { 4 } else { 8 };
+    let (ones, low4, bit4) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    let zero = _mm256_setzero_si256();
     let mut acc = [_mm256_setzero_ps(); T];
     for sb in 0..superblocks {
         let rec = &w[sb * record_bytes..][..record_bytes];
@@ -183,21 +157,46 @@ fn q45_tile<const T: usize>(
         }
         let (d, dmin) = (load8_f16_bytes(&rec[d_at..]), load8_f16_bytes(&rec[dmin_at..]));
         let (scales, mins) = scales_mins(&rec[scales_at..]);
-        for j in 0..BLOCKS {
-            let b = sb * BLOCKS + j;
-            let xv: [__m256i; T] = std::array::from_fn(|t| load32_i8(&xq[t * cols + b * Q8_BLOCK..]));
-            let group = &rec[qs_at + (j / 2) * 256..][..256];
-            let isums = row_dots::<T, false>(&xv, &xv, |r| {
-                let q = load32(&group[r * 32..]);
-                let q = if j % 2 == 0 { q } else { _mm256_srli_epi16::<4>(q) };
-                (_mm256_or_si256(_mm256_and_si256(q, low4), high_bits(rec, j, r)), ones)
-            });
-            let d_sc = _mm256_mul_ps(d, u8x8_to_f32(group8(scales[j / 4], j % 4)));
-            let dmin_m = _mm256_mul_ps(dmin, u8x8_to_f32(group8(mins[j / 4], j % 4)));
-            for t in 0..T {
-                let scale = _mm256_mul_ps(d_sc, _mm256_set1_ps(xs[t * nb + b]));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isums[t]), scale, acc[t]);
-                acc[t] = _mm256_fnmadd_ps(dmin_m, _mm256_set1_ps(xsums[t * nb + b]), acc[t]);
+        // Quant group g: sub-blocks 2g (low nibbles) and 2g + 1 (high).
+        for g in 0..BLOCKS / 2 {
+            let b0 = sb * BLOCKS + 2 * g;
+            let bits = [_mm256_set1_epi8(1 << (2 * g)), _mm256_set1_epi8(2 << (2 * g))];
+            let mut pairs = [[zero; 2]; T];
+            let mut isums = [[zero; 2]; T];
+            for k in 0..8 {
+                let v = load32(&rec[qs_at + (8 * g + k) * 32..]);
+                let mut q = [_mm256_and_si256(v, low4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4)];
+                if Q5 {
+                    let qh = load32(&rec[qh_at + k * 32..]);
+                    for (q, bit) in q.iter_mut().zip(bits) {
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+                        *q = _mm256_or_si256(*q, _mm256_and_si256(set, bit4));
+                    }
+                }
+                for (t, pairs) in pairs.iter_mut().enumerate() {
+                    for (i, (pair, &q)) in pairs.iter_mut().zip(&q).enumerate() {
+                        let x = broadcast4(xq, t * cols + (b0 + i) * Q8_BLOCK + 4 * k);
+                        *pair = _mm256_add_epi16(*pair, _mm256_maddubs_epi16(q, x));
+                    }
+                }
+                if (k + 1) % chunks_per_widen == 0 {
+                    for (pairs, isums) in pairs.iter_mut().zip(&mut isums) {
+                        for (pair, isum) in pairs.iter_mut().zip(isums) {
+                            *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(*pair, ones));
+                            *pair = zero;
+                        }
+                    }
+                }
+            }
+            for i in 0..2 {
+                let (j, b) = (2 * g + i, b0 + i);
+                let d_sc = _mm256_mul_ps(d, u8x8_to_f32(group8(scales[j / 4], j % 4)));
+                let dmin_m = _mm256_mul_ps(dmin, u8x8_to_f32(group8(mins[j / 4], j % 4)));
+                for t in 0..T {
+                    let scale = _mm256_mul_ps(d_sc, _mm256_set1_ps(xs[t * nb + b]));
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isums[t][i]), scale, acc[t]);
+                    acc[t] = _mm256_fnmadd_ps(dmin_m, _mm256_set1_ps(xsums[t * nb + b]), acc[t]);
+                }
             }
         }
     }
@@ -209,29 +208,40 @@ fn q45_tile<const T: usize>(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
-    let at = (q4_k::D, q4_k::DMIN, q4_k::SCALES, q4_k::QS);
-    q45_tile::<T>(tile, sums, q4_k::RECORD_BYTES, at, |_, _, _| _mm256_setzero_si256());
+    let at = (q4_k::D, q4_k::DMIN, q4_k::SCALES, q4_k::QS, 0);
+    q45_tile::<T, false>(tile, sums, q4_k::RECORD_BYTES, at);
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
-    let at = (q5_k::D, q5_k::DMIN, q5_k::SCALES, q5_k::QS);
-    q45_tile::<T>(tile, sums, q5_k::RECORD_BYTES, at, |rec, j, r| {
-        // Bit j of each of row r's 32 qh bytes, moved to bit 4.
-        let bit = _mm256_set1_epi8(1 << j);
-        let qh = _mm256_and_si256(load32(&rec[q5_k::QH + r * 32..]), bit);
-        _mm256_and_si256(_mm256_cmpeq_epi8(qh, bit), _mm256_set1_epi8(0x10))
-    });
+    let at = (q5_k::D, q5_k::DMIN, q5_k::SCALES, q5_k::QS, q5_k::QH);
+    q45_tile::<T, true>(tile, sums, q5_k::RECORD_BYTES, at);
 }
 
+/// `[s_a; 8]` and `[s_b; 8]`: the sums of the first and second 16 of the 32
+/// activation quants at `xq[at..]`, each in every lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half_sums(xq: &[i8], at: usize) -> [__m256i; 2] {
+    let v = load32_i8(&xq[at..]);
+    // Lanes 0..4 hold 4-value sums of the first half, 4..8 of the second.
+    let s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
+    let s = _mm256_hadd_epi32(s, s);
+    let s = _mm256_hadd_epi32(s, s);
+    [_mm256_permute2x128_si256::<0x00>(s, s), _mm256_permute2x128_si256::<0x11>(s, s)]
+}
+
+/// Q6_K's tile. Quants are unsigned 6-bit `q`; the `- 32` is applied once
+/// per 16-value sub-block as `32 · sc · Σ x`. Two chunks of i16 pairs stay
+/// below 2^15 (`2 × 2 × 63 × 128`) before `madd` applies each row's scale.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q6_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
     let KTile { w, xq, xs, superblocks, .. } = *tile;
     let (cols, nb) = (superblocks * SUPERBLOCK, superblocks * BLOCKS);
     let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
-    let thirty_two = _mm256_set1_epi8(32);
+    let zero = _mm256_setzero_si256();
     let mut acc = [_mm256_setzero_ps(); T];
     for sb in 0..superblocks {
         let rec = &w[sb * q6_k::RECORD_BYTES..][..q6_k::RECORD_BYTES];
@@ -242,26 +252,37 @@ fn q6_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
         for c in 0..BLOCKS {
             let b = sb * BLOCKS + c;
             let (half, quarter) = (c / 4, c % 4);
-            let xv: [__m256i; T] = std::array::from_fn(|t| load32_i8(&xq[t * cols + b * Q8_BLOCK..]));
-            // 32 × the pair sums of x: subtracted from q·x's pair sums, q - 32.
-            let offset: [__m256i; T] = std::array::from_fn(|t| _mm256_maddubs_epi16(thirty_two, xv[t]));
-            // i16 lanes 0..8: the 8 rows' scales of sub-block 2c, lanes 8..16 of 2c + 1.
-            let scales = _mm256_cvtepi8_epi16(load16(&rec[q6_k::SCALES + 16 * c..]));
-            let ql = &rec[q6_k::QL + (2 * half + quarter % 2) * 256..][..256];
-            let qh = &rec[q6_k::QH + half * 256..][..256];
+            // The rows' scales of sub-blocks 2c and 2c + 1: as i32, and as the
+            // same value in both i16 halves of each lane (for `madd`).
+            let sc32 = [0, 8].map(|o| _mm256_cvtepi8_epi32(load8_bytes(&rec[q6_k::SCALES + 16 * c + o..])));
+            let sc16 = sc32
+                .map(|s| _mm256_or_si256(_mm256_and_si256(s, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32::<16>(s)));
+            let ql = q6_k::QL + (16 * half + 8 * (quarter % 2)) * 32;
+            let qh = q6_k::QH + 8 * half * 32;
             let (nibble_shift, high_shift) =
                 (_mm_cvtsi32_si128(4 * (quarter / 2) as i32), _mm_cvtsi32_si128(2 * quarter as i32));
-            let isums = row_dots::<T, true>(&xv, &offset, |r| {
-                let low = _mm256_and_si256(_mm256_srl_epi16(load32(&ql[r * 32..]), nibble_shift), low4);
-                let high = _mm256_and_si256(_mm256_srl_epi16(load32(&qh[r * 32..]), high_shift), low2);
-                let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
-                // Row r's two scales, each over its 16-value half.
-                let pick = _mm256_set1_epi16(i16::from_le_bytes([2 * r as u8, 2 * r as u8 + 1]));
-                (q, _mm256_shuffle_epi8(scales, pick))
-            });
+            let mut isums = [zero; T];
+            for pair in 0..4 {
+                let mut pairs = [zero; T];
+                for m in 2 * pair..2 * pair + 2 {
+                    let low = _mm256_and_si256(_mm256_srl_epi16(load32(&rec[ql + m * 32..]), nibble_shift), low4);
+                    let high = _mm256_and_si256(_mm256_srl_epi16(load32(&rec[qh + m * 32..]), high_shift), low2);
+                    let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
+                    for (t, pair) in pairs.iter_mut().enumerate() {
+                        let x = broadcast4(xq, t * cols + b * Q8_BLOCK + 4 * m);
+                        *pair = _mm256_add_epi16(*pair, _mm256_maddubs_epi16(q, x));
+                    }
+                }
+                for (isum, &pair_sum) in isums.iter_mut().zip(&pairs) {
+                    *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(pair_sum, sc16[pair / 2]));
+                }
+            }
             for t in 0..T {
+                let [s_a, s_b] = half_sums(xq, t * cols + b * Q8_BLOCK);
+                let offset = _mm256_add_epi32(_mm256_mullo_epi32(sc32[0], s_a), _mm256_mullo_epi32(sc32[1], s_b));
+                let isum = _mm256_sub_epi32(isums[t], _mm256_slli_epi32::<5>(offset));
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(xs[t * nb + b]));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isums[t]), scale, acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
             }
         }
     }
@@ -270,11 +291,9 @@ fn q6_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
     }
 }
 
-/// 16 bytes from the front of `s`.
+/// 8 bytes from the front of `s`, in the low half.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load16(s: &[u8]) -> __m128i {
-    let a: &[u8; 16] = s.first_chunk().expect("load16: fewer than 16 bytes");
-    // SAFETY: `a` is 16 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm_loadu_si128(a.as_ptr().cast()) }
+fn load8_bytes(s: &[u8]) -> __m128i {
+    _mm_set_epi64x(0, i64::from_le_bytes(s[..8].try_into().expect("8 bytes")))
 }
