@@ -20,7 +20,7 @@ use half::f16;
 
 use super::simd::{dot16_sdot, load16_i8, load8_f16, store16_i8, store4};
 use crate::driver::ktile::{self, KTile};
-use crate::driver::q8::TileSums;
+use crate::driver::tiles::TileSums;
 use crate::{Q8Acts, Q8_BLOCK};
 
 const SUPERBLOCK: usize = ktile::SUPERBLOCK;

@@ -22,7 +22,7 @@ use half::f16;
 use super::matmul::prefetch_ahead;
 use super::simd::{load32_i8, load8_f16};
 use crate::driver::ktile::{self, KTile};
-use crate::driver::q8::TileSums;
+use crate::driver::tiles::TileSums;
 use crate::{Q8Acts, Q8_BLOCK};
 
 /// Values per super-block, and 32-value blocks per super-block.
