@@ -25,6 +25,9 @@ pub(crate) struct Q8Tile<'a> {
     pub nb: usize,
     /// Tokens, 1 to [`super::tiles::TILE_TOKENS`].
     pub tokens: usize,
+    /// Whether this is the tile's first token group: a kernel that repacks a
+    /// tile's weights for its register tile does it then, once for all groups.
+    pub first: bool,
 }
 
 /// As [`crate::reference::matmul_q8`], with `tile_kernel(tile, sums)` setting
@@ -42,7 +45,7 @@ pub(crate) fn matmul(
     n: usize,
     out: &mut [f32],
     out_stride: usize,
-    tile_kernel: impl Fn(Q8Tile, &mut TileSums),
+    mut tile_kernel: impl FnMut(Q8Tile, &mut TileSums),
 ) {
     if !super::matmul_out_checked(&rows, n, out, out_stride) {
         return;
@@ -59,6 +62,6 @@ pub(crate) fn matmul(
         let wq = &quants[tile * tile_quants..][..tile_quants];
         let ws = &scales[tile * tile_scales..][..tile_scales];
         let (xq, xs) = (&xq[t0 * cols..(t0 + tokens) * cols], &xs[t0 * nb..(t0 + tokens) * nb]);
-        tile_kernel(Q8Tile { wq, ws, xq, xs, nb, tokens }, sums);
+        tile_kernel(Q8Tile { wq, ws, xq, xs, nb, tokens, first: t0 == 0 }, sums);
     });
 }

@@ -10,6 +10,7 @@
 
 mod attention;
 mod elementwise;
+mod gemm_q8;
 pub(super) mod matmul;
 pub(super) mod matmul_float;
 pub(super) mod matmul_k;

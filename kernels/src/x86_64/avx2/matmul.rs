@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use half::f16;
 
+use super::gemm_q8::{gemm_q8, GEMM_MAX_COLS};
 use super::simd::{load32_i8, load8, load8_f16, store32_i8, store8};
 use crate::driver::q8::{self, Q8Tile, TileSums};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
@@ -17,6 +18,11 @@ use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 /// 80-100% of a plain read loop's bandwidth, with it (8 or 16 KiB ahead)
 /// 110-130% (and up to twice as much as before on 8192 × 8192).
 pub(in crate::x86_64) const Q8_PREFETCH_BYTES: usize = 16 * 1024;
+
+/// Tokens from which [`matmul_q8`] runs the GEMM (`gemm_q8`, rows in lanes)
+/// rather than the GEMV tile below. Both give the same bits, so the threshold
+/// changes no result.
+const GEMM_MIN_TOKENS: usize = 4;
 
 /// As [`crate::reference::matmul_q8`].
 ///
@@ -48,6 +54,10 @@ pub unsafe fn matmul_q8(
     out: &mut [f32],
     out_stride: usize,
 ) {
+    if n >= GEMM_MIN_TOKENS && cols <= GEMM_MAX_COLS {
+        gemm_q8(quants, scales, cols, rows, x, n, out, out_stride);
+        return;
+    }
     q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| match tile.tokens {
         4 => q8_tile::<4>(&tile, sums),
         3 => q8_tile::<3>(&tile, sums),
