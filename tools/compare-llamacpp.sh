@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# gpt-fast against llama.cpp on SmolLM2-135M-Instruct, same weights, same
-# machine, same threads. Not part of CI (slow, and its figures depend on the
-# machine's load).
+# gpt-fast against llama.cpp and ik_llama.cpp on SmolLM2-135M-Instruct, same
+# weights, same machine, same threads. Not part of CI (slow, and its figures
+# depend on the machine's load).
 #
 # llama.cpp is the PyPI package llama-cpp-python==0.3.36 (it builds llama.cpp
 # from source into .cache/venv-llamacpp, once). The Q4_1 GGUF from
 # tools/fetch-model.sh is requantized with llama.cpp's own quantize API to
 # Q8_0 and F16, and `convert` turns those same GGUFs into gpt-fast q8 and f16
-# files, so both engines run the same values.
+# files, so every engine runs the same values.
+#
+# ik_llama.cpp (the llama.cpp fork known for the fastest CPU prompt
+# processing) is built from a source snapshot in .cache/ik_llama.cpp-src
+# (IK_LLAMA_SRC to point elsewhere; nothing of it is in this repository): its
+# llama-bench, with cmake from the llama.cpp venv, into .cache/ik_llama.cpp-build
+# (-avx2 for `-i avx2`), once. It runs the same GGUFs with run-time repacking
+# on (`-rtr 1`: Q8_0 to its row-interleaved Q8_0_R8, its fastest CPU path).
+# Without the snapshot the column is left out, with a note saying how to get
+# one (`git clone https://github.com/ikawrakow/ik_llama.cpp`).
 #
 # Tests follow llama-bench: ppN evaluates N tokens in one batch from an empty
 # cache, tgN decodes N tokens one at a time from an empty cache; tokenization
 # and sampling are excluded; each test is warmed up once. Runs alternate
-# between the engines (and which goes first) round by round, so a change in
-# the machine's load hits both; the ratio is the median of the per-round
+# between the engines (which goes first rotates round by round), so a change
+# in the machine's load hits all; a ratio is the median of the per-round
 # ratios (each round's is printed too: one bad round should show, not hide).
 #
 # "start to first token": gpt-fast is `gpt-fast run -n 1 --temp 0` timed from
@@ -23,10 +32,11 @@
 # Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-r ROUNDS] [-i avx2]
 #   -t  thread counts (default 2)
 #   -r  rounds (default 3)
-#   -i  avx2: both engines limited to AVX2 + FMA + F16C on a CPU that has
+#   -i  avx2: every engine limited to AVX2 + FMA + F16C on a CPU that has
 #       more (AVX-512, VNNI, AMX), to stand in for an AVX2-only machine:
-#       llama.cpp is built a second time with its native tuning off
-#       (.cache/venv-llamacpp-avx2) and gpt-fast runs with GPT_FAST_ISA=avx2.
+#       llama.cpp and ik_llama.cpp are built a second time with their native
+#       tuning off (.cache/venv-llamacpp-avx2, .cache/ik_llama.cpp-build-avx2)
+#       and gpt-fast runs with GPT_FAST_ISA=avx2.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,12 +56,18 @@ IFS=, read -r -a thread_list <<<"$threads"
 case $isa in
   native)
     venv="$root/.cache/venv-llamacpp"
-    cmake_args="" ;;
+    ik_build="$root/.cache/ik_llama.cpp-build"
+    cmake_args=""
+    ik_cmake_args="-DGGML_NATIVE=ON" ;;
   avx2)
     venv="$root/.cache/venv-llamacpp-avx2"
+    ik_build="$root/.cache/ik_llama.cpp-build-avx2"
     cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
     cmake_args+=" -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF"
     cmake_args+=" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    # ik_llama.cpp's names for the same switches (AVXVNNI, VBMI; no AMX).
+    ik_cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    ik_cmake_args+=" -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVXVNNI=OFF"
     export GPT_FAST_ISA=avx2 ;;
   *) echo "-i: expected avx2, got '$isa'" >&2; exit 2 ;;
 esac
@@ -62,6 +78,21 @@ if ! "$py" -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36"
   # --no-cache-dir: a wheel cached from the other build would skip CMAKE_ARGS.
   CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install -q --no-cache-dir \
     "llama-cpp-python==0.3.36" numpy
+fi
+
+ik_src="${IK_LLAMA_SRC:-$root/.cache/ik_llama.cpp-src}"
+ik_bench="$ik_build/bin/llama-bench"
+if [ ! -x "$ik_bench" ] && [ -f "$ik_src/CMakeLists.txt" ]; then
+  echo "building ik_llama.cpp's llama-bench from $ik_src into $ik_build (several minutes)" >&2
+  "$venv/bin/pip" install -q cmake ninja
+  # A CMake error goes to the terminal; the compiler's chatter does not.
+  "$venv/bin/cmake" -S "$ik_src" -B "$ik_build" -G Ninja -DCMAKE_MAKE_PROGRAM="$venv/bin/ninja" \
+    -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF $ik_cmake_args >/dev/null
+  "$venv/bin/cmake" --build "$ik_build" --target llama-bench -j 2 >/dev/null
+fi
+if [ ! -x "$ik_bench" ]; then
+  echo "note: no ik_llama.cpp source at $ik_src (git clone https://github.com/ikawrakow/ik_llama.cpp there, or set IK_LLAMA_SRC): its column is left out" >&2
+  ik_bench=""
 fi
 
 echo "building gpt-fast (release)" >&2
@@ -179,6 +210,21 @@ print(f"llama.cpp\t{quant}\t{threads}\tfirst_token_s({len(toks)} tok)\t{rnd}\t{t
 PY
 }
 
+# ik_llama.cpp's llama-bench: pp128, pp512 and tg64 in one process, each
+# warmed up once, one repetition.
+ik_round() { # quant threads round
+  [ -n "$ik_bench" ] || return 0
+  "$ik_bench" -m "${gguf_of[$1]}" -p 128,512 -n 64 -t "$2" -r 1 -rtr 1 -o csv 2>/dev/null |
+    "$py" -c '
+import csv, sys
+quant, threads, rnd = sys.argv[1:4]
+for r in csv.DictReader(sys.stdin):
+    n_prompt, n_gen, tps = r["n_prompt"], r["n_gen"], float(r["avg_ts"])
+    test = f"pp{n_prompt}" if n_gen == "0" else f"tg{n_gen}"
+    print(f"ik_llama.cpp\t{quant}\t{threads}\t{test}\t{rnd}\t{tps:.3f}")
+' "$1" "$2" "$3" >>"$results"
+}
+
 gptfast_round() { # quant threads round
   "$bin/gpt-fast" bench "${gf_of[$1]}" -p 128,512 -n 64 -r 1 -t "$2" --json |
     "$py" -c '
@@ -206,13 +252,10 @@ for ((round = 1; round <= rounds; round++)); do
   for quant in q8 f16; do
     for t in "${thread_list[@]}"; do
       echo "round $round/$rounds: $quant, $t threads" >&2
-      if ((round % 2)); then
-        llama_round "$quant" "$t" "$round"
-        gptfast_round "$quant" "$t" "$round"
-      else
-        gptfast_round "$quant" "$t" "$round"
-        llama_round "$quant" "$t" "$round"
-      fi
+      engines=(llama_round gptfast_round ik_round)
+      for ((e = 0; e < 3; e++)); do
+        "${engines[(e + round) % 3]}" "$quant" "$t" "$round"
+      done
     done
   done
 done
@@ -237,33 +280,38 @@ for line in open(path):
         roofline[(quant, int(threads), test)].append(float(value))
     else:
         runs[(quant, int(threads), test)][(engine, int(rnd))] = float(value)
-print(f"SmolLM2-135M-Instruct, {rounds} rounds; llama-cpp-python 0.3.36 vs gpt-fast; instruction sets: {isa}")
+print(f"SmolLM2-135M-Instruct, {rounds} rounds; llama-cpp-python 0.3.36, ik_llama.cpp (llama-bench, -rtr 1) and gpt-fast; instruction sets: {isa}")
 print(f"load average at start: {load_start}")
 if extra_bufts == "0":
     print("llama.cpp ran with use_extra_bufts=false (its AMX path crashes on this machine): no AMX, no weight repacking")
 print(f"load average at end:   {load_end}")
 print(f"single-thread read (numpy sum, 512 MiB): {read_gbps} GB/s")
 print()
-print("| quant | threads | test | llama.cpp (mean ± sd) | gpt-fast (mean ± sd) | gpt-fast / llama.cpp: median (each round) |")
-print("|---|---|---|---|---|---|")
+print("| quant | threads | test | llama.cpp (mean ± sd) | ik_llama.cpp (mean ± sd) | gpt-fast (mean ± sd) "
+      "| gpt-fast / llama.cpp: median (each round) | gpt-fast / ik_llama.cpp: median (each round) |")
+print("|---|---|---|---|---|---|---|---|")
 order = {"pp128": 0, "pp512": 1, "tg64": 2, "first_token_s": 3}
+sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+
+def versus(r, other, digits):
+    """(other's mean ± sd, median of gpt-fast / other per round), or dashes when other did not run."""
+    both = sorted(n for (e, n) in r if e == other and ("gpt-fast", n) in r)
+    if not both:
+        return "—", "—"
+    theirs = [r[(other, n)] for n in both]
+    ratios = [r[("gpt-fast", n)] / t for n, t in zip(both, theirs)]
+    each = " ".join(f"{v:.2f}" for v in ratios)
+    return f"{statistics.mean(theirs):.{digits}f} ± {sd(theirs):.{digits}f}", f"{statistics.median(ratios):.2f} ({each})"
+
 for (quant, threads, test) in sorted(runs, key=lambda k: (k[0] != "q8", k[1], order.get(k[2], 9))):
     r = runs[(quant, threads, test)]
-    rounds_seen = sorted({rnd for (_, rnd) in r})
-    both = [n for n in rounds_seen if ("llama.cpp", n) in r and ("gpt-fast", n) in r]
-    llama = [r[("llama.cpp", n)] for n in both]
-    ours = [r[("gpt-fast", n)] for n in both]
-    ratios = [o / l for o, l in zip(ours, llama)]
-    ratio = statistics.median(ratios)
-    each = " ".join(f"{v:.2f}" for v in ratios)
-    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
-    if test == "first_token_s":
-        # Seconds: lower is better; the ratio is still gpt-fast / llama.cpp.
-        print(f"| {quant} | {threads} | start to first token (s) | {statistics.mean(llama):.3f} ± {sd(llama):.3f} "
-              f"| {statistics.mean(ours):.3f} ± {sd(ours):.3f} | {ratio:.2f} ({each}) |")
-    else:
-        print(f"| {quant} | {threads} | {test} (t/s) | {statistics.mean(llama):.1f} ± {sd(llama):.1f} "
-              f"| {statistics.mean(ours):.1f} ± {sd(ours):.1f} | {ratio:.2f} ({each}) |")
+    # Seconds for the first token (lower is better; the ratio is still gpt-fast / other), else t/s.
+    digits, label = (3, "start to first token (s)") if test == "first_token_s" else (1, f"{test} (t/s)")
+    ours = [v for (e, _), v in r.items() if e == "gpt-fast"]
+    llama, vs_llama = versus(r, "llama.cpp", digits)
+    ik, vs_ik = versus(r, "ik_llama.cpp", digits)
+    print(f"| {quant} | {threads} | {label} | {llama} | {ik} | {statistics.mean(ours):.{digits}f} ± {sd(ours):.{digits}f} "
+          f"| {vs_llama} | {vs_ik} |")
 print()
 print("gpt-fast decode as a share of a plain read loop's bandwidth, same thread count, measured in the same bench run:")
 for (quant, threads, test), shares in sorted(roofline.items()):
