@@ -5,10 +5,12 @@
 //! Layout: `matmul_q8` holds the q8 matmul (`vpdpbusd`), `gemm_q8` its
 //! many-token register tile (tokens in lanes), `matmul_float` the
 //! f32/f16 GEMV and GEMM register tile (the GEMM's blocking is the AVX2
-//! module's driver), `simd` the load/store helpers.
+//! module's driver), `matmul_q4q5` and `matmul_k` the GGUF block types'
+//! matmuls, `simd` the load/store helpers.
 
 mod gemm_q8;
 mod matmul_float;
+mod matmul_k;
 mod matmul_q4q5;
 mod matmul_q8;
 mod simd;
@@ -43,6 +45,9 @@ pub fn kernels() -> Option<Kernels> {
         matmul_f16,
         matmul_q8,
         matmul_q4q5,
+        matmul_q4_k,
+        matmul_q5_k,
+        matmul_q6_k,
         ..avx2::kernels()?
     })
 }
@@ -92,4 +97,52 @@ fn matmul_q4q5(
     // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
     // avx2, fma and f16c.
     unsafe { matmul_q4q5::matmul_q4q5_vnni(w, cols, rows, x, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q4_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
+    // avx2, fma and f16c.
+    unsafe { matmul_k::matmul_q4_k_vnni(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q5_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
+    // avx2, fma and f16c.
+    unsafe { matmul_k::matmul_q5_k_vnni(w, cols, rows, x, x_sums, n, out, out_stride) }
+}
+
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
+fn matmul_q6_k(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    x_sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
+    // avx2, fma and f16c.
+    unsafe { matmul_k::matmul_q6_k_vnni(w, cols, rows, x, x_sums, n, out, out_stride) }
 }

@@ -80,7 +80,7 @@ fn load32(s: &[u8]) -> __m256i {
 /// 8 f16 (16 little-endian bytes) from the front of `s`, widened to f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load8_f16_bytes(s: &[u8]) -> __m256 {
+pub(in crate::x86_64) fn load8_f16_bytes(s: &[u8]) -> __m256 {
     let v: [f16; 8] = bytemuck::pod_read_unaligned(&s[..16]);
     load8_f16(&v)
 }
@@ -88,14 +88,14 @@ fn load8_f16_bytes(s: &[u8]) -> __m256 {
 /// 8 bytes (one per row) widened to f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn u8x8_to_f32(v: __m128i) -> __m256 {
+pub(in crate::x86_64) fn u8x8_to_f32(v: __m128i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
 }
 
 /// The 8-byte group `k` (0..4) of `v`, in the low half of the result.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn group8(v: __m256i, k: usize) -> __m128i {
+pub(in crate::x86_64) fn group8(v: __m256i, k: usize) -> __m128i {
     let half = if k < 2 { _mm256_castsi256_si128(v) } else { _mm256_extracti128_si256::<1>(v) };
     if k.is_multiple_of(2) {
         half
@@ -118,7 +118,7 @@ fn broadcast4(xq: &[i8], at: usize) -> __m256i {
 /// sub-blocks 0..4 then 4..8, scales then minimums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scales_mins(planes: &[u8]) -> ([__m256i; 2], [__m256i; 2]) {
+pub(in crate::x86_64) fn scales_mins(planes: &[u8]) -> ([__m256i; 2], [__m256i; 2]) {
     let (a, b, c) = (load32(planes), load32(&planes[32..]), load32(&planes[64..]));
     let (low6, low4, top2) = (_mm256_set1_epi8(63), _mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
     // Sub-blocks 4..8 keep their low 4 bits in bytes 8..12 and their top two
@@ -223,7 +223,7 @@ fn q5_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
 /// activation quants at `xq[at..]`, each in every lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn half_sums(xq: &[i8], at: usize) -> [__m256i; 2] {
+pub(in crate::x86_64) fn half_sums(xq: &[i8], at: usize) -> [__m256i; 2] {
     let v = load32_i8(&xq[at..]);
     // Lanes 0..4 hold 4-value sums of the first half, 4..8 of the second.
     let s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
@@ -294,6 +294,6 @@ fn q6_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
 /// 8 bytes from the front of `s`, in the low half.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load8_bytes(s: &[u8]) -> __m128i {
+pub(in crate::x86_64) fn load8_bytes(s: &[u8]) -> __m128i {
     _mm_set_epi64x(0, i64::from_le_bytes(s[..8].try_into().expect("8 bytes")))
 }
