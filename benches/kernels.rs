@@ -19,6 +19,11 @@
 //!   through 32768 × 32768 (0.6 to 0.9 GB: compare with `gemv/memory_read`
 //!   and `gemv/q8`) as GB/s, and prefill shapes (4096 × 4096, 16 and 128
 //!   tokens) as FLOP/s.
+//! - `q4q5`: the Q4_0/Q4_1/Q5_0/Q5_1 matmuls (GGUF blocks in tiles), one token
+//!   through 32768 × 32768 (0.56 to 0.69 GB: compare with `gemv/memory_read`)
+//!   and through SmolLM2's 1536 × 576 (`ffn_up`'s half: cache-resident, the
+//!   compute bound) as GB/s, Q4_1 prefill shapes (4096 × 4096, 16 and 128
+//!   tokens) as FLOP/s.
 //!
 //! All kernels run single-threaded over the whole matrix. Every input is
 //! checked once against the scalar reference before it is timed.
@@ -33,8 +38,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use gpt_fast_kernels::q4q5::{Q4Q5Weight, Q8SumActs};
 use gpt_fast_kernels::{reference, AttnShape, Isa, Kernels, MatmulK, Matrix, Q8Acts, WeightData, Q8_BLOCK};
 use gpt_fast_quant::kquant::{self, q4_k::Q4K, q5_k::Q5K, q6_k::Q6K, KFormat, PackedKLayout};
+use gpt_fast_quant::q4q5::{self, Kind};
 use gpt_fast_quant::q8::{quantize_packed, PackedQ8Layout};
 use half::f16;
 
@@ -549,5 +556,82 @@ fn kquant(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemv, gemm, kquant, attention, vector_ops);
+/// A packed matrix of `kind` from random GGUF blocks (any bit pattern is a
+/// valid block; the f16 scale and minimum are set to small finite values), in
+/// u32s so that its planes are aligned as in the model file.
+fn random_q4q5(kind: Kind, rows: usize, cols: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let layout = q4q5::PackedLayout::new(kind, rows, cols).expect("cols a multiple of 32");
+    let (block_bytes, row_bytes) = (kind.gguf_block_bytes(), layout.gguf_row_bytes());
+    let mut gguf = vec![0u8; rows * row_bytes];
+    for chunk in gguf.chunks_mut(8) {
+        let bytes = rng.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    for block in gguf.chunks_exact_mut(block_bytes) {
+        for at in [0, 2].into_iter().take(if kind.has_min() { 2 } else { 1 }) {
+            block[at..at + 2].copy_from_slice(&f16::from_f32(0.001 + 0.0005 * rng.f32()).to_le_bytes());
+        }
+    }
+    let mut words = vec![0u32; layout.n_bytes().div_ceil(4)];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    q4q5::pack_rows(&layout, |r| &gguf[r * row_bytes..][..row_bytes], &mut bytes[..layout.n_bytes()]);
+    words
+}
+
+fn q4q5_bench(c: &mut Criterion) {
+    let tables: Vec<Kernels> = tables().into_iter().filter(|k| k.isa != Isa::Scalar).collect();
+    let mut group = c.benchmark_group("q4q5");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let shapes = Kind::ALL
+        .into_iter()
+        .flat_map(|kind| [(kind, 32768, 32768, 1), (kind, 1536, 576, 1)])
+        .chain([(Kind::Q4_1, 4096, 4096, 16), (Kind::Q4_1, 4096, 4096, 128)]);
+    for (kind, rows, cols, n) in shapes {
+        let words = random_q4q5(kind, rows, cols, 5);
+        let n_bytes = q4q5::PackedLayout::new(kind, rows, cols).unwrap().n_bytes();
+        let w = Q4Q5Weight::from_bytes(kind, rows, cols, &bytemuck::cast_slice(&words)[..n_bytes]).unwrap();
+        let acts = Acts::new(n, cols, 7);
+        let mut sums = vec![0f32; n * cols / Q8_BLOCK];
+        reference::q8_act_sums(&acts.q8(), n, &mut sums);
+        let x = Q8SumActs { cols, quants: &acts.quants, scales: &acts.scales, sums: &sums };
+        let mut out = vec![0f32; n * rows];
+        group.throughput(if n == 1 {
+            Throughput::Bytes(n_bytes as u64)
+        } else {
+            Throughput::Elements(2 * (rows * cols * n) as u64)
+        });
+        for k in &tables {
+            (k.matmul_q4q5)(&w, cols, 0..rows, &x, n, &mut out, rows);
+            // Rows 0..9 of the first and last token against the scalar reference.
+            for t in [0, n - 1] {
+                let nb = cols / Q8_BLOCK;
+                let (q, s, m) = (&acts.quants[t * cols..][..cols], &acts.scales[t * nb..][..nb], &sums[t * nb..][..nb]);
+                let mut want = [0f32; 9];
+                reference::matmul_q4q5(
+                    &w,
+                    cols,
+                    0..9,
+                    &Q8SumActs { cols, quants: q, scales: s, sums: m },
+                    1,
+                    &mut want,
+                    9,
+                );
+                for (r, &want) in want.iter().enumerate() {
+                    let got = out[t * rows + r];
+                    let ok = (got - want).abs() <= 1e-4 * want.abs() + 1e-3;
+                    assert!(ok, "{} {} token {t} row {r}: {got} vs {want}", k.name(), kind.name());
+                }
+            }
+            let id = BenchmarkId::new(format!("{}/{rows}x{cols}/n{n}", kind.name()), k.isa.name());
+            group.bench_function(id, |b| {
+                b.iter(|| (k.matmul_q4q5)(&w, cols, 0..rows, black_box(&x), n, &mut out, rows))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemv, gemm, kquant, q4q5_bench, attention, vector_ops);
 criterion_main!(benches);
