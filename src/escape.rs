@@ -18,12 +18,18 @@ pub fn untrusted(text: &str) -> String {
 /// As [`untrusted`], for bytes that may not be UTF-8: invalid bytes are shown
 /// as `\xNN`.
 pub fn untrusted_bytes(bytes: &[u8]) -> String {
+    untrusted_up_to(bytes, MAX_SHOWN_CHARS)
+}
+
+/// As [`untrusted_bytes`], cut after `max_chars` characters: for messages
+/// that are mostly ours and only quote a file (a chat template's errors).
+pub fn untrusted_up_to(bytes: &[u8], max_chars: usize) -> String {
     let mut out = String::new();
     let mut shown = 0;
     let mut cut = false;
     'chunks: for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if shown == MAX_SHOWN_CHARS {
+            if shown == max_chars {
                 cut = true;
                 break 'chunks;
             }
@@ -35,7 +41,7 @@ pub fn untrusted_bytes(bytes: &[u8]) -> String {
             shown += 1;
         }
         for b in chunk.invalid() {
-            if shown == MAX_SHOWN_CHARS {
+            if shown == max_chars {
                 cut = true;
                 break 'chunks;
             }

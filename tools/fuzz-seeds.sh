@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Seed corpora for the fuzz targets, generated from the repository's real
 # fixtures (nothing binary is committed under fuzz/): synthetic model files
-# written by the converter, the tiny Llama GGUF, the tiny HF models' JSON, and
-# the tokenizer fixtures' texts. Idempotent; writes fuzz/corpus/<target>/.
+# written by the converter, the tiny Llama GGUF, the tiny HF models' JSON, the
+# tokenizer fixtures' texts, and llama.cpp's chat templates. Idempotent; writes fuzz/corpus/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
-mkdir -p "$corpus"/{model_file,gguf,hf_json,tokenizer}
+mkdir -p "$corpus"/{model_file,gguf,hf_json,tokenizer,chat_template}
 cargo build -q --profile test -p gpt-fast-tools --bin gpt-fast-convert
 convert=target/debug/gpt-fast-convert
 for config in test-llama test-gpt2; do
@@ -26,4 +26,11 @@ for f in tests/fixtures/tokenizer/*.json; do
   for sel in 0 1 2 3; do
     { printf "\\x0$sel"; head -c 4000 "$f"; } > "$corpus/tokenizer/$(basename "$f" .json)-$sel"
   done
+done
+# Chat templates: each of llama.cpp's templates, a NUL, then a conversation
+# (turns separated by NUL, role SOH content), as the target reads its input.
+templates="$(tools/fetch-llamacpp-src.sh)/models/templates"
+for f in "$templates"/*.jinja; do
+  { cat "$f"; printf '\0system\1Be brief.\0user\1Hello!\0assistant\1Hi.\0user\1What is 2+2?'; } \
+    > "$corpus/chat_template/$(basename "$f" .jinja)"
 done

@@ -48,6 +48,30 @@ pub const CHATML: &str = "{% for message in messages %}\
 /// The name the template has in error messages.
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// What any render may spend, in minijinja fuel (about one unit per
+/// instruction and one per 64 bytes created, so this also bounds memory at
+/// ~64 MB): the template comes from the model file, and a hostile one must
+/// fail with an error rather than loop or allocate without end. The 70
+/// templates of llama.cpp's `models/templates/` use under 0.5 % of it on
+/// tests/chat_templates.rs's conversations.
+const BASE_FUEL: u64 = 1_000_000;
+
+/// Fuel added per byte of conversation text: a template that copies each
+/// message a few times (trimmed, concatenated, printed) must not run out on a
+/// long prompt; 1/4 per byte pays for 16 copies.
+const FUEL_PER_TEXT_BYTE: f64 = 0.25;
+
+/// The stack a render runs on. minijinja recurses over nested values (to
+/// print, compare and drop them), and a template can nest a list in itself
+/// once per loop step (`{% set ns.x = [ns.x] %}`) as deep as its fuel allows:
+/// ~125,000 levels, which overflow the default 2 MiB thread stack (an abort,
+/// not an error). Only the pages a render touches are ever backed.
+const RENDER_STACK_BYTES: usize = 256 << 20;
+
+/// Characters of a template error shown: the message may quote the template
+/// (a `raise_exception` text, a syntax error's token), which is the file's.
+const MAX_ERROR_CHARS: usize = 300;
+
 /// One turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -110,7 +134,7 @@ impl ChatTemplate {
     pub fn with_clock(source: &str, tokens: SpecialTokens, clock: Clock) -> Result<ChatTemplate, ChatError> {
         let mut env = environment(clock);
         env.add_template_owned(TEMPLATE_NAME, generation_blocks_as_if(source))
-            .map_err(|e| ChatError::Compile(e.to_string()))?;
+            .map_err(|e| ChatError::Compile(one_line(&e)))?;
         Ok(ChatTemplate { env, tokens, is_fallback: false })
     }
 
@@ -166,8 +190,36 @@ impl ChatTemplate {
                 context.push((name, Value::from(text.as_str())));
             }
         }
-        let template = self.env.get_template(TEMPLATE_NAME).expect("added at construction");
-        template.render(Value::from_pairs(context)).map_err(|e| ChatError::Render(e.to_string()))
+        let text_bytes: usize = context.iter().map(|(_, value)| text_bytes(value)).sum();
+        let mut env = self.env.clone();
+        env.set_fuel(Some(BASE_FUEL + (text_bytes as f64 * FUEL_PER_TEXT_BYTE) as u64));
+        let template = env.get_template(TEMPLATE_NAME).expect("added at construction");
+        let render = || template.render(Value::from_pairs(context)).map_err(|e| ChatError::Render(one_line(&e)));
+        std::thread::scope(|scope| {
+            let renderer = std::thread::Builder::new().stack_size(RENDER_STACK_BYTES).spawn_scoped(scope, render);
+            match renderer {
+                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(e) => Err(ChatError::Render(format!("cannot start the renderer thread: {e}"))),
+            }
+        })
+    }
+}
+
+/// A minijinja error as one bounded, escaped line.
+fn one_line(error: &Error) -> String {
+    crate::escape::untrusted_up_to(error.to_string().as_bytes(), MAX_ERROR_CHARS)
+}
+
+/// The bytes of the strings in a template argument (messages, tools), which
+/// its fuel grows with.
+fn text_bytes(value: &Value) -> usize {
+    match value.kind() {
+        ValueKind::String => value.as_str().map_or(0, str::len),
+        ValueKind::Seq => value.try_iter().map_or(0, |items| items.map(|item| text_bytes(&item)).sum()),
+        ValueKind::Map => value.try_iter().map_or(0, |keys| {
+            keys.map(|key| text_bytes(&key) + value.get_item(&key).map_or(0, |v| text_bytes(&v))).sum()
+        }),
+        _ => 0,
     }
 }
 
@@ -227,12 +279,12 @@ fn environment(clock: Clock) -> Environment<'static> {
     env.set_syntax(syntax);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.set_formatter(|out, _state, value| {
-        let text = python::str(value);
+        let text = python::str(value)?;
         out.write_str(&text).map_err(|_| Error::new(ErrorKind::WriteFailure, "cannot write the output"))
     });
     env.add_filter("tojson", tojson);
     env.add_filter("string", |value: Value| python::str(&value));
-    env.add_filter("safe", |value: Value| Value::from_object(Markup(python::str(&value))));
+    env.add_filter("safe", |value: Value| python::str(&value).map(|text| Value::from_object(Markup(text))));
     // jinja2's `is iterable` asks Python whether `iter(x)` works: not for
     // None, numbers or booleans (minijinja iterates None as empty), but for
     // undefined values, which iterate as empty in jinja2 too.
@@ -274,6 +326,13 @@ impl Object for Markup {
     }
 }
 
+/// The widest `tojson` indent accepted, in bytes.
+const MAX_JSON_INDENT: usize = 1024;
+
+fn too_wide(indent: i64) -> Error {
+    Error::new(ErrorKind::InvalidOperation, format!("tojson: indent {indent} is wider than {MAX_JSON_INDENT}"))
+}
+
 /// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None,
 /// sort_keys=False)`, arguments by position or name.
 fn tojson(value: Value, args: Rest<Value>, kwargs: Kwargs) -> Result<String, Error> {
@@ -296,11 +355,17 @@ fn tojson(value: Value, args: Rest<Value>, kwargs: Kwargs) -> Result<String, Err
         None => None,
         Some(v) if v.is_none() => None,
         Some(v) if v.kind() == ValueKind::String => Some(v.as_str().unwrap_or_default().to_string()),
+        // Python would indent by any amount; a billion spaces per level is a
+        // template trying to exhaust memory before fuel can see it.
         Some(v) => match v.as_i64() {
+            Some(n) if n > MAX_JSON_INDENT as i64 => return Err(too_wide(n)),
             Some(n) => Some(" ".repeat(n.max(0) as usize)),
             None => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or a string")),
         },
     };
+    if let Some(unit) = indent.as_ref().filter(|unit| unit.len() > MAX_JSON_INDENT) {
+        return Err(too_wide(unit.len() as i64));
+    }
     let mut options = python::JsonOptions::new(indent);
     options.ensure_ascii = ensure_ascii.is_some_and(|v| v.is_true());
     options.sort_keys = sort_keys.is_some_and(|v| v.is_true());
@@ -416,5 +481,33 @@ mod tests {
             .contains("not JSON serializable"));
         // jinja2 would HTML-escape the right side here; refused rather than rendered differently.
         assert!(render("{{ 'a' | safe + '\"' }}", &[]).unwrap_err().to_string().contains("+ operator"));
+    }
+
+    #[test]
+    fn hostile_templates_fail_with_an_error() {
+        let user = [Message::new("user", "x")];
+        let cases = [
+            // 10^10 iterations: would run for hours without a fuel budget.
+            ("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}", "fuel"),
+            // 100 GB of output from a 1 MB string.
+            ("{% set s = 'x' * 1000000 %}{% for i in range(100000) %}{{ s }}{% endfor %}", "fuel"),
+            ("{{ [('x' * 1000000)] * 100000 }}", "prints to over"),
+            ("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}", "nested deeper"),
+            ("{{ messages | tojson(indent=1000000000000) }}", "wider than"),
+            ("{{ messages | tojson(indent=' ' * 100000) }}", "wider than"),
+            ("{{ raise_exception('a\nb\u{1b}[31m' * 1000) }}", "a\\nb\\u{1b}[31m"),
+        ];
+        for (source, want) in cases {
+            let err = render(source, &user).unwrap_err().to_string();
+            assert!(err.contains(want), "{source}: {err}");
+            // 300 characters shown, an escape is at most 10 bytes.
+            assert!(err.len() < 3500 && !err.contains(['\n', '\x1b']), "{source}: {err}");
+        }
+        // A long prompt gets fuel in proportion: 8 MB through a template that
+        // copies it a few times renders.
+        let long = [Message::new("user", &"word ".repeat(8 << 18))];
+        let tokens = SpecialTokens::default();
+        let out = ChatTemplate::with_clock(CHATML, tokens, fixed_clock()).unwrap().render(&long, true).unwrap();
+        assert!(out.len() > 8 << 20);
     }
 }

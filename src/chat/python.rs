@@ -11,21 +11,49 @@ use minijinja::value::ValueKind;
 use minijinja::{Error, ErrorKind, Value};
 use unicode_general_category::{get_general_category, GeneralCategory};
 
+/// Deepest nesting printed or serialized: Python stops at its recursion
+/// limit; without one, a template nesting a list in itself a million times
+/// (`namespace` makes that possible) would overflow the stack.
+const MAX_DEPTH: usize = 128;
+
+/// Longest text one `str`/`tojson` call may produce: the engine's fuel is
+/// charged for output only after it exists, and a list repeating one large
+/// string (`[s] * n`) prints far more than it costs to build.
+const MAX_OUTPUT_BYTES: usize = 64 << 20;
+
+fn too_deep() -> Error {
+    Error::new(ErrorKind::InvalidOperation, format!("value nested deeper than {MAX_DEPTH} levels"))
+}
+
+fn too_long_error() -> Error {
+    Error::new(ErrorKind::InvalidOperation, format!("value prints to over {MAX_OUTPUT_BYTES} bytes"))
+}
+
+fn too_long(out: &str) -> Result<(), Error> {
+    if out.len() > MAX_OUTPUT_BYTES {
+        return Err(too_long_error());
+    }
+    Ok(())
+}
+
 /// `str(value)`: strings as they are, everything else as `repr`.
-pub fn str(value: &Value) -> String {
+pub fn str(value: &Value) -> Result<String, Error> {
     match value.as_str() {
-        Some(s) if value.kind() == ValueKind::String => s.to_string(),
+        Some(s) if value.kind() == ValueKind::String => Ok(s.to_string()),
         _ => {
             let mut out = String::new();
-            repr(value, &mut out);
-            out
+            repr(value, 0, &mut out)?;
+            Ok(out)
         }
     }
 }
 
 /// `repr(value)` for the JSON-like values templates see. Objects without a
 /// Python counterpart (namespaces, macros, loop state) keep minijinja's text.
-pub fn repr(value: &Value, out: &mut String) {
+fn repr(value: &Value, depth: usize, out: &mut String) -> Result<(), Error> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
     match value.kind() {
         ValueKind::Undefined => {}
         ValueKind::None => out.push_str("None"),
@@ -38,7 +66,8 @@ pub fn repr(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                repr(&item, out);
+                repr(&item, depth + 1, out)?;
+                too_long(out)?;
             }
             out.push(']');
         }
@@ -48,13 +77,34 @@ pub fn repr(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                repr(&key, out);
+                repr(&key, depth + 1, out)?;
                 out.push_str(": ");
-                repr(&value.get_item(&key).unwrap_or_default(), out);
+                repr(&value.get_item(&key).unwrap_or_default(), depth + 1, out)?;
+                too_long(out)?;
             }
             out.push('}');
         }
-        _ => out.push_str(&value.to_string()),
+        _ => {
+            let mut bounded = Bounded { out };
+            std::fmt::Write::write_fmt(&mut bounded, format_args!("{value}")).map_err(|_| too_long_error())?;
+        }
+    }
+    Ok(())
+}
+
+/// A `String` that refuses to grow past [`MAX_OUTPUT_BYTES`], for minijinja's
+/// own printing of objects (`[s] * n` is one), which has no limit.
+struct Bounded<'a> {
+    out: &'a mut String,
+}
+
+impl std::fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.out.len() + s.len() > MAX_OUTPUT_BYTES {
+            return Err(std::fmt::Error);
+        }
+        self.out.push_str(s);
+        Ok(())
     }
 }
 
@@ -208,6 +258,9 @@ fn not_serializable(value: &Value) -> Error {
 }
 
 fn json_value(value: &Value, options: &JsonOptions, depth: usize, out: &mut String) -> Result<(), Error> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
     match value.kind() {
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
@@ -283,6 +336,7 @@ fn json_container(
         }
         newline(out, depth + 1);
         item(i, out)?;
+        too_long(out)?;
     }
     newline(out, depth);
     out.push(brackets.1);
@@ -349,12 +403,12 @@ mod tests {
     #[test]
     fn str_and_repr() {
         assert_eq!(
-            str(&v(r#"{"a": [1, 2.5, true, null, "it's"], "b": "x\ny"}"#)),
+            str(&v(r#"{"a": [1, 2.5, true, null, "it's"], "b": "x\ny"}"#)).unwrap(),
             r#"{'a': [1, 2.5, True, None, "it's"], 'b': 'x\ny'}"#
         );
-        assert_eq!(str(&Value::from("plain")), "plain");
+        assert_eq!(str(&Value::from("plain")).unwrap(), "plain");
         let mut out = String::new();
-        repr(&Value::from("a'b\"c\u{7}\u{2028}"), &mut out);
+        repr(&Value::from("a'b\"c\u{7}\u{2028}"), 0, &mut out).unwrap();
         assert_eq!(out, r#"'a\'b"c\x07\u2028'"#);
     }
 
@@ -379,5 +433,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not JSON serializable"));
+    }
+
+    #[test]
+    fn deep_or_huge_values_are_errors_not_crashes() {
+        let mut deep = Value::from(1);
+        for _ in 0..1000 {
+            deep = Value::from(vec![deep]);
+        }
+        assert!(str(&deep).unwrap_err().to_string().contains("nested deeper"));
+        assert!(json_dumps(&deep, &JsonOptions::new(None)).unwrap_err().to_string().contains("nested deeper"));
+        let big = Value::from("x".repeat(1 << 20));
+        let many = Value::from(vec![big; 100]);
+        assert!(str(&many).unwrap_err().to_string().contains("prints to over"));
+        assert!(json_dumps(&many, &JsonOptions::new(None)).unwrap_err().to_string().contains("prints to over"));
     }
 }
