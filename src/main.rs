@@ -10,6 +10,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let args = cli::Cli::parse_from(cli::llama_cpp_spellings(std::env::args_os()));
+    cli::interrupt::install();
     match cli::run(args, started) {
         Ok(code) => code,
         Err(e) => {

@@ -297,8 +297,61 @@ fn endless_run() -> (std::process::Child, Vec<u8>) {
 }
 
 fn sigint(child: &std::process::Child) {
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    signal(child, "INT");
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
     assert!(status.success());
+}
+
+/// Was: SIGINT or SIGTERM during `convert` left its temporary file (56 MB
+/// for SmolLM2) beside the output.
+#[test]
+fn an_interrupted_convert_leaves_no_temporary_file() {
+    for name in ["INT", "TERM"] {
+        let dir = tmp(&format!("convert-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("model.bin");
+        // 1.1 B parameters: long enough to be caught in the middle.
+        let child = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
+            .args(["convert", "--synthetic", "tinyllama-1.1b", "-q", "-o", out.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while std::fs::read_dir(&dir).unwrap().next().is_none() {
+            assert!(started.elapsed().as_secs() < 60, "no temporary file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        signal(&child, name);
+        let status = child.wait_with_output().unwrap().status;
+        assert_eq!(status.code(), Some(130), "SIG{name}");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "SIG{name} left {left:?}");
+    }
+}
+
+/// Was: `run` used a file with corrupted tensor data as if it were sound;
+/// `--verify` checks every tensor's checksum first.
+#[test]
+fn verify_flag_refuses_corrupted_tensor_data() {
+    let file = gpt_fast::format::ModelFile::open(model()).unwrap();
+    let tensor = file.tensor("blk.0.ffn_up.weight").unwrap().clone();
+    let mut bytes = std::fs::read(model()).unwrap();
+    bytes[tensor.offset as usize + 5] ^= 0x10;
+    let corrupt = tmp("corrupt.bin");
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let corrupt = corrupt.to_str().unwrap();
+    let run = ["run", corrupt, "-p", "hi", "-n", "2", "--temp", "0"];
+    succeeded(&gpt_fast(&run));
+    refused(&gpt_fast(&[&run[..], &["--verify"]].concat()), 1, "blk.0.ffn_up.weight");
+    for command in
+        [&["perplexity", corrupt, "-f", "Cargo.toml", "-c", "16"][..], &["bench", corrupt, "-p", "4", "-n", "2"]]
+    {
+        refused(&gpt_fast(&[command, &["--verify"]].concat()), 1, "checksum");
+    }
+    succeeded(&gpt_fast(&["run", model_arg(), "-p", "hi", "-n", "2", "--verify"]));
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use gpt_fast::bench::{self, Test};
-use gpt_fast::model::{Model, ModelOptions};
+use gpt_fast::model::Model;
 
 use super::{print_out, progress, source, CliResult, ModelArgs};
 
@@ -18,10 +18,7 @@ pub struct BenchArgs<'a> {
 
 pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult {
     let threads = model_args.threads();
-    let model = Model::open(
-        &source::model_file(path, model_args.quant)?,
-        ModelOptions { quant: model_args.quant, ..Default::default() },
-    )?;
+    let model = Model::open(&source::model_file(path, model_args.quant)?, model_args.model_options())?;
     let size = model.weight_bytes();
     let n_params: u64 = model.file().tensors().iter().map(|t| t.rows * t.cols).sum();
     let isa = model.kernels().isa.name();

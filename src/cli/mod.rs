@@ -2,7 +2,7 @@
 
 mod bench;
 mod info;
-mod interrupt;
+pub mod interrupt;
 mod progress;
 mod prompt;
 mod run;
@@ -161,9 +161,18 @@ pub struct ModelArgs {
     /// f32 (exact). Also -ctk / --cache-type-k, as in llama.cpp.
     #[arg(long, default_value = "f16", value_name = "f16|f32", alias = "cache-type-k")]
     pub kv_type: gpt_fast::session::KvType,
+    /// Check every tensor's checksum before running (reads the whole file
+    /// once; catches corrupted tensor data, as `gpt-fast verify` does).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 impl ModelArgs {
+    /// How to open the model: the weight type and whether to verify.
+    pub fn model_options(&self) -> gpt_fast::model::ModelOptions {
+        gpt_fast::model::ModelOptions { quant: self.quant, verify: self.verify, ..Default::default() }
+    }
+
     /// The thread count, with a warning on stderr when it is more than the
     /// CPUs this process may run on: every step waits for its slowest
     /// thread, and a thread that shares a CPU is slow.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use gpt_fast::bench::StepLatency;
 use gpt_fast::chat::{self, ChatError, ChatTemplate, Message};
 use gpt_fast::generate::{Flow, GenerateError, GenerateParams, Generator, StopReason};
-use gpt_fast::model::{Model, ModelOptions};
+use gpt_fast::model::Model;
 use gpt_fast::sampler::SamplerParams;
 use gpt_fast::session::SessionOptions;
 use gpt_fast::tokenizer::TokenizerSpec;
@@ -112,7 +112,7 @@ pub fn run(
     let model_file = source::model_file(path, model_args.quant)?;
 
     let load_start = Instant::now();
-    let model = Model::open(&model_file, ModelOptions { quant: model_args.quant, ..Default::default() })?;
+    let model = Model::open(&model_file, model_args.model_options())?;
     if model.converted_at_load() {
         eprintln!(
             "gpt-fast: {} holds {} weights; converted to {} at load",
@@ -175,7 +175,7 @@ pub fn run(
     let params = GenerateParams { max_tokens, sampler, stop: args.reverse_prompt.clone(), ignore_eos: args.ignore_eos };
 
     // From here on output starts; Ctrl-C stops generation instead of the process.
-    interrupt::install();
+    interrupt::stop_gracefully();
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let mut write =
@@ -240,7 +240,7 @@ pub fn run(
         std::fs::write(json, stats.json()).map_err(|e| format!("{}: {e}", json.display()))?;
     }
     // A shell's convention for a run ended by SIGINT.
-    Ok(if interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if interrupted { ExitCode::from(interrupt::EXIT_INTERRUPTED as u8) } else { ExitCode::SUCCESS })
 }
 
 fn clock_seed() -> u64 {

@@ -28,10 +28,7 @@ pub fn tokenize(path: &Path, text: &str, parse_special: bool) -> CliResult {
 
 pub fn perplexity(path: &Path, model_args: &ModelArgs, text: &str, context: usize, stream: bool) -> CliResult {
     let threads = model_args.threads();
-    let model = Model::open(
-        &source::model_file(path, model_args.quant)?,
-        ModelOptions { quant: model_args.quant, ..Default::default() },
-    )?;
+    let model = Model::open(&source::model_file(path, model_args.quant)?, model_args.model_options())?;
     let tokens = model.tokenizer().encode_prompt(text, false);
     let kv = model_args.kv_type;
     let batch = context.min(512);

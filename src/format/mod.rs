@@ -3,6 +3,7 @@
 pub mod encode;
 mod reader;
 pub mod spec;
+pub mod temp_files;
 mod tokenizer_section;
 mod writer;
 

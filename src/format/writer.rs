@@ -10,6 +10,7 @@ use super::spec::{
     expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorSpec, Variant, DATA_ALIGN, DIR_ENTRY_BYTES,
     HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN, VERSION,
 };
+use super::temp_files;
 use super::tokenizer_section;
 use crate::tokenizer::TokenizerSpec;
 
@@ -226,7 +227,12 @@ impl ModelWriter {
 
         let tmp_path = unique_temp_path(path)?;
         let io_err = |source| WriteError::Io { path: tmp_path.clone(), source };
-        let file = File::create(&tmp_path).map_err(io_err)?;
+        // Registered before it exists, so a signal handler never misses it.
+        temp_files::register(&tmp_path);
+        let file = File::create(&tmp_path).map_err(|e| {
+            temp_files::unregister(&tmp_path);
+            io_err(e)
+        })?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         // The metadata is written last, once the tensor checksums are known.
         out.seek(SeekFrom::Start(data_offset)).map_err(io_err)?;
@@ -315,6 +321,7 @@ impl ModelWriter {
         check_target(&self.final_path)?;
         fs::rename(&self.tmp_path, &self.final_path)
             .map_err(|source| WriteError::Io { path: self.final_path.clone(), source })?;
+        temp_files::unregister(&self.tmp_path);
         self.finished = true;
         Ok(())
     }
@@ -324,6 +331,7 @@ impl Drop for ModelWriter {
     fn drop(&mut self) {
         if !self.finished {
             let _ = fs::remove_file(&self.tmp_path);
+            temp_files::unregister(&self.tmp_path);
         }
     }
 }
