@@ -316,7 +316,7 @@ impl<'m> Generator<'m> {
 }
 
 /// Bytes at the end of `text` that are a proper prefix of some stop string.
-fn held_back(text: &str, stops: &[String], longest: usize) -> usize {
+pub(crate) fn held_back(text: &str, stops: &[String], longest: usize) -> usize {
     let max = longest.saturating_sub(1).min(text.len());
     (1..=max)
         .rev()

@@ -69,6 +69,7 @@ pub mod model;
 #[doc(hidden)]
 pub mod perplexity;
 pub mod sampler;
+pub mod server;
 pub mod session;
 #[doc(hidden)]
 pub mod synthetic;

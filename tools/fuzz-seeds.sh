@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
-mkdir -p "$corpus"/{model_file,gguf,hf_json,tokenizer,chat_template}
+mkdir -p "$corpus"/{model_file,gguf,hf_json,tokenizer,chat_template,server_request}
 cargo build -q --profile test -p gpt-fast-tools --bin gpt-fast-convert
 convert=target/debug/gpt-fast-convert
 for config in test-llama test-gpt2; do
@@ -34,3 +34,7 @@ for f in "$templates"/*.jinja; do
   { cat "$f"; printf '\0system\1Be brief.\0user\1Hello!\0assistant\1Hi.\0user\1What is 2+2?'; } \
     > "$corpus/chat_template/$(basename "$f" .jinja)"
 done
+# Request bodies: a selector byte (0: chat, 1: completions) then JSON in the
+# shapes the openai client sends (tools/serve/openai_client_test.py).
+printf '\x00{"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "stream": true, "stream_options": {"include_usage": true}, "temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "stop": ["\\n"], "seed": 3, "logprobs": true, "top_logprobs": 2, "presence_penalty": 0.5, "n": 1}' > "$corpus/server_request/chat"
+printf '\x01{"model": "m", "prompt": ["Once upon a time"], "max_tokens": 8, "logprobs": 3, "frequency_penalty": 0.2, "stop": "."}' > "$corpus/server_request/completions"

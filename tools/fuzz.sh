@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(model_file gguf hf_json tokenizer chat_template)
+[ ${#targets[@]} -gt 0 ] || targets=(model_file gguf hf_json tokenizer chat_template server_request)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 tools/fuzz-seeds.sh
 cd fuzz

@@ -6,6 +6,8 @@ pub mod interrupt;
 mod progress;
 mod prompt;
 mod run;
+mod sampling;
+mod serve;
 mod source;
 mod stats;
 mod text;
@@ -38,6 +40,15 @@ enum Command {
         model_args: ModelArgs,
         #[command(flatten)]
         args: run::RunCli,
+    },
+    /// Serve the model over HTTP with OpenAI's API (chat and text completions, streaming).
+    Serve {
+        #[command(flatten)]
+        model: ModelPath,
+        #[command(flatten)]
+        model_args: ModelArgs,
+        #[command(flatten)]
+        args: serve::ServeCli,
     },
     /// Print a model's architecture, hyper-parameters and tensor types.
     Info {
@@ -202,6 +213,9 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<ExitCode, Box<dyn st
         Command::Info { model } => done(info::info(&model.get("info"))),
         Command::Verify { model } => done(info::verify(&model.get("verify"))),
         Command::Run { model, model_args, args } => run::run(&model.get("run"), &model_args, args, started),
+        Command::Serve { model, model_args, args } => {
+            done(serve::serve(&model.get("serve"), &model_args, args).map_err(Into::into))
+        }
         Command::Tokenize { model, text, file, no_special } => {
             // `tokenize -m MODEL TEXT`: the one positional is the text.
             let (model, text) = match (model.model, model.model_flag, text) {
@@ -263,6 +277,7 @@ pub fn llama_cpp_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Ve
     args.map(|a| match a.to_str() {
         Some("-ctk") => "--kv-type".into(),
         Some(s) if s.starts_with("-ctk=") => format!("--kv-type={}", &s[5..]).into(),
+        Some("-np") => "--parallel".into(),
         _ => a,
     })
     .collect()

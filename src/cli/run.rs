@@ -14,10 +14,10 @@ use gpt_fast::bench::StepLatency;
 use gpt_fast::chat::{self, ChatError, ChatTemplate, Message};
 use gpt_fast::generate::{Flow, GenerateError, GenerateParams, Generator, StopReason};
 use gpt_fast::model::Model;
-use gpt_fast::sampler::SamplerParams;
 use gpt_fast::session::SessionOptions;
 use gpt_fast::tokenizer::TokenizerSpec;
 
+use super::sampling::SamplingArgs;
 use super::stats::{Ending, RunStats};
 use super::{interrupt, prompt, source, values, ModelArgs};
 
@@ -35,27 +35,8 @@ pub struct RunCli {
     #[arg(short = 'n', long = "n-predict", default_value = "256", value_name = "N",
           allow_negative_numbers = true, value_parser = values::n_predict)]
     n_predict: values::OrNone<u64>,
-    /// Sampling temperature, >= 0; 0 is greedy.
-    #[arg(long, default_value = "0.8", value_name = "T", allow_negative_numbers = true, value_parser = values::temperature)]
-    temp: f32,
-    /// Keep only the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 40, value_name = "K")]
-    top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches P (1: all).
-    #[arg(long, default_value_t = 0.95, value_name = "P", allow_negative_numbers = true)]
-    top_p: f32,
-    /// Drop tokens less likely than P times the most likely one (0: none).
-    #[arg(long, default_value_t = 0.05, value_name = "P", allow_negative_numbers = true)]
-    min_p: f32,
-    /// Penalize tokens seen in the last --repeat-last-n (1.0: off).
-    #[arg(long, default_value_t = 1.0, value_name = "R", allow_negative_numbers = true)]
-    repeat_penalty: f32,
-    /// How many recent tokens --repeat-penalty looks at (0: none, -1: the whole context).
-    #[arg(long, default_value = "64", value_name = "N", allow_negative_numbers = true, value_parser = values::repeat_last_n)]
-    repeat_last_n: values::OrNone<usize>,
-    /// Random seed; -1 (the default) takes one from the clock, printed with --verbose.
-    #[arg(short = 's', long, default_value = "-1", value_name = "N", allow_negative_numbers = true, value_parser = values::seed)]
-    seed: values::OrNone<u64>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Context size in tokens (0: the model's, at most 4096).
     #[arg(short = 'c', long = "ctx-size", default_value = "0", value_name = "N", value_parser = values::ctx_size)]
     ctx_size: usize,
@@ -108,7 +89,7 @@ pub fn run(
         check_writable_folder(json)?;
     }
     let threads = model_args.threads();
-    let seed = args.seed.0.unwrap_or_else(clock_seed);
+    let seed = args.sampling.seed();
     let model_file = source::model_file(path, model_args.quant)?;
 
     let load_start = Instant::now();
@@ -139,15 +120,7 @@ pub fn run(
         0 => (model.hparams().max_seq_len as usize).min(gpt_fast::session::DEFAULT_MAX_CONTEXT),
         n => n,
     };
-    let sampler = SamplerParams {
-        temperature: args.temp,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        repeat_penalty: args.repeat_penalty,
-        repeat_last_n: args.repeat_last_n.0.unwrap_or(whole_context),
-        seed,
-    };
+    let sampler = args.sampling.params(whole_context, seed);
     // Checked here as well as in generate: before anything is printed.
     sampler.validate().map_err(GenerateError::BadSampler)?;
     let mut generator = Generator::new(&model, options)?;
@@ -241,10 +214,6 @@ pub fn run(
     }
     // A shell's convention for a run ended by SIGINT.
     Ok(if interrupted { ExitCode::from(interrupt::EXIT_INTERRUPTED as u8) } else { ExitCode::SUCCESS })
-}
-
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Refuses a path whose folder does not exist (or that is a folder), before
