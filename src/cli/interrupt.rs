@@ -1,7 +1,7 @@
 //! SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` set). Any of them first
 //! removes the temporary files of conversions in progress (`convert`, or a
 //! GGUF converted into the cache), whose `Drop` would not run. Then, once
-//! `run` has started printing ([`stop_gracefully`]), the first one asks
+//! `run` has started printing or `serve` is up ([`stop_gracefully`]), the first one asks
 //! generation to stop at the next token (the line is ended and the
 //! statistics printed, exit 130) and a second exits at once, for a step that
 //! does not end; before that, or in any other command, the process exits at

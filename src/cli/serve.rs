@@ -44,6 +44,10 @@ pub fn serve(path: &Path, model_args: &ModelArgs, args: ServeCli) -> Result<(), 
     drop(header);
     let context = if args.ctx == 0 { max.min(gpt_fast::session::DEFAULT_MAX_CONTEXT) } else { args.ctx };
     let model_name = path.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    // The server's own SIGTERM/SIGINT handling drains requests in flight and
+    // exits 0; the process-wide handler (cli::interrupt) must then only note
+    // the first signal, not exit 130 under it. A second one still exits at once.
+    super::interrupt::stop_gracefully();
     serve_http(ServeOptions {
         model_file,
         model_name,
