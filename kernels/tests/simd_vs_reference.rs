@@ -688,7 +688,7 @@ fn attention_rows_do_not_depend_on_the_call() {
 #[cfg(target_arch = "aarch64")]
 #[test]
 fn neon_q8_path_follows_dotprod() {
-    let k = Kernels::for_isa(Isa::Neon).expect("every AArch64 Linux CPU has NEON");
+    let k = Kernels::for_isa(gpt_fast_kernels::Isa::Neon).expect("every AArch64 Linux CPU has NEON");
     let want = if std::arch::is_aarch64_feature_detected!("dotprod") { "neon+dotprod" } else { "neon" };
     assert_eq!(k.name(), want);
     println!("neon q8 matmul path: {}", k.name());
