@@ -38,11 +38,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use gpt_fast_kernels::q4q5::{Q4Q5Weight, Q8SumActs};
-use gpt_fast_kernels::{reference, AttnShape, Isa, Kernels, MatmulK, Matrix, Q8Acts, WeightData, Q8_BLOCK};
+use gpt_fast_kernels::{reference, ActForm, AttnShape, DType, Isa, Kernels, Matrix, Q8Acts, Q8_BLOCK};
 use gpt_fast_quant::kquant::{self, q4_k::Q4K, q5_k::Q5K, q6_k::Q6K, KFormat, PackedKLayout};
 use gpt_fast_quant::q4q5::{self, Kind};
-use gpt_fast_quant::q8::{quantize_packed, PackedQ8Layout};
+use gpt_fast_quant::q8::PackedQ8Layout;
 use half::f16;
 
 /// Every kernel table this CPU can run, scalar included.
@@ -72,54 +71,28 @@ impl Rng {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DType {
-    Q8,
-    F16,
-    F32,
-}
-
-impl DType {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Q8 => "q8",
-            Self::F16 => "f16",
-            Self::F32 => "f32",
-        }
-    }
-}
-
-/// A weight matrix owned by the bench, in one of the three run types.
-enum Weight {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    Q8 { quants: Vec<i8>, scales: Vec<f16> },
-}
-
+/// A weight matrix owned by the bench, stored as its dtype stores it (in
+/// u64 words, so that every element type's alignment holds).
 struct OwnedMatrix {
     rows: usize,
     cols: usize,
-    weight: Weight,
+    dtype: DType,
+    words: Vec<u64>,
+    len: usize,
 }
 
 impl OwnedMatrix {
     fn new(dtype: DType, rows: usize, cols: usize, seed: u64) -> Self {
         let values = Rng::new(seed).vec(rows * cols);
-        let weight = match dtype {
-            DType::F32 => Weight::F32(values),
-            DType::F16 => Weight::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
-            DType::Q8 => {
-                let layout = PackedQ8Layout::new(rows, cols).expect("cols a multiple of 32");
-                let mut packed = vec![0u8; layout.n_bytes()];
-                quantize_packed(&values, &layout, &mut packed);
-                let (q, s) = packed.split_at(layout.quant_bytes());
-                Weight::Q8 {
-                    quants: q.iter().map(|&b| b as i8).collect(),
-                    scales: s.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect(),
-                }
-            }
-        };
-        Self { rows, cols, weight }
+        let mut bytes = Vec::new();
+        dtype.encode(rows, cols, &values, &mut bytes);
+        Self::from_bytes(dtype, rows, cols, &bytes)
+    }
+
+    fn from_bytes(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Self {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Self { rows, cols, dtype, words, len: bytes.len() }
     }
 
     /// A packed q8 matrix of random quants in [-127, 127] and scales in
@@ -128,34 +101,28 @@ impl OwnedMatrix {
     fn random_q8(rows: usize, cols: usize, seed: u64) -> Self {
         let layout = PackedQ8Layout::new(rows, cols).expect("cols a multiple of 32");
         let mut rng = Rng::new(seed);
-        let mut quants = vec![0i8; layout.quant_bytes()];
+        let mut bytes = vec![0u8; layout.n_bytes()];
+        let (quants, scales) = bytes.split_at_mut(layout.quant_bytes());
         for chunk in quants.chunks_mut(8) {
-            let bytes = rng.next_u64().to_le_bytes();
-            for (q, b) in chunk.iter_mut().zip(bytes) {
-                *q = (b as i8).max(-127);
+            let random = rng.next_u64().to_le_bytes();
+            for (q, b) in chunk.iter_mut().zip(random) {
+                *q = (b as i8).max(-127) as u8;
             }
         }
-        let n_scales = layout.scale_bytes() / 2;
-        let scales = (0..n_scales).map(|_| f16::from_f32(0.015 + 0.005 * rng.f32())).collect();
-        Self { rows, cols, weight: Weight::Q8 { quants, scales } }
+        for s in scales.chunks_exact_mut(2) {
+            s.copy_from_slice(&f16::from_f32(0.015 + 0.005 * rng.f32()).to_bits().to_le_bytes());
+        }
+        Self::from_bytes(DType::Q8, rows, cols, &bytes)
     }
 
     fn view(&self) -> Matrix<'_> {
-        let data = match &self.weight {
-            Weight::F32(d) => WeightData::F32(d),
-            Weight::F16(d) => WeightData::F16(d),
-            Weight::Q8 { quants, scales } => WeightData::Q8 { quants, scales },
-        };
-        Matrix { rows: self.rows, cols: self.cols, data }
+        let data = &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len];
+        Matrix { rows: self.rows, cols: self.cols, dtype: self.dtype, data }
     }
 
     /// Bytes the kernel reads: the whole matrix (quants and scales for q8).
     fn bytes(&self) -> u64 {
-        match &self.weight {
-            Weight::F32(d) => d.len() as u64 * 4,
-            Weight::F16(d) => d.len() as u64 * 2,
-            Weight::Q8 { quants, scales } => quants.len() as u64 + scales.len() as u64 * 2,
-        }
+        self.len as u64
     }
 }
 
@@ -164,6 +131,8 @@ struct Acts {
     x: Vec<f32>,
     quants: Vec<i8>,
     scales: Vec<f32>,
+    /// Each block's `scale × Σ quants`, for the dtypes whose form reads them.
+    sums: Vec<f32>,
     cols: usize,
 }
 
@@ -173,11 +142,14 @@ impl Acts {
         let mut quants = vec![0i8; n * cols];
         let mut scales = vec![0f32; n * cols / Q8_BLOCK];
         reference::quantize_q8_acts(&x, &mut quants, &mut scales);
-        Self { x, quants, scales, cols }
+        let mut sums = vec![0f32; scales.len()];
+        reference::q8_block_sums(&quants, &scales, &mut sums);
+        Self { x, quants, scales, sums, cols }
     }
 
-    fn q8(&self) -> Q8Acts<'_> {
-        Q8Acts { cols: self.cols, quants: &self.quants, scales: &self.scales }
+    fn view(&self) -> gpt_fast_kernels::Acts<'_> {
+        let q8 = Q8Acts { cols: self.cols, quants: &self.quants, scales: &self.scales, sums: &self.sums };
+        gpt_fast_kernels::Acts { x: &self.x, q8 }
     }
 
     /// Token `t` as the kernel sees it: dequantized for q8 weights.
@@ -196,7 +168,7 @@ impl Acts {
 /// kernels sum in another order; q8 fuses one multiply-add per block).
 fn check_matmul(kernels: &Kernels, w: &OwnedMatrix, acts: &Acts, n: usize, out: &[f32]) {
     let m = w.view();
-    let q8 = matches!(w.weight, Weight::Q8 { .. });
+    let q8 = w.dtype.act() != ActForm::F32;
     let scalar = Kernels::scalar();
     let rows_checked = [0..9.min(w.rows), w.rows.saturating_sub(9)..w.rows];
     let mut want = vec![0f32; n * w.rows];
@@ -210,8 +182,10 @@ fn check_matmul(kernels: &Kernels, w: &OwnedMatrix, acts: &Acts, n: usize, out: 
                 cols: w.cols,
                 quants: &acts.quants[t * w.cols..],
                 scales: &acts.scales[t * w.cols / Q8_BLOCK..],
+                sums: &acts.sums[t * w.cols / Q8_BLOCK..],
             };
-            scalar.matmul(&m, rows.clone(), x_t, &xq, 1, &mut want[..rows.len()], w.rows);
+            let acts_t = gpt_fast_kernels::Acts { x: x_t, q8: xq };
+            scalar.matmul(&m, rows.clone(), &acts_t, 1, &mut want[..rows.len()], w.rows);
             for (i, r) in rows.enumerate() {
                 m.row_to_f32(r, &mut row);
                 let terms: f32 = row.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
@@ -230,7 +204,7 @@ fn check_matmul(kernels: &Kernels, w: &OwnedMatrix, acts: &Acts, n: usize, out: 
 }
 
 fn run_matmul(kernels: &Kernels, w: &Matrix, acts: &Acts, n: usize, out: &mut [f32]) {
-    kernels.matmul(w, 0..w.rows, &acts.x, &acts.q8(), n, out, w.rows);
+    kernels.matmul(w, 0..w.rows, &acts.view(), n, out, w.rows);
 }
 
 const DTYPES: [DType; 3] = [DType::Q8, DType::F16, DType::F32];
@@ -455,7 +429,7 @@ struct KType {
     f16_at: &'static [usize],
     repack: fn(&[u8], &PackedKLayout, &mut [u8]),
     layout: fn(usize, usize) -> Option<PackedKLayout>,
-    matmul: fn(&Kernels) -> MatmulK,
+    dtype: DType,
 }
 
 const KTYPES: [KType; 3] = [
@@ -465,7 +439,7 @@ const KTYPES: [KType; 3] = [
         f16_at: &[0, 2],
         repack: kquant::repack::<Q4K>,
         layout: PackedKLayout::new::<Q4K>,
-        matmul: |k| k.matmul_q4_k,
+        dtype: DType::Q4_K,
     },
     KType {
         name: "q5_k",
@@ -473,7 +447,7 @@ const KTYPES: [KType; 3] = [
         f16_at: &[0, 2],
         repack: kquant::repack::<Q5K>,
         layout: PackedKLayout::new::<Q5K>,
-        matmul: |k| k.matmul_q5_k,
+        dtype: DType::Q5_K,
     },
     KType {
         name: "q6_k",
@@ -481,13 +455,13 @@ const KTYPES: [KType; 3] = [
         f16_at: &[208],
         repack: kquant::repack::<Q6K>,
         layout: PackedKLayout::new::<Q6K>,
-        matmul: |k| k.matmul_q6_k,
+        dtype: DType::Q6_K,
     },
 ];
 
 /// A packed K-quant matrix of random blocks (any bit pattern is a valid
 /// block; the f16 scales are set to small finite values).
-fn random_kquant(ty: &KType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+fn random_kquant(ty: &KType, rows: usize, cols: usize, seed: u64) -> OwnedMatrix {
     let mut rng = Rng::new(seed);
     let mut gguf = vec![0u8; rows * cols / 256 * ty.block_bytes];
     for chunk in gguf.chunks_mut(8) {
@@ -502,17 +476,18 @@ fn random_kquant(ty: &KType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     let layout = (ty.layout)(rows, cols).expect("cols a multiple of 256");
     let mut packed = vec![0u8; layout.n_bytes()];
     (ty.repack)(&gguf, &layout, &mut packed);
-    packed
+    OwnedMatrix::from_bytes(ty.dtype, rows, cols, &packed)
 }
 
 /// Checks rows 0..9 of the first and last token against the scalar reference.
-fn check_kquant(k: &Kernels, ty: &KType, w: &[u8], cols: usize, acts: &Acts, sums: &[f32], n: usize, out: &[f32]) {
-    let rows = out.len() / n;
+fn check_kquant(k: &Kernels, ty: &KType, w: &Matrix, acts: &Acts, n: usize, out: &[f32]) {
+    let (rows, cols) = (w.rows, w.cols);
     let nb = cols / Q8_BLOCK;
     for t in [0, n - 1] {
-        let x = Q8Acts { cols, quants: &acts.quants[t * cols..], scales: &acts.scales[t * nb..] };
+        let (quants, scales, sums) = (&acts.quants[t * cols..], &acts.scales[t * nb..], &acts.sums[t * nb..]);
+        let x = gpt_fast_kernels::Acts { x: &acts.x[t * cols..], q8: Q8Acts { cols, quants, scales, sums } };
         let mut want = [0f32; 9];
-        (ty.matmul)(&Kernels::scalar())(w, cols, 0..9, &x, &sums[t * nb..], 1, &mut want, 9);
+        Kernels::scalar().matmul(w, 0..9, &x, 1, &mut want, 9);
         for (r, &want) in want.iter().enumerate() {
             let got = out[t * rows + r];
             assert!(
@@ -533,23 +508,19 @@ fn kquant(c: &mut Criterion) {
     for ty in &KTYPES {
         for (rows, cols, n) in [(32768, 32768, 1), (4096, 4096, 16), (4096, 4096, 128)] {
             let w = random_kquant(ty, rows, cols, 5);
+            let m = w.view();
             let acts = Acts::new(n, cols, 7);
-            let mut sums = vec![0f32; n * cols / Q8_BLOCK];
-            reference::q8_act_sums(&acts.q8(), n, &mut sums);
             let mut out = vec![0f32; n * rows];
             group.throughput(if n == 1 {
-                Throughput::Bytes(w.len() as u64)
+                Throughput::Bytes(w.bytes())
             } else {
                 Throughput::Elements(2 * (rows * cols * n) as u64)
             });
             for k in &tables {
-                let f = (ty.matmul)(k);
-                f(&w, cols, 0..rows, &acts.q8(), &sums, n, &mut out, rows);
-                check_kquant(k, ty, &w, cols, &acts, &sums, n, &out);
+                run_matmul(k, &m, &acts, n, &mut out);
+                check_kquant(k, ty, &m, &acts, n, &out);
                 let id = BenchmarkId::new(format!("{}/{rows}x{cols}/n{n}", ty.name), k.isa.name());
-                group.bench_function(id, |b| {
-                    b.iter(|| f(&w, cols, 0..rows, black_box(&acts.q8()), &sums, n, &mut out, rows))
-                });
+                group.bench_function(id, |b| b.iter(|| run_matmul(k, &m, black_box(&acts), n, &mut out)));
             }
         }
     }
@@ -591,11 +562,9 @@ fn q4q5_bench(c: &mut Criterion) {
     for (kind, rows, cols, n) in shapes {
         let words = random_q4q5(kind, rows, cols, 5);
         let n_bytes = q4q5::PackedLayout::new(kind, rows, cols).unwrap().n_bytes();
-        let w = Q4Q5Weight::from_bytes(kind, rows, cols, &bytemuck::cast_slice(&words)[..n_bytes]).unwrap();
+        let w = OwnedMatrix::from_bytes(kind.dtype(), rows, cols, &bytemuck::cast_slice(&words)[..n_bytes]);
+        let m = w.view();
         let acts = Acts::new(n, cols, 7);
-        let mut sums = vec![0f32; n * cols / Q8_BLOCK];
-        reference::q8_act_sums(&acts.q8(), n, &mut sums);
-        let x = Q8SumActs { cols, quants: &acts.quants, scales: &acts.scales, sums: &sums };
         let mut out = vec![0f32; n * rows];
         group.throughput(if n == 1 {
             Throughput::Bytes(n_bytes as u64)
@@ -603,21 +572,14 @@ fn q4q5_bench(c: &mut Criterion) {
             Throughput::Elements(2 * (rows * cols * n) as u64)
         });
         for k in &tables {
-            (k.matmul_q4q5)(&w, cols, 0..rows, &x, n, &mut out, rows);
+            run_matmul(k, &m, &acts, n, &mut out);
             // Rows 0..9 of the first and last token against the scalar reference.
             for t in [0, n - 1] {
                 let nb = cols / Q8_BLOCK;
-                let (q, s, m) = (&acts.quants[t * cols..][..cols], &acts.scales[t * nb..][..nb], &sums[t * nb..][..nb]);
+                let (quants, scales, sums) = (&acts.quants[t * cols..], &acts.scales[t * nb..], &acts.sums[t * nb..]);
+                let x = gpt_fast_kernels::Acts { x: &acts.x[t * cols..], q8: Q8Acts { cols, quants, scales, sums } };
                 let mut want = [0f32; 9];
-                reference::matmul_q4q5(
-                    &w,
-                    cols,
-                    0..9,
-                    &Q8SumActs { cols, quants: q, scales: s, sums: m },
-                    1,
-                    &mut want,
-                    9,
-                );
+                Kernels::scalar().matmul(&m, 0..9, &x, 1, &mut want, 9);
                 for (r, &want) in want.iter().enumerate() {
                     let got = out[t * rows + r];
                     let ok = (got - want).abs() <= 1e-4 * want.abs() + 1e-3;
@@ -625,9 +587,7 @@ fn q4q5_bench(c: &mut Criterion) {
                 }
             }
             let id = BenchmarkId::new(format!("{}/{rows}x{cols}/n{n}", kind.name()), k.isa.name());
-            group.bench_function(id, |b| {
-                b.iter(|| (k.matmul_q4q5)(&w, cols, 0..rows, black_box(&x), n, &mut out, rows))
-            });
+            group.bench_function(id, |b| b.iter(|| run_matmul(k, &m, black_box(&acts), n, &mut out)));
         }
     }
     group.finish();

@@ -2,7 +2,7 @@
 //! measuring speed and scaling without downloading weights, and tiny ones for
 //! tests. Their text output is meaningless.
 
-use crate::format::{encode::encode_tensor, Arch, DType, HParams, ModelWriter, WriteError};
+use crate::format::{Arch, DType, HParams, ModelWriter, WriteError};
 use crate::tokenizer::{PreTokenizer, TokenType, TokenizerModel, TokenizerSpec};
 
 /// Named configurations: `(name, hyper-parameters)`.
@@ -156,7 +156,7 @@ pub fn write(
     for (i, spec) in specs.iter().enumerate() {
         values.resize(spec.n_elements() as usize, 0.0);
         fill_tensor(&spec.name, seed, &mut values);
-        encode_tensor(writer.entry_dtype(i), spec.rows as usize, spec.cols as usize, &values, &mut bytes);
+        writer.entry_dtype(i).encode(spec.rows as usize, spec.cols as usize, &values, &mut bytes);
         writer.write_tensor(&spec.name, &bytes)?;
         on_tensor(i + 1, specs.len());
     }

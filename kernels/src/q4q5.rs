@@ -3,6 +3,7 @@
 //! per-block sums.
 
 use gpt_fast_quant::q4q5::{Kind, PackedLayout};
+use gpt_fast_quant::DType;
 use half::f16;
 
 pub use gpt_fast_quant::q4q5::{
@@ -51,7 +52,7 @@ impl<'a> Q4Q5Weight<'a> {
 /// Activation rows quantized to q8 blocks of 32, with each block's
 /// `sum = scale × Σ quants` (llama.cpp's Q8_1 `s`): what the minimum of
 /// Q4_1/Q5_1 and the offset of Q4_0/Q5_0 multiply, so the kernels need no
-/// horizontal sum of the activations ([`crate::reference::q8_act_sums`]
+/// horizontal sum of the activations ([`crate::reference::q8_block_sums`]
 /// computes them). `n` rows of `cols` quants, `cols / 32`
 /// scales and sums per row.
 #[derive(Clone, Copy, Debug)]
@@ -60,4 +61,18 @@ pub struct Q8SumActs<'a> {
     pub quants: &'a [i8],
     pub scales: &'a [f32],
     pub sums: &'a [f32],
+}
+
+/// The dtypes these kernels run.
+pub(crate) fn dtypes() -> [DType; 4] {
+    Kind::ALL.map(Kind::dtype)
+}
+
+/// The typed views a Q4_0/Q4_1/Q5_0/Q5_1 matmul reads, from the table's
+/// untyped matrix and activations.
+pub(crate) fn views<'a>(w: &crate::Matrix<'a>, x: &crate::Acts<'a>) -> (Q4Q5Weight<'a>, Q8SumActs<'a>) {
+    let kind = Kind::ALL.into_iter().find(|k| k.dtype() == w.dtype).expect("a Q4_0/Q4_1/Q5_0/Q5_1 matrix");
+    let weight = Q4Q5Weight::from_bytes(kind, w.rows, w.cols, w.data).expect("shape and alignment checked at load");
+    let q = &x.q8;
+    (weight, Q8SumActs { cols: q.cols, quants: q.quants, scales: q.scales, sums: q.sums })
 }

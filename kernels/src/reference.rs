@@ -4,15 +4,46 @@
 //! modules implement the same signatures and are tested against these.
 
 mod kquant;
+mod q4q5;
 
 use std::ops::Range;
 
 use half::f16;
 
-use crate::{AttnShape, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use crate::{Acts, AttnShape, DType, Matmul, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
-pub use kquant::{matmul_q4_k, matmul_q5_k, matmul_q6_k, q8_act_sums};
-mod q4q5;
+/// Every dtype's reference matmul, by [`DType::index`]: the table every ISA
+/// starts from, and what the tests compare each ISA's kernels with.
+pub fn matmuls() -> [Matmul; DType::COUNT] {
+    DType::ALL.map(matmul_for)
+}
+
+/// `dtype`'s reference matmul, as a [`Matmul`].
+pub fn matmul_for(dtype: DType) -> Matmul {
+    match dtype {
+        DType::F32 => |w, rows, x: &Acts, n, out, stride| matmul_f32(w.f32s(), w.cols, rows, x.x, n, out, stride),
+        DType::F16 => |w, rows, x: &Acts, n, out, stride| matmul_f16(w.f16s(), w.cols, rows, x.x, n, out, stride),
+        DType::Q8 => |w, rows, x: &Acts, n, out, stride| {
+            let (quants, scales) = w.q8_planes();
+            matmul_q8(quants, scales, w.cols, rows, &x.q8, n, out, stride)
+        },
+        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => |w, rows, x: &Acts, n, out, stride| {
+            let (weight, acts) = crate::q4q5::views(w, x);
+            matmul_q4q5(&weight, w.cols, rows, &acts, n, out, stride)
+        },
+        DType::Q4_K => {
+            |w, rows, x: &Acts, n, out, stride| matmul_q4_k(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, stride)
+        }
+        DType::Q5_K => {
+            |w, rows, x: &Acts, n, out, stride| matmul_q5_k(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, stride)
+        }
+        DType::Q6_K => {
+            |w, rows, x: &Acts, n, out, stride| matmul_q6_k(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, stride)
+        }
+    }
+}
+
+pub use kquant::{matmul_q4_k, matmul_q5_k, matmul_q6_k};
 pub use q4q5::matmul_q4q5;
 
 /// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for every `r` in
@@ -79,6 +110,14 @@ pub fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {
             *q = (v * inv).round() as i8;
         }
         *s = scale;
+    }
+}
+
+/// `sums[b] = scales[b] × Σ quants[32 b..32 b + 32]`: the activations'
+/// block sums that weights with a per-block offset multiply by it.
+pub fn q8_block_sums(quants: &[i8], scales: &[f32], sums: &mut [f32]) {
+    for ((sum, qb), &s) in sums.iter_mut().zip(quants.chunks_exact(Q8_BLOCK)).zip(scales) {
+        *sum = s * qb.iter().map(|&q| i32::from(q)).sum::<i32>() as f32;
     }
 }
 

@@ -5,8 +5,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use crate::q4q5::{Q4Q5Weight, Q8SumActs};
-use crate::{reference, AttnShape, Matrix, Q8Acts, WeightData};
+use crate::{reference, ActForm, Acts, AttnShape, DType, Matrix};
 
 /// An instruction-set level gpt-fast has kernels for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +31,10 @@ impl Isa {
     }
 }
 
-type MatmulF32 = fn(&[f32], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
-type MatmulF16 = fn(&[f16], usize, Range<usize>, &[f32], usize, &mut [f32], usize);
-type MatmulQ8 = fn(&[i8], &[f16], usize, Range<usize>, &Q8Acts, usize, &mut [f32], usize);
-type MatmulQ4Q5 = fn(&Q4Q5Weight, usize, Range<usize>, &Q8SumActs, usize, &mut [f32], usize);
-/// `(packed weight, cols, rows, x, x_sums, n, out, out_stride)`: see [`reference::matmul_q4_k`].
-pub type MatmulK = fn(&[u8], usize, Range<usize>, &Q8Acts, &[f32], usize, &mut [f32], usize);
+/// One dtype's matmul, `(w, rows, x, n, out, out_stride)`:
+/// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,
+/// `t < n`, reading `x` in the form `w.dtype.act()` names.
+pub type Matmul = fn(&Matrix, Range<usize>, &Acts, usize, &mut [f32], usize);
 /// `(shape, q, keys, values, scratch, out)`: see [`reference::attention`].
 pub type Attention<T> = fn(&AttnShape, &[f32], &[T], &[T], &mut [f32], &mut [f32]);
 
@@ -47,15 +44,8 @@ pub struct Kernels {
     pub isa: Isa,
     /// See [`Kernels::name`].
     pub(crate) name: &'static str,
-    pub matmul_f32: MatmulF32,
-    pub matmul_f16: MatmulF16,
-    pub matmul_q8: MatmulQ8,
-    /// Q4_0, Q4_1, Q5_0 and Q5_1 weights (the weight says which).
-    pub matmul_q4q5: MatmulQ4Q5,
-    /// K-quant matmuls (weights packed by `gpt_fast_quant::kquant`).
-    pub matmul_q4_k: MatmulK,
-    pub matmul_q5_k: MatmulK,
-    pub matmul_q6_k: MatmulK,
+    /// By [`DType::index`]: the ISA's kernel where it has one, else the reference.
+    pub(crate) matmuls: [Matmul; DType::COUNT],
     pub quantize_q8_acts: fn(&[f32], &mut [i8], &mut [f32]),
     pub rmsnorm: fn(&[f32], &[f32], f32, &mut [f32]),
     pub layernorm: fn(&[f32], &[f32], &[f32], f32, &mut [f32]),
@@ -76,13 +66,7 @@ impl Kernels {
         Self {
             isa: Isa::Scalar,
             name: "scalar",
-            matmul_f32: reference::matmul_f32,
-            matmul_f16: reference::matmul_f16,
-            matmul_q8: reference::matmul_q8,
-            matmul_q4q5: reference::matmul_q4q5,
-            matmul_q4_k: reference::matmul_q4_k,
-            matmul_q5_k: reference::matmul_q5_k,
-            matmul_q6_k: reference::matmul_q6_k,
+            matmuls: reference::matmuls(),
             quantize_q8_acts: reference::quantize_q8_acts,
             rmsnorm: reference::rmsnorm,
             layernorm: reference::layernorm,
@@ -121,24 +105,33 @@ impl Kernels {
         [Isa::Avx512, Isa::Avx2, Isa::Neon].into_iter().find_map(Self::for_isa).unwrap_or_else(Self::scalar)
     }
 
+    /// `dtype`'s matmul in this table.
+    pub fn matmul_for(&self, dtype: DType) -> Matmul {
+        self.matmuls[dtype.index()]
+    }
+
+    /// Puts an ISA's kernel for `dtype` into its table.
+    pub(crate) fn set_matmul(&mut self, dtype: DType, kernel: Matmul) {
+        self.matmuls[dtype.index()] = kernel;
+    }
+
     /// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,
-    /// `t < n`. q8 weights read `x_q8` (the same rows quantized); the others `x`.
-    pub fn matmul(
-        &self,
-        w: &Matrix,
-        rows: Range<usize>,
-        x: &[f32],
-        x_q8: &Q8Acts,
-        n: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        debug_assert!(rows.end <= w.rows && x.len() >= n * w.cols);
-        match w.data {
-            WeightData::F32(d) => (self.matmul_f32)(d, w.cols, rows, x, n, out, out_stride),
-            WeightData::F16(d) => (self.matmul_f16)(d, w.cols, rows, x, n, out, out_stride),
-            WeightData::Q8 { quants, scales } => {
-                (self.matmul_q8)(quants, scales, w.cols, rows, x_q8, n, out, out_stride)
+    /// `t < n`, with `x` prepared by [`Kernels::quantize_acts`] for `w.dtype.act()`.
+    pub fn matmul(&self, w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
+        debug_assert!(rows.end <= w.rows);
+        (self.matmul_for(w.dtype))(w, rows, x, n, out, out_stride)
+    }
+
+    /// Prepares rows of activations `x` in `form`: quants and scales (`x.len()`
+    /// and `x.len() / 32` long) for the q8 forms, and the blocks' scaled sums
+    /// for [`ActForm::Q8Sums`]; nothing for f32.
+    pub fn quantize_acts(&self, form: ActForm, x: &[f32], quants: &mut [i8], scales: &mut [f32], sums: &mut [f32]) {
+        match form {
+            ActForm::F32 => {}
+            ActForm::Q8 => (self.quantize_q8_acts)(x, quants, scales),
+            ActForm::Q8Sums => {
+                (self.quantize_q8_acts)(x, quants, scales);
+                reference::q8_block_sums(quants, scales, sums);
             }
         }
     }

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use gpt_fast_kernels::{reference, Isa, Kernels, MatmulK, Q8Acts, Q8_BLOCK};
+use gpt_fast_kernels::{reference, Acts, DType, Isa, Kernels, Matrix, Q8Acts, Q8_BLOCK};
 use gpt_fast_quant::ggml::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use gpt_fast_quant::kquant::{self, q4_k::Q4K, q5_k::Q5K, q6_k::Q6K, KFormat, PackedKLayout};
 
@@ -50,6 +50,9 @@ impl Rng {
     }
 }
 
+/// The reference K-quant matmuls' signature: `(packed, cols, rows, x, x_sums, n, out, out_stride)`.
+type MatmulK = fn(&[u8], usize, Range<usize>, &Q8Acts, &[f32], usize, &mut [f32], usize);
+
 /// One K-quant type under test: its format, table entry and reference.
 struct Case {
     name: &'static str,
@@ -59,7 +62,7 @@ struct Case {
     layout: fn(usize, usize) -> PackedKLayout,
     repack: fn(&[u8], &PackedKLayout, &mut [u8]),
     reference: MatmulK,
-    table: fn(&Kernels) -> MatmulK,
+    dtype: DType,
     /// `Σ |term|` of the 32 values of block `j` of GGUF super-block `block`.
     magnitude: fn(&[u8], usize, &[i8], f32) -> f64,
     dequantize_row: fn(&[u8], &PackedKLayout, usize, &mut [f32]),
@@ -83,7 +86,7 @@ const CASES: [Case; 3] = [
         layout: |r, c| PackedKLayout::new::<Q4K>(r, c).unwrap(),
         repack: kquant::repack::<Q4K>,
         reference: reference::matmul_q4_k,
-        table: |k| k.matmul_q4_k,
+        dtype: DType::Q4_K,
         magnitude: |bytes, j, xq, xs| {
             let b: BlockQ4K = bytemuck::pod_read_unaligned(bytes);
             q45_magnitude(b.d.to_f32(), b.dmin.to_f32(), b.scale_min(j), |l| b.quant(j, l), xq, xs)
@@ -97,7 +100,7 @@ const CASES: [Case; 3] = [
         layout: |r, c| PackedKLayout::new::<Q5K>(r, c).unwrap(),
         repack: kquant::repack::<Q5K>,
         reference: reference::matmul_q5_k,
-        table: |k| k.matmul_q5_k,
+        dtype: DType::Q5_K,
         magnitude: |bytes, j, xq, xs| {
             let b: BlockQ5K = bytemuck::pod_read_unaligned(bytes);
             q45_magnitude(b.d.to_f32(), b.dmin.to_f32(), b.scale_min(j), |l| b.quant(j, l), xq, xs)
@@ -111,7 +114,7 @@ const CASES: [Case; 3] = [
         layout: |r, c| PackedKLayout::new::<Q6K>(r, c).unwrap(),
         repack: kquant::repack::<Q6K>,
         reference: reference::matmul_q6_k,
-        table: |k| k.matmul_q6_k,
+        dtype: DType::Q6_K,
         magnitude: |bytes, j, xq, xs| {
             let b: BlockQ6K = bytemuck::pod_read_unaligned(bytes);
             let d = f64::from(b.d.to_f32());
@@ -158,7 +161,7 @@ fn random_acts(rng: &mut Rng, n: usize, cols: usize) -> (Vec<i8>, Vec<f32>, Vec<
     }
     let (mut quants, mut scales, mut sums) = (vec![0i8; n * cols], vec![0f32; n * nb], vec![0f32; n * nb]);
     reference::quantize_q8_acts(&x, &mut quants, &mut scales);
-    reference::q8_act_sums(&Q8Acts { cols, quants: &quants, scales: &scales }, n, &mut sums);
+    reference::q8_block_sums(&quants, &scales, &mut sums);
     (quants, scales, sums)
 }
 
@@ -207,7 +210,7 @@ fn reference_matches_dequantized_weights() {
             (case.repack)(&gguf, &layout, &mut packed);
             let n = 3;
             let (xq, xs, sums) = random_acts(&mut rng, n, cols);
-            let acts = Q8Acts { cols, quants: &xq, scales: &xs };
+            let acts = Q8Acts { cols, quants: &xq, scales: &xs, sums: &[] };
             let mut got = vec![0f32; n * rows];
             (case.reference)(&packed, cols, 0..rows, &acts, &sums, n, &mut got, rows);
             let mut w = vec![0f32; cols];
@@ -226,16 +229,35 @@ fn reference_matches_dequantized_weights() {
     }
 }
 
+/// `k`'s matmul for `case`, reached through its dtype table as the model reaches it.
+#[allow(clippy::too_many_arguments)]
+fn table_matmul(
+    k: &Kernels,
+    case: &Case,
+    packed: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    sums: &[f32],
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let padded_rows = packed.len() / (cols / QK_K * case.block_bytes);
+    let w = Matrix { rows: padded_rows, cols, dtype: case.dtype, data: packed };
+    k.matmul(&w, rows, &Acts { x: &[], q8: Q8Acts { sums, ..*x } }, n, out, stride);
+}
+
 fn check(k: &Kernels, case: &Case, rng: &mut Rng, gguf: &[u8], packed: &[u8], rows: usize, cols: usize, n: usize) {
     let (xq, xs, sums) = random_acts(rng, n, cols);
-    let acts = Q8Acts { cols, quants: &xq, scales: &xs };
+    let acts = Q8Acts { cols, quants: &xq, scales: &xs, sums: &[] };
     let nb = cols / Q8_BLOCK;
     for range in row_ranges(rows) {
         let stride = range.len() + 3; // gaps between tokens stay untouched
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         (case.reference)(packed, cols, range.clone(), &acts, &sums, n, &mut want, stride);
-        (case.table)(k)(packed, cols, range.clone(), &acts, &sums, n, &mut got, stride);
+        table_matmul(k, case, packed, cols, range.clone(), &acts, &sums, n, &mut got, stride);
         let what = format!("{} matmul_{} rows {range:?}/{rows} cols {cols} n {n}", k.name(), case.name);
         assert_close(&what, &got, &want, |i| {
             let (t, j) = (i / stride, i % stride);
@@ -280,10 +302,17 @@ fn matmul_k_is_batch_invariant() {
             let (xq, xs, sums) = random_acts(&mut rng, n, cols);
             let nb = cols / Q8_BLOCK;
             let mut all = vec![0f32; n * rows];
-            let f = (case.table)(&k);
-            f(&packed, cols, 0..rows, &Q8Acts { cols, quants: &xq, scales: &xs }, &sums, n, &mut all, rows);
+            let f = |packed: &[u8], cols, rows, acts: &Q8Acts, sums: &[f32], n, out: &mut [f32], stride| {
+                table_matmul(&k, case, packed, cols, rows, acts, sums, n, out, stride)
+            };
+            f(&packed, cols, 0..rows, &Q8Acts { cols, quants: &xq, scales: &xs, sums: &[] }, &sums, n, &mut all, rows);
             for (t0, tn) in [(0, 8), (3, 7), (19, 4), (22, 1), (5, 13)] {
-                let acts = Q8Acts { cols, quants: &xq[t0 * cols..][..tn * cols], scales: &xs[t0 * nb..][..tn * nb] };
+                let acts = Q8Acts {
+                    cols,
+                    quants: &xq[t0 * cols..][..tn * cols],
+                    scales: &xs[t0 * nb..][..tn * nb],
+                    sums: &[],
+                };
                 for range in row_ranges(rows) {
                     let mut got = vec![0f32; tn * range.len()];
                     f(&packed, cols, range.clone(), &acts, &sums[t0 * nb..], tn, &mut got, range.len());

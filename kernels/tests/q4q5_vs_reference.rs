@@ -11,7 +11,7 @@ mod common;
 
 use common::{assert_bits, assert_close, random_acts, row_ranges, tables, Rng};
 use gpt_fast_kernels::q4q5::{Q4Q5Weight, Q8SumActs};
-use gpt_fast_kernels::{reference, Kernels, Q8Acts, Q8_BLOCK};
+use gpt_fast_kernels::{reference, Acts, Kernels, Matrix, Q8Acts, Q8_BLOCK};
 use gpt_fast_quant::q4q5::{block_quants, dequantize_row, pack_rows, Kind, PackedLayout};
 use half::f16;
 
@@ -57,8 +57,7 @@ fn weight<'a>(words: &'a [u32], layout: &PackedLayout) -> Q4Q5Weight<'a> {
 
 fn sums_of(xq: &[i8], xs: &[f32]) -> Vec<f32> {
     let mut sums = vec![0f32; xs.len()];
-    // Block sums do not depend on where rows end: all tokens as one row.
-    reference::q8_act_sums(&Q8Acts { cols: xq.len(), quants: xq, scales: xs }, 1, &mut sums);
+    reference::q8_block_sums(xq, xs, &mut sums);
     sums
 }
 
@@ -75,6 +74,22 @@ fn magnitude(w: &Q4Q5Weight, row: usize, xq: &[i8], xs: &[f32], sums: &[f32]) ->
         .sum()
 }
 
+/// `k`'s matmul for `w`'s kind, reached through its dtype table as the model reaches it.
+fn table_matmul(
+    k: &Kernels,
+    w: &Q4Q5Weight,
+    cols: usize,
+    rows: std::ops::Range<usize>,
+    x: &Q8SumActs,
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let m = Matrix { rows: w.layout.rows, cols, dtype: w.kind.dtype(), data: w.bytes };
+    let q8 = Q8Acts { cols, quants: x.quants, scales: x.scales, sums: x.sums };
+    k.matmul(&m, rows, &Acts { x: &[], q8 }, n, out, stride);
+}
+
 fn check(k: &Kernels, rng: &mut Rng, w: &Q4Q5Weight, n: usize) {
     let (rows, cols) = (w.layout.rows, w.layout.cols);
     let (xq, xs) = random_acts(rng, n, cols);
@@ -86,7 +101,7 @@ fn check(k: &Kernels, rng: &mut Rng, w: &Q4Q5Weight, n: usize) {
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         reference::matmul_q4q5(w, cols, range.clone(), &acts, n, &mut want, stride);
-        (k.matmul_q4q5)(w, cols, range.clone(), &acts, n, &mut got, stride);
+        table_matmul(k, w, cols, range.clone(), &acts, n, &mut got, stride);
         let what = format!("{} {} rows {range:?}/{rows} cols {cols} n {n}", k.name(), w.kind.name());
         assert_close(&what, &got, &want, |i| {
             let (t, j) = (i / stride, i % stride);
@@ -162,13 +177,13 @@ fn matmul_q4q5_is_batch_invariant() {
             let nb = cols / Q8_BLOCK;
             let mut all = vec![0f32; n * rows];
             let acts = Q8SumActs { cols, quants: &xq, scales: &xs, sums: &sums };
-            (k.matmul_q4q5)(&w, cols, 0..rows, &acts, n, &mut all, rows);
+            table_matmul(&k, &w, cols, 0..rows, &acts, n, &mut all, rows);
             for (t0, tn) in [(0, 20), (3, 7), (10, 4), (19, 1), (0, 1), (5, 2)] {
                 let (q, s, m) = (&xq[t0 * cols..][..tn * cols], &xs[t0 * nb..][..tn * nb], &sums[t0 * nb..][..tn * nb]);
                 let acts = Q8SumActs { cols, quants: q, scales: s, sums: m };
                 for range in row_ranges(rows) {
                     let mut got = vec![0f32; tn * range.len()];
-                    (k.matmul_q4q5)(&w, cols, range.clone(), &acts, tn, &mut got, range.len());
+                    table_matmul(&k, &w, cols, range.clone(), &acts, tn, &mut got, range.len());
                     let want: Vec<f32> = (t0..t0 + tn).flat_map(|t| all[t * rows..][range.clone()].to_vec()).collect();
                     assert_bits(&format!("{} {kind:?} tokens {t0}..+{tn} rows {range:?}", k.name()), &got, &want);
                 }

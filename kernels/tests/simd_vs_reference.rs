@@ -23,11 +23,55 @@
 
 mod common;
 
+use std::ops::Range;
+
 use common::{assert_bits, assert_close, random_acts, row_ranges, tables, Rng};
-use gpt_fast_kernels::{reference, Attention, AttnShape, Kernels, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use gpt_fast_kernels::{reference, Acts, Attention, AttnShape, DType, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 use half::f16;
 
 // ---------------------------------------------------------------- q8 matmul
+
+/// `k`'s q8 matmul, reached through its dtype table as the model reaches it.
+#[allow(clippy::too_many_arguments)]
+fn table_matmul_q8(
+    k: &Kernels,
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    // The stored tensor is the two planes back to back, 8-byte aligned.
+    let mut words = vec![0u64; (quants.len() + 2 * scales.len()).div_ceil(8)];
+    let bytes = bytemuck::cast_slice_mut::<u64, u8>(&mut words);
+    bytes[..quants.len()].copy_from_slice(bytemuck::cast_slice(quants));
+    bytes[quants.len()..][..2 * scales.len()].copy_from_slice(bytemuck::cast_slice(scales));
+    let padded_rows = scales.len() / (cols / Q8_BLOCK);
+    let data = &bytes[..quants.len() + 2 * scales.len()];
+    let w = Matrix { rows: padded_rows, cols, dtype: DType::Q8, data };
+    k.matmul(&w, rows, &Acts { x: &[], q8: *x }, n, out, stride);
+}
+
+/// `k`'s f32 or f16 matmul, through its dtype table.
+#[allow(clippy::too_many_arguments)]
+fn table_matmul_float<W: bytemuck::Pod>(
+    k: &Kernels,
+    dtype: DType,
+    w: &[W],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let w = Matrix { rows: w.len() / cols, cols, dtype, data: bytemuck::cast_slice(w) };
+    let q8 = Q8Acts { cols, quants: &[], scales: &[], sums: &[] };
+    k.matmul(&w, rows, &Acts { x, q8 }, n, out, stride);
+}
 
 /// A packed q8 matrix (docs/FORMAT.md) with random quants and scales, including
 /// all-zero blocks, ±127 blocks and extreme scales; padding rows are zero.
@@ -121,13 +165,13 @@ fn matmul_q8_many_tokens_matches_reference() {
 /// [`row_ranges`], against the reference.
 fn check_matmul_q8(k: &Kernels, rng: &mut Rng, quants: &[i8], scales: &[f16], rows: usize, cols: usize, n: usize) {
     let (xq, xs) = random_acts(rng, n, cols);
-    let acts = Q8Acts { cols, quants: &xq, scales: &xs };
+    let acts = Q8Acts { cols, quants: &xq, scales: &xs, sums: &[] };
     for range in row_ranges(rows) {
         let stride = range.len() + 3; // gaps between tokens stay untouched
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         reference::matmul_q8(quants, scales, cols, range.clone(), &acts, n, &mut want, stride);
-        (k.matmul_q8)(quants, scales, cols, range.clone(), &acts, n, &mut got, stride);
+        table_matmul_q8(k, quants, scales, cols, range.clone(), &acts, n, &mut got, stride);
         let nb = cols / Q8_BLOCK;
         let what = format!("{} matmul_q8 rows {range:?}/{rows} cols {cols} n {n}", k.name());
         assert_close(&what, &got, &want, |i| {
@@ -155,13 +199,14 @@ fn matmul_q8_is_batch_invariant() {
         let (xq, xs) = random_acts(&mut rng, n, cols);
         let nb = cols / Q8_BLOCK;
         let mut all = vec![0f32; n * rows];
-        let acts = Q8Acts { cols, quants: &xq, scales: &xs };
-        (k.matmul_q8)(&quants, &scales, cols, 0..rows, &acts, n, &mut all, rows);
+        let acts = Q8Acts { cols, quants: &xq, scales: &xs, sums: &[] };
+        table_matmul_q8(&k, &quants, &scales, cols, 0..rows, &acts, n, &mut all, rows);
         for (t0, tn) in [(0, 64), (36, 64), (7, 33), (50, 8), (3, 7), (90, 4), (99, 1), (0, 1)] {
-            let acts = Q8Acts { cols, quants: &xq[t0 * cols..][..tn * cols], scales: &xs[t0 * nb..][..tn * nb] };
+            let acts =
+                Q8Acts { cols, quants: &xq[t0 * cols..][..tn * cols], scales: &xs[t0 * nb..][..tn * nb], sums: &[] };
             for range in row_ranges(rows) {
                 let mut got = vec![0f32; tn * range.len()];
-                (k.matmul_q8)(&quants, &scales, cols, range.clone(), &acts, tn, &mut got, range.len());
+                table_matmul_q8(&k, &quants, &scales, cols, range.clone(), &acts, tn, &mut got, range.len());
                 let want: Vec<f32> = (t0..t0 + tn).flat_map(|t| all[t * rows..][range.clone()].to_vec()).collect();
                 assert_bits(&format!("{} matmul_q8 tokens {t0}..+{tn} rows {range:?}", k.name()), &got, &want);
             }
@@ -240,12 +285,12 @@ fn float_matmul_case(k: &Kernels, rng: &mut Rng, rows: usize, cols: usize, n: us
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         reference::matmul_f32(&w32, cols, range.clone(), &x, n, &mut want, stride);
-        (k.matmul_f32)(&w32, cols, range.clone(), &x, n, &mut got, stride);
+        table_matmul_float(k, DType::F32, &w32, cols, range.clone(), &x, n, &mut got, stride);
         assert_close(&format!("{what} f32"), &got, &want, |i| magnitude(i, &|j| w32[j]));
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         reference::matmul_f16(&w16, cols, range.clone(), &x, n, &mut want, stride);
-        (k.matmul_f16)(&w16, cols, range.clone(), &x, n, &mut got, stride);
+        table_matmul_float(k, DType::F16, &w16, cols, range.clone(), &x, n, &mut got, stride);
         assert_close(&format!("{what} f16"), &got, &want, |i| magnitude(i, &|j| w16[j].to_f32()));
     }
 }
@@ -303,8 +348,8 @@ fn matmul_f32_f16_are_batch_invariant() {
             let x = rng.vec(n * cols, 3.0);
             let mut all32 = vec![0f32; n * rows];
             let mut all16 = vec![0f32; n * rows];
-            (k.matmul_f32)(&w32, cols, 0..rows, &x, n, &mut all32, rows);
-            (k.matmul_f16)(&w16, cols, 0..rows, &x, n, &mut all16, rows);
+            table_matmul_float(&k, DType::F32, &w32, cols, 0..rows, &x, n, &mut all32, rows);
+            table_matmul_float(&k, DType::F16, &w16, cols, 0..rows, &x, n, &mut all16, rows);
             let groups = [(0, 33), (7, 17), (3, 16), (20, 9), (11, 8), (30, 5), (n - 2, 2), (1, 2)];
             for (t0, tn) in groups {
                 let xt = &x[t0 * cols..][..tn * cols];
@@ -314,9 +359,9 @@ fn matmul_f32_f16_are_batch_invariant() {
                         (t0..t0 + tn).flat_map(|t| all[t * rows..][range.clone()].to_vec()).collect()
                     };
                     let mut got = vec![0f32; tn * range.len()];
-                    (k.matmul_f32)(&w32, cols, range.clone(), xt, tn, &mut got, range.len());
+                    table_matmul_float(&k, DType::F32, &w32, cols, range.clone(), xt, tn, &mut got, range.len());
                     assert_bits(&format!("{what} f32"), &got, &want(&all32));
-                    (k.matmul_f16)(&w16, cols, range.clone(), xt, tn, &mut got, range.len());
+                    table_matmul_float(&k, DType::F16, &w16, cols, range.clone(), xt, tn, &mut got, range.len());
                     assert_bits(&format!("{what} f16"), &got, &want(&all16));
                 }
             }

@@ -1,10 +1,14 @@
-//! Block formats, f16 and (de)quantization for gpt-fast.
+//! Block formats, f16 and (de)quantization for gpt-fast, and the per-dtype
+//! table ([`DType::traits`]) that the rest of gpt-fast reads.
 #![forbid(unsafe_code)]
 
+mod dtype;
 mod error;
+mod float;
 pub mod ggml;
 pub mod kquant;
 pub mod q4q5;
 pub mod q8;
 
+pub use dtype::{ActForm, DType, DTypeTraits, DecodeRowFn, EncodeFn, RepackFn};
 pub use error::QuantError;

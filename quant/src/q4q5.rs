@@ -15,6 +15,7 @@
 //! high nibble, so the low nibbles line up with the block's first 16
 //! activations and the high nibbles with the last 16.
 
+use crate::dtype::{ActForm, DTypeTraits};
 use half::f16;
 
 use crate::ggml::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, GgmlType};
@@ -50,6 +51,17 @@ impl Kind {
             Kind::Q4_1 => GgmlType::Q4_1,
             Kind::Q5_0 => GgmlType::Q5_0,
             Kind::Q5_1 => GgmlType::Q5_1,
+        }
+    }
+
+    /// The dtype a tensor of this kind is stored as.
+    pub fn dtype(self) -> crate::DType {
+        use crate::DType;
+        match self {
+            Kind::Q4_0 => DType::Q4_0,
+            Kind::Q4_1 => DType::Q4_1,
+            Kind::Q5_0 => DType::Q5_0,
+            Kind::Q5_1 => DType::Q5_1,
         }
     }
 
@@ -267,6 +279,50 @@ pub fn block_quants(packed: &[u8], layout: &PackedLayout, row: usize, b: usize) 
     });
     (q, f16::from_bits(f.d), f16::from_bits(f.m))
 }
+
+/// The table entries of the four kinds (file ids 4 to 7). Every kind's
+/// matmul takes the activations with their block sums: Q4_1/Q5_1 multiply
+/// them by `m`, Q4_0/Q5_0 by `-offset × d`.
+const fn traits<const KIND: usize>(id: u32, name: &'static str, block_bytes: usize, precision: u32) -> DTypeTraits {
+    DTypeTraits {
+        id,
+        name,
+        block_cols: BLOCK,
+        block_bytes,
+        tile_rows: TILE_ROWS,
+        precision,
+        act: ActForm::Q8Sums,
+        decode_row: decode_row_of::<KIND>,
+        encode: None,
+        ggml: Some(match KIND {
+            0 => GgmlType::Q4_0,
+            1 => GgmlType::Q4_1,
+            2 => GgmlType::Q5_0,
+            _ => GgmlType::Q5_1,
+        }),
+        repack_ggml: Some(repack_of::<KIND>),
+    }
+}
+
+fn layout_of<const KIND: usize>(rows: usize, cols: usize) -> PackedLayout {
+    PackedLayout::new(Kind::ALL[KIND], rows, cols).expect("shape checked against the dtype table")
+}
+
+fn decode_row_of<const KIND: usize>(bytes: &[u8], rows: usize, cols: usize, row: usize, out: &mut [f32]) {
+    dequantize_row(bytes, &layout_of::<KIND>(rows, cols), row, out);
+}
+
+fn repack_of<const KIND: usize>(ggml: &[u8], rows: usize, cols: usize, dst: &mut [u8]) -> bool {
+    let layout = layout_of::<KIND>(rows, cols);
+    let row_bytes = layout.gguf_row_bytes();
+    pack_rows(&layout, |r| &ggml[r * row_bytes..][..row_bytes], dst);
+    true
+}
+
+pub(crate) const Q4_0_TRAITS: DTypeTraits = traits::<0>(4, "q4_0", 18, 4);
+pub(crate) const Q4_1_TRAITS: DTypeTraits = traits::<1>(5, "q4_1", 20, 4);
+pub(crate) const Q5_0_TRAITS: DTypeTraits = traits::<2>(6, "q5_0", 22, 5);
+pub(crate) const Q5_1_TRAITS: DTypeTraits = traits::<3>(7, "q5_1", 24, 5);
 
 #[cfg(test)]
 mod tests {

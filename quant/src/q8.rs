@@ -6,6 +6,30 @@
 
 use half::f16;
 
+use crate::dtype::{ActForm, DTypeTraits};
+
+pub(crate) const TRAITS: DTypeTraits = DTypeTraits {
+    id: 2,
+    name: "q8",
+    block_cols: BLOCK,
+    block_bytes: BLOCK + 2,
+    tile_rows: TILE_ROWS,
+    precision: 8,
+    act: ActForm::Q8,
+    decode_row: |bytes, rows, cols, row, out| dequantize_row(bytes, &layout(rows, cols), row, out),
+    encode: Some(|rows, cols, src, dst| quantize_packed(src, &layout(rows, cols), dst)),
+    // GGUF's Q8_0 is these blocks row-major.
+    ggml: Some(crate::ggml::GgmlType::Q8_0),
+    repack_ggml: Some(|ggml, rows, cols, dst| {
+        let row_bytes = cols / BLOCK * (2 + BLOCK);
+        pack_q8_0_rows(&layout(rows, cols), |r| &ggml[r * row_bytes..][..row_bytes], dst)
+    }),
+};
+
+fn layout(rows: usize, cols: usize) -> PackedQ8Layout {
+    PackedQ8Layout::new(rows, cols).expect("q8 shape checked against the dtype table")
+}
+
 /// Values per quantization block along a row.
 pub const BLOCK: usize = 32;
 /// Rows interleaved in one tile.

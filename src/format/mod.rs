@@ -1,6 +1,5 @@
 //! The gpt-fast model file (docs/FORMAT.md): spec, validating reader, writer.
 
-pub mod encode;
 mod reader;
 pub mod spec;
 pub mod temp_files;

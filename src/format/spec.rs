@@ -2,6 +2,8 @@
 //! hyper-parameters imply (docs/FORMAT.md is the prose form of this file).
 
 use bytemuck::{Pod, Zeroable};
+/// The weight types and their table live in `quant`, next to their blocks.
+pub use gpt_fast_quant::DType;
 
 pub const MAGIC: [u8; 8] = *b"GPTFAST\0";
 /// The version this build writes; it reads this one and version 1 (whose
@@ -124,68 +126,6 @@ impl Arch {
 
     pub fn learned_positions(self) -> bool {
         self == Self::Gpt2
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    F32 = 0,
-    F16 = 1,
-    Q8 = 2,
-}
-
-impl DType {
-    pub fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            0 => Some(Self::F32),
-            1 => Some(Self::F16),
-            2 => Some(Self::Q8),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::Q8 => "q8",
-        }
-    }
-
-    /// Bytes of a `[rows, cols]` tensor of this type; `None` on overflow or
-    /// when q8's `cols` is not a whole number of blocks.
-    pub fn n_bytes(self, rows: u64, cols: u64) -> Option<u64> {
-        let n = rows.checked_mul(cols)?;
-        match self {
-            Self::F32 => n.checked_mul(4),
-            Self::F16 => n.checked_mul(2),
-            Self::Q8 => {
-                let layout =
-                    gpt_fast_quant::q8::PackedQ8Layout::new(usize::try_from(rows).ok()?, usize::try_from(cols).ok()?)?;
-                u64::try_from(layout.n_bytes()).ok()
-            }
-        }
-    }
-
-    /// Precision rank, for refusing to run a file at a higher precision than it holds.
-    pub fn precision(self) -> u32 {
-        match self {
-            Self::Q8 => 8,
-            Self::F16 => 16,
-            Self::F32 => 32,
-        }
-    }
-}
-
-impl std::str::FromStr for DType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "f16" => Ok(Self::F16),
-            "q8" => Ok(Self::Q8),
-            other => Err(format!("unknown weight type '{other}' (expected q8, f16 or f32)")),
-        }
     }
 }
 

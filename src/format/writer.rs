@@ -177,7 +177,7 @@ impl ModelWriter {
             name[..t.name.len()].copy_from_slice(t.name.as_bytes());
             entries.push(RawTensorEntry {
                 name,
-                dtype: dtype as u32,
+                dtype: dtype.id(),
                 ndim: t.ndim,
                 rows: t.rows,
                 cols: t.cols,
@@ -213,7 +213,7 @@ impl ModelWriter {
             rope_theta: hparams.rope_theta,
             norm_eps: hparams.norm_eps,
             flags: hparams.flags(),
-            weight_dtype: weight_dtype as u32,
+            weight_dtype: weight_dtype.id(),
             rope_dim: hparams.variant.rope_dim,
             sliding_window: hparams.variant.sliding_window,
             swa_period: hparams.variant.swa_period,

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use crate::format::encode::encode_tensor;
 use crate::format::spec::{expected_elements, expected_tensor_count};
 use crate::format::{DType, ModelWriter};
 use rayon::prelude::*;
@@ -34,7 +33,7 @@ pub fn convert(
                 let data = assemble(source, spec, input)?;
                 let mut bytes = Vec::new();
                 let index = chunk_index * batch + k;
-                encode_tensor(writer.entry_dtype(index), spec.rows as usize, spec.cols as usize, &data, &mut bytes);
+                writer.entry_dtype(index).encode(spec.rows as usize, spec.cols as usize, &data, &mut bytes);
                 Ok(bytes)
             })
             .collect::<Result<_, ConvertError>>()?;

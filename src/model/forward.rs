@@ -5,7 +5,7 @@
 //! QK-norm, RoPE scaling and partial rotary, sliding windows, post-norms,
 //! GeGLU, embedding and query scales).
 
-use gpt_fast_kernels::{AttnShape, Kernels, Q8_BLOCK};
+use gpt_fast_kernels::{AttnShape, Kernels};
 
 use super::kv_cache::{KvCache, KvHead};
 use super::parallel::Parallel;
@@ -32,9 +32,6 @@ pub struct Forward {
     x: Vec<f32>,
     /// `(batch_cap, dim)`: normalised input of a sub-block.
     xn: Vec<f32>,
-    /// `(batch_cap, widest input)`: activations quantized for q8 matmuls.
-    xq: Vec<i8>,
-    xq_scales: Vec<f32>,
     /// `(batch_cap, qkv rows)`
     qkv: Vec<f32>,
     /// `(batch_cap, n_heads head_dim)`
@@ -103,8 +100,6 @@ impl Forward {
             dim,
             x: vec![0.0; batch_cap * dim],
             xn: vec![0.0; batch_cap * dim],
-            xq: vec![0; batch_cap * widest],
-            xq_scales: vec![0.0; batch_cap * widest / Q8_BLOCK],
             qkv: vec![0.0; batch_cap * qkv_rows],
             att: vec![0.0; batch_cap * q_dim],
             proj: vec![0.0; batch_cap * dim],
@@ -114,7 +109,7 @@ impl Forward {
             attn_scratch_len,
             attn_tokens,
             attn_staging: vec![0.0; staging],
-            parallel: Parallel::new(pool, batch_cap * h.n_kv_heads as usize),
+            parallel: Parallel::new(pool, batch_cap * h.n_kv_heads as usize, batch_cap * widest),
             rope_cos: [vec![0.0; rope_len], vec![0.0; sliding_len]],
             rope_sin: [vec![0.0; rope_len], vec![0.0; sliding_len]],
             head_tmp: vec![0.0; h.head_dim as usize],
@@ -137,15 +132,11 @@ impl Forward {
         let qkv_rows = q_dim.checked_add(h.kv_dim().checked_mul(2)?)?;
         let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
         let widest = dim.max(q_dim).max(ffn);
-        // f32 rows per token: x, xn, proj, qkv, att, up, hidden, xq's scales.
-        let f32_per_token = (3 * dim)
-            .checked_add(qkv_rows)?
-            .checked_add(q_dim)?
-            .checked_add(up_rows)?
-            .checked_add(ffn)?
-            .checked_add(widest / Q8_BLOCK as u64)?;
-        let per_token = f32_per_token.checked_mul(4)?.checked_add(widest)?; // + xq (i8)
-        let mut total = batch.checked_mul(per_token)?;
+        // f32 rows per token: x, xn, proj, qkv, att, up, hidden.
+        let f32_per_token =
+            (3 * dim).checked_add(qkv_rows)?.checked_add(q_dim)?.checked_add(up_rows)?.checked_add(ffn)?;
+        let mut total = batch.checked_mul(f32_per_token.checked_mul(4)?)?;
+        total = total.checked_add(Parallel::scratch_bytes(batch.checked_mul(widest)?)?)?;
         let group = u64::from(h.n_heads / h.n_kv_heads);
         let attn_tokens = (ATTN_ROWS as u64 / group).max(1);
         let attn_scratch = AttnShape::scratch_len(h.head_dim as usize, (attn_tokens * group) as usize) as u64;
@@ -170,7 +161,6 @@ impl Forward {
         let f32s = [
             &self.x,
             &self.xn,
-            &self.xq_scales,
             &self.qkv,
             &self.att,
             &self.proj,
@@ -185,7 +175,7 @@ impl Forward {
             &self.head_tmp,
             &self.logits,
         ];
-        f32s.iter().map(|v| v.len() * 4).sum::<usize>() + self.xq.len()
+        f32s.iter().map(|v| v.len() * 4).sum::<usize>() + self.parallel.allocated_bytes()
     }
 
     pub fn batch_cap(&self) -> usize {
@@ -257,7 +247,7 @@ impl Forward {
             let (cos, sin) = (&self.rope_cos[sliding as usize], &self.rope_sin[sliding as usize]);
             // Attention: x += W_o · attention(rope(W_qkv · norm(x)))
             norm(k, h, &lw.attn_norm, &self.x, &mut self.xn, n, dim);
-            linear(&self.parallel, k, &lw.attn_qkv, &self.xn, n, &mut self.xq, &mut self.xq_scales, &mut self.qkv);
+            lw.attn_qkv.forward(&mut self.parallel, k, &self.xn, n, &mut self.qkv);
             for t in 0..n {
                 let row = &mut self.qkv[t * qkv_rows..][..qkv_rows];
                 if llama {
@@ -287,12 +277,12 @@ impl Forward {
             let window = sliding.then_some(h.variant.sliding_window as usize);
             let at = AttnAt { layer, pos, n, window };
             attention(&self.parallel, k, h, cache, at, &self.qkv, scratch, &mut self.attn_staging, &mut self.att);
-            linear(&self.parallel, k, &lw.attn_output, &self.att, n, &mut self.xq, &mut self.xq_scales, &mut self.proj);
+            lw.attn_output.forward(&mut self.parallel, k, &self.att, n, &mut self.proj);
             residual(k, h, lw.attn_post_norm.as_ref(), &mut self.x, &self.proj, &mut self.xn, n, dim);
 
             // Feed-forward: x += W_down · act(W_up · norm(x))
             norm(k, h, &lw.ffn_norm, &self.x, &mut self.xn, n, dim);
-            linear(&self.parallel, k, &lw.ffn_up, &self.xn, n, &mut self.xq, &mut self.xq_scales, &mut self.up);
+            lw.ffn_up.forward(&mut self.parallel, k, &self.xn, n, &mut self.up);
             if h.arch.gated_ffn() {
                 for t in 0..n {
                     let (gate, up) = self.up[t * 2 * ffn..][..2 * ffn].split_at(ffn);
@@ -309,7 +299,7 @@ impl Forward {
                 self.hidden[..n * ffn].copy_from_slice(&self.up[..n * ffn]);
                 (k.gelu_tanh)(&mut self.hidden[..n * ffn]);
             }
-            linear(&self.parallel, k, &lw.ffn_down, &self.hidden, n, &mut self.xq, &mut self.xq_scales, &mut self.proj);
+            lw.ffn_down.forward(&mut self.parallel, k, &self.hidden, n, &mut self.proj);
             residual(k, h, lw.ffn_post_norm.as_ref(), &mut self.x, &self.proj, &mut self.xn, n, dim);
         }
 
@@ -323,7 +313,7 @@ impl Forward {
         assert!(rows <= self.logits_rows, "all-logits batch on a last-only state");
         norm(k, h, &w.output_norm, &self.x[first * dim..], &mut self.xn, rows, dim);
         let head = Linear { w: w.lm_head, bias: None };
-        linear(&self.parallel, k, &head, &self.xn, rows, &mut self.xq, &mut self.xq_scales, &mut self.logits);
+        head.forward(&mut self.parallel, k, &self.xn, rows, &mut self.logits);
         &self.logits[..rows * h.vocab_size as usize]
     }
 }
@@ -472,26 +462,6 @@ fn norm(k: &Kernels, h: &HParams, n_w: &Norm, x: &[f32], out: &mut [f32], n: usi
         match n_w.bias {
             Some(bias) => (k.layernorm)(xt, n_w.weight, bias, h.norm_eps, ot),
             None => (k.rmsnorm)(xt, n_w.weight, h.norm_eps, ot),
-        }
-    }
-}
-
-/// `out[t] = W x[t] (+ b)` for `n` rows.
-fn linear(
-    par: &Parallel,
-    k: &Kernels,
-    lin: &Linear,
-    x: &[f32],
-    n: usize,
-    xq: &mut [i8],
-    xs: &mut [f32],
-    out: &mut [f32],
-) {
-    let rows = lin.w.rows;
-    par.matmul(k, &lin.w, x, xq, xs, n, out);
-    if let Some(b) = lin.bias {
-        for t in 0..n {
-            (k.add)(&mut out[t * rows..][..rows], b);
         }
     }
 }

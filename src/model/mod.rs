@@ -16,7 +16,6 @@ pub use forward::{Forward, LogitsMode};
 pub use kv_cache::KvCache;
 pub use weights::Weights;
 
-use crate::format::encode::{decode_tensor, encode_tensor};
 use crate::format::{DType, HParams, LoadError, ModelFile, TensorRole};
 use crate::tokenizer::Tokenizer;
 
@@ -134,8 +133,8 @@ impl Model {
                 }
                 let info = file.tensor(&spec.name).expect("validated tensor list");
                 let (rows, cols) = (info.rows as usize, info.cols as usize);
-                let values = decode_tensor(info.dtype, file.tensor_bytes(info), rows, cols);
-                encode_tensor(dtype, rows, cols, &values, &mut bytes);
+                let values = info.dtype.decode(file.tensor_bytes(info), rows, cols);
+                dtype.encode(rows, cols, &values, &mut bytes);
                 let mut words = vec![0u64; bytes.len().div_ceil(8)];
                 bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
                 converted.insert(spec.name, (words, bytes.len()));
@@ -193,25 +192,13 @@ impl Model {
     /// The weights a decoded token reads, in order: every layer's matrices
     /// and the output head (the embedding table gives one row a token).
     pub fn per_token_weights(&self) -> Vec<&[u8]> {
-        use gpt_fast_kernels::WeightData;
         let w = self.weights();
-        let mut parts = Vec::with_capacity(8 * w.layers.len() + 2);
-        fn add<'a>(parts: &mut Vec<&'a [u8]>, m: &gpt_fast_kernels::Matrix<'a>) {
-            match m.data {
-                WeightData::F32(d) => parts.push(bytemuck::cast_slice(d)),
-                WeightData::F16(d) => parts.push(bytemuck::cast_slice(d)),
-                WeightData::Q8 { quants, scales } => {
-                    parts.push(bytemuck::cast_slice(quants));
-                    parts.push(bytemuck::cast_slice(scales));
-                }
-            }
-        }
-        for l in &w.layers {
-            for m in [&l.attn_qkv.w, &l.attn_output.w, &l.ffn_up.w, &l.ffn_down.w] {
-                add(&mut parts, m);
-            }
-        }
-        add(&mut parts, &w.lm_head);
+        let mut parts: Vec<&[u8]> = w
+            .layers
+            .iter()
+            .flat_map(|l| [l.attn_qkv.w.data, l.attn_output.w.data, l.ffn_up.w.data, l.ffn_down.w.data])
+            .collect();
+        parts.push(w.lm_head.data);
         parts
     }
 

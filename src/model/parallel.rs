@@ -2,8 +2,8 @@
 //!
 //! Decode (one token): a matmul's output rows are cut into chunks of whole q8
 //! tiles. Prefill (many tokens): the tokens are cut into groups and each thread
-//! multiplies its group by the whole matrix, quantizing its own activations
-//! first, so every output element is computed by one thread in a fixed order
+//! multiplies its group by the whole matrix, preparing its own activations
+//! first (in the form the weight's dtype asks for), so every output element is computed by one thread in a fixed order
 //! and results do not depend on the thread count. Attention hands out (KV
 //! head, run of tokens) items through [`Parallel::for_each_chunk`]
 //! (`forward.rs` says why the cut does not change the result).
@@ -11,7 +11,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use gpt_fast_kernels::{Kernels, Matrix, Q8Acts, WeightData, Q8_BLOCK, Q8_TILE_ROWS};
+use gpt_fast_kernels::{ActForm, Acts, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
 use crate::threads::{ChunkCounter, DisjointChunks, ThreadPool};
 
@@ -22,8 +22,32 @@ const MAX_GROUP: usize = 64;
 pub struct Parallel {
     /// Lent: shared with the process's other sessions of this thread count.
     pool: Arc<ThreadPool>,
-    /// Claim flags for the disjoint chunks of up to three outputs per operation.
-    flags: [Vec<AtomicBool>; 3],
+    /// Claim flags for the disjoint chunks of up to four outputs per operation.
+    flags: [Vec<AtomicBool>; 4],
+    /// `(tokens, widest input)`: activations prepared for a matmul.
+    acts: ActScratch,
+}
+
+/// A matmul's activations in the quantized forms ([`ActForm`]), for up to
+/// `len` values.
+struct ActScratch {
+    /// `(len)`
+    quants: Vec<i8>,
+    /// `(len / 32)` each.
+    scales: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+impl ActScratch {
+    fn new(len: usize) -> Self {
+        let blocks = len / Q8_BLOCK;
+        Self { quants: vec![0; len], scales: vec![0.0; blocks], sums: vec![0.0; blocks] }
+    }
+
+    /// Bytes for `len` values.
+    fn bytes(len: u64) -> Option<u64> {
+        len.checked_add((len / Q8_BLOCK as u64).checked_mul(8)?)
+    }
 }
 
 fn flags(n: usize) -> Vec<AtomicBool> {
@@ -32,28 +56,46 @@ fn flags(n: usize) -> Vec<AtomicBool> {
 
 impl Parallel {
     /// `max_items`: the most chunks one operation cuts its output into (at
-    /// most a batch's tokens × KV heads in attention).
-    pub fn new(pool: Arc<ThreadPool>, max_items: usize) -> Self {
+    /// most a batch's tokens × KV heads in attention); `max_acts`: the most
+    /// activation values one matmul reads (tokens × its input width).
+    pub fn new(pool: Arc<ThreadPool>, max_items: usize, max_acts: usize) -> Self {
         let max_chunks = max_items.max(4 * pool.n_threads()) + 1;
-        Self { pool, flags: [flags(max_chunks), flags(max_chunks), flags(max_chunks)] }
+        let flags = std::array::from_fn(|_| flags(max_chunks));
+        Self { pool, flags, acts: ActScratch::new(max_acts) }
+    }
+
+    /// Bytes of activation scratch [`Parallel::new`] allocates for `max_acts`
+    /// (`None` on overflow).
+    pub fn scratch_bytes(max_acts: u64) -> Option<u64> {
+        ActScratch::bytes(max_acts)
+    }
+
+    /// Bytes of activation scratch held.
+    pub fn allocated_bytes(&self) -> usize {
+        let a = &self.acts;
+        a.quants.len() + 4 * (a.scales.len() + a.sums.len())
     }
 
     pub fn n_threads(&self) -> usize {
         self.pool.n_threads()
     }
 
-    /// `out[t] = W x[t]` for `n` rows of `x`; q8 weights quantize `x` into
-    /// `xq`/`xs` first (scratch of `n * cols` and `n * cols / 32`).
-    pub fn matmul(&self, k: &Kernels, w: &Matrix, x: &[f32], xq: &mut [i8], xs: &mut [f32], n: usize, out: &mut [f32]) {
+    /// `out[t] = W x[t]` for `n` rows of `x`, which are first prepared in
+    /// the form `w.dtype` multiplies (q8 blocks, with or without sums, or
+    /// f32 as they are) into the scratch.
+    pub fn matmul(&mut self, k: &Kernels, w: &Matrix, x: &[f32], n: usize, out: &mut [f32]) {
         let (rows, cols) = (w.rows, w.cols);
         let nb = cols / Q8_BLOCK;
-        let q8 = matches!(w.data, WeightData::Q8 { .. });
+        let form = w.dtype.act();
         let threads = self.n_threads();
+        let ActScratch { quants: xq, scales: xs, sums: xsums } = &mut self.acts;
+        // Sums only for the form that reads them: the others see empty slices.
+        let sum_len = |len: usize| if form == ActForm::Q8Sums { len } else { 0 };
         if n == 1 {
-            if q8 {
-                (k.quantize_q8_acts)(&x[..cols], &mut xq[..cols], &mut xs[..nb]);
-            }
-            let acts = Q8Acts { cols, quants: &xq[..cols], scales: &xs[..nb] };
+            let x = &x[..cols];
+            k.quantize_acts(form, x, &mut xq[..cols], &mut xs[..nb], &mut xsums[..sum_len(nb)]);
+            let q8 = Q8Acts { cols, quants: &xq[..cols], scales: &xs[..nb], sums: &xsums[..sum_len(nb)] };
+            let acts = Acts { x, q8 };
             let chunk = rows.div_ceil(4 * threads).next_multiple_of(Q8_TILE_ROWS).max(Q8_TILE_ROWS);
             let outs = DisjointChunks::new(&mut out[..rows], chunk, &self.flags[0]);
             let counter = ChunkCounter::new(rows.div_ceil(chunk));
@@ -62,7 +104,7 @@ impl Parallel {
                     let o = outs.claim(c);
                     let r0 = c * chunk;
                     let len = o.len();
-                    k.matmul(w, r0..r0 + len, &x[..cols], &acts, 1, o, len);
+                    k.matmul(w, r0..r0 + len, &acts, 1, o, len);
                 }
             });
             return;
@@ -83,6 +125,7 @@ impl Parallel {
         let outs = DisjointChunks::new(&mut out[..n * rows], group * rows, &self.flags[0]);
         let quants = DisjointChunks::new(&mut xq[..n * cols], group * cols, &self.flags[1]);
         let scales = DisjointChunks::new(&mut xs[..n * nb], (group * nb).max(1), &self.flags[2]);
+        let sums = DisjointChunks::new(&mut xsums[..sum_len(n * nb)], sum_len(group * nb).max(1), &self.flags[3]);
         let counter = ChunkCounter::new(n.div_ceil(group));
         self.pool.run(&|_| {
             while let Some(c) = counter.next() {
@@ -90,11 +133,10 @@ impl Parallel {
                 let nt = group.min(n - t0);
                 let xt = &x[t0 * cols..(t0 + nt) * cols];
                 let (q, s) = (quants.claim(c), scales.claim(c));
-                if q8 {
-                    (k.quantize_q8_acts)(xt, q, s);
-                }
-                let acts = Q8Acts { cols, quants: q, scales: s };
-                k.matmul(w, 0..rows, xt, &acts, nt, outs.claim(c), rows);
+                let sum: &mut [f32] = if form == ActForm::Q8Sums { sums.claim(c) } else { &mut [] };
+                k.quantize_acts(form, xt, q, s, sum);
+                let acts = Acts { x: xt, q8: Q8Acts { cols, quants: q, scales: s, sums: sum } };
+                k.matmul(w, 0..rows, &acts, nt, outs.claim(c), rows);
             }
         });
     }

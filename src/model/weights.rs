@@ -1,9 +1,9 @@
 //! Typed views of a model's tensors: every field names its role and shape, so
 //! the forward pass never does offset arithmetic.
 
-use gpt_fast_kernels::{Matrix, WeightData};
-use half::f16;
+use gpt_fast_kernels::{Kernels, Matrix};
 
+use super::parallel::Parallel;
 use crate::format::{DType, HParams};
 
 /// A linear layer `y = W x (+ b)`.
@@ -12,6 +12,20 @@ pub struct Linear<'a> {
     pub w: Matrix<'a>,
     /// `(w.rows)`: GPT-2's layers, Qwen2's `attn_qkv`.
     pub bias: Option<&'a [f32]>,
+}
+
+impl Linear<'_> {
+    /// `out[t] = W x[t] (+ b)` for `n` rows of `x`; the activations are
+    /// prepared for `W`'s dtype on the way (see [`Parallel::matmul`]).
+    pub fn forward(&self, par: &mut Parallel, k: &Kernels, x: &[f32], n: usize, out: &mut [f32]) {
+        let rows = self.w.rows;
+        par.matmul(k, &self.w, x, n, out);
+        if let Some(b) = self.bias {
+            for t in 0..n {
+                (k.add)(&mut out[t * rows..][..rows], b);
+            }
+        }
+    }
 }
 
 /// RMSNorm (weight) or LayerNorm (weight and bias).
@@ -58,27 +72,11 @@ pub struct Weights<'a> {
     pub lm_head: Matrix<'a>,
 }
 
-/// Views a tensor's bytes as a matrix of `dtype`. The loader has checked sizes
-/// and alignment, so the casts cannot fail.
-pub fn matrix(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Matrix<'_> {
-    let data = match dtype {
-        DType::F32 => WeightData::F32(bytemuck::cast_slice(bytes)),
-        DType::F16 => WeightData::F16(bytemuck::cast_slice::<u8, f16>(bytes)),
-        DType::Q8 => {
-            let quant_bytes =
-                gpt_fast_quant::q8::PackedQ8Layout::new(rows, cols).expect("validated q8 shape").quant_bytes();
-            let (q, s) = bytes.split_at(quant_bytes);
-            WeightData::Q8 { quants: bytemuck::cast_slice(q), scales: bytemuck::cast_slice(s) }
-        }
-    };
-    Matrix { rows, cols, data }
-}
-
 /// Builds [`Weights`] from a lookup of tensors by name (`(dtype, rows, cols, bytes)`).
 pub fn build<'a>(h: &HParams, get: impl Fn(&str) -> (DType, usize, usize, &'a [u8])) -> Weights<'a> {
     let mat = |name: &str| {
-        let (dtype, rows, cols, bytes) = get(name);
-        matrix(dtype, rows, cols, bytes)
+        let (dtype, rows, cols, data) = get(name);
+        Matrix { rows, cols, dtype, data }
     };
     let f32s = |name: &str| -> &'a [f32] { bytemuck::cast_slice(get(name).3) };
     let bias = |name: String| h.arch.has_biases().then(|| f32s(&name));

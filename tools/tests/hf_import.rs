@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gpt_fast::format::encode::decode_tensor;
 use gpt_fast::format::{Arch, DType, ModelFile};
 use gpt_fast::import::convert::convert;
 use gpt_fast::import::from_hf::HfSource;
@@ -69,7 +68,7 @@ fn safetensors_values(dir: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
 fn file_tensor(file: &ModelFile, name: &str) -> (usize, usize, Vec<f32>) {
     let info = file.tensor(name).unwrap_or_else(|| panic!("no {name}"));
     let (rows, cols) = (info.rows as usize, info.cols as usize);
-    (rows, cols, decode_tensor(info.dtype, file.tensor_bytes(info), rows, cols))
+    (rows, cols, info.dtype.decode(file.tensor_bytes(info), rows, cols))
 }
 
 fn transposed(shape: &[usize], data: &[f32]) -> Vec<f32> {

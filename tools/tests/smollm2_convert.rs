@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gpt_fast::format::encode::decode_tensor;
 use gpt_fast::format::{DType, ModelFile};
 use gpt_fast::import::from_gguf::unpermute_rows;
 use gpt_fast::import::gguf::GgufFile;
@@ -39,7 +38,7 @@ fn f32_file_holds_the_dequantized_gguf_values_bit_for_bit() {
     let dim = h.dim as usize;
     let head_dim = h.head_dim as usize;
     for t in file.tensors() {
-        let got = decode_tensor(t.dtype, file.tensor_bytes(t), t.rows as usize, t.cols as usize);
+        let got = t.dtype.decode(file.tensor_bytes(t), t.rows as usize, t.cols as usize);
         let want: Vec<f32> = match t.name.strip_suffix(".attn_qkv.weight") {
             Some(layer) => {
                 let q = raw(&format!("{layer}.attn_q.weight"));

@@ -126,11 +126,3 @@ fn matmul<F: KFormat>(
         }
     }
 }
-
-/// Each block's `scale × Σ quants`: the `x_sums` of the K-quant matmuls.
-pub fn q8_act_sums(x: &Q8Acts, n: usize, sums: &mut [f32]) {
-    let blocks = x.quants[..n * x.cols].chunks_exact(Q8_BLOCK);
-    for ((s, q), &scale) in sums.iter_mut().zip(blocks).zip(x.scales) {
-        *s = scale * q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32;
-    }
-}

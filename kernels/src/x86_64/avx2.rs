@@ -21,8 +21,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use crate::q4q5::{Q4Q5Weight, Q8SumActs};
-use crate::{AttnShape, Isa, Kernels, Q8Acts};
+use crate::{q4q5, reference, Acts, AttnShape, DType, Isa, Kernels, Matrix};
 
 /// Whether this CPU can run the AVX2 kernels.
 pub fn is_available() -> bool {
@@ -34,16 +33,10 @@ pub fn kernels() -> Option<Kernels> {
     if !is_available() {
         return None;
     }
-    Some(Kernels {
+    let mut k = Kernels {
+        matmuls: reference::matmuls(),
         isa: Isa::Avx2,
         name: "avx2",
-        matmul_f32,
-        matmul_f16,
-        matmul_q8,
-        matmul_q4q5,
-        matmul_q4_k,
-        matmul_q5_k,
-        matmul_q6_k,
         quantize_q8_acts,
         rmsnorm,
         layernorm,
@@ -54,93 +47,58 @@ pub fn kernels() -> Option<Kernels> {
         add,
         attention_f32,
         attention_f16,
-    })
+    };
+    k.set_matmul(DType::F32, matmul_f32);
+    k.set_matmul(DType::F16, matmul_f16);
+    k.set_matmul(DType::Q8, matmul_q8);
+    for dtype in q4q5::dtypes() {
+        k.set_matmul(dtype, matmul_q4q5);
+    }
+    k.set_matmul(DType::Q4_K, matmul_q4_k);
+    k.set_matmul(DType::Q5_K, matmul_q5_k);
+    k.set_matmul(DType::Q6_K, matmul_q6_k);
+    Some(k)
 }
 
 // The safe wrappers below are private: the only way to reach them is through
 // the table `kernels()` returns, and it returns one only after `is_available()`
 // saw AVX2, FMA and F16C. That is the proof every `SAFETY` comment below cites.
 
-fn matmul_f32(w: &[f32], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
+fn matmul_f32(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul_float::matmul_f32(w, cols, rows, x, n, out, out_stride) }
+    unsafe { matmul_float::matmul_f32(w.f32s(), w.cols, rows, x.x, n, out, out_stride) }
 }
 
-fn matmul_f16(w: &[f16], cols: usize, rows: Range<usize>, x: &[f32], n: usize, out: &mut [f32], out_stride: usize) {
+fn matmul_f16(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul_float::matmul_f16(w, cols, rows, x, n, out, out_stride) }
+    unsafe { matmul_float::matmul_f16(w.f16s(), w.cols, rows, x.x, n, out, out_stride) }
 }
 
-fn matmul_q8(
-    quants: &[i8],
-    scales: &[f16],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+fn matmul_q8(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
+    let (quants, scales) = w.q8_planes();
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul::matmul_q8(quants, scales, cols, rows, x, n, out, out_stride) }
+    unsafe { matmul::matmul_q8(quants, scales, w.cols, rows, &x.q8, n, out, out_stride) }
 }
 
-#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
-pub(super) fn matmul_q4_k(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    x_sums: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+fn matmul_q4_k(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul_k::matmul_q4_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+    unsafe { matmul_k::matmul_q4_k(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, out_stride) }
 }
 
-#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
-pub(super) fn matmul_q5_k(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    x_sums: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+fn matmul_q5_k(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul_k::matmul_q5_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+    unsafe { matmul_k::matmul_q5_k(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, out_stride) }
 }
 
-#[allow(clippy::too_many_arguments)] // the matmul signature plus the activation sums
-pub(super) fn matmul_q6_k(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    x_sums: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+fn matmul_q6_k(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul_k::matmul_q6_k(w, cols, rows, x, x_sums, n, out, out_stride) }
+    unsafe { matmul_k::matmul_q6_k(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, out_stride) }
 }
 
-fn matmul_q4q5(
-    w: &Q4Q5Weight,
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8SumActs,
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+fn matmul_q4q5(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
+    let (weight, acts) = q4q5::views(w, x);
     // SAFETY: reached only through `kernels()`, which checked avx2, fma and f16c.
-    unsafe { matmul_q4q5::matmul_q4q5(w, cols, rows, x, n, out, out_stride) }
+    unsafe { matmul_q4q5::matmul_q4q5(&weight, w.cols, rows, &acts, n, out, out_stride) }
 }
 
 fn quantize_q8_acts(x: &[f32], quants: &mut [i8], scales: &mut [f32]) {

@@ -21,3 +21,41 @@ pub mod q5_k;
 pub mod q6_k;
 
 pub use layout::{dequantize_row, gather_block, repack, Field, KFormat, PackedKLayout, MAX_BLOCK_BYTES, TILE_ROWS};
+
+use crate::dtype::{ActForm, DTypeTraits};
+
+/// The table entry of K-quant `F` (file id `id`, precision rank `precision`).
+/// The activations come with their block sums: Q4_K and Q5_K subtract
+/// `dmin·m × sum`, and the Q6_K kernels take the same form.
+const fn traits<F: KFormat>(id: u32, name: &'static str, precision: u32) -> DTypeTraits {
+    DTypeTraits {
+        id,
+        name,
+        block_cols: crate::ggml::QK_K,
+        block_bytes: F::BLOCK_BYTES,
+        tile_rows: TILE_ROWS,
+        precision,
+        act: ActForm::Q8Sums,
+        decode_row: decode_row::<F>,
+        encode: None,
+        ggml: Some(F::GGML_TYPE),
+        repack_ggml: Some(repack_ggml::<F>),
+    }
+}
+
+fn layout<F: KFormat>(rows: usize, cols: usize) -> PackedKLayout {
+    PackedKLayout::new::<F>(rows, cols).expect("K-quant shape checked against the dtype table")
+}
+
+fn decode_row<F: KFormat>(bytes: &[u8], rows: usize, cols: usize, row: usize, out: &mut [f32]) {
+    dequantize_row::<F>(bytes, &layout::<F>(rows, cols), row, out);
+}
+
+fn repack_ggml<F: KFormat>(ggml: &[u8], rows: usize, cols: usize, dst: &mut [u8]) -> bool {
+    repack::<F>(ggml, &layout::<F>(rows, cols), dst);
+    true
+}
+
+pub(crate) const Q4_K_TRAITS: DTypeTraits = traits::<q4_k::Q4K>(8, "q4_k", 4);
+pub(crate) const Q5_K_TRAITS: DTypeTraits = traits::<q5_k::Q5K>(9, "q5_k", 5);
+pub(crate) const Q6_K_TRAITS: DTypeTraits = traits::<q6_k::Q6K>(10, "q6_k", 6);

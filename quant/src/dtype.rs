@@ -1,0 +1,247 @@
+//! The weight types gpt-fast stores and runs, and the one table that says
+//! everything about each: its file id and name, its block shape and size, its
+//! precision rank, its scalar encode/decode (the specification of its values),
+//! which activation form its matmul reads, and which GGUF type it keeps.
+//!
+//! This is the only place that matches on [`DType`]; everything else reads
+//! the table (ggml's `type_traits`, candle's `GgmlType`, as models). Adding a
+//! dtype is one variant here, its module's [`DTypeTraits`], and its kernels
+//! (docs/DESIGN.md, "Adding a dtype").
+
+use crate::ggml::GgmlType;
+use crate::{float, kquant, q4q5, q8};
+
+/// A weight type of the model file. The discriminant is dense (an index into
+/// per-dtype tables such as the kernels' matmuls); the file stores
+/// [`DTypeTraits::id`].
+#[allow(non_camel_case_types)] // GGUF's names for GGUF's types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    Q8,
+    /// GGUF's legacy 4- and 5-bit types, kept as they are (repacked into
+    /// planes with rows interleaved in tiles of 8).
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    /// GGUF's K-quants, kept as they are (repacked into tiles of 8 rows).
+    Q4_K,
+    Q5_K,
+    Q6_K,
+}
+
+/// What a dtype's matmul multiplies its weights with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActForm {
+    /// The f32 activations as they are.
+    F32,
+    /// Int8 blocks of 32 with one f32 scale per block.
+    Q8,
+    /// As [`ActForm::Q8`], plus each block's `scale * Σ quants`: for weights
+    /// with a per-block offset (a min), whose dot product needs the
+    /// activations' sum (llama.cpp's Q8_1 `s`).
+    Q8Sums,
+}
+
+/// A row-major `[rows, cols]` f32 tensor to a dtype's bytes (`dst` is
+/// `n_bytes(rows, cols)` long and zeroed).
+pub type EncodeFn = fn(rows: usize, cols: usize, src: &[f32], dst: &mut [u8]);
+/// Row `row` of a stored `[rows, cols]` tensor to f32 (`out` is `cols` long).
+pub type DecodeRowFn = fn(bytes: &[u8], rows: usize, cols: usize, row: usize, out: &mut [f32]);
+/// A GGUF tensor's row-major blocks to the dtype's layout, every value
+/// unchanged (`dst` is `n_bytes(rows, cols)` long); `false` if the tensor
+/// holds a value the layout cannot (GGUF Q8_0's -128 in q8).
+pub type RepackFn = fn(ggml: &[u8], rows: usize, cols: usize, dst: &mut [u8]) -> bool;
+
+/// Everything about one dtype.
+#[derive(Clone, Copy, Debug)]
+pub struct DTypeTraits {
+    /// The model file's id for it (docs/FORMAT.md, "dtypes").
+    pub id: u32,
+    pub name: &'static str,
+    /// A row is a whole number of blocks of this many values.
+    pub block_cols: usize,
+    /// Bytes of one block of one row (values and their scales).
+    pub block_bytes: usize,
+    /// Rows interleaved per tile (1: row-major); a tensor holds whole tiles.
+    pub tile_rows: usize,
+    /// Rank for refusing to run weights at more precision than they hold.
+    pub precision: u32,
+    pub act: ActForm,
+    /// The scalar specification of the stored values.
+    pub decode_row: DecodeRowFn,
+    /// `None`: the type is only kept from a GGUF, never made from floats.
+    pub encode: Option<EncodeFn>,
+    /// The GGUF type `convert --quant keep` stores as this dtype.
+    pub ggml: Option<GgmlType>,
+    pub repack_ggml: Option<RepackFn>,
+}
+
+impl DType {
+    /// Every dtype, in discriminant order.
+    pub const ALL: [DType; 10] = [
+        DType::F32,
+        DType::F16,
+        DType::Q8,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub const fn traits(self) -> &'static DTypeTraits {
+        match self {
+            DType::F32 => &float::F32_TRAITS,
+            DType::F16 => &float::F16_TRAITS,
+            DType::Q8 => &q8::TRAITS,
+            DType::Q4_0 => &q4q5::Q4_0_TRAITS,
+            DType::Q4_1 => &q4q5::Q4_1_TRAITS,
+            DType::Q5_0 => &q4q5::Q5_0_TRAITS,
+            DType::Q5_1 => &q4q5::Q5_1_TRAITS,
+            DType::Q4_K => &kquant::Q4_K_TRAITS,
+            DType::Q5_K => &kquant::Q5_K_TRAITS,
+            DType::Q6_K => &kquant::Q6_K_TRAITS,
+        }
+    }
+
+    /// Position in [`DType::ALL`] (for per-dtype tables).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn id(self) -> u32 {
+        self.traits().id
+    }
+
+    pub fn from_u32(id: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.id() == id)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.traits().name
+    }
+
+    /// Precision rank (bits per value, roughly).
+    pub fn precision(self) -> u32 {
+        self.traits().precision
+    }
+
+    pub fn act(self) -> ActForm {
+        self.traits().act
+    }
+
+    /// The dtype a GGUF type is kept as, if gpt-fast has it natively.
+    pub fn from_ggml(ty: GgmlType) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.traits().ggml == Some(ty) && d.traits().repack_ggml.is_some())
+    }
+
+    /// Whether a `[rows, cols]` tensor of this type exists (whole blocks).
+    pub fn fits(self, cols: u64) -> bool {
+        cols.is_multiple_of(self.traits().block_cols as u64)
+    }
+
+    /// Bytes of a `[rows, cols]` tensor of this type; `None` on overflow or
+    /// when `cols` is not a whole number of blocks.
+    pub fn n_bytes(self, rows: u64, cols: u64) -> Option<u64> {
+        let t = self.traits();
+        if !self.fits(cols) {
+            return None;
+        }
+        let padded_rows = rows.div_ceil(t.tile_rows as u64).checked_mul(t.tile_rows as u64)?;
+        let bytes = padded_rows.checked_mul(cols / t.block_cols as u64)?.checked_mul(t.block_bytes as u64)?;
+        // Every byte must be addressable here, with room for offsets into it.
+        usize::try_from(bytes).ok().filter(|&b| b <= isize::MAX as usize)?;
+        Some(bytes)
+    }
+
+    /// Encodes a row-major `[rows, cols]` f32 tensor into `out` (cleared
+    /// first). Panics if `data` does not match the shape, the shape does not
+    /// fit the type, or the type has no encoder: callers check first.
+    pub fn encode(self, rows: usize, cols: usize, data: &[f32], out: &mut Vec<u8>) {
+        assert_eq!(data.len(), rows * cols, "tensor data does not match its shape");
+        let encode = self.traits().encode.unwrap_or_else(|| panic!("{} has no encoder", self.name()));
+        let n = self.n_bytes(rows as u64, cols as u64).expect("shape checked by the caller") as usize;
+        out.clear();
+        out.resize(n, 0);
+        encode(rows, cols, data, out);
+    }
+
+    /// Decodes row `row` of a stored `[rows, cols]` tensor into `out` (`cols` values).
+    pub fn decode_row(self, bytes: &[u8], rows: usize, cols: usize, row: usize, out: &mut [f32]) {
+        assert!(row < rows && out.len() == cols, "row {row} of [{rows}, {cols}]");
+        (self.traits().decode_row)(bytes, rows, cols, row, out);
+    }
+
+    /// Decodes a whole stored tensor to row-major f32.
+    pub fn decode(self, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> {
+        let mut out = vec![0f32; rows * cols];
+        if cols > 0 {
+            for (r, chunk) in out.chunks_exact_mut(cols).enumerate() {
+                self.decode_row(bytes, rows, cols, r, chunk);
+            }
+        }
+        out
+    }
+}
+
+/// A weight type to convert to (`--quant`): the types with an encoder.
+impl std::str::FromStr for DType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let encodable = || Self::ALL.into_iter().rev().filter(|d| d.traits().encode.is_some());
+        match Self::ALL.into_iter().find(|d| d.name() == s) {
+            Some(d) if d.traits().encode.is_some() => Ok(d),
+            Some(d) => Err(format!("{} weights are only kept from a GGUF file that has them, not made", d.name())),
+            None => {
+                let names: Vec<&str> = encodable().map(|d| d.name()).collect();
+                Err(format!("unknown weight type '{s}' (expected {})", names.join(", ")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_names_and_indices_are_unique() {
+        for (i, a) in DType::ALL.iter().enumerate() {
+            assert_eq!(a.index(), i, "{a:?}: ALL is in discriminant order");
+            assert_eq!(DType::from_u32(a.id()), Some(*a));
+            assert_eq!(a.name().parse::<DType>().is_ok(), a.traits().encode.is_some(), "{a:?}");
+            for b in &DType::ALL[i + 1..] {
+                assert!(a.id() != b.id() && a.name() != b.name(), "{a:?} and {b:?} collide");
+            }
+        }
+    }
+
+    #[test]
+    fn each_dtype_round_trips_within_its_precision() {
+        let (rows, cols) = (9, 64);
+        let data: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let mut bytes = Vec::new();
+        for dtype in DType::ALL.into_iter().filter(|d| d.traits().encode.is_some()) {
+            // Each type's error budget at values up to 2 in magnitude.
+            let tol = match dtype {
+                DType::F32 => 0.0,
+                DType::F16 => 1e-3,
+                DType::Q8 => 2.0 / 127.0,
+                // Only kept from GGUF, never encoded (the filter above).
+                _ => unreachable!("{dtype:?} has no encoder"),
+            };
+            dtype.encode(rows, cols, &data, &mut bytes);
+            assert_eq!(bytes.len() as u64, dtype.n_bytes(rows as u64, cols as u64).unwrap());
+            let back = dtype.decode(&bytes, rows, cols);
+            for (a, b) in data.iter().zip(&back) {
+                assert!((a - b).abs() <= tol, "{dtype:?}: {a} vs {b}");
+            }
+        }
+    }
+}
