@@ -188,6 +188,21 @@ impl<'m> Generator<'m> {
         Some(self.session.tokens()?.iter().copied().chain(self.unevaluated))
     }
 
+    /// Appends `tokens` to the conversation (after the last turn's final
+    /// token, if it is still to be evaluated) and returns the logits after
+    /// the last one: raw access for callers that sample themselves.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32], GenerateError> {
+        self.input.clear();
+        self.input.extend(self.unevaluated);
+        self.input.extend_from_slice(tokens);
+        let logits = self.session.eval(&self.input)?;
+        self.unevaluated = None;
+        for &t in &self.input {
+            self.sampler.accept(t);
+        }
+        Ok(logits)
+    }
+
     /// Forgets the conversation: an empty cache, the sampler restarted.
     pub fn reset(&mut self) {
         self.session.reset();
