@@ -146,3 +146,34 @@ fn every_llama_cpp_template_renders_as_transformers_does() {
     on_disk.sort();
     assert_eq!(on_disk, template_names, "the fixture and the templates directory disagree");
 }
+
+/// The built-ins for model files without a template render every
+/// conversation exactly as llama.cpp's built-in of the same name
+/// (tests/fixtures/chat-templates/defaults.json, tools/fixtures/chat_defaults.py).
+#[test]
+fn built_in_defaults_render_as_llama_cpp_does() {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/chat-templates/defaults.json")).unwrap();
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let conversations = fixture.get_attr("conversations").unwrap();
+    let renders = fixture.get_attr("renders").unwrap();
+    let mut checked = 0;
+    for default in gpt_fast::chat::defaults::ALL {
+        let template = ChatTemplate::new(default.source, SpecialTokens::default()).unwrap();
+        let expected = renders.get_attr(default.name).unwrap();
+        assert!(!expected.is_undefined(), "{}: not in the fixture", default.name);
+        for conv_name in conversations.try_iter().unwrap() {
+            let conv = conversations.get_attr(conv_name.as_str().unwrap()).unwrap();
+            let got = template
+                .render_values(
+                    conv.get_attr("messages").unwrap(),
+                    None,
+                    conv.get_attr("add_generation_prompt").unwrap().is_true(),
+                )
+                .unwrap();
+            let want = expected.get_attr(conv_name.as_str().unwrap()).unwrap();
+            assert_eq!(got, want.as_str().unwrap(), "{} / {conv_name}", default.name);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 16);
+}

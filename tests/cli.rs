@@ -459,11 +459,12 @@ fn convert_subcommand_writes_a_model_file() {
     succeeded(&gpt_fast(&["verify", out_path.to_str().unwrap()]));
 }
 
-/// A model file without a chat template chats in ChatML, and says so.
+/// A model file without a chat template (and without another format's turn
+/// markers) chats in ChatML, and says so.
 #[test]
 fn chat_without_a_template_falls_back_to_chatml() {
     let out = gpt_fast(&["run", model_arg(), "-p", "x", "--chat", "-n", "2", "--temp", "0"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("has no chat template; using ChatML"), "{stderr}");
+    assert!(stderr.contains("has no chat template; using the built-in chatml format"), "{stderr}");
 }

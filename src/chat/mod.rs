@@ -14,9 +14,10 @@
 //! tests/chat_templates.rs checks all this against transformers itself on
 //! every template in llama.cpp's `models/templates/`.
 //!
-//! A model file without a template gets ChatML ([`CHATML`]), the fallback
-//! llama.cpp also uses.
+//! A model file without a template gets the built-in of its vocabulary's
+//! turn format ([`defaults`]).
 
+pub mod defaults;
 mod python;
 
 use std::sync::Arc;
@@ -37,13 +38,6 @@ pub enum ChatError {
     #[error("the chat template failed: {0}")]
     Render(String),
 }
-
-/// ChatML (`<|im_start|>role\n…<|im_end|>\n`), for model files without a
-/// template of their own.
-pub const CHATML: &str = "{% for message in messages %}\
-{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\
-{% endfor %}\
-{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /// The name the template has in error messages.
 const TEMPLATE_NAME: &str = "chat_template";
@@ -115,12 +109,13 @@ pub type Clock = Arc<dyn Fn() -> NaiveDateTime + Send + Sync>;
 pub struct ChatTemplate {
     env: Environment<'static>,
     tokens: SpecialTokens,
-    is_fallback: bool,
+    /// The built-in used for a model file without a template.
+    default: Option<&'static str>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("tokens", &self.tokens).field("is_fallback", &self.is_fallback).finish()
+        f.debug_struct("ChatTemplate").field("tokens", &self.tokens).field("default", &self.default).finish()
     }
 }
 
@@ -135,24 +130,27 @@ impl ChatTemplate {
         let mut env = environment(clock);
         env.add_template_owned(TEMPLATE_NAME, generation_blocks_as_if(source))
             .map_err(|e| ChatError::Compile(one_line(&e)))?;
-        Ok(ChatTemplate { env, tokens, is_fallback: false })
+        Ok(ChatTemplate { env, tokens, default: None })
     }
 
-    /// The tokenizer's own template, or [`CHATML`] if it has none.
+    /// The tokenizer's own template, or the built-in of its vocabulary
+    /// ([`defaults::for_vocabulary`]) if it has none.
     pub fn for_tokenizer(spec: &TokenizerSpec) -> Result<ChatTemplate, ChatError> {
         let tokens = SpecialTokens::from_tokenizer(spec);
         if spec.chat_template.trim().is_empty() {
-            let mut template = ChatTemplate::new(CHATML, tokens)?;
-            template.is_fallback = true;
+            let default = defaults::for_vocabulary(&spec.tokens);
+            let mut template = ChatTemplate::new(default.source, tokens)?;
+            template.default = Some(default.name);
             Ok(template)
         } else {
             ChatTemplate::new(&spec.chat_template, tokens)
         }
     }
 
-    /// True for the ChatML stand-in of a model without a template.
-    pub fn is_fallback(&self) -> bool {
-        self.is_fallback
+    /// The name of the built-in standing in for a model without a template
+    /// (llama.cpp's name for it: `gemma`, `chatml` …).
+    pub fn default_name(&self) -> Option<&'static str> {
+        self.default
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt`, it ends
@@ -422,7 +420,7 @@ mod tests {
     fn chatml_fallback() {
         let msgs = [Message::new("system", "S"), Message::new("user", "U")];
         assert_eq!(
-            render(CHATML, &msgs).unwrap(),
+            render(defaults::CHATML.source, &msgs).unwrap(),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
         );
     }
@@ -507,7 +505,10 @@ mod tests {
         // copies it a few times renders.
         let long = [Message::new("user", &"word ".repeat(8 << 18))];
         let tokens = SpecialTokens::default();
-        let out = ChatTemplate::with_clock(CHATML, tokens, fixed_clock()).unwrap().render(&long, true).unwrap();
+        let out = ChatTemplate::with_clock(defaults::CHATML.source, tokens, fixed_clock())
+            .unwrap()
+            .render(&long, true)
+            .unwrap();
         assert!(out.len() > 8 << 20);
     }
 }

@@ -67,12 +67,12 @@ pub struct RunCli {
     verbose: bool,
 }
 
-/// One user turn in the model's chat template (ChatML, with a note, for a
-/// file that has none), ready for the prompt encoder.
+/// One user turn in the model's chat template (for a file that has none, the
+/// built-in of its vocabulary, with a note), ready for the prompt encoder.
 fn chat_prompt(path: &Path, tokenizer: &TokenizerSpec, text: &str) -> Result<String, ChatError> {
     let template = ChatTemplate::for_tokenizer(tokenizer)?;
-    if template.is_fallback() {
-        eprintln!("gpt-fast: {} has no chat template; using ChatML", path.display());
+    if let Some(name) = template.default_name() {
+        eprintln!("gpt-fast: {} has no chat template; using the built-in {name} format", path.display());
     }
     let rendered = template.render(&[Message::new("user", text)], true)?;
     Ok(chat::strip_leading_bos(&rendered, tokenizer).to_string())

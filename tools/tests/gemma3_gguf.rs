@@ -75,3 +75,30 @@ fn every_tensor_matches_the_reference() {
     types.dedup();
     assert_eq!(types, ["F32", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]);
 }
+
+/// The file has no chat template, so `run --chat` takes the Gemma turn
+/// format from its vocabulary: one user turn encodes as BOS,
+/// `<start_of_turn>`, "user\n…", `<end_of_turn>`, "\n", `<start_of_turn>`,
+/// "model\n".
+#[test]
+fn chats_in_the_gemma_turn_format() {
+    let file = gemma3();
+    assert!(file.get("tokenizer.chat_template").is_none(), "the file gained a template: test it instead");
+    let spec = gpt_fast::import::tokenizer_import::from_gguf(&file).unwrap();
+    let template = gpt_fast::chat::ChatTemplate::for_tokenizer(&spec).unwrap();
+    assert_eq!(template.default_name(), Some("gemma"));
+    let rendered = template.render(&[gpt_fast::chat::Message::new("user", "Hi")], true).unwrap();
+    let prompt = gpt_fast::chat::strip_leading_bos(&rendered, &spec).to_string();
+    let tokenizer = gpt_fast::tokenizer::Tokenizer::new(spec).unwrap();
+    let ids = tokenizer.encode_prompt(&prompt, true);
+    let id = |text: &str| tokenizer.encode_prompt(text, true)[1..].to_vec();
+    let (bos, start, end) = (2, id("<start_of_turn>")[0], id("<end_of_turn>")[0]);
+    assert_eq!((start, end), (105, 106), "Gemma 3's turn tokens");
+    let mut want = vec![bos, start];
+    want.extend(id("user\nHi"));
+    want.push(end);
+    want.extend(id("\n"));
+    want.push(start);
+    want.extend(id("model\n"));
+    assert_eq!(ids, want, "{prompt:?}");
+}
