@@ -17,6 +17,7 @@ mod driver;
 mod matrix;
 pub mod q4q5;
 pub mod reference;
+mod register;
 mod table;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]

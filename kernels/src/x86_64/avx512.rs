@@ -15,10 +15,9 @@ mod matmul_q4q5;
 mod matmul_q8;
 mod simd;
 
-use std::ops::Range;
-
 use super::avx2;
-use crate::{q4q5, Acts, DType, Isa, Kernels, Matrix};
+use crate::register::register_matmul;
+use crate::{q4q5, DType, Isa, Kernels};
 
 /// Whether this CPU can run the AVX-512 kernels.
 pub fn is_available() -> bool {
@@ -36,64 +35,14 @@ pub fn kernels() -> Option<Kernels> {
         return None;
     }
     let mut k = Kernels { isa: Isa::Avx512, name: "avx512", ..avx2::kernels()? };
-    k.set_matmul(DType::F32, matmul_f32);
-    k.set_matmul(DType::F16, matmul_f16);
-    k.set_matmul(DType::Q8, matmul_q8);
+    register_matmul!(k, DType::F32, f32 => matmul_float::matmul_f32);
+    register_matmul!(k, DType::F16, f16 => matmul_float::matmul_f16);
+    register_matmul!(k, DType::Q8, q8 => matmul_q8::matmul_q8_vnni);
     for dtype in q4q5::dtypes() {
-        k.set_matmul(dtype, matmul_q4q5);
+        register_matmul!(k, dtype, q4q5 => matmul_q4q5::matmul_q4q5_vnni);
     }
-    k.set_matmul(DType::Q4_K, matmul_q4_k);
-    k.set_matmul(DType::Q5_K, matmul_q5_k);
-    k.set_matmul(DType::Q6_K, matmul_q6_k);
+    register_matmul!(k, DType::Q4_K, kquant => matmul_k::matmul_q4_k_vnni);
+    register_matmul!(k, DType::Q5_K, kquant => matmul_k::matmul_q5_k_vnni);
+    register_matmul!(k, DType::Q6_K, kquant => matmul_k::matmul_q6_k_vnni);
     Some(k)
-}
-
-// The safe wrappers below are private: the only way to reach them is through
-// the table `kernels()` returns, and it returns one only after
-// `is_available()` saw AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C, every feature
-// the functions they call enable. That is the proof every `SAFETY` comment
-// below cites.
-
-fn matmul_f32(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
-    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
-    // avx2, fma and f16c.
-    unsafe { matmul_float::matmul_f32(w.f32s(), w.cols, rows, x.x, n, out, out_stride) }
-}
-
-fn matmul_f16(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
-    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
-    // avx2, fma and f16c.
-    unsafe { matmul_float::matmul_f16(w.f16s(), w.cols, rows, x.x, n, out, out_stride) }
-}
-
-fn matmul_q8(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
-    let (quants, scales) = w.q8_planes();
-    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
-    // avx2, fma and f16c.
-    unsafe { matmul_q8::matmul_q8_vnni(quants, scales, w.cols, rows, &x.q8, n, out, out_stride) }
-}
-
-fn matmul_q4q5(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
-    let (weight, acts) = q4q5::views(w, x);
-    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
-    // avx2, fma and f16c.
-    unsafe { matmul_q4q5::matmul_q4q5_vnni(&weight, w.cols, rows, &acts, n, out, out_stride) }
-}
-
-fn matmul_q4_k(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
-    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
-    // avx2, fma and f16c.
-    unsafe { matmul_k::matmul_q4_k_vnni(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, out_stride) }
-}
-
-fn matmul_q5_k(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
-    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
-    // avx2, fma and f16c.
-    unsafe { matmul_k::matmul_q5_k_vnni(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, out_stride) }
-}
-
-fn matmul_q6_k(w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
-    // SAFETY: reached only through `kernels()`, which checked avx512f/bw/vl/vnni,
-    // avx2, fma and f16c.
-    unsafe { matmul_k::matmul_q6_k_vnni(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, out_stride) }
 }
