@@ -87,12 +87,22 @@ pub fn perplexity(
     }
     let mut session = Session::new(model, session_options(context, batch, threads, kv_type))?;
     let first = context / 2;
+    // llama.cpp starts every chunk with BOS for a model that adds one (the
+    // chunk's first token is never scored): without it a model trained to
+    // always see BOS first (Gemma) scores far worse than it is.
+    let tokenizer = model.tokenizer();
+    let chunk_bos = if tokenizer.spec().add_bos { tokenizer.bos_id() } else { None };
+    let mut chunk = Vec::with_capacity(context);
     let mut tally = Tally::default();
     for c in 0..chunks {
-        let chunk = &tokens[c * context..(c + 1) * context];
+        chunk.clear();
+        chunk.extend_from_slice(&tokens[c * context..(c + 1) * context]);
+        if let Some(bos) = chunk_bos {
+            chunk[0] = bos;
+        }
         session.reset();
         // Logits at position j predict token j + 1; score j in [first, context - 1).
-        session.eval_each(chunk, |j, logits| {
+        session.eval_each(&chunk, |j, logits| {
             if j >= first && j + 1 < context {
                 tally.add(nll(logits, chunk[j + 1]));
             }
