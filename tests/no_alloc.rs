@@ -38,8 +38,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The count is process-wide: the tests take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn decode_steps_after_the_first_allocate_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for (config, threads) in [("test-llama", 2), ("test-gpt2", 3)] {
         let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("noalloc-{config}-{}", std::process::id()));
         let h = gpt_fast::synthetic::config(config).unwrap();
@@ -69,5 +73,45 @@ fn decode_steps_after_the_first_allocate_nothing() {
             }
         }
         assert_eq!(session.position(), 205);
+    }
+}
+
+/// A batched step (several sequences' decode tokens and a prompt chunk in
+/// one forward, as `serve` runs them) allocates nothing either.
+#[test]
+fn batched_steps_allocate_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use gpt_fast::model::kv_cache::{KvType, DEFAULT_SINKS};
+    use gpt_fast::model::{Forward, KvCache, LogitsMode, SeqRun};
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("noalloc-batched-{}", std::process::id()));
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    gpt_fast::synthetic::write(&path, &h, DType::Q8, 5, |_, _| {}).unwrap();
+    let model = Model::open(&path, ModelOptions::default()).unwrap();
+    let (weights, kernels) = (model.weights(), model.kernels());
+    let (n_seqs, chunk) = (4, 8);
+    let mut forward = Forward::new(&h, DEFAULT_SINKS, chunk + n_seqs, n_seqs, false, 2);
+    let mut caches: Vec<KvCache> =
+        (0..n_seqs).map(|_| KvCache::new(&h, 512, DEFAULT_SINKS, KvType::F16).unwrap()).collect();
+    let mut tokens = Vec::with_capacity(chunk + n_seqs);
+    let mut runs = Vec::with_capacity(n_seqs);
+    for step in 0..60 {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        tokens.clear();
+        runs.clear();
+        // Sequences 0..3 decode; sequence 3 evaluates a chunk of 8 every 5th step.
+        for seq in 0..n_seqs - 1 {
+            tokens.push((step * 7 + seq) as u32 % h.vocab_size);
+            runs.push(SeqRun { seq, pos: step, len: 1, logits: LogitsMode::Last });
+        }
+        if step % 5 == 0 {
+            tokens.extend((0..chunk as u32).map(|t| (t * 3 + step as u32) % h.vocab_size));
+            runs.push(SeqRun { seq: n_seqs - 1, pos: step / 5 * chunk, len: chunk, logits: LogitsMode::Last });
+        }
+        let logits = forward.run_seqs(&weights, &h, kernels, &mut caches, &tokens, &runs);
+        assert_eq!(logits.len(), runs.len() * h.vocab_size as usize);
+        let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        if step >= 2 {
+            assert_eq!(allocated, 0, "batched step {step} allocated {allocated} times");
+        }
     }
 }

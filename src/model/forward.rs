@@ -7,12 +7,13 @@
 
 use gpt_fast_kernels::{AttnShape, Kernels};
 
-use super::kv_cache::{KvCache, KvHead};
-use super::parallel::Parallel;
+use super::attention::{attention, AttnAt, AttnRun, Scratch, ATTN_ROWS};
+use super::kv_cache::KvCache;
+use super::parallel::{Parallel, ROW_SPLIT_TOKENS};
 use super::weights::{Linear, Norm, Weights};
 use crate::format::{Arch, HParams};
 
-/// Which positions of a batch get logits.
+/// Which positions of a sequence's tokens get logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogitsMode {
     /// Only the last token (generation).
@@ -23,10 +24,28 @@ pub enum LogitsMode {
     None,
 }
 
-/// Scratch for the forward pass, allocated once for batches of up to `batch_cap` tokens.
+/// One sequence's part of a batch: its next `len` tokens (the batch's token
+/// list holds each sequence's tokens in turn), at positions `pos..` of cache
+/// `seq`, and which of them get logits. A sequence appears at most once per batch.
+#[derive(Clone, Copy, Debug)]
+pub struct SeqRun {
+    /// Index of the sequence's cache.
+    pub seq: usize,
+    /// Position of the first token.
+    pub pos: usize,
+    /// Tokens, at least 1.
+    pub len: usize,
+    /// Which of them get logits.
+    pub logits: LogitsMode,
+}
+
+/// Scratch for the forward pass, allocated once for batches of up to
+/// `batch_cap` tokens from up to `max_seqs` sequences.
 #[doc(hidden)]
 pub struct Forward {
     batch_cap: usize,
+    max_seqs: usize,
+    sinks: usize,
     dim: usize,
     /// `(batch_cap, dim)`: the residual stream.
     x: Vec<f32>,
@@ -47,29 +66,143 @@ pub struct Forward {
     attn_scratch_len: usize,
     /// Most tokens per attention call.
     attn_tokens: usize,
-    /// `(batch_cap + attn_tokens, n_heads head_dim)`: prefill attention calls'
-    /// outputs, `[call][token][group][head_dim]`, before they go to `att`.
+    /// `(batch_cap + max_seqs attn_tokens, n_heads head_dim)`: attention
+    /// calls' outputs, `[call][token][group][head_dim]`, before they go to `att`.
     attn_staging: Vec<f32>,
+    /// `(batch_cap)`: the attention calls of a layer.
+    attn_runs: Vec<AttnRun>,
     parallel: Parallel,
-    /// `[global, sliding][(batch_cap + sinks, rope_dim / 2)]` each: RoPE cos
-    /// and sin for the batch's positions, then for the re-rotated sinks, of
-    /// the global layers and (if any) the sliding ones (their own base).
+    /// `[global, sliding][(batch_cap + max_seqs sinks, rope_dim / 2)]` each:
+    /// RoPE cos and sin for the batch's positions, then for each sequence's
+    /// re-rotated sinks, of the global layers and (if any) the sliding ones
+    /// (their own base).
     rope_cos: [Vec<f32>; 2],
     rope_sin: [Vec<f32>; 2],
     /// `(head_dim)`: a query or key head being normalised (QK-norm).
     head_tmp: Vec<f32>,
-    /// `(batch_cap or 1, vocab)`
+    /// `(logits_rows, vocab)`
     logits: Vec<f32>,
     logits_rows: usize,
+}
+
+/// The lengths of [`Forward`]'s buffers, in elements, computed with checked
+/// math so that sizes can be refused before anything is allocated.
+struct Lengths {
+    x: u64,
+    qkv: u64,
+    att: u64,
+    up: u64,
+    hidden: u64,
+    attn_scratch: u64,
+    attn_scratch_len: u64,
+    attn_tokens: u64,
+    attn_staging: u64,
+    attn_runs: u64,
+    /// Activation values and staged outputs of [`Parallel`].
+    acts: u64,
+    staged: u64,
+    rope: u64,
+    sliding_rope: u64,
+    logits_rows: u64,
+    logits: u64,
+}
+
+impl Lengths {
+    fn of(
+        h: &HParams,
+        sinks: usize,
+        batch_cap: usize,
+        max_seqs: usize,
+        all_logits: bool,
+        n_threads: usize,
+    ) -> Option<Self> {
+        let (batch, seqs, dim, ffn) =
+            (batch_cap as u64, max_seqs.max(1) as u64, u64::from(h.dim), u64::from(h.ffn_dim));
+        let q_dim = h.q_dim();
+        let qkv_rows = q_dim.checked_add(h.kv_dim().checked_mul(2)?)?;
+        let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
+        let widest = dim.max(q_dim).max(ffn);
+        let group = u64::from(h.n_heads / h.n_kv_heads);
+        let attn_tokens = (ATTN_ROWS as u64 / group).max(1);
+        let attn_scratch_len = AttnShape::scratch_len(h.head_dim as usize, (attn_tokens * group) as usize) as u64;
+        let half = u64::from(h.rope_dim()) / 2;
+        let rope = if h.arch == Arch::Llama {
+            batch.checked_add(seqs.checked_mul(sinks as u64)?)?.checked_mul(half)?
+        } else {
+            0
+        };
+        let logits_rows = if all_logits { batch.max(seqs) } else { seqs };
+        let vocab = u64::from(h.vocab_size);
+        // A few tokens' matmul outputs are staged (see Parallel::matmul): the
+        // widest layer's, and the LM head's when it has more than one row.
+        let few = batch.min(ROW_SPLIT_TOKENS as u64);
+        let staged = if batch > 1 { few.checked_mul(qkv_rows.max(up_rows).max(dim))? } else { 0 };
+        let head_staged =
+            if logits_rows > 1 { logits_rows.min(ROW_SPLIT_TOKENS as u64).checked_mul(vocab)? } else { 0 };
+        Some(Self {
+            x: batch.checked_mul(dim)?,
+            qkv: batch.checked_mul(qkv_rows)?,
+            att: batch.checked_mul(q_dim)?,
+            up: batch.checked_mul(up_rows)?,
+            hidden: batch.checked_mul(ffn)?,
+            attn_scratch: (n_threads.max(1) as u64).checked_mul(attn_scratch_len)?,
+            attn_scratch_len,
+            attn_tokens,
+            attn_staging: if batch > 1 {
+                batch.checked_add(seqs.checked_mul(attn_tokens)?)?.checked_mul(q_dim)?
+            } else {
+                0
+            },
+            attn_runs: batch,
+            acts: batch.checked_mul(widest)?,
+            staged: staged.max(head_staged),
+            rope,
+            sliding_rope: if h.has_sliding() { rope } else { 0 },
+            logits_rows,
+            logits: logits_rows.checked_mul(vocab)?,
+        })
+    }
+
+    /// Bytes of every buffer.
+    fn bytes(&self, h: &HParams) -> Option<u64> {
+        // x, xn and proj are `x` long each; cos and sin for both kinds of layer.
+        let f32s = [
+            3 * self.x,
+            self.qkv,
+            self.att,
+            self.up,
+            self.hidden,
+            self.attn_scratch,
+            self.attn_staging,
+            2 * self.rope,
+            2 * self.sliding_rope,
+            u64::from(h.head_dim),
+            self.logits,
+        ];
+        let mut total = 0u64;
+        for len in f32s {
+            total = total.checked_add(len.checked_mul(4)?)?;
+        }
+        total = total.checked_add(self.attn_runs.checked_mul(std::mem::size_of::<AttnRun>() as u64)?)?;
+        total.checked_add(Parallel::scratch_bytes(self.acts, self.staged)?)
+    }
 }
 
 // Internal (hidden from the docs, so missing_docs does not ask for its items).
 #[doc(hidden)]
 impl Forward {
-    /// `sinks`: the KV cache's attention sinks; `all_logits`: whether batches
-    /// may ask for every position's logits.
-    pub fn new(h: &HParams, sinks: usize, batch_cap: usize, all_logits: bool, n_threads: usize) -> Self {
-        Self::with_pool(h, sinks, batch_cap, all_logits, crate::threads::shared_pool(n_threads))
+    /// `sinks`: the KV caches' attention sinks; `max_seqs`: the most
+    /// sequences of a batch; `all_logits`: whether batches may ask for every
+    /// position's logits.
+    pub fn new(
+        h: &HParams,
+        sinks: usize,
+        batch_cap: usize,
+        max_seqs: usize,
+        all_logits: bool,
+        n_threads: usize,
+    ) -> Self {
+        Self::with_pool(h, sinks, batch_cap, max_seqs, all_logits, crate::threads::shared_pool(n_threads))
     }
 
     /// [`Forward::new`] on a given pool (its thread count).
@@ -77,44 +210,37 @@ impl Forward {
         h: &HParams,
         sinks: usize,
         batch_cap: usize,
+        max_seqs: usize,
         all_logits: bool,
         pool: std::sync::Arc<crate::threads::ThreadPool>,
     ) -> Self {
         let n_threads = pool.n_threads();
-        let dim = h.dim as usize;
-        let q_dim = h.q_dim() as usize;
-        let qkv_rows = q_dim + 2 * h.kv_dim() as usize;
-        let ffn = h.ffn_dim as usize;
-        let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
-        let widest = dim.max(q_dim).max(ffn);
-        let half = h.rope_dim() as usize / 2;
-        let rope_len = if h.arch == Arch::Llama { (batch_cap + sinks) * half } else { 0 };
-        let sliding_len = if h.has_sliding() { rope_len } else { 0 };
-        let logits_rows = if all_logits { batch_cap } else { 1 };
-        let group = (h.n_heads / h.n_kv_heads) as usize;
-        let attn_tokens = (ATTN_ROWS / group).max(1);
-        let attn_scratch_len = AttnShape::scratch_len(h.head_dim as usize, attn_tokens * group);
-        let staging = if batch_cap > 1 { (batch_cap + attn_tokens) * q_dim } else { 0 };
+        let l = Lengths::of(h, sinks, batch_cap, max_seqs, all_logits, n_threads).expect("scratch sizes overflow");
+        let len = |n: u64| usize::try_from(n).expect("scratch sizes overflow");
+        let f32s = |n: u64| vec![0f32; len(n)];
         Self {
             batch_cap,
-            dim,
-            x: vec![0.0; batch_cap * dim],
-            xn: vec![0.0; batch_cap * dim],
-            qkv: vec![0.0; batch_cap * qkv_rows],
-            att: vec![0.0; batch_cap * q_dim],
-            proj: vec![0.0; batch_cap * dim],
-            up: vec![0.0; batch_cap * up_rows],
-            hidden: vec![0.0; batch_cap * ffn],
-            attn_scratch: vec![0.0; n_threads.max(1) * attn_scratch_len],
-            attn_scratch_len,
-            attn_tokens,
-            attn_staging: vec![0.0; staging],
-            parallel: Parallel::new(pool, batch_cap * h.n_kv_heads as usize, batch_cap * widest),
-            rope_cos: [vec![0.0; rope_len], vec![0.0; sliding_len]],
-            rope_sin: [vec![0.0; rope_len], vec![0.0; sliding_len]],
-            head_tmp: vec![0.0; h.head_dim as usize],
-            logits: vec![0.0; logits_rows * h.vocab_size as usize],
-            logits_rows,
+            max_seqs: max_seqs.max(1),
+            sinks,
+            dim: h.dim as usize,
+            x: f32s(l.x),
+            xn: f32s(l.x),
+            qkv: f32s(l.qkv),
+            att: f32s(l.att),
+            proj: f32s(l.x),
+            up: f32s(l.up),
+            hidden: f32s(l.hidden),
+            attn_scratch: f32s(l.attn_scratch),
+            attn_scratch_len: len(l.attn_scratch_len),
+            attn_tokens: len(l.attn_tokens),
+            attn_staging: f32s(l.attn_staging),
+            attn_runs: Vec::with_capacity(len(l.attn_runs)),
+            parallel: Parallel::new(pool, batch_cap * h.n_kv_heads as usize, len(l.acts), len(l.staged)),
+            rope_cos: [f32s(l.rope), f32s(l.sliding_rope)],
+            rope_sin: [f32s(l.rope), f32s(l.sliding_rope)],
+            head_tmp: f32s(u64::from(h.head_dim)),
+            logits: f32s(l.logits),
+            logits_rows: len(l.logits_rows),
         }
     }
 
@@ -124,36 +250,11 @@ impl Forward {
         h: &HParams,
         sinks: usize,
         batch_cap: usize,
+        max_seqs: usize,
         all_logits: bool,
         n_threads: usize,
     ) -> Option<u64> {
-        let (batch, dim, ffn) = (batch_cap as u64, u64::from(h.dim), u64::from(h.ffn_dim));
-        let q_dim = h.q_dim();
-        let qkv_rows = q_dim.checked_add(h.kv_dim().checked_mul(2)?)?;
-        let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
-        let widest = dim.max(q_dim).max(ffn);
-        // f32 rows per token: x, xn, proj, qkv, att, up, hidden.
-        let f32_per_token =
-            (3 * dim).checked_add(qkv_rows)?.checked_add(q_dim)?.checked_add(up_rows)?.checked_add(ffn)?;
-        let mut total = batch.checked_mul(f32_per_token.checked_mul(4)?)?;
-        total = total.checked_add(Parallel::scratch_bytes(batch.checked_mul(widest)?)?)?;
-        let group = u64::from(h.n_heads / h.n_kv_heads);
-        let attn_tokens = (ATTN_ROWS as u64 / group).max(1);
-        let attn_scratch = AttnShape::scratch_len(h.head_dim as usize, (attn_tokens * group) as usize) as u64;
-        total = total.checked_add((n_threads.max(1) as u64).checked_mul(attn_scratch)?.checked_mul(4)?)?;
-        if batch_cap > 1 {
-            total = total.checked_add(batch.checked_add(attn_tokens)?.checked_mul(q_dim)?.checked_mul(4)?)?;
-        }
-        if h.arch == Arch::Llama {
-            // cos and sin, for the global layers and (if any) the sliding ones.
-            let tables = if h.has_sliding() { 16 } else { 8 };
-            total = total.checked_add(
-                batch.checked_add(sinks as u64)?.checked_mul(u64::from(h.rope_dim()) / 2)?.checked_mul(tables)?,
-            )?;
-        }
-        total = total.checked_add(u64::from(h.head_dim) * 4)?; // head_tmp
-        let logits_rows = if all_logits { batch } else { 1 };
-        total.checked_add(logits_rows.checked_mul(u64::from(h.vocab_size))?.checked_mul(4)?)
+        Lengths::of(h, sinks, batch_cap, max_seqs, all_logits, n_threads)?.bytes(h)
     }
 
     /// Bytes of the scratch buffers held (what [`Forward::scratch_bytes`] predicts).
@@ -175,17 +276,18 @@ impl Forward {
             &self.head_tmp,
             &self.logits,
         ];
-        f32s.iter().map(|v| v.len() * 4).sum::<usize>() + self.parallel.allocated_bytes()
+        f32s.iter().map(|v| v.len() * 4).sum::<usize>()
+            + self.attn_runs.capacity() * std::mem::size_of::<AttnRun>()
+            + self.parallel.allocated_bytes()
     }
 
     pub fn batch_cap(&self) -> usize {
         self.batch_cap
     }
 
-    /// Runs `tokens` at positions `pos..`, filling the cache; returns the logits
-    /// (`(1 or tokens.len(), vocab)`). `tokens.len()` must be at most
-    /// `batch_cap` (and at most 1 row of logits unless built with `all_logits`),
-    /// and `pos + tokens.len()` at most the cache capacity.
+    /// Runs one sequence's `tokens` at positions `pos..` of `cache` (the
+    /// batch of one sequence: see [`Forward::run_seqs`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         w: &Weights,
@@ -196,11 +298,39 @@ impl Forward {
         pos: usize,
         mode: LogitsMode,
     ) -> &[f32] {
+        let seq = [SeqRun { seq: 0, pos, len: tokens.len(), logits: mode }];
+        self.run_seqs(w, h, k, std::slice::from_mut(cache), tokens, &seq)
+    }
+
+    /// Runs a batch of sequences in one pass over the weights: `tokens`
+    /// holds each of `seqs`'s tokens in turn, sequence `s` at its positions
+    /// of `caches[s.seq]`, which it fills; each token attends to its own
+    /// sequence only. Returns the logits the sequences ask for, in order
+    /// (`(rows, vocab)`). A token's results do not depend on the rest of the
+    /// batch (bit for bit: the kernels' outputs do not depend on the call
+    /// they were computed in).
+    ///
+    /// At most `batch_cap` tokens, `max_seqs` sequences and the logits rows
+    /// the state was made for; a sequence's tokens may not wrap its cache
+    /// (past the wrap, a later token would overwrite a slot an earlier one
+    /// attends to: such a sequence runs one token at a time).
+    pub fn run_seqs(
+        &mut self,
+        w: &Weights,
+        h: &HParams,
+        k: &Kernels,
+        caches: &mut [KvCache],
+        tokens: &[u32],
+        seqs: &[SeqRun],
+    ) -> &[f32] {
         let n = tokens.len();
         assert!(n >= 1 && n <= self.batch_cap, "batch of {n} tokens (cap {})", self.batch_cap);
-        // Past the wrap, a later token of a batch would overwrite a slot an
-        // earlier one attends to: the caller runs those one at a time.
-        assert!(n == 1 || pos + n <= cache.capacity(), "a batch may not wrap the cache");
+        assert!(seqs.len() <= self.max_seqs, "batch of {} sequences (cap {})", seqs.len(), self.max_seqs);
+        assert_eq!(seqs.iter().map(|s| s.len).sum::<usize>(), n, "the sequences' tokens are the batch's");
+        for s in seqs {
+            assert!(s.len >= 1, "a sequence without tokens");
+            assert!(s.len == 1 || s.pos + s.len <= caches[s.seq].capacity(), "a batch may not wrap the cache");
+        }
         let dim = self.dim;
         let (hd, n_heads, n_kv) = (h.head_dim as usize, h.n_heads as usize, h.n_kv_heads as usize);
         let (q_dim, kv_dim) = (n_heads * hd, n_kv * hd);
@@ -209,36 +339,44 @@ impl Forward {
         let rope_dim = h.rope_dim() as usize;
         let half = rope_dim / 2;
         let llama = h.arch == Arch::Llama;
-        let wrapped = pos + n > cache.capacity();
+        let wrapped = |s: &SeqRun, caches: &[KvCache]| s.pos + s.len > caches[s.seq].capacity();
+        // Where sequence `i`'s re-rotated sinks' angles are (after the tokens').
+        let sinks_at = |i: usize, sink: usize| (n + i * self.sinks + sink) * half;
         // The kernels divide q·k by sqrt(head_dim); another scale goes into q.
         let q_mul = (h.variant.attn_scale != 0.0).then(|| h.attn_scale() * (hd as f32).sqrt());
         if llama {
             let kinds = if h.has_sliding() { 2 } else { 1 };
             for (kind, (cos, sin)) in self.rope_cos.iter_mut().zip(&mut self.rope_sin).take(kinds).enumerate() {
                 let rope = Rope::new(h, kind == 1, w.rope_freqs);
-                for t in 0..n {
-                    rope.angles(pos + t, &mut cos[t * half..][..half], &mut sin[t * half..][..half]);
-                }
-                if wrapped {
-                    // The sinks sit just before the oldest ring entry.
-                    let first = pos + 1 - cache.capacity();
-                    for sink in 0..cache.sinks() {
-                        let at = (n + sink) * half;
-                        rope.angles(first + sink, &mut cos[at..][..half], &mut sin[at..][..half]);
+                let mut t = 0;
+                for (i, s) in seqs.iter().enumerate() {
+                    for p in s.pos..s.pos + s.len {
+                        rope.angles(p, &mut cos[t * half..][..half], &mut sin[t * half..][..half]);
+                        t += 1;
+                    }
+                    if wrapped(s, caches) {
+                        // The sinks sit just before the oldest ring entry.
+                        let cache = &caches[s.seq];
+                        let first = s.pos + 1 - cache.capacity();
+                        for sink in 0..cache.sinks() {
+                            let at = sinks_at(i, sink);
+                            rope.angles(first + sink, &mut cos[at..][..half], &mut sin[at..][..half]);
+                        }
                     }
                 }
             }
         }
 
         let embed_scale = h.embed_scale();
-        for (t, &tok) in tokens.iter().enumerate() {
+        let positions = || seqs.iter().flat_map(|s| s.pos..s.pos + s.len);
+        for (t, (&tok, p)) in tokens.iter().zip(positions()).enumerate() {
             let xt = &mut self.x[t * dim..][..dim];
             w.token_embd.row_to_f32(tok as usize, xt);
             if embed_scale != 1.0 {
                 xt.iter_mut().for_each(|v| *v *= embed_scale);
             }
             if let Some(pe) = w.position_embd {
-                (k.add)(xt, &pe[(pos + t) * dim..][..dim]);
+                (k.add)(xt, &pe[p * dim..][..dim]);
             }
         }
 
@@ -248,35 +386,46 @@ impl Forward {
             // Attention: x += W_o · attention(rope(W_qkv · norm(x)))
             norm(k, h, &lw.attn_norm, &self.x, &mut self.xn, n, dim);
             lw.attn_qkv.forward(&mut self.parallel, k, &self.xn, n, &mut self.qkv);
-            for t in 0..n {
-                let row = &mut self.qkv[t * qkv_rows..][..qkv_rows];
-                if llama {
-                    if let (Some(qn), Some(kn)) = (lw.attn_q_norm, lw.attn_k_norm) {
-                        let (q, kv) = row.split_at_mut(q_dim);
-                        head_norms(k, h, &mut q[..], qn, &mut self.head_tmp);
-                        head_norms(k, h, &mut kv[..kv_dim], kn, &mut self.head_tmp);
+            let mut t = 0;
+            for s in seqs {
+                let cache = &mut caches[s.seq];
+                for p in s.pos..s.pos + s.len {
+                    let row = &mut self.qkv[t * qkv_rows..][..qkv_rows];
+                    if llama {
+                        if let (Some(qn), Some(kn)) = (lw.attn_q_norm, lw.attn_k_norm) {
+                            let (q, kv) = row.split_at_mut(q_dim);
+                            head_norms(k, h, &mut q[..], qn, &mut self.head_tmp);
+                            head_norms(k, h, &mut kv[..kv_dim], kn, &mut self.head_tmp);
+                        }
+                        if p < cache.sinks() {
+                            cache.store_sink_raw(layer, p, &row[q_dim..q_dim + kv_dim]);
+                        }
+                        let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                        rotate(k, &mut row[..q_dim + kv_dim], hd, rope_dim, cos, sin);
+                        if let Some(m) = q_mul {
+                            row[..q_dim].iter_mut().for_each(|v| *v *= m);
+                        }
                     }
-                    if pos + t < cache.sinks() {
-                        cache.store_sink_raw(layer, pos + t, &row[q_dim..q_dim + kv_dim]);
-                    }
-                    let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
-                    rotate(k, &mut row[..q_dim + kv_dim], hd, rope_dim, cos, sin);
-                    if let Some(m) = q_mul {
-                        row[..q_dim].iter_mut().for_each(|v| *v *= m);
-                    }
+                    cache.store(layer, p, &row[q_dim..q_dim + kv_dim], &row[q_dim + kv_dim..]);
+                    t += 1;
                 }
-                cache.store(layer, pos + t, &row[q_dim..q_dim + kv_dim], &row[q_dim + kv_dim..]);
             }
-            if llama && wrapped {
-                cache.refresh_sinks(layer, |sink, key| {
-                    let at = (n + sink) * half;
-                    rotate(k, key, hd, rope_dim, &cos[at..][..half], &sin[at..][..half]);
-                });
+            if llama {
+                for (i, s) in seqs.iter().enumerate() {
+                    if !wrapped(s, caches) {
+                        continue;
+                    }
+                    caches[s.seq].refresh_sinks(layer, |sink, key| {
+                        let at = sinks_at(i, sink);
+                        rotate(k, key, hd, rope_dim, &cos[at..][..half], &sin[at..][..half]);
+                    });
+                }
             }
             let scratch = Scratch { all: &mut self.attn_scratch, len: self.attn_scratch_len, tokens: self.attn_tokens };
             let window = sliding.then_some(h.variant.sliding_window as usize);
-            let at = AttnAt { layer, pos, n, window };
-            attention(&self.parallel, k, h, cache, at, &self.qkv, scratch, &mut self.attn_staging, &mut self.att);
+            let at = AttnAt { layer, seqs, window };
+            let (runs, staging) = (&mut self.attn_runs, &mut self.attn_staging);
+            attention(&self.parallel, k, h, caches, at, &self.qkv, scratch, runs, staging, &mut self.att);
             lw.attn_output.forward(&mut self.parallel, k, &self.att, n, &mut self.proj);
             residual(k, h, lw.attn_post_norm.as_ref(), &mut self.x, &self.proj, &mut self.xn, n, dim);
 
@@ -304,113 +453,27 @@ impl Forward {
         }
 
         // Final norm and LM head, for the rows that need logits.
-        let first = match mode {
-            LogitsMode::Last => n - 1,
-            LogitsMode::All => 0,
-            LogitsMode::None => return &[],
-        };
-        let rows = n - first;
-        assert!(rows <= self.logits_rows, "all-logits batch on a last-only state");
-        norm(k, h, &w.output_norm, &self.x[first * dim..], &mut self.xn, rows, dim);
+        let mut rows = 0;
+        let mut t0 = 0;
+        for s in seqs {
+            let first = match s.logits {
+                LogitsMode::Last => s.len - 1,
+                LogitsMode::All => 0,
+                LogitsMode::None => s.len,
+            };
+            for t in t0 + first..t0 + s.len {
+                assert!(rows < self.logits_rows, "more logits rows than the state was made for");
+                norm(k, h, &w.output_norm, &self.x[t * dim..], &mut self.xn[rows * dim..], 1, dim);
+                rows += 1;
+            }
+            t0 += s.len;
+        }
+        if rows == 0 {
+            return &[];
+        }
         let head = Linear { w: w.lm_head, bias: None };
         head.forward(&mut self.parallel, k, &self.xn, rows, &mut self.logits);
         &self.logits[..rows * h.vocab_size as usize]
-    }
-}
-
-/// Query rows (tokens × a KV head's query heads) per attention call in
-/// prefill: each block of keys and values is read from memory once per call
-/// and serves all its rows from cache, and a call's scores and outputs
-/// (64 rows × 64 keys, 64 rows × head_dim) stay within L2.
-const ATTN_ROWS: usize = 64;
-
-/// The attention kernels' per-thread scratch.
-struct Scratch<'a> {
-    /// `(threads, len)`
-    all: &'a mut [f32],
-    len: usize,
-    /// Most tokens per call (the scratch is sized for that many rows).
-    tokens: usize,
-}
-
-/// Where one layer's attention runs: the batch's `n` tokens at positions
-/// `pos..`, and the layer's sliding window if it has one.
-struct AttnAt {
-    layer: usize,
-    pos: usize,
-    n: usize,
-    window: Option<usize>,
-}
-
-/// One layer's attention for the batch's `n` tokens at positions `pos..`:
-/// `att[t][head] = softmax(q·K^T / sqrt(head_dim)) V` over the slots token `t`
-/// attends to (causal; within a sliding window, the last `window` positions).
-///
-/// Work items are (KV head, run of tokens) pairs, one kernel call each with
-/// all the query heads of the group, so a KV head's keys and values are read
-/// once per item rather than once per query head and token. The latest runs
-/// (which attend to the most slots) are handed out first. A kernel's result
-/// for a row does not depend on the other rows of its call, so cutting the
-/// batch by thread count changes no bit of the output. Decode writes straight
-/// into `att` (one token's `[kv_head][group][head_dim]` is its layout);
-/// prefill writes each item's `[token][group][head_dim]` to `staging`, then
-/// copies it into place.
-///
-/// A sliding window is chosen here, not in the kernels: a call's rows attend
-/// to a prefix of the keys it is given that grows by one per token, so where
-/// a window cuts off old positions each token gets its own call, starting at
-/// its window's first slot ([`KvCache::window`]).
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    par: &Parallel,
-    k: &Kernels,
-    h: &HParams,
-    cache: &KvCache,
-    at: AttnAt,
-    qkv: &[f32],
-    scratch: Scratch,
-    staging: &mut [f32],
-    att: &mut [f32],
-) {
-    let AttnAt { layer, pos, n, window } = at;
-    let (hd, n_heads, n_kv) = (h.head_dim as usize, h.n_heads as usize, h.n_kv_heads as usize);
-    let (group, q_dim) = (n_heads / n_kv, n_heads * hd);
-    let qkv_rows = q_dim + 2 * n_kv * hd;
-    // Only a window that cuts off a position of this batch matters.
-    let window = window.filter(|&w| pos + n > w);
-    // About 4 items per thread (the runs' costs differ), within the scratch.
-    let runs_wanted = (4 * par.n_threads()).div_ceil(n_kv);
-    let tokens = if window.is_some() { 1 } else { n.div_ceil(runs_wanted).clamp(1, scratch.tokens) };
-    let n_runs = n.div_ceil(tokens);
-    let chunk = tokens * group * hd;
-    let out = if n == 1 { &mut att[..q_dim] } else { &mut staging[..n_runs * tokens * q_dim] };
-    let item = |i: usize| (i % n_kv, n_runs - 1 - i / n_kv); // (KV head, run)
-    par.for_each_chunk(n_kv * n_runs, out, chunk, scratch.all, scratch.len, &|i, out, scratch| {
-        let (head, run) = item(i);
-        let t0 = run * tokens;
-        // Within a batch `filled(pos + t0 + t)` is this plus t (a batch never wraps).
-        let (first, n_pos) = match window {
-            Some(w) => cache.window(pos + t0, w),
-            None => (0, cache.filled(pos + t0)),
-        };
-        let shape = AttnShape { head_dim: hd, group, n_tokens: tokens.min(n - t0), n_pos, q_stride: qkv_rows };
-        let q = &qkv[t0 * qkv_rows + head * group * hd..];
-        match cache.head(layer, head, first, shape.slots()) {
-            KvHead::F16 { keys, values } => (k.attention_f16)(&shape, q, keys, values, scratch, out),
-            KvHead::F32 { keys, values } => (k.attention_f32)(&shape, q, keys, values, scratch, out),
-        }
-    });
-    if n == 1 {
-        return;
-    }
-    let row = group * hd;
-    for i in 0..n_kv * n_runs {
-        let (head, run) = item(i);
-        let t0 = run * tokens;
-        for t in 0..tokens.min(n - t0) {
-            let from = &staging[i * chunk + t * row..][..row];
-            att[(t0 + t) * q_dim + head * row..][..row].copy_from_slice(from);
-        }
     }
 }
 
@@ -503,9 +566,11 @@ mod tests {
     fn scratch_bytes_predicts_what_new_allocates() {
         for name in ["test-llama", "test-gpt2", "smollm2-135m"] {
             let h = crate::synthetic::config(name).unwrap();
-            for (batch, all_logits, threads) in [(1, false, 1), (16, true, 3), (128, false, 2)] {
-                let f = Forward::new(&h, 4, batch, all_logits, threads);
-                let predicted = Forward::scratch_bytes(&h, 4, batch, all_logits, threads);
+            for (batch, seqs, all_logits, threads) in
+                [(1, 1, false, 1), (16, 1, true, 3), (128, 1, false, 2), (72, 8, false, 2)]
+            {
+                let f = Forward::new(&h, 4, batch, seqs, all_logits, threads);
+                let predicted = Forward::scratch_bytes(&h, 4, batch, seqs, all_logits, threads);
                 assert_eq!(predicted, Some(f.allocated_bytes() as u64), "{name} batch {batch}");
             }
         }

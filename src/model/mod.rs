@@ -1,6 +1,7 @@
 //! A model ready to run: the mapped file, its weights at the requested
 //! precision, and the kernels for this CPU.
 
+mod attention;
 mod forward;
 pub mod kv_cache;
 mod parallel;
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use gpt_fast_kernels::{Isa, Kernels};
 
-pub use forward::{Forward, LogitsMode};
+pub use forward::{Forward, LogitsMode, SeqRun};
 pub use kv_cache::KvCache;
 pub use weights::Weights;
 

@@ -1,10 +1,13 @@
 //! Splitting the forward pass's heavy operations across the thread pool.
 //!
-//! Decode (one token): a matmul's output rows are cut into chunks of whole q8
-//! tiles. Prefill (many tokens): the tokens are cut into groups and each thread
-//! multiplies its group by the whole matrix, preparing its own activations
-//! first (in the form the weight's dtype asks for), so every output element is computed by one thread in a fixed order
-//! and results do not depend on the thread count. Attention hands out (KV
+//! A few tokens (decode, one token of each of a batch's sequences, a short
+//! prompt): a matmul's output rows are cut into chunks of whole q8 tiles,
+//! each computed for all the tokens, so the weights are read once. Prefill
+//! (more tokens): the tokens are cut into groups and each thread multiplies
+//! its group by the whole matrix, preparing its own activations first (in the
+//! form the weight's dtype asks for). Either way every output element is
+//! computed by one thread in a fixed order and results do not depend on the
+//! thread count. Attention hands out (KV
 //! head, run of tokens) items through [`Parallel::for_each_chunk`]
 //! (`forward.rs` says why the cut does not change the result).
 
@@ -19,6 +22,10 @@ use crate::threads::{ChunkCounter, DisjointChunks, ThreadPool};
 /// GEMM's pass (its packed activations stay in L2).
 const MAX_GROUP: usize = 64;
 
+/// Up to this many tokens, a matmul's threads split the weight rows rather
+/// than the tokens (see [`Parallel::matmul`]).
+pub const ROW_SPLIT_TOKENS: usize = 16;
+
 pub struct Parallel {
     /// Lent: shared with the process's other sessions of this thread count.
     pool: Arc<ThreadPool>,
@@ -26,6 +33,9 @@ pub struct Parallel {
     flags: [Vec<AtomicBool>; 4],
     /// `(tokens, widest input)`: activations prepared for a matmul.
     acts: ActScratch,
+    /// `(up to ROW_SPLIT_TOKENS tokens, widest output)`: a few tokens' outputs,
+    /// grouped by the threads' row chunks before they go into place.
+    staging: Vec<f32>,
 }
 
 /// A matmul's activations in the quantized forms ([`ActForm`]), for up to
@@ -57,23 +67,26 @@ fn flags(n: usize) -> Vec<AtomicBool> {
 impl Parallel {
     /// `max_items`: the most chunks one operation cuts its output into (at
     /// most a batch's tokens × KV heads in attention); `max_acts`: the most
-    /// activation values one matmul reads (tokens × its input width).
-    pub fn new(pool: Arc<ThreadPool>, max_items: usize, max_acts: usize) -> Self {
+    /// activation values one matmul reads (tokens × its input width);
+    /// `max_staged`: the most outputs of one matmul of 2 to
+    /// [`ROW_SPLIT_TOKENS`] tokens (tokens × its rows; 0 if it never has
+    /// more than one token).
+    pub fn new(pool: Arc<ThreadPool>, max_items: usize, max_acts: usize, max_staged: usize) -> Self {
         let max_chunks = max_items.max(4 * pool.n_threads()) + 1;
         let flags = std::array::from_fn(|_| flags(max_chunks));
-        Self { pool, flags, acts: ActScratch::new(max_acts) }
+        Self { pool, flags, acts: ActScratch::new(max_acts), staging: vec![0.0; max_staged] }
     }
 
-    /// Bytes of activation scratch [`Parallel::new`] allocates for `max_acts`
-    /// (`None` on overflow).
-    pub fn scratch_bytes(max_acts: u64) -> Option<u64> {
-        ActScratch::bytes(max_acts)
+    /// Bytes of scratch [`Parallel::new`] allocates for `max_acts` and
+    /// `max_staged` (`None` on overflow).
+    pub fn scratch_bytes(max_acts: u64, max_staged: u64) -> Option<u64> {
+        ActScratch::bytes(max_acts)?.checked_add(max_staged.checked_mul(4)?)
     }
 
-    /// Bytes of activation scratch held.
+    /// Bytes of scratch held.
     pub fn allocated_bytes(&self) -> usize {
         let a = &self.acts;
-        a.quants.len() + 4 * (a.scales.len() + a.sums.len())
+        a.quants.len() + 4 * (a.scales.len() + a.sums.len() + self.staging.len())
     }
 
     pub fn n_threads(&self) -> usize {
@@ -91,22 +104,38 @@ impl Parallel {
         let ActScratch { quants: xq, scales: xs, sums: xsums } = &mut self.acts;
         // Sums only for the form that reads them: the others see empty slices.
         let sum_len = |len: usize| if form == ActForm::Q8Sums { len } else { 0 };
-        if n == 1 {
-            let x = &x[..cols];
-            k.quantize_acts(form, x, &mut xq[..cols], &mut xs[..nb], &mut xsums[..sum_len(nb)]);
-            let q8 = Q8Acts { cols, quants: &xq[..cols], scales: &xs[..nb], sums: &xsums[..sum_len(nb)] };
-            let acts = Acts { x, q8 };
+        if n <= ROW_SPLIT_TOKENS {
+            // Few tokens (decode, a batch of sequences' decode steps, a short
+            // prompt): the weights are what costs, so each thread takes whole
+            // tiles of rows for all the tokens (the kernels pass over a tile
+            // once for every token) and the matrix is read once in all.
+            let x = &x[..n * cols];
+            let (xq, xs, xsums) = (&mut xq[..n * cols], &mut xs[..n * nb], &mut xsums[..sum_len(n * nb)]);
+            k.quantize_acts(form, x, xq, xs, xsums);
+            let acts = Acts { x, q8: Q8Acts { cols, quants: xq, scales: xs, sums: xsums } };
             let chunk = rows.div_ceil(4 * threads).next_multiple_of(Q8_TILE_ROWS).max(Q8_TILE_ROWS);
-            let outs = DisjointChunks::new(&mut out[..rows], chunk, &self.flags[0]);
+            // A thread's rows are strided in `out` for several tokens: they go
+            // to a staging area, `[chunk][token][row in chunk]`, then into place.
+            let staged = n > 1;
+            let target = if staged { &mut self.staging[..n * rows] } else { &mut out[..rows] };
+            let outs = DisjointChunks::new(target, chunk * n, &self.flags[0]);
             let counter = ChunkCounter::new(rows.div_ceil(chunk));
             self.pool.run(&|_| {
                 while let Some(c) = counter.next() {
                     let o = outs.claim(c);
                     let r0 = c * chunk;
-                    let len = o.len();
-                    k.matmul(w, r0..r0 + len, &acts, 1, o, len);
+                    let len = o.len() / n;
+                    k.matmul(w, r0..r0 + len, &acts, n, o, len);
                 }
             });
+            if staged {
+                for (c, staged) in self.staging[..n * rows].chunks(chunk * n).enumerate() {
+                    let len = staged.len() / n;
+                    for (t, from) in staged.chunks_exact(len).enumerate() {
+                        out[t * rows + c * chunk..][..len].copy_from_slice(from);
+                    }
+                }
+            }
             return;
         }
         // Groups of tokens, one per thread per round, as few rounds as keep a

@@ -171,7 +171,7 @@ pub fn run(
         ));
     }
     let weights = model.weights();
-    let mut forward = Forward::new(h, DEFAULT_SINKS, PREFILL_CHUNK, false, options.threads);
+    let mut forward = Forward::new(h, DEFAULT_SINKS, PREFILL_CHUNK, 1, false, options.threads);
     let mut slots = Vec::with_capacity(options.parallel);
     for _ in 0..options.parallel {
         slots.push(Slot {

@@ -237,7 +237,7 @@ impl<'m> Session<'m> {
         // Sized with checked math and refused before anything is allocated: a
         // header's max_seq_len can be 16,777,216 (386 GiB of cache for SmolLM2).
         let needed = KvCache::bytes_for(h, context, DEFAULT_SINKS, options.kv_type)
-            .zip(Forward::scratch_bytes(h, DEFAULT_SINKS, batch, options.all_logits, threads))
+            .zip(Forward::scratch_bytes(h, DEFAULT_SINKS, batch, 1, options.all_logits, threads))
             .and_then(|(kv, scratch)| kv.checked_add(scratch))
             .unwrap_or(u64::MAX);
         let available = match options.max_memory {
@@ -256,6 +256,7 @@ impl<'m> Session<'m> {
                 h,
                 DEFAULT_SINKS,
                 batch,
+                1,
                 options.all_logits,
                 pool.unwrap_or_else(|| crate::threads::shared_pool(threads)),
             ),
