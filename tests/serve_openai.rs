@@ -2,7 +2,7 @@
 //! (tools/serve/openai_client_test.py, with a venv made by
 //! tools/serve/venv.sh from PyPI), on SmolLM2-135M-Instruct converted to q8:
 //! streaming and not, text completions with log-probabilities, error bodies,
-//! a disconnect, 4 concurrent streams bit-identical to the same requests
+//! a disconnect, 4 and 8 concurrent streams (8 slots, batched) bit-identical to the same requests
 //! alone. Then SIGTERM: the server exits 0.
 
 use std::io::{BufRead, BufReader};
@@ -34,7 +34,7 @@ fn the_openai_client_streams_errors_disconnects_and_runs_concurrently() {
     // Port 0 is not offered by the CLI: pick a free one by binding and releasing it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut server = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
-        .args(["serve", model.to_str().unwrap(), "--port", &port.to_string(), "-np", "4", "-c", "1024", "-t", "2"])
+        .args(["serve", model.to_str().unwrap(), "--port", &port.to_string(), "-np", "8", "-c", "1024", "-t", "2"])
         .args(["--queue", "16", "--body-limit", "65536"])
         .stderr(Stdio::piped())
         .spawn()

@@ -1,13 +1,13 @@
 //! The scheduler: one thread owns the model, one forward pass (scratch and
 //! thread pool) and `parallel` KV cache slots, all allocated when it starts.
 //! Requests wait in a bounded queue; each step admits queued requests into
-//! free slots, then advances every active slot by one forward: a chunk of a
-//! prompt being evaluated (at most [`PREFILL_CHUNK`] tokens, so a long prompt
-//! does not stall the streams beside it) or one decoded token.
-//!
-//! **Serial scheduling**: the slots' forwards still run one after the other
-//! (one pass over the weights per sequence and step), not yet as one batched
-//! forward.
+//! free slots, then advances every active slot in **one batched forward**
+//! (continuous batching, [`Forward::run_seqs`]): one decoded token for each
+//! slot that is generating, and beside them chunks of the prompts being
+//! evaluated, at most [`PREFILL_CHUNK`] tokens in all, so a long prompt does
+//! not stall the streams beside it. The weights are read once per step for
+//! every sequence, and a request's tokens are the same bits whatever runs
+//! beside it (the forward's guarantee).
 //!
 //! Prefix reuse: a slot keeps the tokens its cache holds after a request
 //! ends. A new request goes to the free slot whose tokens share the longest
@@ -24,12 +24,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::metrics::Metrics;
 use super::request::Sampling;
 use crate::model::kv_cache::DEFAULT_SINKS;
-use crate::model::{Forward, KvCache, LogitsMode, Model};
+use crate::model::{Forward, KvCache, LogitsMode, Model, SeqRun};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::KvType;
 use crate::tokenizer::StreamDecoder;
 
-/// Most prompt tokens one slot evaluates per step.
+/// Most prompt tokens evaluated per step (all slots together).
 pub const PREFILL_CHUNK: usize = 64;
 
 /// A request, tokenized and checked against the context, waiting for a slot.
@@ -117,8 +117,8 @@ pub struct EngineOptions {
     pub kv_type: KvType,
 }
 
+/// A KV cache slot (its cache is the same index of the engine's caches).
 struct Slot {
-    cache: KvCache,
     /// The tokens the cache holds, in order.
     tokens: Vec<u32>,
     /// When the slot last finished a request (least recently used goes first).
@@ -171,20 +171,22 @@ pub fn run(
         ));
     }
     let weights = model.weights();
-    let mut forward = Forward::new(h, DEFAULT_SINKS, PREFILL_CHUNK, 1, false, options.threads);
+    let batch_cap = PREFILL_CHUNK + options.parallel;
+    let mut forward = Forward::new(h, DEFAULT_SINKS, batch_cap, options.parallel, false, options.threads);
+    let mut caches = Vec::with_capacity(options.parallel);
     let mut slots = Vec::with_capacity(options.parallel);
     for _ in 0..options.parallel {
-        slots.push(Slot {
-            cache: KvCache::new(h, options.context, DEFAULT_SINKS, options.kv_type)
+        caches.push(
+            KvCache::new(h, options.context, DEFAULT_SINKS, options.kv_type)
                 .map_err(|e| format!("allocating the KV cache: {e}"))?,
-            tokens: Vec::with_capacity(options.context),
-            last_used: Instant::now(),
-            active: None,
-        });
+        );
+        slots.push(Slot { tokens: Vec::with_capacity(options.context), last_used: Instant::now(), active: None });
     }
     ready();
     let vocab = h.vocab_size as usize;
     let mut logits = vec![0f32; vocab];
+    let mut batch: Vec<u32> = Vec::with_capacity(batch_cap);
+    let mut runs: Vec<SeqRun> = Vec::with_capacity(options.parallel);
     let mut open = true;
     loop {
         // Admit queued jobs into free slots; wait for one only when idle.
@@ -216,40 +218,63 @@ pub fn run(
             return Ok(());
         }
         metrics.active.store(slots.iter().filter(|s| s.active.is_some()).count() as u64, Ordering::Relaxed);
-        for slot in slots.iter_mut().filter(|s| s.active.is_some()) {
-            let Slot { cache, tokens, active, last_used } = slot;
-            let a = active.as_mut().expect("filtered");
-            let pos = tokens.len();
-            let out = if a.prefilled < a.job.prompt.len() {
-                let end = (a.prefilled + PREFILL_CHUNK).min(a.job.prompt.len());
-                let chunk = &a.job.prompt[a.prefilled..end];
-                let last = end == a.job.prompt.len();
-                let mode = if last { LogitsMode::Last } else { LogitsMode::None };
-                let out = forward.run(&weights, h, model.kernels(), cache, chunk, pos, mode);
-                tokens.extend_from_slice(chunk);
-                a.prefilled = end;
-                if !last {
-                    continue;
-                }
-                out
-            } else {
-                let out = forward.run(&weights, h, model.kernels(), cache, &[a.next], pos, LogitsMode::Last);
-                tokens.push(a.next);
-                out
-            };
-            logits.copy_from_slice(out);
-            let done = emit(a, &mut logits, model, tokens.len(), options.context, &metrics);
-            if let Some(reason) = done {
-                let a = active.take().expect("active");
+        plan_step(&slots, &mut batch, &mut runs);
+        if runs.is_empty() {
+            continue;
+        }
+        let out = forward.run_seqs(&weights, h, model.kernels(), &mut caches, &batch, &runs);
+        let mut rows = out.chunks_exact(vocab);
+        let mut at = 0;
+        for run in &runs {
+            let slot = &mut slots[run.seq];
+            let a = slot.active.as_mut().expect("planned slots are active");
+            slot.tokens.extend_from_slice(&batch[at..at + run.len]);
+            at += run.len;
+            if a.prefilled < a.job.prompt.len() {
+                a.prefilled += run.len;
+            }
+            if run.logits != LogitsMode::Last {
+                continue;
+            }
+            logits.copy_from_slice(rows.next().expect("a logits row per sequence that asked"));
+            if let Some(reason) = emit(a, &mut logits, model, slot.tokens.len(), options.context, &metrics) {
+                let a = slot.active.take().expect("active");
                 let _ = a.job.events.send(Event::Done(Finish {
                     reason,
                     prompt_tokens: a.job.prompt.len(),
                     completion_tokens: a.generated,
                     cached_tokens: a.cached,
                 }));
-                *last_used = Instant::now();
+                slot.last_used = Instant::now();
             }
         }
+    }
+}
+
+/// The next step's batch: the last sampled token of every slot that is
+/// generating, then chunks of the prompts being evaluated (the earliest
+/// queued first) within [`PREFILL_CHUNK`] tokens in all.
+fn plan_step(slots: &[Slot], batch: &mut Vec<u32>, runs: &mut Vec<SeqRun>) {
+    batch.clear();
+    runs.clear();
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(a) = slot.active.as_ref().filter(|a| a.prefilled == a.job.prompt.len()) else { continue };
+        batch.push(a.next);
+        runs.push(SeqRun { seq: i, pos: slot.tokens.len(), len: 1, logits: LogitsMode::Last });
+    }
+    let mut budget = PREFILL_CHUNK;
+    while budget > 0 {
+        let waiting = slots.iter().enumerate().filter(|(i, s)| {
+            s.active.as_ref().is_some_and(|a| a.prefilled < a.job.prompt.len()) && !runs.iter().any(|r| r.seq == *i)
+        });
+        let Some((i, slot)) = waiting.min_by_key(|(_, s)| s.active.as_ref().map(|a| a.job.queued)) else { break };
+        let a = slot.active.as_ref().expect("filtered");
+        let end = (a.prefilled + budget).min(a.job.prompt.len());
+        let last = end == a.job.prompt.len();
+        batch.extend_from_slice(&a.job.prompt[a.prefilled..end]);
+        let logits = if last { LogitsMode::Last } else { LogitsMode::None };
+        runs.push(SeqRun { seq: i, pos: slot.tokens.len(), len: end - a.prefilled, logits });
+        budget -= end - a.prefilled;
     }
 }
 

@@ -5,7 +5,7 @@ Checks: non-streaming and streaming chat give the same text (greedy); text
 completions with log-probabilities; usage counts; error bodies (malformed
 JSON, wrong types, a prompt longer than the context naming both numbers, a
 body over the limit); a client that disconnects mid-stream frees its slot;
-4 concurrent streams each give exactly what the same request gives alone.
+4 and 8 concurrent streams each give exactly what the same request gives alone.
 """
 
 import concurrent.futures
@@ -114,12 +114,13 @@ while metric("gpt_fast_active_slots") > 0 and time.time() < deadline:
 ran = metric("gpt_fast_generated_tokens_total") - generated
 check(metric("gpt_fast_active_slots") == 0 and ran < 900, f"the disconnected stream's slot is freed after {ran:.0f} tokens")
 
-# 4 concurrent streams, sampled with their own seeds: each alone first, then
-# all together; the text (and every log-probability) must not change.
+# 4 and then 8 concurrent streams (the server has 8 slots: one batched
+# forward a step for all of them), sampled with their own seeds: each alone
+# first, then together; the text (and every log-probability) must not change.
 def stream(i):
     out = client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": f"Tell me a fact about the number {i}."}],
-        max_tokens=32, temperature=0.9, seed=100 + i, stream=True, logprobs=True)
+        max_tokens=32 + 3 * i, temperature=0.9, seed=100 + i, stream=True, logprobs=True)
     text, lps = "", []
     for c in out:
         if c.choices:
@@ -129,11 +130,13 @@ def stream(i):
     return text, lps
 
 
-alone = [stream(i) for i in range(4)]
-with concurrent.futures.ThreadPoolExecutor(4) as pool:
-    together = list(pool.map(stream, range(4)))
-for i in range(4):
+alone = [stream(i) for i in range(8)]
+for i in range(8):
     check(len(alone[i][0]) > 0, f"stream {i} alone: {alone[i][0]!r}")
-    check(together[i] == alone[i], f"stream {i} is bit-identical with neighbours")
+for n in (4, 8):
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        together = list(pool.map(stream, range(n)))
+    for i in range(n):
+        check(together[i] == alone[i], f"stream {i} of {n} is bit-identical with neighbours")
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)
