@@ -177,6 +177,8 @@ fn out_of_range_values_are_usage_errors() {
         (&["-n", "-2"], "takes -1"),
         (&["-c", "100000000"], "--ctx-size"),
         (&["-t", "100000"], "--threads"),
+        (&["-t", "-1"], "--threads"),
+        (&["-c", "-1"], "--ctx-size"),
         (&["--seed", "-5"], "takes -1 (random)"),
         (&["--repeat-last-n", "-2"], "--repeat-last-n"),
     ] {
@@ -189,11 +191,14 @@ fn out_of_range_values_are_usage_errors() {
     // -n far beyond the context budgets by the context, not by -n: no huge allocation.
     let out = gpt_fast(&["run", m, "-p", "x", "-n", "1000000000", "-c", "16", "--no-context-shift", "--temp", "0"]);
     assert!(stderr_of(&out).contains("context full"), "{}", stderr_of(&out));
-    // More threads than CPUs: a warning, and the run goes on.
+    // More threads than CPUs: a warning, and the run goes on with one per CPU
+    // (-t 1000 on 2 cores, spinning workers fighting for them, took minutes).
     let cpus = std::thread::available_parallelism().unwrap().get();
-    let out = gpt_fast(&["run", m, "-p", "x", "-n", "2", "-t", &(cpus + 1).to_string()]);
+    let out = gpt_fast(&["run", m, "-p", "x", "-n", "2", "-v", "-t", "1000"]);
     succeeded(&out);
-    assert!(stderr_of(&out).contains(&format!("warning: -t {} is more threads than the {cpus} CPUs", cpus + 1)));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains(&format!("warning: -t 1000 is more threads than the {cpus} CPUs")), "{stderr}");
+    assert!(stderr.contains(&format!(", {cpus} threads,")), "{stderr}");
 }
 
 #[test]

@@ -1,26 +1,36 @@
 #!/usr/bin/env python3
-"""Issue #18's mutation campaign at a smaller scale (not run in CI).
+"""Issue #18's mutation campaign (not run in CI: it takes hours at full scale).
 
 Mutates a synthetic model file (random byte flips, header fields with the
 header CRC recomputed, truncations) and the tiny Llama GGUF (random flips,
 huge metadata counts), runs `gpt-fast info` / `gpt-fast verify` on each model
-mutant and `gpt-fast-convert` on each GGUF mutant under a 20 s timeout, and
-prints a table: tried / refused cleanly / loaded / findings. A finding is a
-signal, a panic (exit 101), a timeout, an error of more than one line, or a
-peak RSS more than 64 MB over the unmutated input's.
+mutant (and `gpt-fast run` on those `info` loads), `gpt-fast-convert` on each
+GGUF mutant, and the hostile CLI values of CLI_CASES, each under a 20 s
+timeout, and prints a table: tried / refused cleanly / loaded / findings. A
+finding is a signal, a panic (exit 101), a timeout, an error of more than one
+line, or a peak RSS more than 64 MB over the unmutated input's.
 
     tools/mutation-campaign.py [N_MODEL] [N_GGUF] [SEED]
-Needs the test-profile binaries (cargo test --no-run, or cargo build --profile test).
+Needs the debug binaries (cargo test --no-run, or GPT_FAST_BIN=a copy): overflow checks on.
 """
-import os, random, struct, subprocess, sys, tempfile, zlib
+import os, random, re, struct, subprocess, sys, tempfile, zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "debug")
+# GPT_FAST_BIN: a copy of the binaries, so a rebuild during a long campaign is harmless.
+BIN = os.environ.get("GPT_FAST_BIN", os.path.join(ROOT, "target", "debug"))
 TIMEOUT = 20
 RSS_SLACK_KB = 64 * 1024
+RUN_ARGS = ["-p", "Hello", "-n", "4", "--temp", "0", "-t", "1"]
+
+ERROR_LINE = re.compile(r"^([\w-]+: )?error: ")
+# What clap prints after its one error line.
+CLAP_TRAILER = re.compile(r"^($|Usage: |For more information|  tip: )")
+MAX_ERROR_CHARS = 1000
 
 def run(cmd):
-    """(kind, detail, peak_rss_kb) with kind in ok / refused / finding."""
+    """(kind, detail, peak_rss_kb) with kind in ok / refused / finding. Refused
+    cleanly: one error line (at most MAX_ERROR_CHARS, followed by nothing but
+    clap's usage trailer); what a command printed before it is its output."""
     try:
         p = subprocess.run(["/usr/bin/time", "-f", "RSS %M"] + cmd, capture_output=True, timeout=TIMEOUT, text=True, errors="replace")
     except subprocess.TimeoutExpired:
@@ -34,9 +44,12 @@ def run(cmd):
         return "finding", "signal: " + p.stderr[-200:], rss
     if p.returncode == 101 or "panicked" in p.stderr:
         return "finding", "panic: " + p.stderr[-300:], rss
-    if len(err) != 1:
-        return "finding", f"{len(err)} lines: " + p.stderr[:300], rss
-    return "refused", err[0], rss
+    first = next((i for i, l in enumerate(err) if ERROR_LINE.match(l)), None)
+    if first is None or not all(CLAP_TRAILER.match(l) for l in err[first + 1 :]):
+        return "finding", f"not one error line: " + p.stderr[:300], rss
+    if len(err[first]) > MAX_ERROR_CHARS:
+        return "finding", f"error line of {len(err[first])} characters: " + err[first][:300], rss
+    return "refused", err[first], rss
 
 def fix_crc(b):
     data_offset = struct.unpack_from("<Q", b, 24)[0]
@@ -74,12 +87,56 @@ def model_mutant(rng, orig):
         return "flip (stale CRC)", b
     return "truncate", b[: rng.randrange(len(b))]
 
-def gguf_mutant(rng, orig, keys):
+def cli_cases(tmp, model, orig):
+    """(label, arguments of gpt-fast) for the CLI values issue #18 found
+    breaking, plus their neighbours; each must run or be refused in one line."""
+    big_ctx = os.path.join(tmp, "big-ctx.gpt")
     b = bytearray(orig)
-    if rng.random() < 0.5 and keys:
+    struct.pack_into("<I", b, HEADER_U32["max_seq_len"], 1 << 24)
+    fix_crc(b)
+    open(big_ctx, "wb").write(b)
+    short = os.path.join(tmp, "short.txt")
+    open(short, "w").write("Hi")
+    fifo = os.path.join(tmp, "fifo")
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    run = ["run", model, "-p", "Hello", "--temp", "0"]
+    sampled = ["run", model, "-p", "Hello", "-n", "2"]
+    cases = [(f"run -n {n}", run + ["-n", n]) for n in ("18446744073709551615", "1000000000", "-2", "-1000000000000")]
+    cases += [(f"run -c {c} -n 1000000000", run + ["-c", c, "-n", "1000000000"]) for c in ("8192", "16777216", "1048576", "-1")]
+    cases += [(f"run -t {t}", run + ["-n", "4", "-t", t]) for t in ("1000", "0", "4294967296", "-1")]
+    cases += [(f"run -f {f}", ["run", model, "-n", "2", "-f", f]) for f in ("/dev/zero", "/dev/urandom", fifo, tmp, "/nonexistent")]
+    cases += [(f"run {o} {v}", sampled + [o, v]) for o, v in (("--temp", "nan"), ("--temp", "-1"), ("--temp", "inf"), ("--top-p", "2"),
+              ("--top-k", "18446744073709551615"), ("--min-p", "-1"), ("--repeat-last-n", "-5"), ("--repeat-penalty", "nan"),
+              ("-s", "18446744073709551616"), ("--json-stats", "/dev/full"), ("--json-stats", tmp), ("-r", ""), ("--kv-type", "q8"))]
+    cases += [("run big max_seq_len -c 16777216", ["run", big_ctx, "-p", "Hi", "-n", "2", "-c", "16777216"]),
+              ("run big max_seq_len -c 1048576", ["run", big_ctx, "-p", "Hi", "-n", "2", "-c", "1048576"]),
+              ("run big max_seq_len", ["run", big_ctx, "-p", "Hi", "-n", "2"]),
+              ("perplexity -c 2", ["perplexity", model, "-f", short, "-c", "2"]),
+              ("perplexity -c 0", ["perplexity", model, "-f", short, "-c", "0"]),
+              ("perplexity -f /dev/zero", ["perplexity", model, "-f", "/dev/zero"]),
+              ("info FIFO", ["info", fifo]), ("verify FIFO", ["verify", fifo]), ("run FIFO", ["run", fifo, "-p", "x"]),
+              ("info /dev/null", ["info", "/dev/null"]), ("info directory", ["info", tmp]),
+              ("bench -p 1000000000", ["bench", model, "-p", "1000000000", "-n", "1"]),
+              ("bench -n 18446744073709551615", ["bench", model, "-p", "8", "-n", "18446744073709551615"])]
+    return cases
+
+HUGE_U64 = HUGE + [1 << 32, 1 << 40, 1 << 62, (1 << 63) - 1, (1 << 64) - 1]
+
+def gguf_mutant(rng, orig, keys, counts):
+    b = bytearray(orig)
+    r = rng.random()
+    if r < 0.4 and keys:
         key, at = rng.choice(keys)
         struct.pack_into("<I", b, at, rng.choice(HUGE))
         return f"gguf {key}", b
+    if r < 0.6:
+        # Array elements' string lengths would otherwise crowd out the rest.
+        pool = counts if rng.random() < 0.5 else [c for c in counts if c[0] != "string length"]
+        what, at = rng.choice(pool)
+        value = rng.choice(HUGE_U64 + [len(b) - at, len(b) - at - 8, (len(b) - at) // 4])
+        struct.pack_into("<Q", b, at, value)
+        return f"gguf count {what}", b
     end = min(len(b), 1 << 16)
     for _ in range(rng.randrange(1, 4)):
         at = rng.randrange(8, end)
@@ -87,8 +144,11 @@ def gguf_mutant(rng, orig, keys):
     return "gguf flip", b
 
 def u32_keys(data):
-    """(key, offset of its u32 value) for every u32 metadata entry."""
+    """(key, offset of its u32 value) for every u32 metadata entry, and
+    (what, offset) of every u64 count: tensor and KV counts, key, string and
+    array lengths."""
     keys, pos = [], 24
+    counts = [("n_tensors", 8), ("n_kv", 16)]
     n_kv = struct.unpack_from("<Q", data, 16)[0]
     size = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
     def skip(ty):
@@ -96,14 +156,17 @@ def u32_keys(data):
         if ty in size:
             pos += size[ty]
         elif ty == 8:
+            counts.append(("string length", pos))
             pos += 8 + struct.unpack_from("<Q", data, pos)[0]
         elif ty == 9:
             et, n = struct.unpack_from("<IQ", data, pos)
+            counts.append((f"array length (type {et})", pos + 4))
             pos += 12
             for _ in range(n):
                 skip(et)
     for _ in range(n_kv):
         n = struct.unpack_from("<Q", data, pos)[0]
+        counts.append(("key length", pos))
         key = data[pos + 8 : pos + 8 + n].decode()
         pos += 8 + n
         ty = struct.unpack_from("<I", data, pos)[0]
@@ -111,7 +174,7 @@ def u32_keys(data):
         if ty == 4:
             keys.append((key, pos))
         skip(ty)
-    return keys
+    return keys, counts
 
 def main():
     n_model = int(sys.argv[1]) if len(sys.argv) > 1 else 500
@@ -122,10 +185,11 @@ def main():
     subprocess.run([os.path.join(BIN, "gpt-fast-convert"), "-q", "--synthetic", "test-llama", "-o", model], check=True)
     orig = open(model, "rb").read()
     gguf_orig = open(os.path.join(ROOT, "tests/fixtures/hf/tiny-llama.gguf"), "rb").read()
-    keys = u32_keys(gguf_orig)
+    keys, counts = u32_keys(gguf_orig)
     gguf_base = os.path.join(tmp, "base.gguf")
     open(gguf_base, "wb").write(gguf_orig)
     base_rss = {c: run([os.path.join(BIN, "gpt-fast"), c, model])[2] for c in ("info", "verify")}
+    base_rss["run"] = run([os.path.join(BIN, "gpt-fast"), "run", model] + RUN_ARGS)[2]
     base_rss["convert"] = run([os.path.join(BIN, "gpt-fast-convert"), "-q", gguf_base, "-o", os.path.join(tmp, "o.gpt")])[2]
     rows, findings = {}, []
     def record(kind, what, cmd, detail, rss, base):
@@ -136,16 +200,28 @@ def main():
         row[{"refused": 1, "ok": 2, "finding": 3}[kind]] += 1
         if kind == "finding":
             findings.append((cmd, what, detail))
+    for what, args in cli_cases(tmp, model, orig):
+        kind, detail, rss = run([os.path.join(BIN, "gpt-fast")] + args)
+        record(kind, what, "cli", detail, rss, base_rss["run"])
+        print(f"cli {kind:<8} {what}: {detail[:160]}", flush=True)
     path = os.path.join(tmp, "m.gpt")
-    for _ in range(n_model):
+    for i in range(n_model):
+        if i % 500 == 0:
+            print(f"model mutant {i}/{n_model}, findings so far: {len(findings)}", flush=True)
         what, b = model_mutant(rng, orig)
         open(path, "wb").write(b)
         for c in ("info", "verify"):
             kind, detail, rss = run([os.path.join(BIN, "gpt-fast"), c, path])
             record(kind, what, c, detail, rss, base_rss[c])
+            # What `info` refuses, `run` refuses at the same open.
+            if c == "info" and kind == "ok":
+                kind, detail, rss = run([os.path.join(BIN, "gpt-fast"), "run", path] + RUN_ARGS)
+                record(kind, what, "run", detail, rss, base_rss["run"])
     gpath = os.path.join(tmp, "m.gguf")
-    for _ in range(n_gguf):
-        what, b = gguf_mutant(rng, gguf_orig, keys)
+    for i in range(n_gguf):
+        if i % 500 == 0:
+            print(f"gguf mutant {i}/{n_gguf}, findings so far: {len(findings)}", flush=True)
+        what, b = gguf_mutant(rng, gguf_orig, keys, counts)
         open(gpath, "wb").write(b)
         out = os.path.join(tmp, "out.gpt")
         kind, detail, rss = run([os.path.join(BIN, "gpt-fast-convert"), "-q", gpath, "-o", out])
@@ -153,7 +229,7 @@ def main():
     print(f"{'command':<10} {'tried':>6} {'refused':>8} {'loaded':>7} {'findings':>9}")
     for cmd, (tried, refused, ok, bad) in rows.items():
         print(f"{cmd:<10} {tried:>6} {refused:>8} {ok:>7} {bad:>9}")
-    for cmd, what, detail in findings[:20]:
+    for cmd, what, detail in findings[:50]:
         print(f"FINDING {cmd} [{what}]: {detail}")
     leftovers = [f for f in os.listdir(tmp) if ".tmp" in f]
     print("temporary files left:", len(leftovers))

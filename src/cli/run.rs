@@ -38,7 +38,7 @@ pub struct RunCli {
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Context size in tokens (0: the model's, at most 4096).
-    #[arg(short = 'c', long = "ctx-size", default_value = "0", value_name = "N", value_parser = values::ctx_size)]
+    #[arg(short = 'c', long = "ctx-size", default_value = "0", value_name = "N", allow_negative_numbers = true, value_parser = values::ctx_size)]
     ctx_size: usize,
     /// Stop where the text reaches STR (STR is not printed); repeatable.
     #[arg(short = 'r', long = "reverse-prompt", value_name = "STR", alias = "stop")]

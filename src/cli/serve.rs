@@ -23,7 +23,7 @@ pub struct ServeCli {
     parallel: u64,
     /// Positions per slot: a prompt and its completion must fit (0: the
     /// model's trained length, at most 4096).
-    #[arg(short = 'c', long = "ctx", alias = "ctx-size", default_value = "0", value_name = "C", value_parser = values::ctx_size)]
+    #[arg(short = 'c', long = "ctx", alias = "ctx-size", default_value = "0", value_name = "C", allow_negative_numbers = true, value_parser = values::ctx_size)]
     ctx: usize,
     /// Requests that may wait for a free slot; beyond, 503 with Retry-After.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
