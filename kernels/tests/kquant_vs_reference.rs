@@ -203,7 +203,9 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f6
 fn reference_matches_dequantized_weights() {
     let mut rng = Rng::new(11);
     for case in &CASES {
-        for (rows, cols) in [(9, 256), (17, 768)] {
+        // Under Miri (tools/sanitizers.sh), one full tile plus a short one.
+        let shapes: &[(usize, usize)] = if cfg!(miri) { &[(9, 256)] } else { &[(9, 256), (17, 768)] };
+        for &(rows, cols) in shapes {
             let gguf = random_gguf(case, &mut rng, rows, cols);
             let layout = (case.layout)(rows, cols);
             let mut packed = vec![0u8; layout.n_bytes()];

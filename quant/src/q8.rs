@@ -234,7 +234,10 @@ mod tests {
 
     #[test]
     fn round_trip_error_is_within_half_a_step() {
-        for rows in [1, 7, 8, 9, 17] {
+        // Under Miri (about 1000 times slower), one short tile and one full
+        // tile plus a short one.
+        let row_counts: &[usize] = if cfg!(miri) { &[1, 9] } else { &[1, 7, 8, 9, 17] };
+        for &rows in row_counts {
             let cols = 96;
             let src = pseudo_random(rows * cols, rows as u32);
             let layout = PackedQ8Layout::new(rows, cols).unwrap();
@@ -283,7 +286,8 @@ mod tests {
 
     #[test]
     fn searched_scale_is_never_worse_than_max_over_127() {
-        for seed in 1..200u32 {
+        let seeds = if cfg!(miri) { 1..8 } else { 1..200u32 };
+        for seed in seeds {
             let x: [f32; BLOCK] = pseudo_random(BLOCK, seed).try_into().unwrap();
             let mut q = [0i8; BLOCK];
             let s = quantize_block(&x, &mut q).to_f32();

@@ -131,3 +131,31 @@ fn a_garbage_key_is_shown_escaped_and_cut() {
     assert!(!message.chars().any(char::is_control), "{message:?}");
     assert!(message.contains("unknown value type 99") && message.contains("bytes in all)"), "{message}");
 }
+
+#[test]
+fn each_flip_of_a_smollm2_metadata_byte_opens_or_is_one_line() {
+    // The campaign's GGUF finding: one flipped byte at offset 293 of the
+    // SmolLM2 GGUF (inside the key `general.basename`) left `convert` running
+    // past 60 s. Every bit of it, through what `convert` does before the
+    // tensors (metadata, hyper-parameters, tokenizer import).
+    let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fetch-model.sh"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fetch-model.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let model = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let path = tmp("smollm2-flip-293.gguf");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let original = bytes[293];
+    for bit in 0..8 {
+        bytes[293] = original ^ (1 << bit);
+        std::fs::write(&path, &bytes).unwrap();
+        match GgufSource::open(&path) {
+            Ok(source) => drop(source),
+            Err(e) => {
+                let message = e.to_string();
+                assert!(message.len() < 400 && !message.chars().any(char::is_control), "bit {bit}: {message:?}");
+            }
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
+}

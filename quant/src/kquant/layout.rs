@@ -198,7 +198,10 @@ pub(crate) mod tests {
     }
 
     fn round_trip<F: KFormat>() {
-        for rows in [1, 7, 8, 9, 17] {
+        // Under Miri (about 1000 times slower), one short tile and one full
+        // tile plus a short one.
+        let row_counts: &[usize] = if cfg!(miri) { &[1, 9] } else { &[1, 7, 8, 9, 17] };
+        for &rows in row_counts {
             let cols = 512;
             let src = random_tensor::<F>(rows, cols, rows as u64);
             let layout = PackedKLayout::new::<F>(rows, cols).unwrap();
