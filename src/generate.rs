@@ -225,10 +225,30 @@ impl<'m> Generator<'m> {
         self.session.truncate(keep)?;
         self.unevaluated = None;
         self.sampler.forget_seen();
+        self.see_recent_tokens();
+        Ok(())
+    }
+
+    /// Replaces the conversation with the state [`Session::save`] wrote to
+    /// `path` (`self.session().save(path)`: the tokens evaluated so far, not
+    /// the one that ended the last turn). On an error the conversation is as
+    /// it was ([`Session::load`] checks the whole file first).
+    pub fn load(&mut self, path: &std::path::Path) -> Result<(), GenerateError> {
+        self.session.load(path)?;
+        self.unevaluated = None;
+        self.decoder = StreamDecoder::new();
+        self.pending.clear();
+        self.sampler.reset();
+        self.see_recent_tokens();
+        Ok(())
+    }
+
+    /// Feeds the repetition penalty the session's last tokens, as if they
+    /// had just been evaluated.
+    fn see_recent_tokens(&mut self) {
         let kept = self.session.tokens().unwrap_or(&[]);
         let recent = kept.len().saturating_sub(self.sampler.params().repeat_last_n);
         kept[recent..].iter().for_each(|&t| self.sampler.accept(t));
-        Ok(())
     }
 
     /// Appends `prompt` to the conversation (special-token text recognised

@@ -473,3 +473,14 @@ fn chat_without_a_template_falls_back_to_chatml() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("has no chat template; using the built-in chatml format"), "{stderr}");
 }
+
+/// `chat` checks its model and options before it greets (the REPL itself
+/// is driven under a pseudo-terminal in tests/chat_repl.rs).
+#[test]
+fn chat_refuses_bad_inputs() {
+    refused(&gpt_fast(&["chat", "/nonexistent/model.gguf"]), 1, "/nonexistent/model.gguf: No such file");
+    refused(&gpt_fast(&["chat", env!("CARGO_TARGET_TMPDIR")]), 1, "is a folder without config.json");
+    refused(&gpt_fast(&["chat"]), 2, "no model: give MODEL or -m MODEL");
+    refused(&gpt_fast(&["chat", model_arg(), "--temp", "-1"]), 2, "takes a number >= 0");
+    refused(&gpt_fast(&["chat", model_arg(), "--top-p", "2"]), 1, "top");
+}

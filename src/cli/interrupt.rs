@@ -1,9 +1,10 @@
 //! SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` set). Any of them first
 //! removes the temporary files of conversions in progress (`convert`, or a
 //! GGUF converted into the cache), whose `Drop` would not run. Then, once
-//! `run` has started printing or `serve` is up ([`stop_gracefully`]), the first one asks
-//! generation to stop at the next token (the line is ended and the
-//! statistics printed, exit 130) and a second exits at once, for a step that
+//! `run` has started printing, `serve` is up or `chat` has greeted
+//! ([`stop_gracefully`]), the first one asks generation to stop at the next
+//! token (`run` ends the line, prints the statistics and exits 130; `chat`
+//! goes back to its prompt) and a second exits at once, for a step that
 //! does not end; before that, or in any other command, the process exits at
 //! once with 130, as it would without a handler.
 
@@ -30,6 +31,13 @@ pub fn install() {
 /// From now on the first interrupt only sets [`requested`].
 pub fn stop_gracefully() {
     GRACEFUL.store(true, Ordering::SeqCst);
+}
+
+/// Forgets the interrupts so far: `chat` calls it once a reply has
+/// stopped, so the next reply's first Ctrl-C stops that reply too rather
+/// than exiting.
+pub fn clear() {
+    INTERRUPTS.store(0, Ordering::SeqCst);
 }
 
 /// Whether an interrupt has arrived since [`stop_gracefully`].

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
 mod bench;
+mod chat;
 mod info;
 pub mod interrupt;
 mod progress;
@@ -40,6 +41,16 @@ enum Command {
         model_args: ModelArgs,
         #[command(flatten)]
         args: run::RunCli,
+    },
+    /// Chat with the model in the terminal: multi-turn, in its chat
+    /// template, the KV cache kept across turns (/help lists the commands).
+    Chat {
+        #[command(flatten)]
+        model: ModelPath,
+        #[command(flatten)]
+        model_args: ModelArgs,
+        #[command(flatten)]
+        args: chat::ChatCli,
     },
     /// Serve the model over HTTP with OpenAI's API (chat and text completions, streaming).
     Serve {
@@ -214,6 +225,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<ExitCode, Box<dyn st
         Command::Info { model } => done(info::info(&model.get("info"))),
         Command::Verify { model } => done(info::verify(&model.get("verify"))),
         Command::Run { model, model_args, args } => run::run(&model.get("run"), &model_args, args, started),
+        Command::Chat { model, model_args, args } => chat::chat(&model.get("chat"), &model_args, args),
         Command::Serve { model, model_args, args } => {
             done(serve::serve(&model.get("serve"), &model_args, args).map_err(Into::into))
         }
@@ -282,6 +294,19 @@ pub fn llama_cpp_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Ve
         _ => a,
     })
     .collect()
+}
+
+/// Refuses an output path that is a folder or whose folder does not exist,
+/// before a command spends its time (`PATH: what is wrong`).
+pub fn check_output_path(path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("{}: is a folder", path.display()));
+    }
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !folder.is_dir() {
+        return Err(format!("{}: the folder {} does not exist", path.display(), folder.display()));
+    }
+    Ok(())
 }
 
 /// Writes to stdout; a closed pipe (`gpt-fast info m.bin | head`) ends quietly.

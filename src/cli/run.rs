@@ -67,13 +67,20 @@ pub struct RunCli {
     verbose: bool,
 }
 
-/// One user turn in the model's chat template (for a file that has none, the
-/// built-in of its vocabulary, with a note), ready for the prompt encoder.
-fn chat_prompt(path: &Path, tokenizer: &TokenizerSpec, text: &str) -> Result<String, ChatError> {
+/// The model's chat template; for a file that has none, the built-in of its
+/// vocabulary, with a note on stderr (`run --chat` and `chat`).
+pub(super) fn chat_template(path: &Path, tokenizer: &TokenizerSpec) -> Result<ChatTemplate, ChatError> {
     let template = ChatTemplate::for_tokenizer(tokenizer)?;
     if let Some(name) = template.default_name() {
         eprintln!("gpt-fast: {} has no chat template; using the built-in {name} format", path.display());
     }
+    Ok(template)
+}
+
+/// One user turn in the model's chat template (for a file that has none, the
+/// built-in of its vocabulary, with a note), ready for the prompt encoder.
+fn chat_prompt(path: &Path, tokenizer: &TokenizerSpec, text: &str) -> Result<String, ChatError> {
+    let template = chat_template(path, tokenizer)?;
     let rendered = template.render(&[Message::new("user", text)], true)?;
     Ok(chat::strip_leading_bos(&rendered, tokenizer).to_string())
 }
@@ -86,7 +93,7 @@ pub fn run(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let text = prompt::read_text(args.prompt.as_deref(), args.file.as_deref())?;
     if let Some(json) = &args.json_stats {
-        check_writable_folder(json)?;
+        super::check_output_path(json).map_err(|e| format!("--json-stats {e}"))?;
     }
     let threads = model_args.threads();
     let seed = args.sampling.seed();
@@ -214,17 +221,4 @@ pub fn run(
     }
     // A shell's convention for a run ended by SIGINT.
     Ok(if interrupted { ExitCode::from(interrupt::EXIT_INTERRUPTED as u8) } else { ExitCode::SUCCESS })
-}
-
-/// Refuses a path whose folder does not exist (or that is a folder), before
-/// a run spends its time.
-fn check_writable_folder(path: &Path) -> Result<(), String> {
-    if path.is_dir() {
-        return Err(format!("--json-stats {}: is a folder", path.display()));
-    }
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !folder.is_dir() {
-        return Err(format!("--json-stats {}: the folder {} does not exist", path.display(), folder.display()));
-    }
-    Ok(())
 }

@@ -8,5 +8,4 @@ mod writer;
 
 pub use reader::{LoadError, LoadErrorKind, ModelFile, TensorInfo};
 pub use spec::{expected_tensors, Arch, DType, HParams, TensorRole, TensorSpec, Variant};
-pub(crate) use writer::write_replacing;
-pub use writer::{ModelWriter, WriteError};
+pub use writer::{write_replacing, ModelWriter, WriteError};

@@ -105,7 +105,7 @@ fn unique_temp_path(path: &Path) -> Result<PathBuf, WriteError> {
 /// Writes `bytes` to `path` as the model writer writes: to a temporary file
 /// beside it, synced, then renamed over it, so a failure leaves the old file
 /// (or none), never a half-written one.
-pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+pub fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let tmp_path = unique_temp_path(path)?;
     let io_err = |source| WriteError::Io { path: tmp_path.clone(), source };
     let written = File::create(&tmp_path).and_then(|mut file| {
