@@ -1,7 +1,7 @@
 """Drives OpenAI-compatible servers with the `openai` client, side by side
 (tools/load-test.sh starts them and says how they were built).
 
-Usage: load_test.py NAME=URL:PID [NAME=URL:PID ...] [--rounds R] [--requests N]
+Usage: load_test.py NAME=URL:PID [NAME=URL:PID ...] [--rounds R] [--requests N] [--max-tokens T]
 
 For each server, rounds alternating between the servers (the one that goes
 first rotates), so a change in the machine's load hits all:
@@ -127,10 +127,10 @@ def disconnecting(url, i):
     return True
 
 
-def valid(url, i):
+def valid(url, i, max_tokens):
     c = client(url)
     prompt = PROMPTS[i % len(PROMPTS)] + f" (request {i})"
-    args = dict(model="m", messages=[{"role": "user", "content": prompt}], max_tokens=LOAD_MAX_TOKENS, seed=i)
+    args = dict(model="m", messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, seed=i)
     if i % 2:
         finish = None
         for chunk in c.chat.completions.create(stream=True, **args):
@@ -141,7 +141,7 @@ def valid(url, i):
     return r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens > 0
 
 
-def load_test(url, pid, n):
+def load_test(url, pid, n, max_tokens):
     kinds = ["malformed"] * (n * 5 // 100) + ["disconnect"] * (n * 5 // 100)
     kinds += ["valid"] * (n - len(kinds))
     random.Random(7).shuffle(kinds)
@@ -153,7 +153,7 @@ def load_test(url, pid, n):
     def one(i):
         kind = kinds[i]
         try:
-            ok = {"valid": lambda: valid(url, i), "malformed": lambda: malformed(url),
+            ok = {"valid": lambda: valid(url, i, max_tokens), "malformed": lambda: malformed(url),
                   "disconnect": lambda: disconnecting(url, i)}[kind]()
         except Exception as e:  # noqa: BLE001: any failure counts, and is shown
             print(f"  request {i} ({kind}) failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -182,7 +182,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("servers", nargs="+", help="NAME=URL:PID")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--skip-throughput", action="store_true", help="only the load test")
     p.add_argument("--requests", type=int, default=1000)
+    p.add_argument("--max-tokens", type=int, default=LOAD_MAX_TOKENS, help="of each valid load-test request")
     a = p.parse_args()
     servers = []
     for spec in a.servers:
@@ -193,8 +195,9 @@ def main():
     tps = {name: {1: [], 8: []} for name, _, _ in servers}
     ttft = {name: [] for name, _, _ in servers}
     for name, url, _ in servers:  # warm-up
-        throughput(url, 2)
-    for r in range(a.rounds):
+        if not a.skip_throughput:
+            throughput(url, 2)
+    for r in range(0 if a.skip_throughput else a.rounds):
         order = servers[r % len(servers):] + servers[:r % len(servers)]
         for name, url, _ in order:
             for streams in (1, 8):
@@ -206,7 +209,7 @@ def main():
     loads = {}
     for name, url, pid in servers:
         print(f"{name}: load test, {a.requests} requests from 16 clients", file=sys.stderr)
-        loads[name] = load_test(url, pid, a.requests)
+        loads[name] = load_test(url, pid, a.requests, a.max_tokens)
     load_after = uptime()
 
     print(f"load before: {load_before}")
@@ -215,6 +218,9 @@ def main():
     names = [n for n, _, _ in servers]
     row = lambda label, cells: print(f"{label:<42}" + "".join(f"{c:>18}" for c in cells))  # noqa: E731
     row("", names)
+    if a.skip_throughput:
+        tps = {n: {1: [float("nan")], 8: [float("nan")]} for n in names}
+        ttft = {n: [float("nan")] for n in names}
     med = {n: {s: statistics.median(tps[n][s]) for s in (1, 8)} for n in names}
     row("aggregate tok/s, 1 stream", [f"{med[n][1]:.1f}" for n in names])
     row("aggregate tok/s, 8 streams", [f"{med[n][8]:.1f}" for n in names])
