@@ -484,3 +484,52 @@ fn chat_refuses_bad_inputs() {
     refused(&gpt_fast(&["chat", model_arg(), "--temp", "-1"]), 2, "takes a number >= 0");
     refused(&gpt_fast(&["chat", model_arg(), "--top-p", "2"]), 1, "top");
 }
+
+/// zsh and fish load their completion scripts and complete a subcommand's
+/// option with them. Each shell is skipped, with the reason printed, where it
+/// is not installed; `.ci/run` installs both and sets
+/// GPT_FAST_REQUIRE_SHELLS=1, so CI never skips.
+#[test]
+fn zsh_and_fish_load_their_completions() {
+    let required = std::env::var_os("GPT_FAST_REQUIRE_SHELLS").is_some();
+    let have = |shell: &str| Command::new(shell).arg("-c").arg("exit 0").output().is_ok_and(|o| o.status.success());
+    for shell in ["zsh", "fish"] {
+        if !have(shell) {
+            assert!(!required, "{shell} is not installed but GPT_FAST_REQUIRE_SHELLS is set");
+            println!("skipped: {shell} is not installed (apt-get install {shell}; .ci/run does)");
+            continue;
+        }
+        let script = tmp(&format!("completion.{shell}"));
+        std::fs::write(&script, succeeded(&gpt_fast(&["completions", shell]))).unwrap();
+        let path = script.display();
+        // zsh completes only in an interactive shell: one under zpty gets
+        // "--rev" and a Tab, and must print the completed option (`timeout`
+        // bounds the wait for it).
+        let (program, args, expect) = match shell {
+            "zsh" => (
+                "timeout",
+                vec![
+                    "60".to_string(),
+                    "zsh".into(),
+                    "-f".into(),
+                    "-c".into(),
+                    format!(
+                        "zmodload zsh/zpty && zpty z zsh -f -i && \
+                     zpty -w z \"autoload -Uz compinit; compinit -u -D; source '{path}'\" && \
+                     zpty -w -n z $'gpt-fast run --rev\\t' && zpty -r z out '*--reverse-prompt*' && print completed"
+                    ),
+                ],
+                "completed",
+            ),
+            _ => (
+                "fish",
+                vec!["-c".to_string(), format!("source '{path}'; and complete -C 'gpt-fast run --rev'")],
+                "--reverse-prompt",
+            ),
+        };
+        let out = Command::new(program).args(&args).env("HOME", env!("CARGO_TARGET_TMPDIR")).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && stderr.is_empty(), "{shell}: {:?} {stderr}", out.status);
+        assert!(stdout.contains(expect), "{shell}: '{expect}' not in {stdout}");
+    }
+}
