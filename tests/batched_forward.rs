@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use gpt_fast::format::DType;
 use gpt_fast::model::kv_cache::{KvType, DEFAULT_SINKS};
-use gpt_fast::model::{Forward, KvCache, LogitsMode, Model, ModelOptions, SeqRun};
+use gpt_fast::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, ModelOptions, SeqRun};
 use gpt_fast::session::{Session, SessionOptions};
 
 fn fetch() -> PathBuf {
@@ -104,7 +104,11 @@ fn a_sequence_gets_the_same_logits_in_a_batch_as_alone() {
         let h = model.hparams();
         let (weights, kernels) = (model.weights(), model.kernels());
         let n_seqs = prompts.len();
-        let mut forward = Forward::new(h, DEFAULT_SINKS, CHUNK * n_seqs, n_seqs, false, 2);
+        let mut forward = Forward::new(
+            h,
+            ForwardSize { sinks: DEFAULT_SINKS, batch_cap: CHUNK * n_seqs, max_seqs: n_seqs, all_logits: false },
+            2,
+        );
         let mut caches: Vec<KvCache> =
             (0..n_seqs).map(|_| KvCache::new(h, 256, DEFAULT_SINKS, KvType::F16).unwrap()).collect();
         let joins = [0, 0, 3, 5];

@@ -82,14 +82,18 @@ fn decode_steps_after_the_first_allocate_nothing() {
 fn batched_steps_allocate_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     use gpt_fast::model::kv_cache::{KvType, DEFAULT_SINKS};
-    use gpt_fast::model::{Forward, KvCache, LogitsMode, SeqRun};
+    use gpt_fast::model::{Forward, ForwardSize, KvCache, LogitsMode, SeqRun};
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("noalloc-batched-{}", std::process::id()));
     let h = gpt_fast::synthetic::config("test-llama").unwrap();
     gpt_fast::synthetic::write(&path, &h, DType::Q8, 5, |_, _| {}).unwrap();
     let model = Model::open(&path, ModelOptions::default()).unwrap();
     let (weights, kernels) = (model.weights(), model.kernels());
     let (n_seqs, chunk) = (4, 8);
-    let mut forward = Forward::new(&h, DEFAULT_SINKS, chunk + n_seqs, n_seqs, false, 2);
+    let mut forward = Forward::new(
+        &h,
+        ForwardSize { sinks: DEFAULT_SINKS, batch_cap: chunk + n_seqs, max_seqs: n_seqs, all_logits: false },
+        2,
+    );
     let mut caches: Vec<KvCache> =
         (0..n_seqs).map(|_| KvCache::new(&h, 512, DEFAULT_SINKS, KvType::F16).unwrap()).collect();
     let mut tokens = Vec::with_capacity(chunk + n_seqs);

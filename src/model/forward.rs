@@ -85,6 +85,20 @@ pub struct Forward {
     logits_rows: usize,
 }
 
+/// What a [`Forward`]'s buffers are sized for.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardSize {
+    /// The KV caches' attention sinks.
+    pub sinks: usize,
+    /// The most tokens of a batch.
+    pub batch_cap: usize,
+    /// The most sequences of a batch.
+    pub max_seqs: usize,
+    /// Whether batches may ask for every position's logits.
+    pub all_logits: bool,
+}
+
 /// The lengths of [`Forward`]'s buffers, in elements, computed with checked
 /// math so that sizes can be refused before anything is allocated.
 struct Lengths {
@@ -108,14 +122,8 @@ struct Lengths {
 }
 
 impl Lengths {
-    fn of(
-        h: &HParams,
-        sinks: usize,
-        batch_cap: usize,
-        max_seqs: usize,
-        all_logits: bool,
-        n_threads: usize,
-    ) -> Option<Self> {
+    fn of(h: &HParams, size: ForwardSize, n_threads: usize) -> Option<Self> {
+        let ForwardSize { sinks, batch_cap, max_seqs, all_logits } = size;
         let (batch, seqs, dim, ffn) =
             (batch_cap as u64, max_seqs.max(1) as u64, u64::from(h.dim), u64::from(h.ffn_dim));
         let q_dim = h.q_dim();
@@ -191,31 +199,16 @@ impl Lengths {
 // Internal (hidden from the docs, so missing_docs does not ask for its items).
 #[doc(hidden)]
 impl Forward {
-    /// `sinks`: the KV caches' attention sinks; `max_seqs`: the most
-    /// sequences of a batch; `all_logits`: whether batches may ask for every
-    /// position's logits.
-    pub fn new(
-        h: &HParams,
-        sinks: usize,
-        batch_cap: usize,
-        max_seqs: usize,
-        all_logits: bool,
-        n_threads: usize,
-    ) -> Self {
-        Self::with_pool(h, sinks, batch_cap, max_seqs, all_logits, crate::threads::shared_pool(n_threads))
+    /// A forward pass for batches of `size`, on the process's shared pool of
+    /// `n_threads`.
+    pub fn new(h: &HParams, size: ForwardSize, n_threads: usize) -> Self {
+        Self::with_pool(h, size, crate::threads::shared_pool(n_threads))
     }
 
     /// [`Forward::new`] on a given pool (its thread count).
-    pub fn with_pool(
-        h: &HParams,
-        sinks: usize,
-        batch_cap: usize,
-        max_seqs: usize,
-        all_logits: bool,
-        pool: std::sync::Arc<crate::threads::ThreadPool>,
-    ) -> Self {
-        let n_threads = pool.n_threads();
-        let l = Lengths::of(h, sinks, batch_cap, max_seqs, all_logits, n_threads).expect("scratch sizes overflow");
+    pub fn with_pool(h: &HParams, size: ForwardSize, pool: std::sync::Arc<crate::threads::ThreadPool>) -> Self {
+        let l = Lengths::of(h, size, pool.n_threads()).expect("scratch sizes overflow");
+        let ForwardSize { sinks, batch_cap, max_seqs, .. } = size;
         let len = |n: u64| usize::try_from(n).expect("scratch sizes overflow");
         let f32s = |n: u64| vec![0f32; len(n)];
         Self {
@@ -246,15 +239,8 @@ impl Forward {
 
     /// Bytes of scratch [`Forward::new`] allocates for these sizes (checked:
     /// `None` on overflow), so a session can refuse sizes before asking for them.
-    pub fn scratch_bytes(
-        h: &HParams,
-        sinks: usize,
-        batch_cap: usize,
-        max_seqs: usize,
-        all_logits: bool,
-        n_threads: usize,
-    ) -> Option<u64> {
-        Lengths::of(h, sinks, batch_cap, max_seqs, all_logits, n_threads)?.bytes(h)
+    pub fn scratch_bytes(h: &HParams, size: ForwardSize, n_threads: usize) -> Option<u64> {
+        Lengths::of(h, size, n_threads)?.bytes(h)
     }
 
     /// Bytes of the scratch buffers held (what [`Forward::scratch_bytes`] predicts).
@@ -569,8 +555,9 @@ mod tests {
             for (batch, seqs, all_logits, threads) in
                 [(1, 1, false, 1), (16, 1, true, 3), (128, 1, false, 2), (72, 8, false, 2)]
             {
-                let f = Forward::new(&h, 4, batch, seqs, all_logits, threads);
-                let predicted = Forward::scratch_bytes(&h, 4, batch, seqs, all_logits, threads);
+                let size = ForwardSize { sinks: 4, batch_cap: batch, max_seqs: seqs, all_logits };
+                let f = Forward::new(&h, size, threads);
+                let predicted = Forward::scratch_bytes(&h, size, threads);
                 assert_eq!(predicted, Some(f.allocated_bytes() as u64), "{name} batch {batch}");
             }
         }

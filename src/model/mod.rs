@@ -13,7 +13,7 @@ use std::path::Path;
 
 use gpt_fast_kernels::{Isa, Kernels};
 
-pub use forward::{Forward, LogitsMode, SeqRun};
+pub use forward::{Forward, ForwardSize, LogitsMode, SeqRun};
 pub use kv_cache::KvCache;
 pub use weights::Weights;
 

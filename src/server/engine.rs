@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::metrics::Metrics;
 use super::request::Sampling;
 use crate::model::kv_cache::DEFAULT_SINKS;
-use crate::model::{Forward, KvCache, LogitsMode, Model, SeqRun};
+use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, SeqRun};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::KvType;
 use crate::tokenizer::StreamDecoder;
@@ -172,7 +172,11 @@ pub fn run(
     }
     let weights = model.weights();
     let batch_cap = PREFILL_CHUNK + options.parallel;
-    let mut forward = Forward::new(h, DEFAULT_SINKS, batch_cap, options.parallel, false, options.threads);
+    let mut forward = Forward::new(
+        h,
+        ForwardSize { sinks: DEFAULT_SINKS, batch_cap, max_seqs: options.parallel, all_logits: false },
+        options.threads,
+    );
     let mut caches = Vec::with_capacity(options.parallel);
     let mut slots = Vec::with_capacity(options.parallel);
     for _ in 0..options.parallel {

@@ -14,7 +14,7 @@ pub use state_file::StateError;
 use crate::format::Arch;
 pub use crate::model::kv_cache::KvType;
 use crate::model::kv_cache::DEFAULT_SINKS;
-use crate::model::{Forward, KvCache, LogitsMode, Model, Weights};
+use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, Weights};
 use crate::threads::ThreadPool;
 use std::sync::Arc;
 
@@ -236,8 +236,9 @@ impl<'m> Session<'m> {
         };
         // Sized with checked math and refused before anything is allocated: a
         // header's max_seq_len can be 16,777,216 (386 GiB of cache for SmolLM2).
+        let size = ForwardSize { sinks: DEFAULT_SINKS, batch_cap: batch, max_seqs: 1, all_logits: options.all_logits };
         let needed = KvCache::bytes_for(h, context, DEFAULT_SINKS, options.kv_type)
-            .zip(Forward::scratch_bytes(h, DEFAULT_SINKS, batch, 1, options.all_logits, threads))
+            .zip(Forward::scratch_bytes(h, size, threads))
             .and_then(|(kv, scratch)| kv.checked_add(scratch))
             .unwrap_or(u64::MAX);
         let available = match options.max_memory {
@@ -252,14 +253,7 @@ impl<'m> Session<'m> {
         Ok(Self {
             model,
             weights: model.weights(),
-            forward: Forward::with_pool(
-                h,
-                DEFAULT_SINKS,
-                batch,
-                1,
-                options.all_logits,
-                pool.unwrap_or_else(|| crate::threads::shared_pool(threads)),
-            ),
+            forward: Forward::with_pool(h, size, pool.unwrap_or_else(|| crate::threads::shared_pool(threads))),
             cache,
             options: SessionOptions { context, batch, threads, ..options },
             pos: 0,
