@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 tools/fetch-model.sh >/dev/null
 tools/fetch-model.sh gemma3 >/dev/null
 tools/fetch-llamacpp-src.sh >/dev/null
+# capi/tests/c_programs.rs links C programs against the C ABI's static and
+# shared libraries; `cargo test` builds only the crate's rlib, so build them
+# first, in the test profile (target/debug, next to the test binaries).
+cargo build --profile test -p gpt-fast-capi
 cargo test --workspace "$@"

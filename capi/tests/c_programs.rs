@@ -28,7 +28,11 @@ fn library_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     for lib in ["libgpt_fast_capi.a", "libgpt_fast_capi.so"] {
-        assert!(dir.join(lib).is_file(), "{lib} not found in {}", dir.display());
+        assert!(
+            dir.join(lib).is_file(),
+            "{lib} not found in {}: build it first with `cargo build --profile test -p gpt-fast-capi` (tools/test.sh does)",
+            dir.display()
+        );
     }
     dir
 }
