@@ -388,7 +388,11 @@ fn gguf_and_hf_folders_run_through_the_cache() {
     let run = ["run", gguf.to_str().unwrap(), "-p", "hello", "-n", "6", "--temp", "0"];
     let first = with_cache(&run);
     let text = succeeded(&first);
-    assert!(stderr_of(&first).contains("is a GGUF file; converting it to q8 once, into"), "{}", stderr_of(&first));
+    assert!(
+        stderr_of(&first).contains("is a GGUF file; converting it to its own weight types once, into"),
+        "{}",
+        stderr_of(&first)
+    );
     assert!(stderr_of(&first).contains("gpt-fast: converted in "), "{}", stderr_of(&first));
     let entries = || -> Vec<String> {
         let mut names: Vec<_> = std::fs::read_dir(cache.join("gpt-fast"))
@@ -403,7 +407,7 @@ fn gguf_and_hf_folders_run_through_the_cache() {
     assert!(stderr_of(&first).contains(&cached[0]));
     let second = with_cache(&run);
     assert_eq!(succeeded(&second), text);
-    assert!(stderr_of(&second).contains("using its q8 conversion"), "{}", stderr_of(&second));
+    assert!(stderr_of(&second).contains("using its conversion to its own weight types"), "{}", stderr_of(&second));
     assert_eq!(entries(), cached, "the second run hits the cache");
     // --quant picks another entry; the other commands take the same sources.
     succeeded(&with_cache(&["info", gguf.to_str().unwrap()]));
@@ -416,7 +420,7 @@ fn gguf_and_hf_folders_run_through_the_cache() {
     assert!(info.contains("architecture:  llama"), "{info}");
     let bench = with_cache(&["bench", "-m", gguf.to_str().unwrap(), "-p", "4", "-n", "2", "-r", "1", "--json"]);
     succeeded(&bench);
-    assert!(stderr_of(&bench).contains("using its q8 conversion"));
+    assert!(stderr_of(&bench).contains("using its conversion to its own weight types"));
 }
 
 #[test]
@@ -532,4 +536,30 @@ fn zsh_and_fish_load_their_completions() {
         assert!(out.status.success() && stderr.is_empty(), "{shell}: {:?} {stderr}", out.status);
         assert!(stdout.contains(expect), "{shell}: '{expect}' not in {stdout}");
     }
+}
+
+/// The shipped SmolLM2 Q4_1 GGUF through the binary: `convert` without
+/// --quant keeps its Q4_1 matrices as q4_1 (its Q8_0 embedding as q8, no
+/// note: both are native), `info` says so, and `--quant q8` still converts
+/// everything.
+#[test]
+fn convert_keeps_a_q4_1_gguf_as_q4_1_by_default() {
+    let fetched = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fetch-model.sh")).output().unwrap();
+    assert!(fetched.status.success(), "fetch-model.sh: {}", stderr_of(&fetched));
+    let gguf = String::from_utf8(fetched.stdout).unwrap().trim().to_string();
+    let out = tmp("smollm2-kept.bin");
+    let converted = gpt_fast(&["convert", &gguf, "-o", out.to_str().unwrap()]);
+    succeeded(&converted);
+    assert!(!stderr_of(&converted).contains("note:"), "{}", stderr_of(&converted));
+    let info = succeeded(&gpt_fast(&["info", out.to_str().unwrap()]));
+    assert!(info.contains("weight type:   q4_1"), "{info}");
+    assert!(info.contains("tensor types:  f32 x61 (0.1 MiB), q8 x1 (28.7 MiB), q4_1 x120 ("), "{info}");
+    for group in ["attn_qkv", "attn_output", "ffn_up", "ffn_down"] {
+        let line = info.lines().find(|l| l.contains(&format!("blk.*.{group}.weight"))).unwrap();
+        assert!(line.contains(" q4_1 ") && line.contains("x30"), "{line}");
+    }
+    succeeded(&gpt_fast(&["convert", &gguf, "-o", out.to_str().unwrap(), "--quant", "q8"]));
+    let info = succeeded(&gpt_fast(&["info", out.to_str().unwrap()]));
+    assert!(info.contains("tensor types:  f32 x61 (0.1 MiB), q8 x121 ("), "{info}");
+    std::fs::remove_file(&out).unwrap();
 }

@@ -19,6 +19,19 @@ pub fn info(path: &Path) -> CliResult {
     writeln!(out, "architecture:  {}", h.arch.name())?;
     writeln!(out, "parameters:    {n_params} ({:.1} M)", n_params as f64 / 1e6)?;
     writeln!(out, "weight type:   {}", file.weight_dtype().name())?;
+    // Per type, in the table's order: a file converted with `keep` mixes them.
+    let mut by_dtype = [(0usize, 0u64); gpt_fast::format::DType::COUNT];
+    for t in file.tensors() {
+        let slot = &mut by_dtype[t.dtype.index()];
+        *slot = (slot.0 + 1, slot.1 + t.n_bytes);
+    }
+    let types: Vec<String> = gpt_fast::format::DType::ALL
+        .into_iter()
+        .zip(by_dtype)
+        .filter(|(_, (count, _))| *count > 0)
+        .map(|(d, (count, bytes))| format!("{} x{count} ({:.1} MiB)", d.name(), bytes as f64 / (1 << 20) as f64))
+        .collect();
+    writeln!(out, "tensor types:  {}", types.join(", "))?;
     writeln!(out, "layers:        {}", h.n_layers)?;
     writeln!(out, "dim:           {}", h.dim)?;
     writeln!(out, "heads:         {} (kv {}, head_dim {})", h.n_heads, h.n_kv_heads, h.head_dim)?;
@@ -82,20 +95,22 @@ pub fn info(path: &Path) -> CliResult {
         id(tok.eos_id),
         if tok.add_bos { "yes" } else { "no" }
     )?;
-    // Tensor groups: the name with the layer index folded ("blk.*.attn_qkv.weight").
-    let mut groups: BTreeMap<String, (String, usize, u64)> = BTreeMap::new();
+    // Tensor groups: the name with the layer index folded ("blk.*.attn_qkv.weight"),
+    // one per type where layers differ (llama.cpp's mixes give some layers more bits).
+    let mut groups: BTreeMap<(String, usize), (usize, u64)> = BTreeMap::new();
     for t in file.tensors() {
         let key = match t.name.strip_prefix("blk.") {
             Some(rest) => format!("blk.*.{}", rest.split_once('.').map_or(rest, |(_, r)| r)),
             None => t.name.clone(),
         };
-        let g = groups.entry(key).or_insert_with(|| (t.dtype.name().to_string(), 0, 0));
-        g.1 += 1;
-        g.2 += t.n_bytes;
+        let g = groups.entry((key, t.dtype.index())).or_default();
+        g.0 += 1;
+        g.1 += t.n_bytes;
     }
     writeln!(out, "tensors:       {}", file.tensors().len())?;
-    for (name, (dtype, count, bytes)) in groups {
-        writeln!(out, "  {name:<28} {dtype:<4} x{count:<3} {bytes:>12} bytes")?;
+    for ((name, dtype), (count, bytes)) in groups {
+        let dtype = gpt_fast::format::DType::ALL[dtype].name();
+        writeln!(out, "  {name:<28} {dtype:<5} x{count:<3} {bytes:>12} bytes")?;
     }
     print_out(&out)
 }

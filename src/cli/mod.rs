@@ -173,7 +173,8 @@ fn usage_error(command: &str, message: &str) -> ! {
 pub struct ModelArgs {
     /// Weight type to run: the file's own, or a lower precision converted at
     /// load; for a GGUF or Hugging Face MODEL, the type of its cached
-    /// conversion (default q8).
+    /// conversion (default: a GGUF's own weight types where gpt-fast runs
+    /// them natively, else q8).
     #[arg(long, value_name = "q8|f16|f32")]
     pub quant: Option<gpt_fast::format::DType>,
     /// Threads (default: one per physical core available to the process).

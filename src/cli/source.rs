@@ -8,29 +8,27 @@ use std::path::{Path, PathBuf};
 use gpt_fast::format::DType;
 use gpt_fast::import::cache;
 use gpt_fast::import::detect::{detect, InputKind};
-
-/// The weight type of a conversion when `--quant` is not given: the
-/// converter's default.
-const DEFAULT_QUANT: DType = DType::Q8;
+use gpt_fast::import::weight_types::{default_quant, Quant};
 
 const WANTED: &str = "give a gpt-fast model file, a GGUF file or a Hugging Face model folder";
 
 /// The model file for `path`, converting a GGUF or Hugging Face source into
 /// the cache first if need be (reported on stderr, with a progress bar on a
-/// terminal). `quant` picks the cached conversion's weight type.
+/// terminal). `quant` picks the cached conversion's weight type; without
+/// it, the converter's default (a GGUF's own types, else q8).
 pub fn model_file(path: &Path, quant: Option<DType>) -> Result<PathBuf, String> {
     let name = path.display();
     let kind = detect(path).map_err(|e| format!("{name}: {e}"))?;
     match kind {
         InputKind::GptFast => Ok(path.to_path_buf()),
         InputKind::Gguf | InputKind::HfFolder => {
-            let dtype = quant.unwrap_or(DEFAULT_QUANT);
-            let entry = cache::entry_path(path, dtype).map_err(|e| e.to_string())?;
+            let quant = quant.map_or_else(|| default_quant(kind == InputKind::Gguf), Quant::To);
+            let entry = cache::entry_path(path, quant).map_err(|e| e.to_string())?;
             if entry.is_file() {
                 eprintln!(
-                    "gpt-fast: {name} is {}; using its {} conversion {}",
+                    "gpt-fast: {name} is {}; using its conversion to {}, {}",
                     kind.describe(),
-                    dtype.name(),
+                    quant.describe(),
                     entry.display()
                 );
                 return Ok(entry);
@@ -38,12 +36,12 @@ pub fn model_file(path: &Path, quant: Option<DType>) -> Result<PathBuf, String> 
             eprintln!(
                 "gpt-fast: {name} is {}; converting it to {} once, into {}",
                 kind.describe(),
-                dtype.name(),
+                quant.describe(),
                 entry.display()
             );
             let start = std::time::Instant::now();
             let bar = gpt_fast::import::command::tensor_progress(false);
-            let cached = cache::cached_model(path, dtype, |done, total, tensor| {
+            let cached = cache::cached_model(path, quant, |done, total, tensor| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
                 bar.set_message(tensor.to_string());

@@ -7,10 +7,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::spec::{
-    expected_tensor_count, expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, Variant, DATA_ALIGN,
-    DIR_ENTRY_BYTES, FLAG_GELU_GATE, FLAG_POST_NORMS, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_ROPE_FREQS,
+    expected_tensor_count, expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, TensorRole, Variant,
+    DATA_ALIGN, DIR_ENTRY_BYTES, FLAG_GELU_GATE, FLAG_POST_NORMS, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_ROPE_FREQS,
     FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, KNOWN_FLAGS, MAGIC, MAX_NAME_BYTES, MIN_VERSION,
-    TENSOR_ALIGN, VERSION,
+    PER_TENSOR_DTYPES, TENSOR_ALIGN, VERSION,
 };
 use super::tokenizer_section;
 use crate::mmap::MappedFile;
@@ -278,7 +278,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, LoadErrorKind> {
     hparams.validate().map_err(LoadErrorKind::HParams)?;
 
     let tensors = parse_directory(&bytes[dir_range], &header, total)?;
-    check_against_hparams(&tensors, &hparams, weight_dtype)?;
+    check_against_hparams(&tensors, &hparams, weight_dtype, header.version)?;
 
     let tokenizer = tokenizer_section::decode(&bytes[tok_range]).map_err(LoadErrorKind::Tokenizer)?;
     if tokenizer.tokens.len() != hparams.vocab_size as usize {
@@ -348,7 +348,12 @@ fn parse_directory(dir: &[u8], header: &RawHeader, total: u64) -> Result<Vec<Ten
     Ok(tensors)
 }
 
-fn check_against_hparams(tensors: &[TensorInfo], h: &HParams, weight_dtype: DType) -> Result<(), LoadErrorKind> {
+fn check_against_hparams(
+    tensors: &[TensorInfo],
+    h: &HParams,
+    weight_dtype: DType,
+    version: u32,
+) -> Result<(), LoadErrorKind> {
     // Counted first: the directory fits in the file, so this bounds n_layers
     // by the file's size before the expected list is built from it. A small
     // difference is left to the checks below, which name the tensor.
@@ -378,7 +383,10 @@ fn check_against_hparams(tensors: &[TensorInfo], h: &HParams, weight_dtype: DTyp
             )));
         }
         let dtype = spec.dtype(weight_dtype);
-        if t.dtype != dtype {
+        // From version 3 a matmul tensor's own entry says its type (its size
+        // was checked against that type above); vectors are f32 in every version.
+        let own_type = version >= PER_TENSOR_DTYPES && spec.role == TensorRole::Matmul;
+        if t.dtype != dtype && !own_type {
             return Err(fail(format!("dtype {}, expected {}", t.dtype.name(), dtype.name())));
         }
     }

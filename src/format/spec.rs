@@ -6,9 +6,14 @@ use bytemuck::{Pod, Zeroable};
 pub use gpt_fast_quant::DType;
 
 pub const MAGIC: [u8; 8] = *b"GPTFAST\0";
-/// The version this build writes; it reads this one and version 1 (whose
-/// header has the [`Variant`] fields still reserved, that is zero: plain Llama or GPT-2).
-pub const VERSION: u32 = 2;
+/// The newest version this build writes; it reads versions 1 to this one.
+/// Version 1's header has the [`Variant`] fields still reserved (zero: plain
+/// Llama or GPT-2); version 2 gives them; version 3 lets each matmul tensor
+/// have its own dtype (a GGUF's types kept as they are) and has the 4- and
+/// 5-bit dtypes, which older builds do not know.
+pub const VERSION: u32 = 3;
+/// The first version whose matmul tensors may each have their own dtype.
+pub const PER_TENSOR_DTYPES: u32 = 3;
 pub const MIN_VERSION: u32 = 1;
 pub const HEADER_BYTES: u64 = 256;
 pub const DIR_ENTRY_BYTES: u64 = 128;

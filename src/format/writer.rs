@@ -7,8 +7,8 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::spec::{
-    expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorSpec, Variant, DATA_ALIGN, DIR_ENTRY_BYTES,
-    HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN, VERSION,
+    expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorRole, TensorSpec, Variant, DATA_ALIGN,
+    DIR_ENTRY_BYTES, HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN, VERSION,
 };
 use super::temp_files;
 use super::tokenizer_section;
@@ -140,10 +140,24 @@ pub struct ModelWriter {
 }
 
 impl ModelWriter {
+    /// A file whose matmul weights are all `weight_dtype`.
     pub fn create(
         path: &Path,
         hparams: &HParams,
         weight_dtype: DType,
+        tokenizer: &TokenizerSpec,
+    ) -> Result<Self, WriteError> {
+        Self::create_typed(path, hparams, weight_dtype, |_| weight_dtype, tokenizer)
+    }
+
+    /// A file whose matmul tensors each have the dtype `matmul_dtype` gives
+    /// them; `weight_dtype` is the header's (the type of most of them, the
+    /// model's name for its weights). Vectors are f32 whatever it says.
+    pub fn create_typed(
+        path: &Path,
+        hparams: &HParams,
+        weight_dtype: DType,
+        matmul_dtype: impl Fn(&TensorSpec) -> DType,
         tokenizer: &TokenizerSpec,
     ) -> Result<Self, WriteError> {
         hparams.validate().map_err(WriteError::Invalid)?;
@@ -162,15 +176,19 @@ impl ModelWriter {
         let data_offset = (tok_offset + tok.len() as u64).next_multiple_of(DATA_ALIGN);
         let mut offset = data_offset;
         let mut entries = Vec::with_capacity(tensors.len());
+        // Files older builds read stay in their versions (see `version` below).
+        let mut needs_v3 = !matches!(weight_dtype, DType::F32 | DType::F16 | DType::Q8);
         for t in &tensors {
-            let dtype = t.dtype(weight_dtype);
+            let dtype = if t.role == TensorRole::Matmul { matmul_dtype(t) } else { t.dtype(weight_dtype) };
+            needs_v3 |= dtype != t.dtype(weight_dtype);
             let n_bytes = dtype.n_bytes(t.rows, t.cols).ok_or_else(|| WriteError::Tensor {
                 name: t.name.clone(),
                 reason: format!(
-                    "shape [{}, {}] cannot be stored as {} (q8 needs a multiple of 32 columns)",
+                    "shape [{}, {}] cannot be stored as {} (it needs a multiple of {} columns)",
                     t.rows,
                     t.cols,
-                    dtype.name()
+                    dtype.name(),
+                    dtype.traits().block_cols
                 ),
             })?;
             let mut name = [0u8; 64];
@@ -192,8 +210,15 @@ impl ModelWriter {
 
         let header = RawHeader {
             magic: MAGIC,
-            // Plain Llama and GPT-2 stay version 1, which older builds read.
-            version: if hparams.variant == Variant::default() { 1 } else { VERSION },
+            // Plain Llama and GPT-2 with one f32/f16/q8 type stay version 1,
+            // and other single-type files version 2, which older builds read.
+            version: if needs_v3 {
+                VERSION
+            } else if hparams.variant == Variant::default() {
+                1
+            } else {
+                2
+            },
             header_crc32: 0,
             file_len,
             data_offset,

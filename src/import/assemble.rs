@@ -7,8 +7,9 @@ use std::path::Path;
 
 use crate::format::{Arch, TensorSpec};
 
-use crate::import::source::{Source, SourceTensor};
+use crate::import::source::{RawTensor, Source, SourceTensor};
 use crate::import::ConvertError;
+use gpt_fast_quant::ggml::GgmlType;
 
 /// The canonical source tensors whose rows, stacked in order, make `name`.
 fn parts(source: &dyn Source, name: &str) -> Vec<String> {
@@ -56,4 +57,43 @@ pub fn assemble(source: &dyn Source, spec: &TensorSpec, path: &Path) -> Result<V
         });
     }
     Ok(data)
+}
+
+/// The stored ggml types of the parts that make `spec` (`None` for a part
+/// the checkpoint does not store in ggml blocks).
+pub fn part_types(source: &dyn Source, spec: &TensorSpec) -> Vec<Option<GgmlType>> {
+    parts(source, &spec.name).iter().map(|p| source.stored_type(p)).collect()
+}
+
+/// Reads and assembles one tensor as stored, its parts' rows stacked in
+/// order; the parts must share one ggml type (checked by the caller through
+/// [`part_types`]), so a row of the result is one type's blocks.
+pub fn assemble_raw(source: &dyn Source, spec: &TensorSpec, path: &Path) -> Result<RawTensor, ConvertError> {
+    let mut out: Option<RawTensor> = None;
+    for part in parts(source, &spec.name) {
+        let raw = source.raw_tensor(&part)?;
+        let fail = |reason: String| ConvertError::Tensor { path: path.to_path_buf(), name: part.clone(), reason };
+        if raw.cols as u64 != spec.cols {
+            return Err(fail(format!("has {} columns, the hyper-parameters give {}", raw.cols, spec.cols)));
+        }
+        match &mut out {
+            None => out = Some(raw),
+            Some(whole) if whole.ty == raw.ty => {
+                whole.rows += raw.rows;
+                whole.bytes.extend_from_slice(&raw.bytes);
+            }
+            Some(whole) => {
+                return Err(fail(format!("is {}, the tensor it is fused with {}", raw.ty.name(), whole.ty.name())))
+            }
+        }
+    }
+    let whole = out.expect("a tensor has at least one part");
+    if whole.rows as u64 != spec.rows {
+        return Err(ConvertError::Tensor {
+            path: path.to_path_buf(),
+            name: spec.name.clone(),
+            reason: format!("has {} rows, the hyper-parameters give {}", whole.rows, spec.rows),
+        });
+    }
+    Ok(whole)
 }

@@ -4,8 +4,10 @@
 //!
 //! An entry's name is a key of the source: its size, modification time and a
 //! hash of its first bytes (for a folder, of every file's name, size and
-//! modification time and of its `config.json`), the weight type and the
-//! format version. A changed source therefore gets a new entry; entries of
+//! modification time and of its `config.json`), the `--quant` choice (a
+//! weight type, or `keep`) and the format version this build writes (so an
+//! entry an older build wrote, such as the q8 that every GGUF once became, is
+//! not reused for `keep`). A changed source therefore gets a new entry; entries of
 //! old sources stay until the folder is removed. Entries are written by
 //! [`ModelWriter`](crate::format::ModelWriter), to a temporary file renamed
 //! into place, so a reader never sees half an entry and two processes
@@ -17,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::format::spec::VERSION;
-use crate::format::DType;
 use crate::import::detect::open_source;
+use crate::import::weight_types::Quant;
 use crate::import::ConvertError;
 
 /// Bytes of a file's start that go into its key: a GGUF's header and
@@ -53,21 +55,21 @@ pub fn dir() -> Option<PathBuf> {
     std::env::var_os("HOME").and_then(absolute).map(|home| home.join(".cache").join("gpt-fast"))
 }
 
-/// Where `source` converted to `dtype` is (or would be) cached.
-pub fn entry_path(source: &Path, dtype: DType) -> Result<PathBuf, CacheError> {
+/// Where `source` converted with `quant` is (or would be) cached.
+pub fn entry_path(source: &Path, quant: Quant) -> Result<PathBuf, CacheError> {
     let dir = dir().ok_or(CacheError::NoCacheDir)?;
-    Ok(dir.join(entry_name(source, dtype)?))
+    Ok(dir.join(entry_name(source, quant)?))
 }
 
 /// The cached model file for `source` (a GGUF file or a Hugging Face
-/// folder) with `dtype` weights, converting it first if it is not there.
+/// folder) converted with `quant`, converting it first if it is not there.
 /// `on_tensor(done, total, name)` reports a conversion's progress.
 pub fn cached_model(
     source: &Path,
-    dtype: DType,
+    quant: Quant,
     on_tensor: impl FnMut(usize, usize, &str),
 ) -> Result<CachedModel, CacheError> {
-    let path = entry_path(source, dtype)?;
+    let path = entry_path(source, quant)?;
     if path.is_file() {
         return Ok(CachedModel { path, converted: false });
     }
@@ -75,17 +77,17 @@ pub fn cached_model(
     let opened = open_source(source)?;
     let dir = path.parent().expect("an entry is inside the cache folder");
     std::fs::create_dir_all(dir).map_err(|e| CacheError::Io { path: dir.to_path_buf(), source: e })?;
-    crate::import::convert::convert(opened.as_ref(), source, &path, dtype, on_tensor)?;
+    crate::import::convert::convert(opened.as_ref(), source, &path, quant, on_tensor)?;
     Ok(CachedModel { path, converted: true })
 }
 
-/// `<stem>-<dtype>-<16 hex digits>.bin`; the stem is the source's name made
+/// `<stem>-<quant>-<16 hex digits>.bin`; the stem is the source's name made
 /// safe for a file name, for people reading the folder.
-fn entry_name(source: &Path, dtype: DType) -> Result<String, CacheError> {
+fn entry_name(source: &Path, quant: Quant) -> Result<String, CacheError> {
     let io_error = |path: &Path, e: io::Error| CacheError::Io { path: path.to_path_buf(), source: e };
     let mut key = Fnv1a::new();
     key.write(&VERSION.to_le_bytes());
-    key.write(dtype.name().as_bytes());
+    key.write(quant.name().as_bytes());
     let meta = std::fs::metadata(source).map_err(|e| io_error(source, e))?;
     if meta.is_dir() {
         let mut entries: Vec<_> = std::fs::read_dir(source)
@@ -111,7 +113,7 @@ fn entry_name(source: &Path, dtype: DType) -> Result<String, CacheError> {
         .take(64)
         .collect();
     let stem = if stem.is_empty() { "model".to_string() } else { stem };
-    Ok(format!("{stem}-{}-{:016x}.bin", dtype.name(), key.finish()))
+    Ok(format!("{stem}-{}-{:016x}.bin", quant.name(), key.finish()))
 }
 
 fn key_metadata(key: &mut Fnv1a, meta: &std::fs::Metadata) {
@@ -151,6 +153,7 @@ impl Fnv1a {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::DType;
 
     #[test]
     fn the_key_changes_with_the_content_and_the_dtype() {
@@ -158,12 +161,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("My Model.gguf");
         std::fs::write(&file, b"GGUF one").unwrap();
-        let first = entry_name(&file, DType::Q8).unwrap();
+        let q8 = Quant::To(DType::Q8);
+        let first = entry_name(&file, q8).unwrap();
         assert!(first.starts_with("My_Model-q8-") && first.ends_with(".bin"), "{first}");
-        assert_eq!(entry_name(&file, DType::Q8).unwrap(), first);
-        assert_ne!(entry_name(&file, DType::F16).unwrap(), first.replace("-q8-", "-f16-"));
+        assert_eq!(entry_name(&file, q8).unwrap(), first);
+        assert_ne!(entry_name(&file, Quant::To(DType::F16)).unwrap(), first.replace("-q8-", "-f16-"));
+        let keep = entry_name(&file, Quant::Keep).unwrap();
+        assert!(keep.starts_with("My_Model-keep-"), "{keep}");
+        assert_ne!(keep, first.replace("-q8-", "-keep-"));
         std::fs::write(&file, b"GGUF two").unwrap();
-        assert_ne!(entry_name(&file, DType::Q8).unwrap(), first);
+        assert_ne!(entry_name(&file, q8).unwrap(), first);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

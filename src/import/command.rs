@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::format::DType;
+use crate::import::weight_types::{default_quant, Quant};
 
 /// Convert a GGUF file or a Hugging Face model folder to gpt-fast's model file.
 #[derive(clap::Args, Debug)]
@@ -21,9 +21,12 @@ pub struct ConvertArgs {
     /// temporary file there, then renamed).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Weight type of the matmul weights.
-    #[arg(long, default_value = "q8", value_name = "q8|f16|f32")]
-    pub quant: DType,
+    /// Weight type of the matmul weights: one type for all, or `keep`: each
+    /// tensor's own GGUF type where gpt-fast runs it natively (Q4_0, Q4_1,
+    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; every value unchanged), q8 for the
+    /// others. Default: keep for a GGUF file, q8 otherwise.
+    #[arg(long, value_name = "keep|q8|f16|f32")]
+    pub quant: Option<Quant>,
     /// Write random weights with the shapes of a named configuration instead
     /// (their text output is meaningless): smollm2-135m, tinyllama-1.1b,
     /// llama2-7b, gpt2-124m, gpt2-xl, test-llama, test-gpt2.
@@ -66,13 +69,20 @@ pub fn run(args: &ConvertArgs) -> Result<(), Box<dyn std::error::Error>> {
             let names: Vec<_> = crate::synthetic::configs().into_iter().map(|(n, _)| n).collect();
             format!("unknown synthetic config '{name}' (known: {})", names.join(", "))
         })?;
-        crate::synthetic::write(&args.output, &hparams, args.quant, args.seed, |done, total| {
-            on_tensor(done, total, "")
-        })?;
+        let dtype = match args.quant.unwrap_or(default_quant(false)) {
+            Quant::To(d) => d,
+            Quant::Keep => return Err("--quant keep keeps a GGUF file's types; --synthetic has none".into()),
+        };
+        crate::synthetic::write(&args.output, &hparams, dtype, args.seed, |done, total| on_tensor(done, total, ""))?;
     } else {
         let input = args.input.as_deref().expect("clap requires INPUT without --synthetic");
+        let is_gguf = crate::import::detect::detect(input).is_ok_and(|k| k == crate::import::detect::InputKind::Gguf);
+        let quant = args.quant.unwrap_or(default_quant(is_gguf));
         let source = crate::import::detect::open_source(input)?;
-        crate::import::convert::convert(source.as_ref(), input, &args.output, args.quant, on_tensor)?;
+        let report = crate::import::convert::convert(source.as_ref(), input, &args.output, quant, on_tensor)?;
+        if let Some(note) = report.note.filter(|_| !args.quiet) {
+            bar.suspend(|| eprintln!("note: {note}"));
+        }
     }
     bar.finish_and_clear();
     if !args.quiet {

@@ -22,9 +22,10 @@ use crate::tokenizer::TokenizerSpec;
 
 use crate::import::family::{linear_divisors, Family};
 use crate::import::gguf::{GgufFile, GgufValue};
-use crate::import::source::{Source, SourceTensor, Stored};
+use crate::import::source::{RawTensor, Source, SourceTensor, Stored};
 use crate::import::tokenizer_import;
 use crate::import::ConvertError;
+use gpt_fast_quant::ggml::GgmlType;
 
 pub struct GgufSource {
     path: PathBuf,
@@ -193,10 +194,12 @@ impl GgufSource {
 
 /// Undoes llama.cpp's Q/K row permutation for one matrix of `n_heads` heads:
 /// within a head, GGUF row `2i + s` is Hugging Face row `s * head_dim/2 + i`.
-pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, n_heads: usize) -> Vec<f32> {
+/// A row is `cols` elements: values, or the bytes of a quantized row (whose
+/// blocks never straddle rows, so moving rows keeps every value).
+pub fn unpermute_rows<T: Copy + Default>(data: &[T], rows: usize, cols: usize, n_heads: usize) -> Vec<T> {
     let head_dim = rows / n_heads;
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..n_heads {
         for i in 0..half {
             for s in 0..2 {
@@ -207,6 +210,40 @@ pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, n_heads: usize) ->
         }
     }
     out
+}
+
+impl GgufSource {
+    /// A tensor's entry and its `[rows, cols]` (ggml lists `cols` first).
+    fn info(&self, name: &str) -> Result<(&crate::import::gguf::GgufTensorInfo, usize, usize), ConvertError> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ConvertError::MissingTensor { path: self.path.clone(), name: name.into() })?;
+        match info.dims.as_slice() {
+            [n] => Ok((info, *n as usize, 1)),
+            [cols, rows] => Ok((info, *rows as usize, *cols as usize)),
+            dims => Err(ConvertError::Tensor {
+                path: self.path.clone(),
+                name: name.into(),
+                reason: format!("has {} dimensions, expected 1 or 2", dims.len()),
+            }),
+        }
+    }
+
+    /// `data` (`rows` whole rows, of values or of stored bytes) in the
+    /// canonical row order: only `llama` permutes (its biases too, had it any).
+    fn unpermuted<T: Copy + Default>(&self, name: &str, data: Vec<T>, rows: usize) -> Vec<T> {
+        let h = &self.hparams;
+        let row_len = data.len().checked_div(rows).unwrap_or(0);
+        let permuted = self.family == Family::Llama;
+        if permuted && name.ends_with(".attn_q.weight") {
+            unpermute_rows(&data, rows, row_len, h.n_heads as usize)
+        } else if permuted && name.ends_with(".attn_k.weight") {
+            unpermute_rows(&data, rows, row_len, h.n_kv_heads as usize)
+        } else {
+            data
+        }
+    }
 }
 
 impl Source for GgufSource {
@@ -236,28 +273,22 @@ impl Source for GgufSource {
         if let Some(data) = self.rope_freqs.as_ref().filter(|_| name == "rope_freqs.weight") {
             return Ok(SourceTensor { rows: data.len(), cols: 1, data: data.clone() });
         }
-        let info = self
-            .file
-            .tensor(name)
-            .ok_or_else(|| ConvertError::MissingTensor { path: self.path.clone(), name: name.into() })?;
+        let (info, rows, cols) = self.info(name)?;
         let fail = |reason: String| ConvertError::Tensor { path: self.path.clone(), name: name.into(), reason };
-        let (rows, cols) = match info.dims.as_slice() {
-            [n] => (*n as usize, 1),
-            [cols, rows] => (*rows as usize, *cols as usize),
-            dims => return Err(fail(format!("has {} dimensions, expected 1 or 2", dims.len()))),
-        };
         let data = self.file.tensor_f32(info).map_err(|e| fail(e.to_string()))?;
-        let h = &self.hparams;
-        // Only `llama` permutes (its biases too, had it any).
-        let permuted = self.family == Family::Llama;
-        let data = if permuted && name.ends_with(".attn_q.weight") {
-            unpermute_rows(&data, rows, cols, h.n_heads as usize)
-        } else if permuted && name.ends_with(".attn_k.weight") {
-            unpermute_rows(&data, rows, cols, h.n_kv_heads as usize)
-        } else {
-            data
-        };
+        let data = self.unpermuted(name, data, rows);
         Ok(SourceTensor { rows, cols, data })
+    }
+
+    fn stored_type(&self, name: &str) -> Option<GgmlType> {
+        self.file.tensor(name).map(|t| t.ty)
+    }
+
+    fn raw_tensor(&self, name: &str) -> Result<RawTensor, ConvertError> {
+        let (info, rows, cols) = self.info(name)?;
+        let bytes = self.file.tensor_bytes(info).to_vec();
+        let bytes = self.unpermuted(name, bytes, rows);
+        Ok(RawTensor { rows, cols, ty: info.ty, bytes })
     }
 }
 

@@ -13,5 +13,6 @@ pub mod from_hf;
 pub mod gguf;
 pub mod source;
 pub mod tokenizer_import;
+pub mod weight_types;
 
 pub use error::ConvertError;

@@ -14,6 +14,7 @@
 
 use crate::format::HParams;
 use crate::tokenizer::TokenizerSpec;
+use gpt_fast_quant::ggml::GgmlType;
 
 /// A tensor read from a checkpoint and converted to f32.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +23,16 @@ pub struct SourceTensor {
     /// 1 for a vector.
     pub cols: usize,
     pub data: Vec<f32>,
+}
+
+/// A tensor as the checkpoint stores it, still in its ggml blocks: whole
+/// rows of `[rows, cols]`, in canonical row order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTensor {
+    pub rows: usize,
+    pub cols: usize,
+    pub ty: GgmlType,
+    pub bytes: Vec<u8>,
 }
 
 /// How much a checkpoint holds: what backs the hyper-parameters' demand.
@@ -42,4 +53,13 @@ pub trait Source: Sync {
     fn tensor(&self, name: &str) -> Result<SourceTensor, crate::import::ConvertError>;
     /// How many tensors and elements the checkpoint stores (from its headers).
     fn stored(&self) -> Stored;
+    /// The ggml block type a tensor is stored in, for checkpoints that have
+    /// them (GGUF); `None` for the others, whose tensors are never kept as stored.
+    fn stored_type(&self, _name: &str) -> Option<GgmlType> {
+        None
+    }
+    /// The tensor's bytes as stored (see [`Source::stored_type`]).
+    fn raw_tensor(&self, name: &str) -> Result<RawTensor, crate::import::ConvertError> {
+        Err(crate::import::ConvertError::MissingTensor { path: Default::default(), name: name.into() })
+    }
 }

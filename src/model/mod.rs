@@ -126,13 +126,14 @@ impl Model {
             });
         }
         let mut converted = Converted::new();
-        if dtype != file_dtype {
+        if options.quant.is_some() {
             let mut bytes = Vec::new();
             for spec in crate::format::expected_tensors(file.hparams()) {
-                if spec.role != TensorRole::Matmul {
+                let info = file.tensor(&spec.name).expect("validated tensor list");
+                // A file may mix types (a GGUF's kept as they are): only the others are converted.
+                if spec.role != TensorRole::Matmul || info.dtype == dtype {
                     continue;
                 }
-                let info = file.tensor(&spec.name).expect("validated tensor list");
                 let (rows, cols) = (info.rows as usize, info.cols as usize);
                 let values = info.dtype.decode(file.tensor_bytes(info), rows, cols);
                 dtype.encode(rows, cols, &values, &mut bytes);
@@ -162,7 +163,8 @@ impl Model {
         &self.file
     }
 
-    /// The weight type the model runs at.
+    /// The weight type the model runs at (of most of its matmul weights: a
+    /// GGUF's types kept as they are may mix).
     pub fn dtype(&self) -> DType {
         self.dtype
     }
