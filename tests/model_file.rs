@@ -112,9 +112,11 @@ fn bad_magic_version_and_checksum_are_refused() {
     cli_refuses("magic", &b, "not a gpt-fast model file");
     assert!(matches!(open_bytes("gguf", b"GGUF\x03\0\0\0").err().unwrap().kind, LoadErrorKind::BadMagic(_)));
 
-    let b = patched(&bytes, |h, _| h.version = 3);
-    assert!(matches!(open_bytes("version", &b).err().unwrap().kind, LoadErrorKind::Version(3)));
-    cli_refuses("version", &b, "unsupported format version 3");
+    let b = patched(&bytes, |h, _| h.version = 4);
+    assert!(matches!(open_bytes("version", &b).err().unwrap().kind, LoadErrorKind::Version(4)));
+    cli_refuses("version", &b, "unsupported format version 4");
+    // Version 3 only widens what a matmul entry's dtype may be: a version 1 file is one.
+    assert!(open_bytes("v3", &patched(&bytes, |h, _| h.version = 3)).is_ok());
     // Version 1 has neither version 2's header fields nor its flags; version 2
     // with a flag its tensors are missing for is refused by the tensor check.
     assert_eq!(header(&bytes).version, 1, "a plain Llama is still written as version 1");

@@ -7,7 +7,9 @@
 # from source into .cache/venv-llamacpp, once). The Q4_1 GGUF from
 # tools/fetch-model.sh is requantized with llama.cpp's own quantize API to
 # Q8_0 and F16, and `convert` turns those same GGUFs into gpt-fast q8 and f16
-# files, so every engine runs the same values.
+# files, so every engine runs the same values. q4_1 is the Q4_1 GGUF itself,
+# converted with `--quant keep` (its Q4_1 matrices stay q4_1, its Q8_0
+# embedding q8): every engine runs its 4.5-bit weights natively.
 #
 # ik_llama.cpp (the llama.cpp fork known for the fastest CPU prompt
 # processing) is built from a source snapshot in .cache/ik_llama.cpp-src
@@ -29,8 +31,9 @@
 # process start to exit; llama.cpp is model load + tokenize + prompt eval +
 # greedy token inside a Python process that has already imported llama_cpp.
 #
-# Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-r ROUNDS] [-i avx2]
+# Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-q QUANTS] [-r ROUNDS] [-i avx2]
 #   -t  thread counts (default 2)
+#   -q  weight types, of q4_1, q8, f16 (default q4_1,q8,f16)
 #   -r  rounds (default 3)
 #   -i  avx2: every engine limited to AVX2 + FMA + F16C on a CPU that has
 #       more (AVX-512, VNNI, AMX), to stand in for an AVX2-only machine:
@@ -43,15 +46,18 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 threads=2
 rounds=3
 isa=native
-while getopts "t:r:i:h" opt; do
+quants=q4_1,q8,f16
+while getopts "t:q:r:i:h" opt; do
   case $opt in
     t) threads=$OPTARG ;;
+    q) quants=$OPTARG ;;
     r) rounds=$OPTARG ;;
     i) isa=$OPTARG ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
 IFS=, read -r -a thread_list <<<"$threads"
+IFS=, read -r -a quant_list <<<"$quants"
 
 case $isa in
   native)
@@ -127,11 +133,13 @@ PY
 # The same GGUFs, converted for gpt-fast (rewritten every run: a few seconds,
 # and always from the current converter).
 declare -A gguf_of gf_of
-for quant in q8 f16; do
-  case $quant in q8) g=Q8_0 ;; f16) g=F16 ;; esac
+for quant in q8 f16 q4_1; do
+  case $quant in q8) g=Q8_0 ;; f16) g=F16 ;; q4_1) g=Q4_1 ;; esac
   gguf_of[$quant]="$models/SmolLM2-135M-Instruct.$g.gguf"
   gf_of[$quant]="$work/smollm2-$quant.bin"
-  "$bin/gpt-fast-convert" "${gguf_of[$quant]}" -o "${gf_of[$quant]}" --quant "$quant" --quiet
+  flag=$quant
+  if [ "$quant" = q4_1 ]; then gguf_of[$quant]=$q41 flag=keep; fi
+  "$bin/gpt-fast-convert" "${gguf_of[$quant]}" -o "${gf_of[$quant]}" --quant "$flag" --quiet
 done
 
 # Some VMs advertise AMX in CPUID without enabling it: llama.cpp's AMX buffer
@@ -249,7 +257,7 @@ for line in sys.stdin:
 }
 
 for ((round = 1; round <= rounds; round++)); do
-  for quant in q8 f16; do
+  for quant in "${quant_list[@]}"; do
     for t in "${thread_list[@]}"; do
       echo "round $round/$rounds: $quant, $t threads" >&2
       engines=(llama_round gptfast_round ik_round)
@@ -303,7 +311,7 @@ def versus(r, other, digits):
     each = " ".join(f"{v:.2f}" for v in ratios)
     return f"{statistics.mean(theirs):.{digits}f} ± {sd(theirs):.{digits}f}", f"{statistics.median(ratios):.2f} ({each})"
 
-for (quant, threads, test) in sorted(runs, key=lambda k: (k[0] != "q8", k[1], order.get(k[2], 9))):
+for (quant, threads, test) in sorted(runs, key=lambda k: ({"q4_1": 0, "q8": 1}.get(k[0], 2), k[1], order.get(k[2], 9))):
     r = runs[(quant, threads, test)]
     # Seconds for the first token (lower is better; the ratio is still gpt-fast / other), else t/s.
     digits, label = (3, "start to first token (s)") if test == "first_token_s" else (1, f"{test} (t/s)")
