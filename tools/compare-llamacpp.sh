@@ -33,7 +33,10 @@
 #
 # Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-q QUANTS] [-r ROUNDS] [-i avx2]
 #   -t  thread counts (default 2)
-#   -q  weight types, of q4_1, q8, f16 (default q4_1,q8,f16)
+#   -q  weight types, of q4_1, q8, f16 (default q4_1,q8,f16), and the other
+#       mixes of llama-quantize that gpt-fast keeps natively: q4_0, q5_0,
+#       q5_1, q8_0, q4_k_m, q5_k_m, q6_k (llama.cpp requantizes an F32
+#       dequantization of the Q4_1 file; gpt-fast converts with --quant keep)
 #   -r  rounds (default 3)
 #   -i  avx2: every engine limited to AVX2 + FMA + F16C on a CPU that has
 #       more (AVX-512, VNNI, AMX), to stand in for an AVX2-only machine:
@@ -58,6 +61,13 @@ while getopts "t:q:r:i:h" opt; do
 done
 IFS=, read -r -a thread_list <<<"$threads"
 IFS=, read -r -a quant_list <<<"$quants"
+
+for quant in "${quant_list[@]}"; do
+  case $quant in
+    q4_1 | q8 | f16 | q4_0 | q5_0 | q5_1 | q8_0 | q4_k_m | q5_k_m | q6_k) ;;
+    *) echo "-q: unknown weight type '$quant'" >&2; exit 2 ;;
+  esac
+done
 
 case $isa in
   native)
@@ -110,35 +120,51 @@ q41=$("$root/tools/fetch-model.sh")
 work=$(mktemp -d "${TMPDIR:-/tmp}/compare-llamacpp.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# Requantize with llama.cpp's own API (cached next to the downloaded GGUF).
-"$py" - "$q41" "$models" 2>"$work/quantize.log" <<'PY' || { cat "$work/quantize.log" >&2; exit 1; }
+# Requantize with llama.cpp's own API (cached): Q8_0 and F16 next to the
+# downloaded GGUF, from it; the other mixes of llama-quantize into
+# .cache/native-types/ from an F32 dequantization of it, as
+# tools/fixtures/native_types_llamacpp.py makes them (the same files).
+"$py" - "$q41" "$models" "$root/.cache/native-types" "${quant_list[@]}" 2>"$work/quantize.log" <<'PY' || { cat "$work/quantize.log" >&2; exit 1; }
 import ctypes, os, sys
 import llama_cpp
-src, models = sys.argv[1], sys.argv[2]
-for name, ftype in [("Q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("F16", llama_cpp.LLAMA_FTYPE_MOSTLY_F16)]:
-    out = os.path.join(models, f"SmolLM2-135M-Instruct.{name}.gguf")
+src, models, native, quants = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+
+def quantize(src, out, ftype):
     if os.path.exists(out):
-        continue
+        return
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.allow_requantize = True
     params.nthread = 2
     tmp = out + ".tmp"
     if llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params)) != 0:
-        sys.exit(f"llama_model_quantize to {name} failed")
+        sys.exit(f"llama_model_quantize to {out} failed")
     os.replace(tmp, out)
     print(f"wrote {out}")
+
+for name, ftype in [("Q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("F16", llama_cpp.LLAMA_FTYPE_MOSTLY_F16)]:
+    quantize(src, os.path.join(models, f"SmolLM2-135M-Instruct.{name}.gguf"), ftype)
+mixes = [q.upper() for q in quants if q not in ("q4_1", "q8", "f16")]
+if mixes:
+    os.makedirs(native, exist_ok=True)
+    f32 = os.path.join(native, "SmolLM2-135M-Instruct.F32.gguf")
+    quantize(src, f32, llama_cpp.LLAMA_FTYPE_ALL_F32)
+    for mix in mixes:
+        quantize(f32, os.path.join(native, f"SmolLM2-135M-Instruct.{mix}.gguf"), getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{mix}"))
 PY
 
 # The same GGUFs, converted for gpt-fast (rewritten every run: a few seconds,
 # and always from the current converter).
 declare -A gguf_of gf_of
-for quant in q8 f16 q4_1; do
-  case $quant in q8) g=Q8_0 ;; f16) g=F16 ;; q4_1) g=Q4_1 ;; esac
-  gguf_of[$quant]="$models/SmolLM2-135M-Instruct.$g.gguf"
+for quant in "${quant_list[@]}"; do
+  flag=keep
+  case $quant in
+    q8) gguf_of[$quant]="$models/SmolLM2-135M-Instruct.Q8_0.gguf" flag=q8 ;;
+    f16) gguf_of[$quant]="$models/SmolLM2-135M-Instruct.F16.gguf" flag=f16 ;;
+    q4_1) gguf_of[$quant]=$q41 ;;
+    *) gguf_of[$quant]="$root/.cache/native-types/SmolLM2-135M-Instruct.${quant^^}.gguf" ;;
+  esac
   gf_of[$quant]="$work/smollm2-$quant.bin"
-  flag=$quant
-  if [ "$quant" = q4_1 ]; then gguf_of[$quant]=$q41 flag=keep; fi
   "$bin/gpt-fast-convert" "${gguf_of[$quant]}" -o "${gf_of[$quant]}" --quant "$flag" --quiet
 done
 
@@ -147,7 +173,7 @@ done
 # two-token Q8_0 batch in a child process; if it dies, load llama.cpp with its
 # extra buffer types (AMX and weight repacking) off, for every run, and say so.
 extra_bufts=1
-if ! { "$py" - "${gguf_of[q8]}" <<'PY'; } >/dev/null 2>&1; then
+if ! { "$py" - "$models/SmolLM2-135M-Instruct.Q8_0.gguf" <<'PY'; } >/dev/null 2>&1; then
 import sys
 import llama_cpp
 llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, n_threads_batch=1, verbose=False)
@@ -311,7 +337,7 @@ def versus(r, other, digits):
     each = " ".join(f"{v:.2f}" for v in ratios)
     return f"{statistics.mean(theirs):.{digits}f} ± {sd(theirs):.{digits}f}", f"{statistics.median(ratios):.2f} ({each})"
 
-for (quant, threads, test) in sorted(runs, key=lambda k: ({"q4_1": 0, "q8": 1}.get(k[0], 2), k[1], order.get(k[2], 9))):
+for (quant, threads, test) in sorted(runs, key=lambda k: ({"q4_1": 0, "q4_0": 1, "q4_k_m": 2, "q8": 5}.get(k[0], 4), k[1], order.get(k[2], 9))):
     r = runs[(quant, threads, test)]
     # Seconds for the first token (lower is better; the ratio is still gpt-fast / other), else t/s.
     digits, label = (3, "start to first token (s)") if test == "first_token_s" else (1, f"{test} (t/s)")
