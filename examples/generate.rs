@@ -1,6 +1,6 @@
 //! Embedding gpt-fast: open a model, create a session, stream a completion.
 //!
-//!     cargo run --release --example generate -- smollm2-q8.bin "The capital of France is"
+//!     cargo run --release --example generate -- smollm2.bin "The capital of France is"
 
 use std::io::Write;
 
