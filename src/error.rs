@@ -16,6 +16,9 @@ pub enum Error {
     /// Generating text (an empty or too long prompt, bad sampling settings).
     #[error(transparent)]
     Generate(#[from] crate::generate::GenerateError),
+    /// Sampling settings out of range ([`crate::SamplerParams::validate`]).
+    #[error(transparent)]
+    Sampler(#[from] crate::sampler::SamplerError),
     /// Decoding token ids (an id outside the vocabulary).
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),

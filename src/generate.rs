@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::model::Model;
-use crate::sampler::{Sampler, SamplerParams};
+use crate::sampler::{Sampler, SamplerError, SamplerParams};
 use crate::session::{Session, SessionError, SessionOptions};
 use crate::tokenizer::StreamDecoder;
 
@@ -31,8 +31,8 @@ pub enum GenerateError {
         context: usize,
     },
     /// A sampling setting is out of range (the message names it).
-    #[error("{0}")]
-    BadSampler(String),
+    #[error(transparent)]
+    BadSampler(#[from] SamplerError),
     /// The session refused (see [`SessionError`]).
     #[error(transparent)]
     Session(#[from] SessionError),

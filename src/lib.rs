@@ -42,7 +42,7 @@ mod error;
 pub use error::Error;
 pub use generate::{Flow, GenerateError, GenerateParams, GenerateStats, Generator, StopReason};
 pub use model::{Model, ModelError, ModelOptions};
-pub use sampler::{Sampler, SamplerParams};
+pub use sampler::{Sampler, SamplerError, SamplerParams};
 pub use session::{KvType, Session, SessionError, SessionOptions, StateError};
 pub use threads::{shared_pool, ThreadPool};
 pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError};

@@ -38,30 +38,56 @@ impl SamplerParams {
     }
 
     /// Checks the ranges; the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        let finite = |name: &str, v: f32| {
-            if v.is_finite() {
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let finite = |setting: &'static str, value: f32| {
+            if value.is_finite() {
                 Ok(())
             } else {
-                Err(format!("{name} must be a finite number"))
+                Err(SamplerError::NotFinite { setting })
             }
         };
         finite("temperature", self.temperature)?;
         finite("top-p", self.top_p)?;
         finite("min-p", self.min_p)?;
         finite("repeat-penalty", self.repeat_penalty)?;
+        let out_of_range = |setting, value, allowed| Err(SamplerError::OutOfRange { setting, value, allowed });
         if !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
-            return Err(format!("top-p {} must be in (0, 1]", self.top_p));
+            return out_of_range("top-p", self.top_p, "in (0, 1]");
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(format!("min-p {} must be in [0, 1]", self.min_p));
+            return out_of_range("min-p", self.min_p, "in [0, 1]");
         }
         if self.repeat_penalty <= 0.0 {
-            return Err(format!("repeat-penalty {} must be positive", self.repeat_penalty));
+            return out_of_range("repeat-penalty", self.repeat_penalty, "positive");
         }
         Ok(())
     }
 }
+
+/// A sampling setting [`SamplerParams::validate`] refuses.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SamplerError {
+    /// A NaN or an infinity.
+    #[error("{setting} must be a finite number")]
+    NotFinite {
+        /// The setting's name, as the CLI spells its option.
+        setting: &'static str,
+    },
+    /// A value outside the setting's range.
+    #[error("{setting} {value} must be {allowed}")]
+    OutOfRange {
+        /// The setting's name, as the CLI spells its option.
+        setting: &'static str,
+        /// The value given.
+        value: f32,
+        /// What is allowed ("in (0, 1]", "positive").
+        allowed: &'static str,
+    },
+}
+
+// Equality is reflexive: a NaN value is reported as `NotFinite`, never stored.
+impl Eq for SamplerError {}
 
 /// Picks tokens from logits with [`SamplerParams`]; every buffer allocated in [`Sampler::new`].
 pub struct Sampler {
@@ -325,10 +351,13 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        assert!(SamplerParams { top_p: 0.0, ..Default::default() }.validate().unwrap_err().contains("top-p"));
-        assert!(SamplerParams { temperature: f32::NAN, ..Default::default() }
-            .validate()
-            .unwrap_err()
-            .contains("temperature"));
+        let top_p = SamplerParams { top_p: 0.0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(top_p, SamplerError::OutOfRange { setting: "top-p", value: 0.0, allowed: "in (0, 1]" });
+        assert_eq!(top_p.to_string(), "top-p 0 must be in (0, 1]");
+        let nan = SamplerParams { temperature: f32::NAN, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(nan.to_string(), "temperature must be a finite number");
+        assert!(SamplerParams { repeat_penalty: 0.0, ..Default::default() }.validate().is_err());
+        assert!(SamplerParams { min_p: 1.5, ..Default::default() }.validate().is_err());
+        assert_eq!(SamplerParams::default().validate(), Ok(()));
     }
 }

@@ -356,7 +356,7 @@ pub unsafe extern "C" fn gf_sample(
         if logits.is_null() || token.is_null() {
             return Err(invalid("logits or token is null"));
         }
-        params.validate().map_err(|e| (GfStatus::InvalidArgument, e))?;
+        params.validate().map_err(|e| (GfStatus::InvalidArgument, e.to_string()))?;
         let vocab = session.generator.session().model().tokenizer().n_vocab();
         if n_logits != vocab {
             return Err(invalid(&format!("{n_logits} logits, the vocabulary has {vocab}")));
