@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Tests"): fetches the real models and the
 # llama.cpp reference tree (tokenizer test vocabularies) if they are not cached
-# yet, then runs every test of the workspace.
+# yet, then runs every test of the workspace and the Python package's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/fetch-model.sh >/dev/null
@@ -12,3 +12,8 @@ tools/fetch-llamacpp-src.sh >/dev/null
 # first, in the test profile (target/debug, next to the test binaries).
 cargo build --profile test -p gpt-fast-capi
 cargo test --workspace "$@"
+# The Python package's pytest suite, unless only building (--no-run).
+case " $* " in
+  *" --no-run "*) ;;
+  *) tools/python-test.sh ;;
+esac
