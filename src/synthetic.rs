@@ -146,10 +146,23 @@ pub fn write(
     hparams: &HParams,
     dtype: DType,
     seed: u64,
+    on_tensor: impl FnMut(usize, usize),
+) -> Result<(), WriteError> {
+    write_typed(path, hparams, dtype, |_| dtype, seed, on_tensor)
+}
+
+/// As [`write`], each matmul tensor as `matmul_dtype` gives it (`--quant
+/// q4`'s mix); `weight_dtype` is the header's.
+pub fn write_typed(
+    path: &std::path::Path,
+    hparams: &HParams,
+    weight_dtype: DType,
+    matmul_dtype: impl Fn(&crate::format::TensorSpec) -> DType,
+    seed: u64,
     mut on_tensor: impl FnMut(usize, usize),
 ) -> Result<(), WriteError> {
     let tokenizer = tokenizer(hparams.vocab_size);
-    let mut writer = ModelWriter::create(path, hparams, dtype, &tokenizer)?;
+    let mut writer = ModelWriter::create_typed(path, hparams, weight_dtype, matmul_dtype, &tokenizer)?;
     let specs = writer.tensors().to_vec();
     let mut values = Vec::new();
     let mut bytes = Vec::new();

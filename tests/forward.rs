@@ -86,6 +86,45 @@ fn lower_precision_at_load_and_higher_refused() {
     assert!(err.to_string().contains("f16"));
 }
 
+/// `--quant q4`'s mix on a llama whose 256-wide rows take Q4_K and whose
+/// 288-wide `ffn_down` rows Q4_1: the file holds both (and its embedding as
+/// q8), runs, and its logits stay near the f32 model's, further than q8's.
+#[test]
+fn own_q4_runs_close_to_f32() {
+    let mut h = gpt_fast::synthetic::config("test-llama").unwrap();
+    (h.dim, h.ffn_dim) = (256, 288);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let write = |name: &str, dtype: &dyn Fn(&gpt_fast::format::TensorSpec) -> DType| {
+        let path = dir.join(format!("forward-q4-{name}-{}", std::process::id()));
+        let specs = gpt_fast::format::expected_tensors(&h);
+        let header = gpt_fast::import::weight_types::dominant(&specs, specs.iter().map(dtype));
+        gpt_fast::synthetic::write_typed(&path, &h, header, dtype, 5, |_, _| {}).unwrap();
+        path
+    };
+    let q4 = write("q4", &gpt_fast::import::weight_types::q4_dtype);
+    let (f32_file, q8_file) = (write("f32", &|s| s.dtype(DType::F32)), write("q8", &|s| s.dtype(DType::Q8)));
+    let model = Model::open(&q4, ModelOptions::default()).unwrap();
+    let types: Vec<DType> = gpt_fast::format::expected_tensors(&h)
+        .iter()
+        .map(|spec| model.file().tensor(&spec.name).unwrap().dtype)
+        .collect();
+    for dtype in [DType::Q4_K, DType::Q4_1, DType::Q8] {
+        assert!(types.contains(&dtype), "{dtype:?} in {types:?}");
+    }
+    let tokens = prompt(12, h.vocab_size);
+    let logits = |path: &Path| {
+        let model = Model::open(path, ModelOptions::default()).unwrap();
+        Session::new(&model, SessionOptions::default()).unwrap().eval(&tokens).unwrap().to_vec()
+    };
+    let (want, got, q8) = (logits(&f32_file), logits(&q4), logits(&q8_file));
+    let diff = |a: &[f32]| a.iter().zip(&want).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff(&got) < 0.1 * max_abs(&want), "q4 vs f32 logits differ by {} of {}", diff(&got), max_abs(&want));
+    assert!(diff(&got) > diff(&q8), "q4 ({}) is coarser than q8 ({})", diff(&got), diff(&q8));
+    for path in [q4, f32_file, q8_file] {
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
 #[test]
 fn bad_session_inputs_are_errors() {
     let model = Model::open(&synthetic("inputs", "test-gpt2", DType::Q8), ModelOptions::default()).unwrap();

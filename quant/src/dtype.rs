@@ -190,16 +190,34 @@ impl DType {
     }
 }
 
-/// A weight type to convert to (`--quant`): the types with an encoder.
+/// Columns every model gpt-fast runs has a whole number of: a dtype whose
+/// blocks are no longer can hold every matrix of every model.
+pub const ANY_MODEL_BLOCK: usize = 32;
+
+impl DType {
+    /// Whether `--quant NAME` can convert every matrix to it: it has an
+    /// encoder and its blocks fit every model's rows (Q4_K's 256-value
+    /// super-blocks do not; `--quant q4` uses it where they do).
+    pub fn is_whole_model_target(self) -> bool {
+        self.traits().encode.is_some() && self.traits().block_cols <= ANY_MODEL_BLOCK
+    }
+}
+
+/// A weight type to convert a whole model to (`--quant`).
 impl std::str::FromStr for DType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let encodable = || Self::ALL.into_iter().rev().filter(|d| d.traits().encode.is_some());
         match Self::ALL.into_iter().find(|d| d.name() == s) {
-            Some(d) if d.traits().encode.is_some() => Ok(d),
+            Some(d) if d.is_whole_model_target() => Ok(d),
+            Some(d) if d.traits().encode.is_some() => Err(format!(
+                "{} needs rows of whole {}-value blocks, which not every model has; --quant q4 uses it where they are",
+                d.name(),
+                d.traits().block_cols
+            )),
             Some(d) => Err(format!("{} weights are only kept from a GGUF file that has them, not made", d.name())),
             None => {
-                let names: Vec<&str> = encodable().map(|d| d.name()).collect();
+                let names: Vec<&str> =
+                    Self::ALL.into_iter().rev().filter(|d| d.is_whole_model_target()).map(|d| d.name()).collect();
                 Err(format!("unknown weight type '{s}' (expected {})", names.join(", ")))
             }
         }
@@ -215,7 +233,7 @@ mod tests {
         for (i, a) in DType::ALL.iter().enumerate() {
             assert_eq!(a.index(), i, "{a:?}: ALL is in discriminant order");
             assert_eq!(DType::from_u32(a.id()), Some(*a));
-            assert_eq!(a.name().parse::<DType>().is_ok(), a.traits().encode.is_some(), "{a:?}");
+            assert_eq!(a.name().parse::<DType>().is_ok(), a.is_whole_model_target(), "{a:?}");
             for b in &DType::ALL[i + 1..] {
                 assert!(a.id() != b.id() && a.name() != b.name(), "{a:?} and {b:?} collide");
             }
@@ -224,7 +242,7 @@ mod tests {
 
     #[test]
     fn each_dtype_round_trips_within_its_precision() {
-        let (rows, cols) = (9, 64);
+        let (rows, cols) = (9, 256);
         let data: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
         let mut bytes = Vec::new();
         for dtype in DType::ALL.into_iter().filter(|d| d.traits().encode.is_some()) {
@@ -233,6 +251,9 @@ mod tests {
                 DType::F32 => 0.0,
                 DType::F16 => 1e-3,
                 DType::Q8 => 2.0 / 127.0,
+                // One 4-bit step of the range [-2, 2]: a least-squares fit
+                // may clip an outlier by more than half a step.
+                DType::Q4_1 | DType::Q4_K => 4.0 / 15.0,
                 // Only kept from GGUF, never encoded (the filter above).
                 _ => unreachable!("{dtype:?} has no encoder"),
             };

@@ -2,6 +2,7 @@
 //! table ([`DType::traits`]) that the rest of gpt-fast reads.
 #![forbid(unsafe_code)]
 
+mod affine;
 mod dtype;
 mod error;
 mod float;

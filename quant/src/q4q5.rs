@@ -293,7 +293,9 @@ const fn traits<const KIND: usize>(id: u32, name: &'static str, block_bytes: usi
         precision,
         act: ActForm::Q8Sums,
         decode_row: decode_row_of::<KIND>,
-        encode: None,
+        // Q4_1 is the own q4's type for rows that are not whole Q4_K
+        // super-blocks (docs/FORMAT.md, "q4").
+        encode: if KIND == 1 { Some(encode_q4_1) } else { None },
         ggml: Some(match KIND {
             0 => GgmlType::Q4_0,
             1 => GgmlType::Q4_1,
@@ -319,6 +321,34 @@ fn repack_of<const KIND: usize>(ggml: &[u8], rows: usize, cols: usize, dst: &mut
     true
 }
 
+/// Quantizes one block of 32 values as GGUF Q4_1 (`x = d × q + m`), with
+/// `d` and `m` searched for the least squared error after their rounding to
+/// f16 ([`crate::affine::search`]).
+pub fn quantize_q4_1_block(x: &[f32; BLOCK]) -> BlockQ4_1 {
+    let store = |d: f32, m: f32| {
+        let (d, m) = (f16::from_f32(d), f16::from_f32(m));
+        (d.is_finite() && m.is_finite()).then(|| (d.to_f32(), m.to_f32()))
+    };
+    let mut q = [0u8; BLOCK];
+    let fit = crate::affine::search(x, 15, false, store, &mut q);
+    let mut qs = [0u8; BLOCK / 2];
+    for (j, byte) in qs.iter_mut().enumerate() {
+        *byte = q[j] | (q[j + BLOCK / 2] << 4);
+    }
+    BlockQ4_1 { d: f16::from_f32(fit.scale), m: f16::from_f32(fit.min), qs }
+}
+
+fn encode_q4_1(rows: usize, cols: usize, src: &[f32], dst: &mut [u8]) {
+    let layout = layout_of::<1>(rows, cols);
+    let mut gguf = Vec::with_capacity(rows * layout.gguf_row_bytes());
+    for block in src.chunks_exact(BLOCK) {
+        let block = quantize_q4_1_block(block.try_into().expect("chunks of BLOCK"));
+        gguf.extend_from_slice(bytemuck::bytes_of(&block));
+    }
+    let row_bytes = layout.gguf_row_bytes();
+    pack_rows(&layout, |r| &gguf[r * row_bytes..][..row_bytes], dst);
+}
+
 pub(crate) const Q4_0_TRAITS: DTypeTraits = traits::<0>(4, "q4_0", 18, 4);
 pub(crate) const Q4_1_TRAITS: DTypeTraits = traits::<1>(5, "q4_1", 20, 4);
 pub(crate) const Q5_0_TRAITS: DTypeTraits = traits::<2>(6, "q5_0", 22, 5);
@@ -328,6 +358,52 @@ pub(crate) const Q5_1_TRAITS: DTypeTraits = traits::<3>(7, "q5_1", 24, 5);
 mod tests {
     use super::*;
     use crate::ggml::dequantize;
+
+    /// The min/max fit, plainly: `d = (max - min) / 15`, `m = min`, both f16,
+    /// quants rounded against the stored values.
+    fn plain_q4_1(x: &[f32; BLOCK]) -> BlockQ4_1 {
+        let lo = x.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let (d, m) = (f16::from_f32((hi - lo) / 15.0), f16::from_f32(lo));
+        let q: Vec<u8> = x
+            .iter()
+            .map(|&v| if d.to_f32() > 0.0 { ((v - m.to_f32()) / d.to_f32()).round().clamp(0.0, 15.0) as u8 } else { 0 })
+            .collect();
+        BlockQ4_1 { d, m, qs: std::array::from_fn(|j| q[j] | (q[j + 16] << 4)) }
+    }
+
+    #[test]
+    fn q4_1_encoder_round_trips_no_worse_than_min_max_fit() {
+        let (rows, cols) = (9, 96);
+        let mut bytes = Vec::new();
+        let sse = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum() };
+        let (mut better, mut blocks) = (0, 0);
+        for seed in 0..if cfg!(miri) { 2 } else { 40u32 } {
+            let src: Vec<f32> = (0..rows * cols / BLOCK)
+                .flat_map(|b| crate::affine::tests::test_block(BLOCK, seed * 100 + b as u32))
+                .collect();
+            crate::DType::Q4_1.encode(rows, cols, &src, &mut bytes);
+            let back = crate::DType::Q4_1.decode(&bytes, rows, cols);
+            for (x, y) in src.chunks_exact(BLOCK).zip(back.chunks_exact(BLOCK)) {
+                let x: &[f32; BLOCK] = x.try_into().unwrap();
+                let reference = plain_q4_1(x);
+                let mut want = [0f32; BLOCK];
+                reference.dequantize_block(&mut want);
+                let (lo, hi) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                // Half a step, plus f16's rounding of d (over 15 steps) and m.
+                let per_value = (hi - lo) / 30.0 + (hi - lo) * 2e-3 + lo.abs() * 1e-3;
+                let (got, base) = (sse(x, y), sse(x, &want));
+                assert!(
+                    base <= BLOCK as f32 * per_value.powi(2),
+                    "seed {seed}: min/max fit error {base} over its bound"
+                );
+                assert!(got <= base * (1.0 + 1e-6), "seed {seed}: searched error {got} > min/max fit's {base}");
+                better += usize::from(got < 0.9 * base);
+                blocks += 1;
+            }
+        }
+        assert!(better * 3 > blocks, "the search beats min/max by 10% on {better} of {blocks} blocks");
+    }
 
     /// Random GGUF bytes for `rows` rows of `kind` with finite scales.
     fn random_gguf(kind: Kind, rows: usize, cols: usize, seed: u64) -> Vec<u8> {

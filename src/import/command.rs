@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::import::weight_types::{default_quant, Quant};
+use crate::import::weight_types::{default_quant, q4_dtype, Quant};
 
 /// Convert a GGUF file or a Hugging Face model folder to gpt-fast's model file.
 #[derive(clap::Args, Debug)]
@@ -21,11 +21,13 @@ pub struct ConvertArgs {
     /// temporary file there, then renamed).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Weight type of the matmul weights: one type for all, or `keep`: each
-    /// tensor's own GGUF type where gpt-fast runs it natively (Q4_0, Q4_1,
-    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; every value unchanged), q8 for the
-    /// others. Default: keep for a GGUF file, q8 otherwise.
-    #[arg(long, value_name = "keep|q8|f16|f32")]
+    /// Weight type of the matmul weights: one type for all, `q4`: gpt-fast's
+    /// own 4.5-bit weights (q4_k where rows are whole 256-value super-blocks,
+    /// else q4_1; embedding and head q8), or `keep`: each tensor's own GGUF
+    /// type where gpt-fast runs it natively (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+    /// Q4_K, Q5_K, Q6_K; every value unchanged), q8 for the others. Default:
+    /// keep for a GGUF file, q8 otherwise.
+    #[arg(long, value_name = "keep|q4|q8|q4_1|f16|f32")]
     pub quant: Option<Quant>,
     /// Write random weights with the shapes of a named configuration instead
     /// (their text output is meaningless): smollm2-135m, tinyllama-1.1b,
@@ -69,11 +71,16 @@ pub fn run(args: &ConvertArgs) -> Result<(), Box<dyn std::error::Error>> {
             let names: Vec<_> = crate::synthetic::configs().into_iter().map(|(n, _)| n).collect();
             format!("unknown synthetic config '{name}' (known: {})", names.join(", "))
         })?;
-        let dtype = match args.quant.unwrap_or(default_quant(false)) {
-            Quant::To(d) => d,
+        let progress = |done, total| on_tensor(done, total, "");
+        match args.quant.unwrap_or(default_quant(false)) {
+            Quant::To(d) => crate::synthetic::write(&args.output, &hparams, d, args.seed, progress)?,
+            Quant::Q4 => {
+                let specs = crate::format::expected_tensors(&hparams);
+                let header = crate::import::weight_types::dominant(&specs, specs.iter().map(q4_dtype));
+                crate::synthetic::write_typed(&args.output, &hparams, header, q4_dtype, args.seed, progress)?
+            }
             Quant::Keep => return Err("--quant keep keeps a GGUF file's types; --synthetic has none".into()),
-        };
-        crate::synthetic::write(&args.output, &hparams, dtype, args.seed, |done, total| on_tensor(done, total, ""))?;
+        }
     } else {
         let input = args.input.as_deref().expect("clap requires INPUT without --synthetic");
         let is_gguf = crate::import::detect::detect(input).is_ok_and(|k| k == crate::import::detect::InputKind::Gguf);

@@ -19,7 +19,7 @@ pub struct ConvertReport {
 }
 
 /// Writes `source` to `out` with matmul weights stored as `quant` says (a
-/// [`DType`](crate::format::DType) for all, or [`Quant::Keep`]). `input` names the checkpoint in
+/// [`DType`](crate::format::DType) for all, [`Quant::Q4`] or [`Quant::Keep`]). `input` names the checkpoint in
 /// errors; `on_tensor(done, total, name)` reports progress.
 pub fn convert(
     source: &dyn Source,
@@ -34,7 +34,7 @@ pub fn convert(
     let mut plans = weight_types::plan(source, &specs, quant);
     let header_dtype = match quant {
         Quant::To(d) => d,
-        Quant::Keep => weight_types::dominant(&specs, &plans),
+        Quant::Keep | Quant::Q4 => weight_types::dominant(&specs, plans.iter().map(|p| p.dtype)),
     };
     let dtype_of = |spec: &crate::format::TensorSpec| {
         let index = specs.iter().position(|s| s.name == spec.name).expect("the same tensor list");

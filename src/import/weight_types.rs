@@ -1,7 +1,8 @@
 //! Which dtype each matmul tensor of a conversion gets: one type for all
-//! (`--quant q8|f16|f32`), or each tensor's own stored type where gpt-fast
-//! runs it natively (`--quant keep`, the default for a GGUF file), so a 4-bit
-//! GGUF stays 4-bit with every weight value unchanged.
+//! (`--quant q8|f16|f32`), gpt-fast's own 4-bit mix (`--quant q4`), or each
+//! tensor's own stored type where gpt-fast runs it natively (`--quant keep`,
+//! the default for a GGUF file), so a 4-bit GGUF stays 4-bit with every
+//! weight value unchanged.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,9 @@ pub enum Quant {
     Keep,
     /// Every matmul tensor encoded as this type from its f32 values.
     To(DType),
+    /// gpt-fast's own 4-bit weights, encoded from the f32 values with
+    /// searched scales: the types [`q4_dtype`] picks per tensor.
+    Q4,
 }
 
 /// What `keep` stores a tensor as when gpt-fast does not run its type.
@@ -28,6 +32,7 @@ impl Quant {
         match self {
             Quant::Keep => "keep",
             Quant::To(d) => d.name(),
+            Quant::Q4 => "q4",
         }
     }
 }
@@ -48,6 +53,7 @@ impl Quant {
         match self {
             Quant::Keep => "its own weight types".into(),
             Quant::To(d) => format!("{} weights", d.name()),
+            Quant::Q4 => "q4 weights".into(),
         }
     }
 }
@@ -61,10 +67,11 @@ impl From<DType> for Quant {
 impl std::str::FromStr for Quant {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "keep" {
-            return Ok(Quant::Keep);
+        match s {
+            "keep" => Ok(Quant::Keep),
+            "q4" => Ok(Quant::Q4),
+            _ => s.parse::<DType>().map(Quant::To).map_err(|e| format!("{e}, q4, or keep")),
         }
-        s.parse::<DType>().map(Quant::To).map_err(|e| format!("{e}, or keep"))
     }
 }
 
@@ -85,12 +92,30 @@ pub fn plan(source: &dyn Source, specs: &[TensorSpec], quant: Quant) -> Vec<Tens
         .iter()
         .map(|spec| match quant {
             Quant::To(d) => TensorPlan { dtype: spec.dtype(d), kept: None, fallback: None },
+            Quant::Q4 => TensorPlan { dtype: q4_dtype(spec), kept: None, fallback: None },
             Quant::Keep if spec.role != TensorRole::Matmul => {
                 TensorPlan { dtype: spec.dtype(FALLBACK), kept: None, fallback: None }
             }
             Quant::Keep => keep(source, spec),
         })
         .collect()
+}
+
+/// The own q4's type for one tensor (docs/FORMAT.md, "q4"). Matrices whose
+/// rows are whole 256-value super-blocks are Q4_K (6-bit scales and minimums
+/// per 32 values: the least error at 4.5 bits per weight), the others Q4_1
+/// (an f16 scale and minimum per 32, also 4.5 bits; SmolLM2's and Gemma 3's
+/// 576- and 640-wide rows are not whole super-blocks). The token embedding
+/// and output head stay q8, as llama.cpp's Q4_K_M keeps its output head at
+/// 6 bits or more: their error reaches every logit, and the embedding is read
+/// one row per token.
+pub fn q4_dtype(spec: &TensorSpec) -> DType {
+    match spec.role {
+        TensorRole::Small => spec.dtype(DType::Q8),
+        _ if matches!(spec.name.as_str(), "token_embd.weight" | "output.weight") => DType::Q8,
+        _ if DType::Q4_K.fits(spec.cols) => DType::Q4_K,
+        _ => DType::Q4_1,
+    }
 }
 
 fn keep(source: &dyn Source, spec: &TensorSpec) -> TensorPlan {
@@ -110,11 +135,12 @@ fn keep(source: &dyn Source, spec: &TensorSpec) -> TensorPlan {
     }
 }
 
-/// The header's weight type: the type of most matmul weights.
-pub fn dominant(specs: &[TensorSpec], plans: &[TensorPlan]) -> DType {
+/// The header's weight type: the type of most matmul weights (`dtypes`:
+/// each spec's).
+pub fn dominant(specs: &[TensorSpec], dtypes: impl IntoIterator<Item = DType>) -> DType {
     let mut elements: BTreeMap<usize, u64> = BTreeMap::new();
-    for (spec, plan) in specs.iter().zip(plans).filter(|(s, _)| s.role == TensorRole::Matmul) {
-        *elements.entry(plan.dtype.index()).or_default() += spec.n_elements();
+    for (spec, dtype) in specs.iter().zip(dtypes).filter(|(s, _)| s.role == TensorRole::Matmul) {
+        *elements.entry(dtype.index()).or_default() += spec.n_elements();
     }
     let most = elements.into_iter().max_by_key(|&(index, n)| (n, std::cmp::Reverse(index)));
     most.map_or(FALLBACK, |(index, _)| DType::ALL[index])
@@ -143,4 +169,28 @@ pub fn fallback_note(specs: &[TensorSpec], plans: &[TensorPlan]) -> Option<Strin
     let reasons: Vec<String> =
         by_reason.into_iter().map(|(why, names)| format!("{}: {why}", names.join(", "))).collect();
     Some(format!("{count} tensors stored as {} ({})", FALLBACK.name(), reasons.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_is_q4_k_on_whole_super_blocks_else_q4_1_with_q8_embedding() {
+        let h = crate::synthetic::config("smollm2-135m").unwrap();
+        for spec in crate::format::expected_tensors(&h) {
+            let want = match (spec.role, spec.name.as_str(), spec.cols) {
+                (TensorRole::Small, _, _) => DType::F32,
+                (_, "token_embd.weight" | "output.weight", _) => DType::Q8,
+                (_, _, 1536) => DType::Q4_K,
+                (_, _, 576) => DType::Q4_1,
+                _ => panic!("{} has {} columns", spec.name, spec.cols),
+            };
+            assert_eq!(q4_dtype(&spec), want, "{}", spec.name);
+        }
+        assert_eq!("q4".parse::<Quant>(), Ok(Quant::Q4));
+        assert_eq!("q4_1".parse::<Quant>(), Ok(Quant::To(DType::Q4_1)));
+        let err = "q4_k".parse::<Quant>().unwrap_err();
+        assert!(err.contains("256-value") && err.contains("--quant q4"), "{err}");
+    }
 }

@@ -22,12 +22,13 @@ pub mod q6_k;
 
 pub use layout::{dequantize_row, gather_block, repack, Field, KFormat, PackedKLayout, MAX_BLOCK_BYTES, TILE_ROWS};
 
-use crate::dtype::{ActForm, DTypeTraits};
+use crate::dtype::{ActForm, DTypeTraits, EncodeFn};
 
-/// The table entry of K-quant `F` (file id `id`, precision rank `precision`).
+/// The table entry of K-quant `F` (file id `id`, precision rank `precision`;
+/// `encode`: Q4_K only, the own q4's type, docs/FORMAT.md "q4").
 /// The activations come with their block sums: Q4_K and Q5_K subtract
 /// `dmin·m × sum`, and the Q6_K kernels take the same form.
-const fn traits<F: KFormat>(id: u32, name: &'static str, precision: u32) -> DTypeTraits {
+const fn traits<F: KFormat>(id: u32, name: &'static str, precision: u32, encode: Option<EncodeFn>) -> DTypeTraits {
     DTypeTraits {
         id,
         name,
@@ -37,7 +38,7 @@ const fn traits<F: KFormat>(id: u32, name: &'static str, precision: u32) -> DTyp
         precision,
         act: ActForm::Q8Sums,
         decode_row: decode_row::<F>,
-        encode: None,
+        encode,
         ggml: Some(F::GGML_TYPE),
         repack_ggml: Some(repack_ggml::<F>),
     }
@@ -56,6 +57,6 @@ fn repack_ggml<F: KFormat>(ggml: &[u8], rows: usize, cols: usize, dst: &mut [u8]
     true
 }
 
-pub(crate) const Q4_K_TRAITS: DTypeTraits = traits::<q4_k::Q4K>(8, "q4_k", 4);
-pub(crate) const Q5_K_TRAITS: DTypeTraits = traits::<q5_k::Q5K>(9, "q5_k", 5);
-pub(crate) const Q6_K_TRAITS: DTypeTraits = traits::<q6_k::Q6K>(10, "q6_k", 6);
+pub(crate) const Q4_K_TRAITS: DTypeTraits = traits::<q4_k::Q4K>(8, "q4_k", 4, Some(q4_k::encode));
+pub(crate) const Q5_K_TRAITS: DTypeTraits = traits::<q5_k::Q5K>(9, "q5_k", 5, None);
+pub(crate) const Q6_K_TRAITS: DTypeTraits = traits::<q6_k::Q6K>(10, "q6_k", 6, None);

@@ -8,6 +8,7 @@
 
 use super::layout::{Field, KFormat};
 use crate::ggml::{BlockQ4K, GgmlType, QK_K};
+use half::f16;
 
 /// The Q4_K format.
 pub struct Q4K;
@@ -35,5 +36,239 @@ impl KFormat for Q4K {
 
     fn dequantize_block(block: &[u8], out: &mut [f32; QK_K]) {
         bytemuck::pod_read_unaligned::<BlockQ4K>(block).dequantize_block(out);
+    }
+}
+
+/// Sub-blocks of 32 values in a super-block.
+const SUBS: usize = QK_K / 32;
+/// Largest 6-bit sub-block scale or minimum.
+const MAX6: f32 = 63.0;
+
+/// Quantizes one super-block of 256 values as GGUF Q4_K
+/// (`x = d × sc × q - dmin × m`, 6-bit `sc` and `m` per sub-block of 32).
+///
+/// Each sub-block's scale and minimum are searched for least squared error
+/// ([`crate::affine::search`]); the super-block's `d` and `dmin` then put the
+/// largest on the 6-bit grid, and each sub-block is searched again with its
+/// candidates rounded to that grid, so the error compared is the stored one.
+/// `d`, `dmin` are then refitted by least squares for the chosen integers and
+/// the grid search repeated, keeping the best super-block. The plain min/max
+/// fit is among the candidates, so the result is never worse than it.
+pub fn quantize_block(x: &[f32; QK_K]) -> BlockQ4K {
+    let mut best: Option<(f32, BlockQ4K)> = None;
+    for searched in [false, true] {
+        let mut targets = [(0f32, 0f32); SUBS];
+        for (j, sub) in x.chunks_exact(32).enumerate() {
+            targets[j] = if searched {
+                let fit = crate::affine::search(sub, 15, true, |s, m| Some((s, m)), &mut [0u8; 32]);
+                (fit.scale, -fit.min)
+            } else {
+                let lo = sub.iter().copied().fold(0f32, f32::min);
+                let hi = sub.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                ((hi - lo) / 15.0, -lo)
+            };
+        }
+        let mut d = targets.iter().fold(0f32, |a, t| a.max(t.0)) / MAX6;
+        let mut dmin = targets.iter().fold(0f32, |a, t| a.max(t.1)) / MAX6;
+        for _ in 0..3 {
+            let (dh, dminh) = (f16::from_f32(d), f16::from_f32(dmin));
+            if !(dh.is_finite() && dminh.is_finite()) {
+                break;
+            }
+            let (err, block) = encode_with(x, &targets, dh, dminh, searched);
+            if best.as_ref().is_none_or(|(e, _)| err < *e) {
+                best = Some((err, block));
+            }
+            match refit_super(x, &block) {
+                Some((nd, ndmin)) => (d, dmin) = (nd, ndmin),
+                None => break,
+            }
+        }
+    }
+    best.map_or_else(bytemuck::Zeroable::zeroed, |(_, block)| block)
+}
+
+/// The super-block under `d`, `dmin`, and its squared error: per sub-block,
+/// the grid point nearest its target `(scale, -min)` and its neighbours,
+/// plus (`search`) a search whose candidates are rounded to the grid.
+fn encode_with(x: &[f32; QK_K], targets: &[(f32, f32); SUBS], d: f16, dmin: f16, search: bool) -> (f32, BlockQ4K) {
+    let (df, dminf) = (d.to_f32(), dmin.to_f32());
+    let step = |v: f32, unit: f32| if unit > 0.0 { (v / unit).round().clamp(0.0, MAX6) } else { 0.0 };
+    let mut block = BlockQ4K { d, dmin, scales: [0; 12], qs: [0; QK_K / 2] };
+    let mut total = 0.0;
+    for (j, sub) in x.chunks_exact(32).enumerate() {
+        let (sc0, m0) = (step(targets[j].0, df), step(targets[j].1, dminf));
+        let mut best = (f32::INFINITY, 0u8, 0u8, [0u8; 32]);
+        let mut q = [0u8; 32];
+        let mut try_grid = |sc: f32, m: f32, best: &mut (f32, u8, u8, [u8; 32])| {
+            let err = crate::affine::quantize_against(sub, df * sc, -(dminf * m), 15, &mut q);
+            if err < best.0 {
+                *best = (err, sc as u8, m as u8, q);
+            }
+        };
+        for dsc in [0.0, -1.0, 1.0] {
+            for dm in [0.0, -1.0, 1.0] {
+                let (sc, m) = (sc0 + dsc, m0 + dm);
+                if (0.0..=MAX6).contains(&sc) && (0.0..=MAX6).contains(&m) {
+                    try_grid(sc, m, &mut best);
+                }
+            }
+        }
+        if search {
+            let on_grid = |s: f32, m: f32| Some((df * step(s, df), -(dminf * step(-m, dminf))));
+            // Around the grid point the first search found: its neighbourhood.
+            let fit = crate::affine::search_steps(sub, 15, true, 2, on_grid, &mut [0u8; 32]);
+            try_grid(step(fit.scale, df), step(-fit.min, dminf), &mut best);
+        }
+        let (err, sc, m, q) = best;
+        total += err;
+        set_scale_min(&mut block.scales, j, sc, m);
+        for (l, &ql) in q.iter().enumerate() {
+            block.qs[32 * (j / 2) + l] |= ql << (4 * (j % 2));
+        }
+    }
+    (total, block)
+}
+
+/// Least-squares `(d, dmin)` for the block's integers: `x ≈ d × (sc q) - dmin × m`.
+fn refit_super(x: &[f32; QK_K], block: &BlockQ4K) -> Option<(f32, f32)> {
+    let (mut aa, mut ab, mut bb, mut xa, mut xb) = (0f32, 0f32, 0f32, 0f32, 0f32);
+    for (j, sub) in x.chunks_exact(32).enumerate() {
+        let (sc, m) = block.scale_min(j);
+        let b = f32::from(m);
+        for (l, &xi) in sub.iter().enumerate() {
+            let a = f32::from(sc) * f32::from(block.quant(j, l));
+            aa += a * a;
+            ab += a * b;
+            bb += b * b;
+            xa += xi * a;
+            xb += xi * b;
+        }
+    }
+    let det = aa * bb - ab * ab;
+    let (d, dmin) = if bb == 0.0 {
+        (xa / aa, block.dmin.to_f32())
+    } else if det > 0.0 {
+        ((xa * bb - ab * xb) / det, (ab * xa - aa * xb) / det)
+    } else {
+        return None;
+    };
+    (d > 0.0 && d.is_finite() && dmin >= 0.0 && dmin.is_finite()).then_some((d, dmin))
+}
+
+/// Stores sub-block `j`'s 6-bit scale and minimum as ggml's
+/// `get_scale_min_k4` reads them (see [`BlockQ4K::scale_min`]).
+fn set_scale_min(scales: &mut [u8; 12], j: usize, sc: u8, m: u8) {
+    if j < 4 {
+        scales[j] |= sc;
+        scales[j + 4] |= m;
+    } else {
+        scales[j + 4] = (sc & 0x0F) | ((m & 0x0F) << 4);
+        scales[j - 4] |= (sc >> 4) << 6;
+        scales[j] |= (m >> 4) << 6;
+    }
+}
+
+/// A row-major `[rows, cols]` f32 tensor to packed Q4_K (`dst` is the
+/// packed size): GGUF super-blocks from [`quantize_block`], then repacked.
+pub(crate) fn encode(rows: usize, cols: usize, src: &[f32], dst: &mut [u8]) {
+    let layout = super::PackedKLayout::new::<Q4K>(rows, cols).expect("Q4_K shape checked against the dtype table");
+    let mut gguf = Vec::with_capacity(layout.gguf_bytes());
+    for sb in src.chunks_exact(QK_K) {
+        gguf.extend_from_slice(bytemuck::bytes_of(&quantize_block(sb.try_into().expect("chunks of QK_K"))));
+    }
+    super::repack::<Q4K>(&gguf, &layout, dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affine::tests::test_block;
+    use crate::DType;
+
+    fn sse(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
+    }
+
+    /// The min/max fit written out plainly (the baseline): per sub-block
+    /// `scale = (max - min) / 15`, `min = min(min, 0)`, the super-block's
+    /// `d`, `dmin` from the largest, and the quants rounded against the
+    /// stored values. Also returns its per-value error bound's square sum:
+    /// half a step, plus what rounding `sc` (≤ d/2 per quant step, 15 steps)
+    /// and `m` (≤ dmin/2) to 6 bits can add.
+    fn plain(x: &[f32; QK_K]) -> (BlockQ4K, f32) {
+        let fits: Vec<(f32, f32)> = x
+            .chunks_exact(32)
+            .map(|s| {
+                let lo = s.iter().copied().fold(0f32, f32::min);
+                let hi = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                ((hi - lo) / 15.0, -lo)
+            })
+            .collect();
+        let d = f16::from_f32(fits.iter().map(|f| f.0).fold(0.0, f32::max) / 63.0);
+        let dmin = f16::from_f32(fits.iter().map(|f| f.1).fold(0.0, f32::max) / 63.0);
+        let mut block = BlockQ4K { d, dmin, scales: [0; 12], qs: [0; QK_K / 2] };
+        let mut bound = 0.0;
+        for (j, (s, &(scale, neg_min))) in x.chunks_exact(32).zip(&fits).enumerate() {
+            let sc = if d.to_f32() > 0.0 { (scale / d.to_f32()).round().min(63.0) } else { 0.0 };
+            let m = if dmin.to_f32() > 0.0 { (neg_min / dmin.to_f32()).round().min(63.0) } else { 0.0 };
+            set_scale_min(&mut block.scales, j, sc as u8, m as u8);
+            let (step, off) = (d.to_f32() * sc, dmin.to_f32() * m);
+            for (l, &v) in s.iter().enumerate() {
+                let q = if step > 0.0 { ((v + off) / step).round().clamp(0.0, 15.0) } else { 0.0 };
+                block.qs[32 * (j / 2) + l] |= (q as u8) << (4 * (j % 2));
+            }
+            let per_value = scale / 2.0 + 7.5 * d.to_f32() + dmin.to_f32() / 2.0;
+            bound += 32.0 * (per_value * 1.001).powi(2);
+        }
+        (block, bound)
+    }
+
+    #[test]
+    fn round_trips_no_worse_than_min_max_fit() {
+        let (rows, cols) = (9, 2 * QK_K);
+        let mut bytes = Vec::new();
+        for seed in 0..if cfg!(miri) { 2 } else { 24u32 } {
+            let src: Vec<f32> = (0..rows * cols / 32).flat_map(|b| test_block(32, seed * 1000 + b as u32)).collect();
+            DType::Q4_K.encode(rows, cols, &src, &mut bytes);
+            let back = DType::Q4_K.decode(&bytes, rows, cols);
+            let (mut better, mut blocks) = (0, 0);
+            for (x, y) in src.chunks_exact(QK_K).zip(back.chunks_exact(QK_K)) {
+                let x: &[f32; QK_K] = x.try_into().unwrap();
+                let (reference, bound) = plain(x);
+                let mut want = [0f32; QK_K];
+                reference.dequantize_block(&mut want);
+                let (got, base) = (sse(x, y), sse(x, &want));
+                assert!(base <= bound, "seed {seed}: the min/max fit's error {base} exceeds its bound {bound}");
+                assert!(got <= base * (1.0 + 1e-6), "seed {seed}: searched error {got} > min/max fit's {base}");
+                better += usize::from(got < 0.9 * base);
+                blocks += 1;
+            }
+            assert!(better * 2 > blocks, "seed {seed}: the search beats min/max by 10% on {better} of {blocks}");
+        }
+    }
+
+    #[test]
+    fn scales_and_mins_pack_as_ggml_reads_them() {
+        let mut scales = [0u8; 12];
+        let pairs: Vec<(u8, u8)> = (0..8).map(|j| ((j * 9 + 5) % 64, (j * 23 + 63) % 64)).collect();
+        for (j, &(sc, m)) in pairs.iter().enumerate() {
+            set_scale_min(&mut scales, j, sc, m);
+        }
+        let block = BlockQ4K { d: f16::ONE, dmin: f16::ONE, scales, qs: [0; QK_K / 2] };
+        for (j, &pair) in pairs.iter().enumerate() {
+            assert_eq!(block.scale_min(j), pair, "sub-block {j}");
+        }
+    }
+
+    #[test]
+    fn degenerate_blocks_encode_without_nan() {
+        for fill in [0.0f32, 1.0, -3.0, 1e-9, 60000.0] {
+            let x = [fill; QK_K];
+            let mut out = [0f32; QK_K];
+            quantize_block(&x).dequantize_block(&mut out);
+            let tol = fill.abs() * 0.02 + 1e-6;
+            assert!(out.iter().all(|v| (v - fill).abs() <= tol), "constant {fill}: {:?}", &out[..4]);
+        }
     }
 }
