@@ -23,13 +23,23 @@ model=target/python-tests/smollm2-q4_1.bin
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for rep in $(seq "$reps"); do
   echo "== repetition $rep"
-  rust=$(target/debug/examples/first_token "$model" "$rounds" | tee /dev/stderr | awk '/first piece, Rust/ {print $4}')
-  py=$("$python" bindings/python/bench_first_token.py "$model" "$rounds" | tee /dev/stderr | awk '{print $4}')
-  cli=$(target/debug/gpt-fast bench "$model" -p 16 -n 0 -r "$rounds" -t 2 --json 2>/dev/null |
-    "$python" -c 'import json, sys; r = json.loads(sys.stdin.readline()); s = sorted(r["samples"]); print(s[len(s) // 2])')
-  awk -v rust="$rust" -v py="$py" -v ts="$cli" 'BEGIN {
+  out=$(target/debug/examples/first_token "$model" "$rounds")
+  echo "$out"
+  rust=$(awk '/first piece, Rust/ {print $4}' <<<"$out")
+  out=$("$python" bindings/python/bench_first_token.py "$model" "$rounds")
+  echo "$out"
+  py=$(awk '{print $4}' <<<"$out")
+  # The median of the pp16 test's samples (tokens per second).
+  ts=$(target/debug/gpt-fast bench "$model" -p 16 -n 0 -r "$rounds" -t 2 --json 2>/dev/null | "$python" -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    if r["test"] == "pp16":
+        s = sorted(r["samples"])
+        print(s[len(s) // 2])')
+  awk -v rust="$rust" -v py="$py" -v ts="$ts" 'BEGIN {
     cli = 16000 / ts
-    printf "CLI prefill (bench)  %.2f ms (pp16 %.1f t/s, median)\n", cli, ts
-    printf "Rust / CLI prefill   %.3fx\nPython / Rust        %.3fx\n", rust / cli, py / rust }' >&2
+    printf "CLI prefill (bench)  %.2f ms  (pp16 %.1f t/s, median)\n", cli, ts
+    printf "Rust / CLI prefill   %.3fx\nPython / Rust        %.3fx\n", rust / cli, py / rust }'
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
