@@ -538,15 +538,45 @@ fn zsh_and_fish_load_their_completions() {
     }
 }
 
+/// The real SmolLM2-135M-Instruct GGUF (tools/fetch-model.sh fetches it once).
+fn smollm2_gguf() -> String {
+    let fetched = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fetch-model.sh")).output().unwrap();
+    assert!(fetched.status.success(), "fetch-model.sh: {}", stderr_of(&fetched));
+    String::from_utf8(fetched.stdout).unwrap().trim().to_string()
+}
+
+/// Was: a run that stopped at EOS after 29 of 32 tokens said nothing. The
+/// real model answers "Hi!" in a few tokens and ends its turn: reported as
+/// EOS, in the text and the JSON; with --ignore-eos it runs to -n.
+#[test]
+fn run_reports_a_stop_at_eos() {
+    let (gguf, cache, json) = (smollm2_gguf(), tmp("eos-cache"), tmp("eos-stats.json"));
+    let run = |extra: &[&str]| {
+        let args =
+            ["run", &gguf, "--chat", "-p", "Hi!", "-n", "64", "--temp", "0", "--json-stats", json.to_str().unwrap()];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gpt-fast"));
+        let out = command.args(args).args(extra).env("XDG_CACHE_HOME", &cache).output().unwrap();
+        succeeded(&out);
+        let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (stderr_of(&out), stats)
+    };
+    let (stderr, stats) = run(&[]);
+    assert!(stderr.contains("stopped:     end-of-sequence or end-of-turn token (EOS)"), "{stderr}");
+    assert_eq!(stats["stop"], "eos");
+    assert!(stats["generated_tokens"].as_u64().is_some_and(|n| (1..64).contains(&n)), "{stats}");
+    let (stderr, stats) = run(&["--ignore-eos"]);
+    assert!(stderr.contains("stopped:     -n reached"), "{stderr}");
+    assert_eq!(stats["stop"], "max_tokens");
+    assert_eq!(stats["generated_tokens"], 64);
+}
+
 /// The shipped SmolLM2 Q4_1 GGUF through the binary: `convert` without
 /// --quant keeps its Q4_1 matrices as q4_1 (its Q8_0 embedding as q8, no
 /// note: both are native), `info` says so, and `--quant q8` still converts
 /// everything.
 #[test]
 fn convert_keeps_a_q4_1_gguf_as_q4_1_by_default() {
-    let fetched = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fetch-model.sh")).output().unwrap();
-    assert!(fetched.status.success(), "fetch-model.sh: {}", stderr_of(&fetched));
-    let gguf = String::from_utf8(fetched.stdout).unwrap().trim().to_string();
+    let gguf = smollm2_gguf();
     let out = tmp("smollm2-kept.bin");
     let converted = gpt_fast(&["convert", &gguf, "-o", out.to_str().unwrap()]);
     succeeded(&converted);
@@ -562,4 +592,71 @@ fn convert_keeps_a_q4_1_gguf_as_q4_1_by_default() {
     let info = succeeded(&gpt_fast(&["info", out.to_str().unwrap()]));
     assert!(info.contains("tensor types:  f32 x61 (0.1 MiB), q8 x121 ("), "{info}");
     std::fs::remove_file(&out).unwrap();
+}
+
+/// Progress bars are drawn on a terminal and only there: `convert`, a GGUF
+/// converted into the cache by `run`, `perplexity` (with its ETA) and
+/// `bench` each draw one on a pseudo-terminal, and none into a pipe.
+#[test]
+fn progress_bars_on_a_terminal_only() {
+    let gguf = fixture("tiny-llama.gguf");
+    let text = tmp("progress-text.txt");
+    std::fs::write(&text, "the quick brown fox jumps over the lazy dog. ".repeat(20)).unwrap();
+    let converted = tmp("progress-converted.bin");
+    let cache = tmp("progress-cache");
+    let [gguf, text, converted] = [&gguf, &text, &converted].map(|p| p.to_str().unwrap().to_string());
+    let commands: [(&[&str], &str); 4] = [
+        (&["convert", &gguf, "-o", &converted, "--quant", "f16"], " tensors, "),
+        (&["run", &gguf, "-p", "hello", "-n", "2"], " tensors, "),
+        (&["perplexity", &gguf, "-f", &text, "-c", "32"], " chunks, "),
+        (&["bench", model_arg(), "-p", "8", "-n", "4", "-r", "1"], " tests, "),
+    ];
+    for (args, bar) in commands {
+        let command = || {
+            let _ = std::fs::remove_dir_all(&cache);
+            let mut command = Command::new(env!("CARGO_BIN_EXE_gpt-fast"));
+            command.args(args).env("XDG_CACHE_HOME", &cache).env("TERM", "xterm").env_remove("GPT_FAST_ISA");
+            command
+        };
+        let mut session = rexpect::session::spawn_command(command(), Some(120_000)).unwrap();
+        session.exp_regex(&format!(r"{bar}[^\r\n]*ETA")).unwrap_or_else(|e| panic!("{args:?}: no bar: {e}"));
+        session.exp_eof().unwrap();
+        let status = session.process.wait().unwrap();
+        assert!(matches!(status, rexpect::process::wait::WaitStatus::Exited(_, 0)), "{args:?}: {status:?}");
+        let piped = command().output().unwrap();
+        succeeded(&piped);
+        let stderr = stderr_of(&piped);
+        assert!(!stderr.contains(bar) && !stderr.contains('\x1b') && !stderr.contains('\r'), "{args:?}: {stderr:?}");
+    }
+}
+
+/// A GGUF the converter cannot read (here an architecture it does not
+/// know) is refused with the reason, after the line saying it was being
+/// converted, and leaves nothing in the cache.
+#[test]
+fn a_gguf_that_cannot_be_converted_says_why() {
+    let string = |s: &str| [&(s.len() as u64).to_le_bytes()[..], s.as_bytes()].concat();
+    // GGUF v3, no tensors, one key: general.architecture = "bert" (value type 8: string).
+    let header = [&b"GGUF"[..], &3u32.to_le_bytes(), &0u64.to_le_bytes(), &1u64.to_le_bytes()].concat();
+    let key = [string("general.architecture"), 8u32.to_le_bytes().to_vec(), string("bert")].concat();
+    let gguf = tmp("bert.gguf");
+    std::fs::write(&gguf, [header, key].concat()).unwrap();
+    let cache = tmp("bert-cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
+        .args(["run", gguf.to_str().unwrap(), "-p", "hi"])
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&out.stdout));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains("is a GGUF file; converting it"), "{stderr}");
+    assert!(
+        lines[1].starts_with("gpt-fast: error: ") && lines[1].contains("unsupported architecture 'bert'"),
+        "{stderr}"
+    );
+    let left = std::fs::read_dir(cache.join("gpt-fast")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "nothing cached");
 }

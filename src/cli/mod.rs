@@ -128,7 +128,8 @@ enum Command {
     },
     /// Convert a GGUF file or a Hugging Face model folder to a gpt-fast model file.
     Convert(gpt_fast::import::command::ConvertArgs),
-    /// Print a shell completion script: `gpt-fast completions bash > ~/.local/share/bash-completion/completions/gpt-fast`.
+    /// Print a shell completion script, e.g. `source <(gpt-fast completions bash)`
+    /// in ~/.bashrc (the README says where zsh and fish look for theirs).
     Completions {
         /// The shell.
         #[arg(value_name = "SHELL")]

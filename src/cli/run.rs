@@ -217,7 +217,8 @@ pub fn run(
         );
     }
     if let Some(json) = &args.json_stats {
-        std::fs::write(json, stats.json()).map_err(|e| format!("{}: {e}", json.display()))?;
+        // Through a temporary file and a rename: a reader never sees half of it.
+        gpt_fast::format::write_replacing(json, stats.json().as_bytes())?;
     }
     // A shell's convention for a run ended by SIGINT.
     Ok(if interrupted { ExitCode::from(interrupt::EXIT_INTERRUPTED as u8) } else { ExitCode::SUCCESS })

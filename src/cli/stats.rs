@@ -77,7 +77,7 @@ impl RunStats {
             per_second(self.prompt_tokens, self.prompt)
         );
         match self.first_token {
-            Some(t) => _ = writeln!(out, "first token: {:10.2} ms after the prompt was read", ms(t)),
+            Some(t) => _ = writeln!(out, "first token: {:10.2} ms from the start of the prompt's evaluation", ms(t)),
             None => _ = writeln!(out, "first token:          - (none generated)"),
         }
         let _ = writeln!(
