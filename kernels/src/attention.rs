@@ -18,6 +18,7 @@ pub const KEY_BLOCK: usize = 64;
 /// positions `pos..` is `n_pos = pos + 1`; decode is `n_tokens = 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnShape {
+    /// Values per query, key and value vector.
     pub head_dim: usize,
     /// Query heads per KV head (1 without grouped-query attention).
     pub group: usize,

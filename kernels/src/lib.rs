@@ -8,6 +8,7 @@
 // `unsafe` lives only in the instruction-set modules (STYLE.md, "unsafe"); the
 // lint keeps it out of everything else.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 #[cfg(target_arch = "aarch64")]
 #[allow(unsafe_code)]

@@ -10,9 +10,13 @@ use half::f16;
 /// at least 8-byte aligned.
 #[derive(Clone, Copy, Debug)]
 pub struct Matrix<'a> {
+    /// Output features: `W x` has this many values per token.
     pub rows: usize,
+    /// Input features, a whole number of the dtype's blocks.
     pub cols: usize,
+    /// How `data` is encoded.
     pub dtype: DType,
+    /// The stored bytes, exactly `dtype.n_bytes(rows, cols)` of them.
     pub data: &'a [u8],
 }
 
@@ -22,6 +26,8 @@ pub struct Matrix<'a> {
 pub struct Acts<'a> {
     /// `(n, cols)` f32.
     pub x: &'a [f32],
+    /// The same rows as q8 blocks, for the integer dtypes; filled by the
+    /// caller when some matmul of the step reads them.
     pub q8: Q8Acts<'a>,
 }
 
@@ -29,6 +35,7 @@ pub struct Acts<'a> {
 /// `cols` values.
 #[derive(Clone, Copy, Debug)]
 pub struct Q8Acts<'a> {
+    /// Values per row, a multiple of 32.
     pub cols: usize,
     /// `(n, cols)` int8.
     pub quants: &'a [i8],

@@ -14,9 +14,11 @@ pub use gpt_fast_quant::q4q5::{
 /// `[tile][block][row in tile]` (docs/FORMAT.md).
 #[derive(Clone, Copy, Debug)]
 pub struct Q4Q5Weight<'a> {
+    /// Which of the four types the blocks are.
     pub kind: Kind,
     /// The whole packed tensor (the planes below are views into it).
     pub bytes: &'a [u8],
+    /// Its shape and plane offsets.
     pub layout: PackedLayout,
     /// 16 bytes per row and block: GGUF's `qs`.
     pub nibbles: &'a [u8],
@@ -57,9 +59,13 @@ impl<'a> Q4Q5Weight<'a> {
 /// scales and sums per row.
 #[derive(Clone, Copy, Debug)]
 pub struct Q8SumActs<'a> {
+    /// Values per row, a multiple of 32.
     pub cols: usize,
+    /// `(n, cols)` int8.
     pub quants: &'a [i8],
+    /// `(n, cols / 32)`: a block's values are `scale × quant`.
     pub scales: &'a [f32],
+    /// `(n, cols / 32)`: `scale × Σ quants` of each block.
     pub sums: &'a [f32],
 }
 

@@ -121,6 +121,7 @@ pub fn q8_block_sums(quants: &[i8], scales: &[f32], sums: &mut [f32]) {
     }
 }
 
+/// `Σ a[i] b[i]` over the shorter length, summed in order.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

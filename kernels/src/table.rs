@@ -10,13 +10,18 @@ use crate::{reference, ActForm, Acts, AttnShape, DType, Matrix};
 /// An instruction-set level gpt-fast has kernels for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
+    /// The reference kernels ([`crate::reference`]): every CPU.
     Scalar,
+    /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// x86-64 with AVX-512 F, BW, VL and VNNI (and AVX2, FMA, F16C).
     Avx512,
+    /// AArch64 NEON (SDOT used where present).
     Neon,
 }
 
 impl Isa {
+    /// Its name in `GPT_FAST_ISA` and in the CLI's reports.
     pub fn name(self) -> &'static str {
         match self {
             Self::Scalar => "scalar",
@@ -26,6 +31,7 @@ impl Isa {
         }
     }
 
+    /// The level named `s` ([`Isa::name`]); `None` for any other string.
     pub fn parse(s: &str) -> Option<Self> {
         [Self::Scalar, Self::Avx2, Self::Avx512, Self::Neon].into_iter().find(|i| i.name() == s)
     }
@@ -41,18 +47,27 @@ pub type Attention<T> = fn(&AttnShape, &[f32], &[T], &[T], &mut [f32], &mut [f32
 /// The kernels the model calls, for one instruction set.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
+    /// The instruction set the table was filled for.
     pub isa: Isa,
     /// See [`Kernels::name`].
     pub(crate) name: &'static str,
     /// By [`DType::index`]: the ISA's kernel where it has one, else the reference.
     pub(crate) matmuls: [Matmul; DType::COUNT],
+    /// `(x, quants, scales)`: see [`reference::quantize_q8_acts`].
     pub quantize_q8_acts: fn(&[f32], &mut [i8], &mut [f32]),
+    /// `(x, weight, eps, out)`: see [`reference::rmsnorm`].
     pub rmsnorm: fn(&[f32], &[f32], f32, &mut [f32]),
+    /// `(x, weight, bias, eps, out)`: see [`reference::layernorm`].
     pub layernorm: fn(&[f32], &[f32], &[f32], f32, &mut [f32]),
+    /// In place: see [`reference::softmax`].
     pub softmax: fn(&mut [f32]),
+    /// `(x, head_dim, cos, sin)`: see [`reference::rope`].
     pub rope: fn(&mut [f32], usize, &[f32], &[f32]),
+    /// `(gate, up, out)`: see [`reference::swiglu`].
     pub swiglu: fn(&[f32], &[f32], &mut [f32]),
+    /// In place: see [`reference::gelu_tanh`].
     pub gelu_tanh: fn(&mut [f32]),
+    /// `(acc, x)`: see [`reference::add`].
     pub add: fn(&mut [f32], &[f32]),
     /// Attention over an f32 KV cache.
     pub attention_f32: Attention<f32>,

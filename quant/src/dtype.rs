@@ -17,18 +17,30 @@ use crate::{float, kquant, q4q5, q8};
 #[allow(non_camel_case_types)] // GGUF's names for GGUF's types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// IEEE single precision, row-major.
     F32,
+    /// IEEE half precision, row-major, widened to f32 by the matmul.
     F16,
+    /// gpt-fast's int8: blocks of 32 values with one f32 scale, rows
+    /// interleaved in tiles ([`crate::q8`]).
     Q8,
     /// GGUF's legacy 4- and 5-bit types, kept as they are (repacked into
-    /// planes with rows interleaved in tiles of 8).
+    /// planes with rows interleaved in tiles of 8, [`crate::q4q5`]): 4-bit,
+    /// one scale per 32 values, symmetric.
     Q4_0,
+    /// 4-bit, one scale and one min per 32 values.
     Q4_1,
+    /// 5-bit, one scale per 32 values, symmetric.
     Q5_0,
+    /// 5-bit, one scale and one min per 32 values.
     Q5_1,
-    /// GGUF's K-quants, kept as they are (repacked into tiles of 8 rows).
+    /// GGUF's K-quants, kept as they are (repacked into tiles of 8 rows,
+    /// [`crate::kquant`]): 4-bit in super-blocks of 256 with 6-bit sub-block
+    /// scales and mins.
     Q4_K,
+    /// 5-bit super-blocks of 256, 6-bit sub-block scales and mins.
     Q5_K,
+    /// 6-bit super-blocks of 256, 8-bit sub-block scales, symmetric.
     Q6_K,
 }
 
@@ -60,6 +72,7 @@ pub type RepackFn = fn(ggml: &[u8], rows: usize, cols: usize, dst: &mut [u8]) ->
 pub struct DTypeTraits {
     /// The model file's id for it (docs/FORMAT.md, "dtypes").
     pub id: u32,
+    /// Its name in the model file's listing and on the command line (`--quant`).
     pub name: &'static str,
     /// A row is a whole number of blocks of this many values.
     pub block_cols: usize,
@@ -69,6 +82,7 @@ pub struct DTypeTraits {
     pub tile_rows: usize,
     /// Rank for refusing to run weights at more precision than they hold.
     pub precision: u32,
+    /// The activations its matmul multiplies the weights with.
     pub act: ActForm,
     /// The scalar specification of the stored values.
     pub decode_row: DecodeRowFn,
@@ -76,6 +90,8 @@ pub struct DTypeTraits {
     pub encode: Option<EncodeFn>,
     /// The GGUF type `convert --quant keep` stores as this dtype.
     pub ggml: Option<GgmlType>,
+    /// Moves that GGUF type's blocks into this layout; `None` where there is
+    /// nothing to keep natively.
     pub repack_ggml: Option<RepackFn>,
 }
 
@@ -93,8 +109,10 @@ impl DType {
         DType::Q5_K,
         DType::Q6_K,
     ];
+    /// How many dtypes there are (the length of per-dtype tables).
     pub const COUNT: usize = Self::ALL.len();
 
+    /// The one table entry that describes this dtype.
     pub const fn traits(self) -> &'static DTypeTraits {
         match self {
             DType::F32 => &float::F32_TRAITS,
@@ -115,14 +133,17 @@ impl DType {
         self as usize
     }
 
+    /// The model file's id for this dtype ([`DTypeTraits::id`]).
     pub fn id(self) -> u32 {
         self.traits().id
     }
 
+    /// The dtype a model file's id stands for; `None` for an unknown id.
     pub fn from_u32(id: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.id() == id)
     }
 
+    /// Its name ([`DTypeTraits::name`]).
     pub fn name(self) -> &'static str {
         self.traits().name
     }
@@ -132,6 +153,7 @@ impl DType {
         self.traits().precision
     }
 
+    /// What its matmul multiplies the weights with ([`DTypeTraits::act`]).
     pub fn act(self) -> ActForm {
         self.traits().act
     }

@@ -1,6 +1,7 @@
 //! Block formats, f16 and (de)quantization for gpt-fast, and the per-dtype
 //! table ([`DType::traits`]) that the rest of gpt-fast reads.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod affine;
 mod dtype;

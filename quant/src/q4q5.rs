@@ -35,13 +35,18 @@ pub const TILE_BLOCK_NIBBLE_BYTES: usize = TILE_ROWS * ROW_NIBBLE_BYTES;
 #[allow(non_camel_case_types)] // ggml's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// 4-bit, `(q - 8) × d`.
     Q4_0,
+    /// 4-bit, `q × d + m`.
     Q4_1,
+    /// 5-bit, `(q - 16) × d`.
     Q5_0,
+    /// 5-bit, `q × d + m`.
     Q5_1,
 }
 
 impl Kind {
+    /// Every kind, in GGUF id order.
     pub const ALL: [Kind; 4] = [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1];
 
     /// The GGUF type this kind repacks.
@@ -65,10 +70,12 @@ impl Kind {
         }
     }
 
+    /// The kind that repacks GGUF type `ty`; `None` for every other type.
     pub fn from_ggml(ty: GgmlType) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.ggml() == ty)
     }
 
+    /// ggml's name for it ("Q4_0", …).
     pub fn name(self) -> &'static str {
         self.ggml().name()
     }
@@ -108,8 +115,11 @@ impl Kind {
 /// 4. Q4_1/Q5_1 only: minimums `m`, f16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackedLayout {
+    /// The GGUF type the blocks are.
     pub kind: Kind,
+    /// Rows of the matrix (the last tile is padded to [`TILE_ROWS`]).
     pub rows: usize,
+    /// Values per row, a multiple of [`BLOCK`].
     pub cols: usize,
     /// `ceil(rows / TILE_ROWS)`.
     pub tiles: usize,
@@ -120,11 +130,13 @@ pub struct PackedLayout {
 /// Byte ranges of the planes of one packed tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Planes {
+    /// The 4-bit quants, 16 bytes per row and block; starts at 0.
     pub nibbles: std::ops::Range<usize>,
-    /// Empty for Q4_0/Q4_1.
+    /// The fifth bits, a u32 per row and block; empty for Q4_0/Q4_1.
     pub high_bits: std::ops::Range<usize>,
+    /// The f16 scales `d`.
     pub scales: std::ops::Range<usize>,
-    /// Empty for Q4_0/Q5_0.
+    /// The f16 minimums `m`; empty for Q4_0/Q5_0.
     pub mins: std::ops::Range<usize>,
 }
 
@@ -150,6 +162,8 @@ impl PackedLayout {
         self.tiles * self.blocks_per_row * TILE_ROWS
     }
 
+    /// Where each plane lies in the packed bytes; together they cover
+    /// `0..n_bytes()` without gaps.
     pub fn planes(&self) -> Planes {
         let g = self.groups();
         let nibbles = 0..g * ROW_NIBBLE_BYTES;
@@ -323,7 +337,7 @@ fn repack_of<const KIND: usize>(ggml: &[u8], rows: usize, cols: usize, dst: &mut
 
 /// Quantizes one block of 32 values as GGUF Q4_1 (`x = d × q + m`), with
 /// `d` and `m` searched for the least squared error after their rounding to
-/// f16 ([`crate::affine::search`]).
+/// f16 (`affine::search`, private).
 pub fn quantize_q4_1_block(x: &[f32; BLOCK]) -> BlockQ4_1 {
     let store = |d: f32, m: f32| {
         let (d, m) = (f16::from_f32(d), f16::from_f32(m));

@@ -40,7 +40,9 @@ pub const TILE_BLOCK_QUANT_BYTES: usize = TILE_ROWS * BLOCK;
 /// Shape of a packed q8 matrix and where its two planes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackedQ8Layout {
+    /// Rows of the matrix (the last tile is padded to [`TILE_ROWS`]).
     pub rows: usize,
+    /// Values per row, a multiple of [`BLOCK`].
     pub cols: usize,
     /// `ceil(rows / TILE_ROWS)`.
     pub tiles: usize,

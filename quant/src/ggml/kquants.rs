@@ -56,6 +56,8 @@ pub struct BlockQ2K {
 }
 
 impl BlockQ2K {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q2_K`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let dmin = self.dmin.to_f32();
@@ -99,6 +101,8 @@ impl BlockQ3K {
         (low | (high << 4)) as i8 - 32
     }
 
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q3_K`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         for (sub, y) in out.chunks_exact_mut(16).enumerate() {
@@ -143,6 +147,8 @@ impl BlockQ4K {
         (self.qs[32 * (sub / 2) + l] >> (4 * (sub % 2))) & 0x0F
     }
 
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q4_K`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let dmin = self.dmin.to_f32();
@@ -188,6 +194,8 @@ impl BlockQ5K {
         low | (((self.qh[l] >> sub) & 1) << 4)
     }
 
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q5_K`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let dmin = self.dmin.to_f32();
@@ -232,6 +240,8 @@ impl BlockQ6K {
         (low | (high << 4)) as i8 - 32
     }
 
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q6_K`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         for (v, y) in out.iter_mut().enumerate() {

@@ -31,6 +31,8 @@ pub struct BlockQ4_0 {
 }
 
 impl BlockQ4_0 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q4_0`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK4_0]) {
         let d = self.d.to_f32();
         let (lo, hi) = out.split_at_mut(QK4_0 / 2);
@@ -56,6 +58,8 @@ pub struct BlockQ4_1 {
 }
 
 impl BlockQ4_1 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q4_1`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK4_1]) {
         let d = self.d.to_f32();
         let m = self.m.to_f32();
@@ -95,6 +99,8 @@ pub struct BlockQ5_0 {
 }
 
 impl BlockQ5_0 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q5_0`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK5_0]) {
         let d = self.d.to_f32();
         for (y, q) in out.iter_mut().zip(five_bit_quants(self.qh, &self.qs)) {
@@ -119,6 +125,8 @@ pub struct BlockQ5_1 {
 }
 
 impl BlockQ5_1 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q5_1`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK5_1]) {
         let d = self.d.to_f32();
         let m = self.m.to_f32();
@@ -140,6 +148,8 @@ pub struct BlockQ8_0 {
 }
 
 impl BlockQ8_0 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_q8_0`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK8_0]) {
         let d = self.d.to_f32();
         for (y, &q) in out.iter_mut().zip(&self.qs) {

@@ -47,6 +47,8 @@ pub struct BlockIq4Nl {
 }
 
 impl BlockIq4Nl {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_iq4_nl`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK4_NL]) {
         decode_nibbles(&IQ4_NL_VALUES, self.d.to_f32(), &self.qs, out);
     }
@@ -75,6 +77,8 @@ impl BlockIq4Xs {
         (low | (high << 4)) as i8 - 32
     }
 
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_iq4_xs`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         for ((sub, y), qs) in out.chunks_exact_mut(32).enumerate().zip(self.qs.chunks_exact(16)) {
@@ -103,6 +107,8 @@ fn e8m0_to_f32_half(e: u8) -> f32 {
 }
 
 impl BlockMxfp4 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_mxfp4`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_MXFP4]) {
         decode_nibbles(&MXFP4_VALUES, e8m0_to_f32_half(self.e), &self.qs, out);
     }

@@ -33,23 +33,41 @@ pub use ternary::{BlockTq1_0, BlockTq2_0};
 #[allow(non_camel_case_types)] // ggml's own names, as in GGUF tooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GgmlType {
+    /// IEEE single precision.
     F32,
+    /// IEEE half precision.
     F16,
+    /// bfloat16: the top half of an f32.
     BF16,
+    /// 4-bit, blocks of 32 with an f16 scale ([`BlockQ4_0`]).
     Q4_0,
+    /// 4-bit, blocks of 32 with an f16 scale and min ([`BlockQ4_1`]).
     Q4_1,
+    /// 5-bit, blocks of 32 with an f16 scale ([`BlockQ5_0`]).
     Q5_0,
+    /// 5-bit, blocks of 32 with an f16 scale and min ([`BlockQ5_1`]).
     Q5_1,
+    /// 8-bit, blocks of 32 with an f16 scale ([`BlockQ8_0`]).
     Q8_0,
+    /// 2-bit K-quant, super-blocks of 256 ([`BlockQ2K`]).
     Q2_K,
+    /// 3-bit K-quant, super-blocks of 256 ([`BlockQ3K`]).
     Q3_K,
+    /// 4-bit K-quant, super-blocks of 256 ([`BlockQ4K`]).
     Q4_K,
+    /// 5-bit K-quant, super-blocks of 256 ([`BlockQ5K`]).
     Q5_K,
+    /// 6-bit K-quant, super-blocks of 256 ([`BlockQ6K`]).
     Q6_K,
+    /// 4-bit indices into a fixed non-linear table, blocks of 32 ([`BlockIq4Nl`]).
     IQ4_NL,
+    /// IQ4_NL's table in super-blocks of 256 with 6-bit sub-block scales ([`BlockIq4Xs`]).
     IQ4_XS,
+    /// Ternary, about 1.69 bits per value, super-blocks of 256 ([`BlockTq1_0`]).
     TQ1_0,
+    /// Ternary in 2 bits per value, super-blocks of 256 ([`BlockTq2_0`]).
     TQ2_0,
+    /// OCP microscaling FP4 (E2M1 values, an E8M0 scale per 32, [`BlockMxfp4`]).
     MXFP4,
 }
 

@@ -38,6 +38,8 @@ fn trit(byte: u8, n: u32) -> i8 {
 }
 
 impl BlockTq1_0 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_tq1_0`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let (head, rest) = out.split_at_mut(160);
@@ -69,6 +71,8 @@ pub struct BlockTq2_0 {
 }
 
 impl BlockTq2_0 {
+    /// The block's values in order: the same f32 operations in the same
+    /// order as ggml's `dequantize_row_tq2_0`, so bit-identical to it.
     pub fn dequantize_block(&self, out: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         for (v, y) in out.iter_mut().enumerate() {

@@ -13,8 +13,11 @@ pub const MAX_BLOCK_BYTES: usize = 256;
 /// across a tile's rows in units of `unit` bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct Field {
+    /// Byte offset of the field in the GGUF super-block.
     pub offset: usize,
+    /// Its length in bytes; a multiple of `unit`.
     pub len: usize,
+    /// Bytes of one row's field kept together before the next row's.
     pub unit: usize,
 }
 
@@ -51,7 +54,9 @@ pub trait KFormat {
 /// `TILE_ROWS × block_bytes` bytes each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackedKLayout {
+    /// Rows of the matrix (the last tile is padded to `TILE_ROWS`).
     pub rows: usize,
+    /// Values per row, a multiple of 256.
     pub cols: usize,
     /// `ceil(rows / TILE_ROWS)`.
     pub tiles: usize,

@@ -16,8 +16,11 @@
 //! formula on it).
 
 mod layout;
+/// Q4_K's packed tile: field offsets and its [`KFormat`].
 pub mod q4_k;
+/// Q5_K's packed tile: field offsets and its [`KFormat`].
 pub mod q5_k;
+/// Q6_K's packed tile: field offsets and its [`KFormat`].
 pub mod q6_k;
 
 pub use layout::{dequantize_row, gather_block, repack, Field, KFormat, PackedKLayout, MAX_BLOCK_BYTES, TILE_ROWS};

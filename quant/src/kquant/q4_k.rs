@@ -20,10 +20,13 @@ const FIELDS: &[Field] = &[
     Field { offset: 16, len: 128, unit: 4 }, // qs
 ];
 
-/// Offsets of the fields in a tile's record of one super-block.
+/// Offset in a tile's record of one super-block of `d[8]`: each row's f16 super-block scale.
 pub const D: usize = Field::tile_offset(FIELDS, 0);
+/// Offset in a tile's record of one super-block of `dmin[8]`: each row's f16 scale of the sub-block minimums.
 pub const DMIN: usize = Field::tile_offset(FIELDS, 1);
+/// Offset in a tile's record of one super-block of the packed sub-block scales (and minimums), interleaved byte by byte across the rows.
 pub const SCALES: usize = Field::tile_offset(FIELDS, 2);
+/// Offset in a tile's record of one super-block of the quants (low bits), interleaved across the rows in units of 4 bytes.
 pub const QS: usize = Field::tile_offset(FIELDS, 3);
 /// Bytes of one tile's record of one super-block.
 pub const RECORD_BYTES: usize = Field::tile_offset(FIELDS, 4);
@@ -48,7 +51,7 @@ const MAX6: f32 = 63.0;
 /// (`x = d × sc × q - dmin × m`, 6-bit `sc` and `m` per sub-block of 32).
 ///
 /// Each sub-block's scale and minimum are searched for least squared error
-/// ([`crate::affine::search`]); the super-block's `d` and `dmin` then put the
+/// (`affine::search`, private); the super-block's `d` and `dmin` then put the
 /// largest on the 6-bit grid, and each sub-block is searched again with its
 /// candidates rounded to that grid, so the error compared is the stored one.
 /// `d`, `dmin` are then refitted by least squares for the chosen integers and

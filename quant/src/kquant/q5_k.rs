@@ -18,11 +18,15 @@ const FIELDS: &[Field] = &[
     Field { offset: 48, len: 128, unit: 4 }, // qs
 ];
 
-/// Offsets of the fields in a tile's record of one super-block.
+/// Offset in a tile's record of one super-block of `d[8]`: each row's f16 super-block scale.
 pub const D: usize = Field::tile_offset(FIELDS, 0);
+/// Offset in a tile's record of one super-block of `dmin[8]`: each row's f16 scale of the sub-block minimums.
 pub const DMIN: usize = Field::tile_offset(FIELDS, 1);
+/// Offset in a tile's record of one super-block of the packed sub-block scales (and minimums), interleaved byte by byte across the rows.
 pub const SCALES: usize = Field::tile_offset(FIELDS, 2);
+/// Offset in a tile's record of one super-block of the high quant bits, interleaved across the rows in units of 4 bytes.
 pub const QH: usize = Field::tile_offset(FIELDS, 3);
+/// Offset in a tile's record of one super-block of the quants (low bits), interleaved across the rows in units of 4 bytes.
 pub const QS: usize = Field::tile_offset(FIELDS, 4);
 /// Bytes of one tile's record of one super-block.
 pub const RECORD_BYTES: usize = Field::tile_offset(FIELDS, 5);

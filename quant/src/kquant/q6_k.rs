@@ -19,10 +19,13 @@ const FIELDS: &[Field] = &[
     Field { offset: 128, len: 64, unit: 4 }, // qh
 ];
 
-/// Offsets of the fields in a tile's record of one super-block.
+/// Offset in a tile's record of one super-block of `d[8]`: each row's f16 super-block scale.
 pub const D: usize = Field::tile_offset(FIELDS, 0);
+/// Offset in a tile's record of one super-block of the packed sub-block scales (and minimums), interleaved byte by byte across the rows.
 pub const SCALES: usize = Field::tile_offset(FIELDS, 1);
+/// Offset in a tile's record of one super-block of the low 4 quant bits, interleaved across the rows in units of 4 bytes.
 pub const QL: usize = Field::tile_offset(FIELDS, 2);
+/// Offset in a tile's record of one super-block of the high quant bits, interleaved across the rows in units of 4 bytes.
 pub const QH: usize = Field::tile_offset(FIELDS, 3);
 /// Bytes of one tile's record of one super-block.
 pub const RECORD_BYTES: usize = Field::tile_offset(FIELDS, 4);
