@@ -408,11 +408,22 @@ mod tests {
         assert!(physical_cores().is_some_and(|n| n >= 1), "Linux exposes the topology");
     }
 
+    /// Repetitions of a job: fewer under Miri, whose interpreter (checking
+    /// every access for data races and the job pointer's lifetime) runs the
+    /// spinning pool about a thousand times slower.
+    fn rounds(native: u64) -> u64 {
+        if cfg!(miri) {
+            2
+        } else {
+            native
+        }
+    }
+
     #[test]
     fn every_chunk_is_done_once_whoever_joins() {
         for n in [1, 2, 3] {
             let pool = ThreadPool::new(n);
-            for round in 0..500u64 {
+            for round in 0..rounds(500) {
                 let counter = ChunkCounter::new(37);
                 let sum = AtomicU64::new(0);
                 let seen = AtomicU64::new(0);
@@ -496,7 +507,7 @@ mod tests {
             for caller in 0..3u64 {
                 let pool = Arc::clone(&pool);
                 scope.spawn(move || {
-                    for round in 0..300 {
+                    for round in 0..rounds(300) {
                         let counter = ChunkCounter::new(29);
                         let sum = AtomicU64::new(0);
                         pool.run(&|_| {
@@ -534,7 +545,7 @@ mod tests {
     #[test]
     fn a_panic_in_the_callers_share_waits_for_the_workers_then_reaches_the_caller() {
         let pool = ThreadPool::new(2);
-        for _ in 0..20 {
+        for _ in 0..rounds(20) {
             // The worker's side effect lands in memory owned by this frame;
             // before `run` waited, it landed after `catch_unwind` returned.
             let joined = AtomicUsize::new(0);
@@ -559,7 +570,7 @@ mod tests {
     fn a_panic_in_a_workers_share_reaches_the_caller_and_the_pool_lives_on() {
         for n in [2, 3] {
             let pool = ThreadPool::new(n);
-            for _ in 0..20 {
+            for _ in 0..rounds(20) {
                 let joined = AtomicUsize::new(0);
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     pool.run(&|thread| {

@@ -10,10 +10,14 @@ timeout, and prints a table: tried / refused cleanly / loaded / findings. A
 finding is a signal, a panic (exit 101), a timeout, an error of more than one
 line, or a peak RSS more than 64 MB over the unmutated input's.
 
-    tools/mutation-campaign.py [N_MODEL] [N_GGUF] [SEED]
+    tools/mutation-campaign.py [N_MODEL] [N_GGUF] [SEED] [--parts cli,model,gguf] [--findings DIR]
 Needs the debug binaries (cargo test --no-run, or GPT_FAST_BIN=a copy): overflow checks on.
+A part left out of --parts still draws its mutants, so `--parts gguf` with the
+same N_MODEL, N_GGUF and SEED runs exactly the GGUF mutants of a full campaign
+(to re-run one finding). Each mutant that gives a finding is kept in DIR
+(default: the campaign's temporary directory) under its part and number.
 """
-import os, random, re, struct, subprocess, sys, tempfile, zlib
+import argparse, os, random, re, shutil, struct, subprocess, sys, tempfile, time, zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # GPT_FAST_BIN: a copy of the binaries, so a rebuild during a long campaign is harmless.
@@ -28,38 +32,51 @@ CLAP_TRAILER = re.compile(r"^($|Usage: |For more information|  tip: )")
 MAX_ERROR_CHARS = 1000
 
 def run(cmd):
-    """(kind, detail, peak_rss_kb) with kind in ok / refused / finding. Refused
+    """(kind, detail, peak_rss_kb, seconds) with kind in ok / refused / finding. Refused
     cleanly: one error line (at most MAX_ERROR_CHARS, followed by nothing but
     clap's usage trailer); what a command printed before it is its output."""
+    start = time.monotonic()
     try:
         p = subprocess.run(["/usr/bin/time", "-f", "RSS %M"] + cmd, capture_output=True, timeout=TIMEOUT, text=True, errors="replace")
     except subprocess.TimeoutExpired:
-        return "finding", "timeout", 0
+        return "finding", "timeout", 0, TIMEOUT
+    secs = time.monotonic() - start
     lines = p.stderr.rstrip("\n").split("\n")
     rss = int(lines[-1].split()[1]) if lines and lines[-1].startswith("RSS ") else 0
     err = [l for l in lines if not l.startswith("RSS ") and not l.startswith("Command ")]
     if p.returncode == 0:
-        return "ok", "", rss
+        return "ok", "", rss, secs
     if p.returncode < 0 or "terminated by signal" in p.stderr:
-        return "finding", "signal: " + p.stderr[-200:], rss
+        return "finding", "signal: " + p.stderr[-200:], rss, secs
     if p.returncode == 101 or "panicked" in p.stderr:
-        return "finding", "panic: " + p.stderr[-300:], rss
+        return "finding", "panic: " + p.stderr[-300:], rss, secs
     first = next((i for i, l in enumerate(err) if ERROR_LINE.match(l)), None)
     if first is None or not all(CLAP_TRAILER.match(l) for l in err[first + 1 :]):
-        return "finding", f"not one error line: " + p.stderr[:300], rss
+        return "finding", f"not one error line: " + p.stderr[:300], rss, secs
     if len(err[first]) > MAX_ERROR_CHARS:
-        return "finding", f"error line of {len(err[first])} characters: " + err[first][:300], rss
-    return "refused", err[first], rss
+        return "finding", f"error line of {len(err[first])} characters: " + err[first][:300], rss, secs
+    return "refused", err[first], rss, secs
 
 def fix_crc(b):
     data_offset = struct.unpack_from("<Q", b, 24)[0]
     if 16 <= data_offset <= len(b):
         struct.pack_into("<I", b, 12, zlib.crc32(bytes(b[16:data_offset])) & 0xFFFFFFFF)
 
-# Header fields (offset, format) of docs/FORMAT.md's 256-byte header.
-HEADER_U32 = {"arch": 72, "n_layers": 76, "dim": 80, "n_heads": 84, "n_kv_heads": 88, "head_dim": 92,
-              "ffn_dim": 96, "vocab_size": 100, "max_seq_len": 104, "flags": 116, "weight_dtype": 120}
-HEADER_U64 = {"file_len": 16, "data_offset": 24, "dir_offset": 32, "n_tensors": 40, "tok_offset": 48, "tok_len": 56}
+def header_fields():
+    """{name: offset} of the u32/f32 and of the u64 fields of the header,
+    read from docs/FORMAT.md's header table (the spec) so they cannot drift
+    from it. The CRC is left out: the mutants recompute it."""
+    row = re.compile(r"^\| (\d+) \| (u32|f32|u64) \| (\w+) \|")
+    fields = {"u32": {}, "u64": {}}
+    section = open(os.path.join(ROOT, "docs", "FORMAT.md")).read().split("## Header", 1)[1].split("\n## ", 1)[0]
+    for m in filter(None, map(row.match, section.splitlines())):
+        if m[3] != "header_crc32":
+            fields["u64" if m[2] == "u64" else "u32"][m[3]] = int(m[1])
+    assert fields["u32"].get("n_layers") and fields["u64"].get("data_offset"), "FORMAT.md's header table"
+    return fields["u32"], fields["u64"]
+
+# f32 fields take the same 32-bit patterns (0xFFFFFFFF is a NaN, 1 << 31 is -0).
+HEADER_U32, HEADER_U64 = header_fields()
 HUGE = [0, 1, 2, 3, 255, 65535, 1 << 16, 1 << 20, (1 << 24) - 1, 1 << 24, (1 << 24) + 1, 1 << 31, 0xFFFFFFFF]
 
 def model_mutant(rng, orig):
@@ -177,9 +194,17 @@ def u32_keys(data):
     return keys, counts
 
 def main():
-    n_model = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    n_gguf = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-    rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 18)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("n_model", nargs="?", type=int, default=500)
+    ap.add_argument("n_gguf", nargs="?", type=int, default=200)
+    ap.add_argument("seed", nargs="?", type=int, default=18)
+    ap.add_argument("--parts", default="cli,model,gguf")
+    ap.add_argument("--findings")
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts <= {"cli", "model", "gguf"}:
+        ap.error(f"--parts: {args.parts!r}: cli, model or gguf, comma-separated")
+    n_model, n_gguf, rng = args.n_model, args.n_gguf, random.Random(args.seed)
     tmp = tempfile.mkdtemp(prefix="gpt-fast-campaign-")
     model = os.path.join(tmp, "base.gpt")
     subprocess.run([os.path.join(BIN, "gpt-fast-convert"), "-q", "--synthetic", "test-llama", "-o", model], check=True)
@@ -191,44 +216,59 @@ def main():
     base_rss = {c: run([os.path.join(BIN, "gpt-fast"), c, model])[2] for c in ("info", "verify")}
     base_rss["run"] = run([os.path.join(BIN, "gpt-fast"), "run", model] + RUN_ARGS)[2]
     base_rss["convert"] = run([os.path.join(BIN, "gpt-fast-convert"), "-q", gguf_base, "-o", os.path.join(tmp, "o.gpt")])[2]
+    kept = args.findings or tmp
+    os.makedirs(kept, exist_ok=True)
     rows, findings = {}, []
-    def record(kind, what, cmd, detail, rss, base):
+    def record(kind, what, cmd, detail, rss, secs, base, mutant=None):
         if kind != "finding" and rss > base + RSS_SLACK_KB:
             kind, detail = "finding", f"peak RSS {rss} kB vs {base} kB"
-        row = rows.setdefault(cmd, [0, 0, 0, 0])
+        row = rows.setdefault(cmd, [0, 0, 0, 0, 0.0])
         row[0] += 1
         row[{"refused": 1, "ok": 2, "finding": 3}[kind]] += 1
+        # How far from the timeout the slowest stayed (a hang shows as a timeout).
+        row[4] = max(row[4], secs)
         if kind == "finding":
+            if mutant:
+                copy = os.path.join(kept, f"finding-{cmd}-{os.path.basename(mutant)}")
+                shutil.copyfile(mutant, copy)
+                detail += f" (input kept as {copy})"
             findings.append((cmd, what, detail))
-    for what, args in cli_cases(tmp, model, orig):
-        kind, detail, rss = run([os.path.join(BIN, "gpt-fast")] + args)
-        record(kind, what, "cli", detail, rss, base_rss["run"])
-        print(f"cli {kind:<8} {what}: {detail[:160]}", flush=True)
-    path = os.path.join(tmp, "m.gpt")
+    if "cli" in parts:
+        for what, cli_args in cli_cases(tmp, model, orig):
+            kind, detail, rss, secs = run([os.path.join(BIN, "gpt-fast")] + cli_args)
+            record(kind, what, "cli", detail, rss, secs, base_rss["run"])
+            print(f"cli {kind:<8} {what}: {detail[:160]}", flush=True)
     for i in range(n_model):
+        what, b = model_mutant(rng, orig)
+        if "model" not in parts:
+            continue
         if i % 500 == 0:
             print(f"model mutant {i}/{n_model}, findings so far: {len(findings)}", flush=True)
-        what, b = model_mutant(rng, orig)
+        path = os.path.join(tmp, f"model-{i}.gpt")
         open(path, "wb").write(b)
         for c in ("info", "verify"):
-            kind, detail, rss = run([os.path.join(BIN, "gpt-fast"), c, path])
-            record(kind, what, c, detail, rss, base_rss[c])
+            kind, detail, rss, secs = run([os.path.join(BIN, "gpt-fast"), c, path])
+            record(kind, what, c, detail, rss, secs, base_rss[c], path)
             # What `info` refuses, `run` refuses at the same open.
             if c == "info" and kind == "ok":
-                kind, detail, rss = run([os.path.join(BIN, "gpt-fast"), "run", path] + RUN_ARGS)
-                record(kind, what, "run", detail, rss, base_rss["run"])
-    gpath = os.path.join(tmp, "m.gguf")
+                kind, detail, rss, secs = run([os.path.join(BIN, "gpt-fast"), "run", path] + RUN_ARGS)
+                record(kind, what, "run", detail, rss, secs, base_rss["run"], path)
+        os.remove(path)
     for i in range(n_gguf):
+        what, b = gguf_mutant(rng, gguf_orig, keys, counts)
+        if "gguf" not in parts:
+            continue
         if i % 500 == 0:
             print(f"gguf mutant {i}/{n_gguf}, findings so far: {len(findings)}", flush=True)
-        what, b = gguf_mutant(rng, gguf_orig, keys, counts)
+        gpath = os.path.join(tmp, f"gguf-{i}.gguf")
         open(gpath, "wb").write(b)
         out = os.path.join(tmp, "out.gpt")
-        kind, detail, rss = run([os.path.join(BIN, "gpt-fast-convert"), "-q", gpath, "-o", out])
-        record(kind, what, "convert", detail, rss, base_rss["convert"])
-    print(f"{'command':<10} {'tried':>6} {'refused':>8} {'loaded':>7} {'findings':>9}")
-    for cmd, (tried, refused, ok, bad) in rows.items():
-        print(f"{cmd:<10} {tried:>6} {refused:>8} {ok:>7} {bad:>9}")
+        kind, detail, rss, secs = run([os.path.join(BIN, "gpt-fast-convert"), "-q", gpath, "-o", out])
+        record(kind, what, "convert", detail, rss, secs, base_rss["convert"], gpath)
+        os.remove(gpath)
+    print(f"{'command':<10} {'tried':>6} {'refused':>8} {'loaded':>7} {'findings':>9} {'slowest s':>10}")
+    for cmd, (tried, refused, ok, bad, secs) in rows.items():
+        print(f"{cmd:<10} {tried:>6} {refused:>8} {ok:>7} {bad:>9} {secs:>10.1f}")
     for cmd, what, detail in findings[:50]:
         print(f"FINDING {cmd} [{what}]: {detail}")
     leftovers = [f for f in os.listdir(tmp) if ".tmp" in f]

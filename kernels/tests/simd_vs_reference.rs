@@ -712,13 +712,28 @@ const F64_TOL: f64 = 1e-6;
 /// A row's output does not depend on the other rows of the call: one call for
 /// a run of tokens equals one call per token, bit for bit (the forward pass
 /// relies on it to cut batches by thread count).
+///
+/// That needs `f32::exp` to give the same result for the same input, which
+/// every libm does but Rust does not promise ("can even differ within the
+/// same execution from one invocation to the next"): Miri models that by
+/// adding a random error of a few ulp to each result, so this test fails
+/// under plain Miri for a reason that is not a bug. tools/sanitizers.sh runs
+/// it under Miri on its own with `-Zmiri-no-extra-rounding-error`.
 #[test]
+#[cfg_attr(miri, ignore = "Miri perturbs each f32::exp result; run with -Zmiri-no-extra-rounding-error")]
 fn attention_rows_do_not_depend_on_the_call() {
     let mut all = vec![Kernels::scalar()];
     all.extend(tables());
     for k in all {
         let mut rng = Rng::new(10);
-        for (head_dim, group, n_tokens, n_pos) in [(64, 3, 40, 1), (80, 8, 9, 60), (128, 1, 70, 100), (20, 3, 12, 3)] {
+        // Under Miri (about a thousand times slower) a short run of each kind:
+        // grouped queries, a head size that is not a multiple of the vector width.
+        let cases: &[(usize, usize, usize, usize)] = if cfg!(miri) {
+            &[(64, 3, 4, 1), (20, 3, 5, 3)]
+        } else {
+            &[(64, 3, 40, 1), (80, 8, 9, 60), (128, 1, 70, 100), (20, 3, 12, 3)]
+        };
+        for &(head_dim, group, n_tokens, n_pos) in cases {
             let case = AttnCase::new(&mut rng, head_dim, group, n_tokens, n_pos, 8.0, Keys::Random);
             let (k16, v16, _) = case.f16();
             let batch32 = run_attention(k.attention_f32, &case.shape, &case.q, &case.keys, &case.values);

@@ -159,3 +159,48 @@ fn each_flip_of_a_smollm2_metadata_byte_opens_or_is_one_line() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_given_to_convert_is_refused_without_blocking() {
+    // Was: `convert FIFO -o OUT` blocked for ever in open, waiting for a
+    // writer. As a GGUF and as the config.json of a Hugging Face folder.
+    let fifo_at = |path: &Path| {
+        let _ = std::fs::remove_file(path);
+        assert!(std::process::Command::new("mkfifo").arg(path).status().unwrap().success());
+    };
+    let gguf = tmp("fifo.gguf");
+    fifo_at(&gguf);
+    let folder = tmp("fifo-hf");
+    std::fs::create_dir_all(&folder).unwrap();
+    for entry in std::fs::read_dir(fixtures().join("tiny-llama")).unwrap() {
+        let from = entry.unwrap().path();
+        std::fs::copy(&from, folder.join(from.file_name().unwrap())).unwrap();
+    }
+    fifo_at(&folder.join("config.json"));
+    for input in [&gguf, &folder] {
+        let out = tmp("fifo-out.gpt");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt-fast-convert"))
+            .arg(input)
+            .arg("-o")
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("{}: convert still blocked after 60 s", input.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{}: {stderr}", input.display());
+        assert!(stderr.contains("not a regular file") && stderr.trim_end().lines().count() == 1, "{stderr}");
+        assert!(!out.exists(), "nothing written at -o");
+    }
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::remove_file(&gguf).unwrap();
+}
