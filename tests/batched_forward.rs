@@ -83,11 +83,10 @@ struct Seq {
 fn a_sequence_gets_the_same_logits_in_a_batch_as_alone() {
     let gguf = fetch();
     let quantized = DType::ALL.into_iter().filter(|d| d.act() != gpt_fast_quant::ActForm::F32);
-    // Each quantized type that can hold every SmolLM2 matrix (576 or 1536
-    // columns): q4_k's 256-value super-blocks cannot, it is only a part of
-    // the own q4 mix.
-    let fits = |d: &DType| d.fits(576) && d.fits(1536);
-    let dtypes: Vec<DType> = quantized.filter(|d| d.traits().encode.is_some() && fits(d)).collect();
+    // Each type `--quant` can convert a whole model to (q4_k's 256-value
+    // super-blocks cannot hold SmolLM2's 576-column rows; it is only a part
+    // of the own q4 mix).
+    let dtypes: Vec<DType> = quantized.filter(|d| d.is_whole_model_target()).collect();
     assert!(dtypes.contains(&DType::Q8), "{dtypes:?}");
     for dtype in dtypes {
         let path = convert(&gguf, dtype);

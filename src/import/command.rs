@@ -22,8 +22,8 @@ pub struct ConvertArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Weight type of the matmul weights: one type for all, `q4`: gpt-fast's
-    /// own 4.5-bit weights (q4_k where rows are whole 256-value super-blocks,
-    /// else q4_1; embedding and head q8), or `keep`: each tensor's own GGUF
+    /// own 4-bit weights (q4_k, 4.5 bits per weight, where rows are whole
+    /// 256-value super-blocks, else q4_1, 5 bits; embedding and head q8), or `keep`: each tensor's own GGUF
     /// type where gpt-fast runs it natively (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
     /// Q4_K, Q5_K, Q6_K; every value unchanged), q8 for the others. Default:
     /// keep for a GGUF file, q8 otherwise.

@@ -104,7 +104,7 @@ pub fn plan(source: &dyn Source, specs: &[TensorSpec], quant: Quant) -> Vec<Tens
 /// The own q4's type for one tensor (docs/FORMAT.md, "q4"). Matrices whose
 /// rows are whole 256-value super-blocks are Q4_K (6-bit scales and minimums
 /// per 32 values: the least error at 4.5 bits per weight), the others Q4_1
-/// (an f16 scale and minimum per 32, also 4.5 bits; SmolLM2's and Gemma 3's
+/// (an f16 scale and minimum per 32: 5 bits per weight; SmolLM2's and Gemma 3's
 /// 576- and 640-wide rows are not whole super-blocks). The token embedding
 /// and output head stay q8, as llama.cpp's Q4_K_M keeps its output head at
 /// 6 bits or more: their error reaches every logit, and the embedding is read
