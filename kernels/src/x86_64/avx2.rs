@@ -26,7 +26,16 @@ pub fn is_available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
+/// Whether the q8 GEMM can use AVX-VNNI (256-bit VEX `vpdpbusd`: Intel Alder
+/// Lake and later, AMD Zen 5). Zen 4 has only the AVX-512 (EVEX) form, which
+/// the AVX-512 table uses.
+pub fn has_avx_vnni() -> bool {
+    is_available() && is_x86_feature_detected!("avxvnni")
+}
+
 /// The AVX2 kernel table, or `None` when this CPU lacks AVX2, FMA or F16C.
+/// Its q8 matmul is chosen here, once: with AVX-VNNI where the CPU has it
+/// (table name `avx2+vnni`), `maddubs` without (`avx2`).
 pub fn kernels() -> Option<Kernels> {
     if !is_available() {
         return None;
@@ -34,7 +43,12 @@ pub fn kernels() -> Option<Kernels> {
     let mut k = table(Isa::Avx2, "avx2");
     register_matmul!(k, DType::F32, f32 => matmul_float::matmul_f32);
     register_matmul!(k, DType::F16, f16 => matmul_float::matmul_f16);
-    register_matmul!(k, DType::Q8, q8 => matmul::matmul_q8);
+    if has_avx_vnni() {
+        k.name = "avx2+vnni";
+        register_matmul!(k, DType::Q8, q8 => matmul::matmul_q8_vnni);
+    } else {
+        register_matmul!(k, DType::Q8, q8 => matmul::matmul_q8);
+    }
     for dtype in q4q5::dtypes() {
         register_matmul!(k, dtype, q4q5 => matmul_q4q5::matmul_q4q5);
     }

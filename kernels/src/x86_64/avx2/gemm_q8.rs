@@ -12,7 +12,8 @@
 //! tile is 8 rows × 4 tokens (the driver's token groups): per block 8 steps ×
 //! 4 tokens of `sign, maddubs, madd, add` into 4 i32 sums, then per token one
 //! convert and one FMA as the GEMV does, so the results are the GEMV's bit for
-//! bit and an output does not depend on the batch it was computed in.
+//! bit and an output does not depend on the batch it was computed in. With
+//! AVX-VNNI one `vpdpbusd` replaces `maddubs, madd, add` (`gemm_q8_vnni`).
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -74,6 +75,51 @@ pub(super) fn gemm_q8(
     out: &mut [f32],
     out_stride: usize,
 ) {
+    let ones = _mm256_set1_epi16(1);
+    let step = |acc, w_abs, w, x| {
+        let pairs = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, w));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones))
+    };
+    gemm(quants, scales, cols, rows, x, n, out, out_stride, step);
+}
+
+/// [`gemm_q8`] with AVX-VNNI (the 256-bit VEX `vpdpbusd` of Intel Alder Lake
+/// and later, AMD Zen 5): one instruction per step and token in place of
+/// `maddubs`, `madd` and `add`. `vpdpbusd` sums 4 products into each i32
+/// exactly (no i16 stage to saturate), so the block sums, and so the results,
+/// are [`gemm_q8`]'s bit for bit.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(super) fn gemm_q8_vnni(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let step = |acc, w_abs, w, x| _mm256_dpbusd_avx_epi32(acc, w_abs, _mm256_sign_epi8(x, w));
+    gemm(quants, scales, cols, rows, x, n, out, out_stride, step);
+}
+
+/// The GEMM with `step(acc, |w|, w, x)` adding, per i32 lane (row), the dot
+/// product of one step's 4 weight quants with the token's 4 quants `x`
+/// (broadcast to every lane). Each entry point defines its `step` with its
+/// own features; `gemm` is inlined into it, and the step into `gemm` there.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    step: impl Fn(__m256i, __m256i, __m256i, __m256i) -> __m256i + Copy,
+) {
     assert!(cols <= GEMM_MAX_COLS, "gemm_q8: cols {cols} above {GEMM_MAX_COLS}");
     REPACKED.with_borrow_mut(|repacked| {
         q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| {
@@ -81,10 +127,10 @@ pub(super) fn gemm_q8(
                 repack_tile(tile.wq, tile.nb, repacked);
             }
             match tile.tokens {
-                4 => register_tile::<4>(&tile, repacked, sums),
-                3 => register_tile::<3>(&tile, repacked, sums),
-                2 => register_tile::<2>(&tile, repacked, sums),
-                _ => register_tile::<1>(&tile, repacked, sums),
+                4 => register_tile::<4>(&tile, repacked, sums, step),
+                3 => register_tile::<3>(&tile, repacked, sums, step),
+                2 => register_tile::<2>(&tile, repacked, sums, step),
+                _ => register_tile::<1>(&tile, repacked, sums, step),
             }
         });
     });
@@ -143,23 +189,27 @@ fn transpose_8x8(r: [__m256i; 8]) -> [__m256i; 8] {
 /// `sums[t][r]` = row `r` · token `t`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn register_tile<const T: usize>(tile: &Q8Tile, repacked: &Repacked, sums: &mut TileSums) {
+fn register_tile<const T: usize>(
+    tile: &Q8Tile,
+    repacked: &Repacked,
+    sums: &mut TileSums,
+    step: impl Fn(__m256i, __m256i, __m256i, __m256i) -> __m256i,
+) {
     let Q8Tile { ws, xq, xs, nb, .. } = *tile;
-    let cols = nb * Q8_BLOCK;
-    let ones = _mm256_set1_epi16(1);
     let (abs, signed) = (&repacked.abs[..nb], &repacked.signed[..nb]);
-    // Each token's blocks as arrays, so a step's 4 quants need no bounds check.
-    let x: [&[[i8; Q8_BLOCK]]; T] = std::array::from_fn(|t| xq[t * cols..][..cols].as_chunks().0);
+    // The tokens' blocks as arrays, so a step's 4 quants need no bounds check.
+    // (Not one slice per token from `array::from_fn`: a closure with target
+    // features is not inlined into it, and that call cost 9% of a prefill.)
+    let x = &xq.as_chunks::<Q8_BLOCK>().0[..T * nb];
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
         let mut dot = [_mm256_setzero_si256(); T];
         for k in 0..STEPS {
             let (w_abs, w) = (load32(&abs[b][k]), load32(&signed[b][k]));
             for t in 0..T {
-                let steps: &[[i8; 4]; STEPS] = bytemuck::cast_ref(&x[t][b]);
+                let steps: &[[i8; 4]; STEPS] = bytemuck::cast_ref(&x[t * nb + b]);
                 let xk = _mm256_set1_epi32(bytemuck::cast(steps[k]));
-                let prod = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(xk, w));
-                dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(prod, ones));
+                dot[t] = step(dot[t], w_abs, w, xk);
             }
         }
         let w_scales = load8_f16(&ws[b * Q8_TILE_ROWS..]);
@@ -187,4 +237,77 @@ fn load32(s: &Step) -> __m256i {
 fn store32(s: &mut Step, v: __m256i) {
     // SAFETY: `s` is 32 writable bytes; `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_si256(s.as_mut_ptr().cast(), v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`gemm`] with the EVEX form of the same `vpdpbusd` (AVX-512 VNNI + VL),
+    /// so that [`gemm_q8_vnni`]'s step runs on CPUs that have AVX-512 VNNI
+    /// but not AVX-VNNI (AMD Zen 4).
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    fn gemm_q8_evex(
+        quants: &[i8],
+        scales: &[f16],
+        cols: usize,
+        rows: Range<usize>,
+        x: &Q8Acts,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        let step = |acc, w_abs, w, x| _mm256_dpbusd_epi32(acc, w_abs, _mm256_sign_epi8(x, w));
+        gemm(quants, scales, cols, rows.clone(), x, n, out, rows.len(), step);
+    }
+
+    /// xorshift64*: the same values on every run.
+    fn random(seed: &mut u64) -> u64 {
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The VNNI step gives `maddubs`'s bits (both are exact block sums), on
+    /// extreme quants too: -128 and 127 weights against ±127 activations.
+    #[test]
+    fn vnni_step_matches_maddubs() {
+        let has = |f: &str| match f {
+            "avx512vnni" => is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
+            _ => is_x86_feature_detected!("avxvnni"),
+        };
+        if !super::super::is_available() || !(has("avx512vnni") || has("avxvnni")) {
+            println!("skipped: no VNNI (AVX-VNNI or AVX-512 VNNI + VL) on this CPU");
+            return;
+        }
+        let mut seed = 0x5EED_u64;
+        for (rows, cols, n) in [(8usize, 32usize, 4usize), (24, 576, 9), (17, 1536, 64), (40, 8192, 5)] {
+            let tiles = rows.div_ceil(Q8_TILE_ROWS);
+            let extreme = |r: u64| match r % 8 {
+                0 => -128,
+                1 => 127,
+                _ => (r >> 8) as i8,
+            };
+            let quants: Vec<i8> = (0..tiles * Q8_TILE_ROWS * cols).map(|_| extreme(random(&mut seed))).collect();
+            let scales: Vec<f16> = (0..tiles * Q8_TILE_ROWS * cols / Q8_BLOCK)
+                .map(|_| f16::from_f32((random(&mut seed) % 1000) as f32 / 5e4))
+                .collect();
+            let xq: Vec<i8> = (0..n * cols).map(|_| ((random(&mut seed) % 255) as i32 - 127) as i8).collect();
+            let xs: Vec<f32> = (0..n * cols / Q8_BLOCK).map(|_| (random(&mut seed) % 1000) as f32 / 1e4).collect();
+            let x = Q8Acts { cols, quants: &xq, scales: &xs, sums: &[] };
+            let mut want = vec![0f32; n * rows];
+            let mut got = vec![f32::NAN; n * rows];
+            // SAFETY: AVX2, FMA and F16C checked above (`is_available`).
+            unsafe { gemm_q8(&quants, &scales, cols, 0..rows, &x, n, &mut want, rows) };
+            if has("avxvnni") {
+                // SAFETY: AVX-VNNI checked above.
+                unsafe { gemm_q8_vnni(&quants, &scales, cols, 0..rows, &x, n, &mut got, rows) };
+            } else {
+                // SAFETY: AVX-512 VNNI and VL checked above.
+                unsafe { gemm_q8_evex(&quants, &scales, cols, 0..rows, &x, n, &mut got) };
+            }
+            let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same, "VNNI GEMM differs from maddubs at {rows}x{cols} n {n}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use super::gemm_q8::{gemm_q8, GEMM_MAX_COLS};
+use super::gemm_q8::{gemm_q8, gemm_q8_vnni, GEMM_MAX_COLS};
 use super::simd::{load32_i8, load8, load8_f16, store32_i8, store8};
 use crate::driver::q8::{self, Q8Tile, TileSums};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
@@ -58,6 +58,45 @@ pub unsafe fn matmul_q8(
         gemm_q8(quants, scales, cols, rows, x, n, out, out_stride);
         return;
     }
+    gemv_q8(quants, scales, cols, rows, x, n, out, out_stride);
+}
+
+/// [`matmul_q8`] on a CPU with AVX-VNNI: its GEMM with `vpdpbusd`
+/// (`gemm_q8_vnni`, the same bits), the same GEMV below [`GEMM_MIN_TOKENS`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub unsafe fn matmul_q8_vnni(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if n >= GEMM_MIN_TOKENS && cols <= GEMM_MAX_COLS {
+        gemm_q8_vnni(quants, scales, cols, rows, x, n, out, out_stride);
+        return;
+    }
+    gemv_q8(quants, scales, cols, rows, x, n, out, out_stride);
+}
+
+/// The GEMV path of [`matmul_q8`]: the driver's tiles of 8 rows × up to 4 tokens.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_q8(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
     q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| match tile.tokens {
         4 => q8_tile::<4>(&tile, sums),
         3 => q8_tile::<3>(&tile, sums),
