@@ -584,6 +584,8 @@ fn convert_keeps_a_q4_1_gguf_as_q4_1_by_default() {
     let info = succeeded(&gpt_fast(&["info", out.to_str().unwrap()]));
     assert!(info.contains("weight type:   q4_1"), "{info}");
     assert!(info.contains("tensor types:  f32 x61 (0.1 MiB), q8 x1 (28.7 MiB), q4_1 x120 ("), "{info}");
+    // Q4_1 is 20 bytes per 32 values.
+    assert!(info.contains("bits/weight:   f32 32.00, q8 8.50, q4_1 5.00 (whole file "), "{info}");
     for group in ["attn_qkv", "attn_output", "ffn_up", "ffn_down"] {
         let line = info.lines().find(|l| l.contains(&format!("blk.*.{group}.weight"))).unwrap();
         assert!(line.contains(" q4_1 ") && line.contains("x30"), "{line}");

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Perplexity of gpt-fast's own q4 against llama.cpp's Q4_K_M, both made from
 # the same f32 weights (#13's target: own q4's delta over f32 no worse than
-# Q4_K_M's). For each model: the f32 GGUF (SmolLM2's written by llama.cpp's
-# quantize API from the shipped Q4_1 file, so its values are Q4_1's; Gemma 3
-# 270M's from .cache/families-gemma3-f32.gguf), llama.cpp's Q4_K_M made from
+# Q4_K_M's). For each model: the f32 GGUF (written by llama.cpp's quantize
+# API: `smollm2f16` from SmolLM2's F16 GGUF, the released weights, when
+# .cache/models has it; `smollm2` from the shipped Q4_1 file, so its values
+# are Q4_1's; Gemma 3 270M's is .cache/families-gemma3-f32.gguf, from its
+# Q4_K_M file), llama.cpp's Q4_K_M made from
 # it by llama_model_quantize, and gpt-fast `convert --quant q4` of it. Each is
 # scored by `gpt-fast perplexity -c 512` (Q4_K_M kept natively: gpt-fast's
 # perplexity on a kept GGUF equals llama.cpp's) on two public texts.
 #
 # Usage: tools/q4-perplexity.sh [TEXT...]   (default: GPL-3 and GFDL-1.3)
+# Files go to $Q4_PERPLEXITY_DIR (default .cache/q4own).
 # Not run in CI (minutes of CPU); needs .cache/venv-llamacpp (llama-cpp-python).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,15 +23,18 @@ texts=("$@")
 q41=$(tools/fetch-model.sh smollm2)
 gemma_f32=.cache/families-gemma3-f32.gguf
 [ -f "$gemma_f32" ] || { echo "q4-perplexity: $gemma_f32 missing" >&2; exit 1; }
-out=.cache/q4own
+out=${Q4_PERPLEXITY_DIR:-.cache/q4own}
 mkdir -p "$out"
 threads=${THREADS:-2}
 
 # f32 and Q4_K_M GGUFs from llama.cpp's own quantize API (kept between runs).
-"$py" - "$q41" "$gemma_f32" "$out" <<'PY'
+f16=.cache/models/SmolLM2-135M-Instruct.F16.gguf
+models=(smollm2 gemma3)
+[ -f "$f16" ] && models=(smollm2f16 "${models[@]}")
+"$py" - "$q41" "$gemma_f32" "$out" "$f16" <<'PY'
 import ctypes, os, sys
 import llama_cpp
-q41, gemma_f32, out = sys.argv[1:4]
+q41, gemma_f32, out, f16 = sys.argv[1:5]
 def quantize(src, dst, ftype):
     if os.path.exists(dst):
         return
@@ -44,6 +50,10 @@ smol_f32 = os.path.join(out, "smollm2-f32.gguf")
 quantize(q41, smol_f32, llama_cpp.LLAMA_FTYPE_ALL_F32)
 quantize(smol_f32, os.path.join(out, "smollm2-q4_k_m.gguf"), llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)
 quantize(gemma_f32, os.path.join(out, "gemma3-q4_k_m.gguf"), llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)
+if os.path.exists(f16):
+    f16_f32 = os.path.join(out, "smollm2f16-f32.gguf")
+    quantize(f16, f16_f32, llama_cpp.LLAMA_FTYPE_ALL_F32)
+    quantize(f16_f32, os.path.join(out, "smollm2f16-q4_k_m.gguf"), llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)
 PY
 ln -sf "$root/$gemma_f32" "$out/gemma3-f32.gguf"
 
@@ -51,10 +61,11 @@ cargo build --release -q --bin gpt-fast
 bin=target/release/gpt-fast
 ppl() { "$bin" perplexity "$1" -f "$2" -c 512 -t "$threads" 2>&1 | sed -n 's/^PPL = \([0-9.]*\).*/\1/p' | tail -1; }
 printf '%-8s %-10s %10s %10s %10s %10s %10s %8s %8s\n' model text f32 q4 Q4_K_M 'q4 d' 'Q4_K_M d' 'q4 MB' 'QKM MB'
-for model in smollm2 gemma3; do
+for model in "${models[@]}"; do
   f32="$out/$model-f32.gguf"
   "$bin" convert "$f32" --quant f32 -o "$out/$model-f32.gpt" -q
   "$bin" convert "$f32" --quant q4 -o "$out/$model-q4.gpt" -q
+  "$bin" info "$out/$model-q4.gpt" | sed -n "s/^bits.weight: */$model q4 bits\/weight: /p"
   "$bin" convert "$out/$model-q4_k_m.gguf" --quant keep -o "$out/$model-q4_k_m.gpt" -q
   for text in "${texts[@]}"; do
     a=$(ppl "$out/$model-f32.gpt" "$text")

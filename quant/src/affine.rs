@@ -1,7 +1,9 @@
-//! The least-squares search behind gpt-fast's own 4-bit encoders (Q4_1
-//! blocks, Q4_K sub-blocks): fit `x ≈ scale × q + min` with integer quants
-//! `q` in `0..=nmax`, choosing `scale` and `min` for the least squared error
-//! rather than from the block's min/max alone.
+//! The least-squares search behind gpt-fast's own 4-bit encoders (Q4_0 and
+//! Q4_1 blocks, Q4_K sub-blocks): fit `x ≈ scale × q + min` with integer
+//! quants `q` in `0..=nmax`, choosing `scale` and `min` for the least squared
+//! error rather than from the block's min/max alone ([`search`]), or, for a
+//! symmetric block with no stored minimum, `x ≈ scale × (q − offset)`
+//! ([`search_symmetric`]).
 //!
 //! The search (the idea of llama.cpp's `make_qkx2_quants`, written here from
 //! its description): start from the min/max fit, and from a range of steps
@@ -29,15 +31,39 @@ const STEP_DELTA: f32 = 0.125;
 /// Rounding/refit rounds per start; the alternation mostly settles in two.
 const REFITS: usize = 2;
 
+/// The nearest integer to `v` clamped to `0..=nmax` (NaN: 0; a value within
+/// an ulp below a half rounds up). Clamping first lets `floor(v + 0.5)` be a
+/// truncating cast, which the compiler vectorizes; `f32::round` is a libm
+/// call on baseline x86_64, and this loop is where the encoders spend their
+/// time.
+#[inline(always)]
+fn round_clamped(v: f32, nmax: u8) -> f32 {
+    f32::from((v.clamp(0.0, f32::from(nmax)) + 0.5) as u8)
+}
+
 /// Rounds each `x` to a quant against `(scale, min)`, clamped to `0..=nmax`,
 /// and returns the squared error.
 pub fn quantize_against(x: &[f32], scale: f32, min: f32, nmax: u8, q: &mut [u8]) -> f32 {
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     let mut err = 0.0;
     for (qi, &xi) in q.iter_mut().zip(x) {
-        let l = ((xi - min) * inv).round().clamp(0.0, f32::from(nmax));
+        let l = round_clamped((xi - min) * inv, nmax);
         *qi = l as u8;
         err += (xi - (scale * l + min)).powi(2);
+    }
+    err
+}
+
+/// Rounds each `x` to a quant of `x ≈ scale × (q − offset)` (`scale` of
+/// either sign), clamped to `0..=nmax`, and returns the squared error.
+pub fn quantize_symmetric(x: &[f32], scale: f32, offset: u8, nmax: u8, q: &mut [u8]) -> f32 {
+    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let off = f32::from(offset);
+    let mut err = 0.0;
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        let l = round_clamped(xi * inv + off, nmax);
+        *qi = l as u8;
+        err += (xi - scale * (l - off)).powi(2);
     }
     err
 }
@@ -129,6 +155,67 @@ pub fn search_steps(
     best
 }
 
+/// Least-squares `scale` of `x ≈ scale × (q − offset)` for fixed quants;
+/// `None` if every quant is `offset` (no scale is determined).
+fn refit_symmetric(x: &[f32], q: &[u8], offset: u8) -> Option<f32> {
+    let (mut sll, mut sxl) = (0f32, 0f32);
+    for (&qi, &xi) in q.iter().zip(x) {
+        let l = f32::from(qi) - f32::from(offset);
+        sll += l * l;
+        sxl += xi * l;
+    }
+    (sll > 0.0).then(|| sxl / sll)
+}
+
+/// Searches `scale` for `x ≈ scale × (q − offset)`, quants in `0..=nmax`
+/// (Q4_0: `offset` 8, `nmax` 15, so the levels run −8..=7 and the value of
+/// largest magnitude may sit at either end).
+///
+/// The first candidate is ggml's plain fit: the value of largest magnitude
+/// on level −`offset` (`quantize_row_q4_0_ref`), so the search is never worse
+/// than it. Then, from a range of steps with that value on either end level
+/// (`−offset` or `nmax − offset`), quants are rounded and the scale refitted
+/// by least squares for them, alternately, as in [`search`]. `store` maps a
+/// candidate scale to the one its stored form decodes with (`None`: it cannot
+/// be stored); `q` receives the best candidate's quants; the returned
+/// [`Fit::min`] is `−offset × scale`.
+pub fn search_symmetric(x: &[f32], nmax: u8, offset: u8, store: impl Fn(f32) -> Option<f32>, q: &mut [u8]) -> Fit {
+    let extreme = x.iter().copied().fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+    let off = f32::from(offset);
+    let mut best = Fit { scale: 0.0, min: 0.0, err: f32::INFINITY };
+    let mut trial = vec![0u8; x.len()];
+    let mut consider = |scale: f32, trial: &mut [u8], q: &mut [u8]| {
+        let scale = store(scale)?;
+        let err = quantize_symmetric(x, scale, offset, nmax, trial);
+        if err < best.err {
+            best = Fit { scale, min: -off * scale, err };
+            q.copy_from_slice(trial);
+        }
+        Some(err)
+    };
+    consider(extreme / -off, &mut trial, q);
+    if extreme == 0.0 || !extreme.is_finite() {
+        return best;
+    }
+    for end in [-off, f32::from(nmax) - off] {
+        for k in -STEP_TRIALS..=STEP_TRIALS {
+            let level = end + end.signum() * STEP_DELTA * k as f32;
+            let mut scale = extreme / level;
+            for _ in 0..REFITS {
+                if consider(scale, &mut trial, q).is_none() {
+                    break;
+                }
+                match refit_symmetric(x, &trial, offset) {
+                    Some(s) if s != 0.0 && s.is_finite() => scale = s,
+                    _ => break,
+                }
+            }
+            consider(scale, &mut trial, q);
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -177,6 +264,61 @@ pub(crate) mod tests {
             better += usize::from(fit.err < 0.95 * plain_err);
         }
         assert!(better > 100, "the search improves on min/max for most blocks ({better} of 299)");
+    }
+
+    #[test]
+    fn symmetric_search_is_never_worse_than_ggml_q4_0_and_often_better() {
+        let mut better = 0;
+        for seed in 1..300u32 {
+            let x = test_block(32, seed);
+            let mut q = [0u8; 32];
+            let fit = search_symmetric(&x, 15, 8, Some, &mut q);
+            // ggml's quantize_row_q4_0_ref: the largest magnitude on -8.
+            let extreme = x.iter().copied().fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+            let d = extreme / -8.0;
+            let plain_err: f32 = x
+                .iter()
+                .map(|&v| {
+                    let l = ((v / d + 8.5) as i32).clamp(0, 15) as f32;
+                    (v - d * (l - 8.0)).powi(2)
+                })
+                .sum();
+            assert!(fit.err <= plain_err * (1.0 + 1e-6), "seed {seed}: {} > {plain_err}", fit.err);
+            assert!(q.iter().all(|&l| l <= 15));
+            let recomputed: f32 = x.iter().zip(&q).map(|(&v, &l)| (v - fit.scale * (f32::from(l) - 8.0)).powi(2)).sum();
+            assert!(
+                (recomputed - fit.err).abs() <= 1e-5 * plain_err.max(1e-12),
+                "seed {seed}: err is the quants' error"
+            );
+            assert_eq!(fit.min, -8.0 * fit.scale);
+            better += usize::from(fit.err < 0.95 * plain_err);
+        }
+        assert!(better > 100, "the search improves on ggml's fit for most blocks ({better} of 299)");
+    }
+
+    #[test]
+    fn symmetric_grid_values_are_recovered_exactly_and_zero_stays_zero() {
+        // Values on a Q4_0 grid (either sign of scale) fit with no error.
+        for d in [0.125f32, -0.0625] {
+            let x: Vec<f32> = (0..32).map(|i| d * ((i * 7 % 16) as f32 - 8.0)).collect();
+            let mut q = [0u8; 32];
+            let fit = search_symmetric(&x, 15, 8, Some, &mut q);
+            assert!(fit.err < 1e-12, "d {d}: err {}", fit.err);
+        }
+        let mut q = [0u8; 32];
+        let fit = search_symmetric(&[0.0; 32], 15, 8, Some, &mut q);
+        assert_eq!(fit.err, 0.0);
+    }
+
+    #[test]
+    fn rounding_matches_round_to_nearest() {
+        for i in 0..=20_000u32 {
+            let v = i as f32 * 0.001 - 2.0;
+            let want = v.round().clamp(0.0, 15.0);
+            assert_eq!(round_clamped(v, 15), want, "{v}");
+        }
+        assert_eq!(round_clamped(f32::NAN, 15), 0.0);
+        assert_eq!(round_clamped(1e9, 15), 15.0);
     }
 
     #[test]

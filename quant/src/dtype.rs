@@ -276,6 +276,8 @@ mod tests {
                 // One 4-bit step of the range [-2, 2]: a least-squares fit
                 // may clip an outlier by more than half a step.
                 DType::Q4_1 | DType::Q4_K => 4.0 / 15.0,
+                // One symmetric step of 2 / 7 (the side with 7 levels).
+                DType::Q4_0 => 2.0 / 7.0,
                 // Only kept from GGUF, never encoded (the filter above).
                 _ => unreachable!("{dtype:?} has no encoder"),
             };

@@ -20,18 +20,21 @@ pub fn info(path: &Path) -> CliResult {
     writeln!(out, "parameters:    {n_params} ({:.1} M)", n_params as f64 / 1e6)?;
     writeln!(out, "weight type:   {}", file.weight_dtype().name())?;
     // Per type, in the table's order: a file converted with `keep` mixes them.
-    let mut by_dtype = [(0usize, 0u64); gpt_fast::format::DType::COUNT];
+    let mut by_dtype = [(0usize, 0u64, 0u64); gpt_fast::format::DType::COUNT];
     for t in file.tensors() {
         let slot = &mut by_dtype[t.dtype.index()];
-        *slot = (slot.0 + 1, slot.1 + t.n_bytes);
+        *slot = (slot.0 + 1, slot.1 + t.n_bytes, slot.2 + t.rows * t.cols);
     }
-    let types: Vec<String> = gpt_fast::format::DType::ALL
-        .into_iter()
-        .zip(by_dtype)
-        .filter(|(_, (count, _))| *count > 0)
-        .map(|(d, (count, bytes))| format!("{} x{count} ({:.1} MiB)", d.name(), bytes as f64 / (1 << 20) as f64))
+    let present = || gpt_fast::format::DType::ALL.into_iter().zip(by_dtype).filter(|(_, (count, _, _))| *count > 0);
+    let types: Vec<String> = present()
+        .map(|(d, (count, bytes, _))| format!("{} x{count} ({:.1} MiB)", d.name(), bytes as f64 / (1 << 20) as f64))
         .collect();
     writeln!(out, "tensor types:  {}", types.join(", "))?;
+    // Stored bytes (tile padding included) per weight: what decode reads.
+    let bits = |bytes: u64, weights: u64| bytes as f64 * 8.0 / weights.max(1) as f64;
+    let per_type: Vec<String> =
+        present().map(|(d, (_, bytes, weights))| format!("{} {:.2}", d.name(), bits(bytes, weights))).collect();
+    writeln!(out, "bits/weight:   {} (whole file {:.2})", per_type.join(", "), bits(file.file_len(), n_params))?;
     writeln!(out, "layers:        {}", h.n_layers)?;
     writeln!(out, "dim:           {}", h.dim)?;
     writeln!(out, "heads:         {} (kv {}, head_dim {})", h.n_heads, h.n_kv_heads, h.head_dim)?;

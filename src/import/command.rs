@@ -27,7 +27,7 @@ pub struct ConvertArgs {
     /// type where gpt-fast runs it natively (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
     /// Q4_K, Q5_K, Q6_K; every value unchanged), q8 for the others. Default:
     /// keep for a GGUF file, q8 otherwise.
-    #[arg(long, value_name = "keep|q4|q8|q4_1|f16|f32")]
+    #[arg(long, value_name = "keep|q4|q8|q4_1|q4_0|f16|f32")]
     pub quant: Option<Quant>,
     /// Write random weights with the shapes of a named configuration instead
     /// (their text output is meaningless): smollm2-135m, tinyllama-1.1b,
