@@ -82,10 +82,10 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
         let mut lo = v.map(|v| _mm512_and_si512(v, low4));
         let mut hi = v.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4));
         if Q5 {
+            let masks = fifth_bit_masks(&high_bits[b * 8..][..8]);
             for h in 0..2 {
-                let [mask_lo, mask_hi] = fifth_bit_masks(&high_bits[b * 8 + 4 * h..][..4]);
-                lo[h] = _mm512_mask_add_epi8(lo[h], mask_lo, lo[h], sixteen);
-                hi[h] = _mm512_mask_add_epi8(hi[h], mask_hi, hi[h], sixteen);
+                lo[h] = _mm512_mask_add_epi8(lo[h], masks[h][0], lo[h], sixteen);
+                hi[h] = _mm512_mask_add_epi8(hi[h], masks[h][1], hi[h], sixteen);
             }
         }
         let d = load8_f16(&scales[b * 8..]);
@@ -118,15 +118,25 @@ fn row_sums(dots: [__m512i; 2]) -> __m256i {
     _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, s))
 }
 
-/// Byte masks of the quants whose fifth bit is set, for a load of four rows'
-/// nibbles (`qh[c]`: row `c`'s bits, bit `i` for value `i`): `[0]` for the
-/// masked (values 0-15 of each lane), `[1]` for the shifted (16-31).
+/// Byte masks of the quants whose fifth bit is set, for the two loads of a
+/// block's four-row nibbles (`qh[r]`: row `r`'s bits, bit `i` for value `i`):
+/// `[h][0]` for rows `4h..4h + 4` masked (values 0-15 of each lane), `[h][1]`
+/// for them shifted (16-31). Mask bit `16c + i` is row `4h + c`'s bit `i`
+/// (or `16 + i`), so each mask is a 2-byte gather from the rows' words: one
+/// byte shuffle of the block's 32 bytes of fifth bits gives all four. Built
+/// bit by bit in scalar code, the masks cost more than the dot products and
+/// held Q5 decode to two thirds of the read bandwidth.
 #[inline]
-fn fifth_bit_masks(qh: &[u32]) -> [u64; 2] {
-    let (mut lo, mut hi) = (0u64, 0u64);
-    for (c, &bits) in qh[..4].iter().enumerate() {
-        lo |= u64::from(bits & 0xFFFF) << (16 * c);
-        hi |= u64::from(bits >> 16) << (16 * c);
-    }
-    [lo, hi]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn fifth_bit_masks(qh: &[u32]) -> [[__mmask64; 2]; 2] {
+    let qh: &[u32; 8] = qh.first_chunk().expect("fifth_bit_masks: fewer than 8 rows");
+    // SAFETY: `qh` is 32 readable bytes; `loadu` has no alignment requirement.
+    let v = unsafe { _mm256_loadu_si256(qh.as_ptr().cast()) };
+    // Per 128-bit lane (four rows' words): their low halves, then their high halves.
+    let gather = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+    );
+    let m = _mm256_shuffle_epi8(v, gather);
+    let lane = |v: __m128i| [_mm_cvtsi128_si64(v) as u64, _mm_extract_epi64::<1>(v) as u64];
+    [lane(_mm256_castsi256_si128(m)), lane(_mm256_extracti128_si256::<1>(m))]
 }
