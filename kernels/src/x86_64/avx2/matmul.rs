@@ -58,11 +58,17 @@ pub unsafe fn matmul_q8(
         gemm_q8(quants, scales, cols, rows, x, n, out, out_stride);
         return;
     }
-    gemv_q8(quants, scales, cols, rows, x, n, out, out_stride);
+    q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| match tile.tokens {
+        4 => q8_tile::<4>(&tile, sums),
+        3 => q8_tile::<3>(&tile, sums),
+        2 => q8_tile::<2>(&tile, sums),
+        _ => q8_tile::<1>(&tile, sums),
+    });
 }
 
 /// [`matmul_q8`] on a CPU with AVX-VNNI: its GEMM with `vpdpbusd`
-/// (`gemm_q8_vnni`, the same bits), the same GEMV below [`GEMM_MIN_TOKENS`].
+/// (`gemm_q8_vnni`, the same bits), [`matmul_q8`]'s GEMV below
+/// [`GEMM_MIN_TOKENS`].
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA, F16C and AVX-VNNI.
@@ -81,28 +87,10 @@ pub unsafe fn matmul_q8_vnni(
         gemm_q8_vnni(quants, scales, cols, rows, x, n, out, out_stride);
         return;
     }
-    gemv_q8(quants, scales, cols, rows, x, n, out, out_stride);
-}
-
-/// The GEMV path of [`matmul_q8`]: the driver's tiles of 8 rows × up to 4 tokens.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn gemv_q8(
-    quants: &[i8],
-    scales: &[f16],
-    cols: usize,
-    rows: Range<usize>,
-    x: &Q8Acts,
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| match tile.tokens {
-        4 => q8_tile::<4>(&tile, sums),
-        3 => q8_tile::<3>(&tile, sums),
-        2 => q8_tile::<2>(&tile, sums),
-        _ => q8_tile::<1>(&tile, sums),
-    });
+    // Not a GEMV function shared by both entry points: with two callers LLVM
+    // kept the driver's tile loop out of line, a call per tile in decode.
+    // SAFETY: this function's features include `matmul_q8`'s.
+    unsafe { matmul_q8(quants, scales, cols, rows, x, n, out, out_stride) }
 }
 
 /// One tile of 8 rows against `T` tokens: `sums[t][r]` = row `r` · token `t`.
