@@ -31,27 +31,57 @@ const STEP_DELTA: f32 = 0.125;
 /// Rounding/refit rounds per start; the alternation mostly settles in two.
 const REFITS: usize = 2;
 
-/// The nearest integer to `v` clamped to `0..=nmax` (NaN: 0; a value within
-/// an ulp below a half rounds up). Clamping first lets `floor(v + 0.5)` be a
-/// truncating cast, which the compiler vectorizes; `f32::round` is a libm
-/// call on baseline x86_64, and this loop is where the encoders spend their
-/// time.
+/// `f32::round(v).clamp(0, nmax)`, exactly (NaN: 0), without the libm call
+/// `f32::round` is on baseline x86_64: the fraction above the truncation
+/// is exact for `0 <= v < 256`, so comparing it with one half rounds as
+/// `round` does, ties away from zero.
 #[inline(always)]
 fn round_clamped(v: f32, nmax: u8) -> f32 {
-    f32::from((v.clamp(0.0, f32::from(nmax)) + 0.5) as u8)
+    let v = v.clamp(0.0, f32::from(nmax));
+    // i32, not u8: f32-to-i32 is one vector instruction, f32-to-u8 is not.
+    let t = v as i32 as f32;
+    if v - t >= 0.5 {
+        t + 1.0
+    } else {
+        t
+    }
+}
+
+/// Squared errors are summed in this many lanes, so the loops vectorize (a
+/// single f32 sum is one serial chain of additions: the encoders' time went
+/// there).
+const LANES: usize = 8;
+
+/// Runs `quant(x[i])` (quant `i` and its error) over `x`, storing the quants
+/// in `q`, and sums the squared errors lane-wise.
+#[inline(always)]
+fn sum_errors(x: &[f32], q: &mut [u8], quant: impl Fn(f32) -> (u8, f32)) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut xs = x.chunks_exact(LANES);
+    let mut qs = q.chunks_exact_mut(LANES);
+    for (q8, x8) in (&mut qs).zip(&mut xs) {
+        for ((lane, qi), &xi) in lanes.iter_mut().zip(q8).zip(x8) {
+            let (l, e) = quant(xi);
+            *qi = l;
+            *lane += e * e;
+        }
+    }
+    for (qi, &xi) in qs.into_remainder().iter_mut().zip(xs.remainder()) {
+        let (l, e) = quant(xi);
+        *qi = l;
+        lanes[0] += e * e;
+    }
+    lanes.iter().sum()
 }
 
 /// Rounds each `x` to a quant against `(scale, min)`, clamped to `0..=nmax`,
 /// and returns the squared error.
 pub fn quantize_against(x: &[f32], scale: f32, min: f32, nmax: u8, q: &mut [u8]) -> f32 {
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-    let mut err = 0.0;
-    for (qi, &xi) in q.iter_mut().zip(x) {
+    sum_errors(x, q, |xi| {
         let l = round_clamped((xi - min) * inv, nmax);
-        *qi = l as u8;
-        err += (xi - (scale * l + min)).powi(2);
-    }
-    err
+        (l as i32 as u8, xi - (scale * l + min))
+    })
 }
 
 /// Rounds each `x` to a quant of `x ≈ scale × (q − offset)` (`scale` of
@@ -59,13 +89,10 @@ pub fn quantize_against(x: &[f32], scale: f32, min: f32, nmax: u8, q: &mut [u8])
 pub fn quantize_symmetric(x: &[f32], scale: f32, offset: u8, nmax: u8, q: &mut [u8]) -> f32 {
     let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
     let off = f32::from(offset);
-    let mut err = 0.0;
-    for (qi, &xi) in q.iter_mut().zip(x) {
+    sum_errors(x, q, |xi| {
         let l = round_clamped(xi * inv + off, nmax);
-        *qi = l as u8;
-        err += (xi - scale * (l - off)).powi(2);
-    }
-    err
+        (l as i32 as u8, xi - scale * (l - off))
+    })
 }
 
 /// Least-squares `(scale, min)` for fixed quants; with `min_le_zero`, `min`
@@ -311,14 +338,32 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rounding_matches_round_to_nearest() {
-        for i in 0..=20_000u32 {
-            let v = i as f32 * 0.001 - 2.0;
-            let want = v.round().clamp(0.0, 15.0);
-            assert_eq!(round_clamped(v, 15), want, "{v}");
+    fn rounding_is_f32_round_clamped() {
+        let mut values: Vec<f32> = (0..=20_000u32).map(|i| i as f32 * 0.001 - 2.0).collect();
+        // Ties, and the floats next to them.
+        for k in 0..16 {
+            let tie = k as f32 + 0.5;
+            values.extend([tie, f32::from_bits(tie.to_bits() - 1), f32::from_bits(tie.to_bits() + 1)]);
+        }
+        values.extend([f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e9, -1e9]);
+        for v in values {
+            // By value: `round` keeps a -0.0 that this makes 0.0 (the same quant).
+            assert_eq!(round_clamped(v, 15), v.round().clamp(0.0, 15.0), "{v}");
         }
         assert_eq!(round_clamped(f32::NAN, 15), 0.0);
-        assert_eq!(round_clamped(1e9, 15), 15.0);
+    }
+
+    #[test]
+    fn lane_sums_are_the_squared_error() {
+        for seed in 1..50u32 {
+            let x = test_block(37, seed);
+            let (scale, min) = (0.07, -0.4);
+            let mut q = [0u8; 37];
+            let err = quantize_against(&x, scale, min, 15, &mut q);
+            let want: f64 =
+                x.iter().zip(&q).map(|(&v, &l)| (f64::from(v) - f64::from(scale * f32::from(l) + min)).powi(2)).sum();
+            assert!((f64::from(err) - want).abs() <= 1e-5 * want, "seed {seed}: {err} vs {want}");
+        }
     }
 
     #[test]
