@@ -174,7 +174,13 @@ pub fn run(
     let batch_cap = PREFILL_CHUNK + options.parallel;
     let mut forward = Forward::new(
         h,
-        ForwardSize { sinks: DEFAULT_SINKS, batch_cap, max_seqs: options.parallel, all_logits: false },
+        ForwardSize {
+            sinks: DEFAULT_SINKS,
+            batch_cap,
+            max_seqs: options.parallel,
+            all_logits: false,
+            context: options.context,
+        },
         options.threads,
     );
     let mut caches = Vec::with_capacity(options.parallel);

@@ -38,8 +38,9 @@ pub unsafe fn attention_f32(
     values: &[f32],
     scratch: &mut [f32],
     out: &mut [f32],
+    stats: &mut [f32],
 ) {
-    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out);
+    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out, stats);
 }
 
 /// As [`crate::reference::attention`], for f16 keys and values.
@@ -54,8 +55,9 @@ pub unsafe fn attention_f16(
     values: &[f16],
     scratch: &mut [f32],
     out: &mut [f32],
+    stats: &mut [f32],
 ) {
-    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out);
+    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out, stats);
 }
 
 /// The AVX2 attention kernels, for [`attention::attention`]. A value exists
