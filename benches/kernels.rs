@@ -331,8 +331,8 @@ fn run_attention(
     out: &mut [f32],
 ) {
     match kv {
-        "f16" => (k.attention_f16)(shape, q, &c.k16, &c.v16, scratch, out, &mut []),
-        _ => (k.attention_f32)(shape, q, &c.k32, &c.v32, scratch, out, &mut []),
+        "f16" => (k.attention_f16)(shape, q, &c.k16, &c.v16, scratch, out),
+        _ => (k.attention_f32)(shape, q, &c.k32, &c.v32, scratch, out),
     }
 }
 

@@ -109,13 +109,7 @@ fn a_sequence_gets_the_same_logits_in_a_batch_as_alone() {
         let n_seqs = prompts.len();
         let mut forward = Forward::new(
             h,
-            ForwardSize {
-                sinks: DEFAULT_SINKS,
-                batch_cap: CHUNK * n_seqs,
-                max_seqs: n_seqs,
-                all_logits: false,
-                context: 256,
-            },
+            ForwardSize { sinks: DEFAULT_SINKS, batch_cap: CHUNK * n_seqs, max_seqs: n_seqs, all_logits: false },
             2,
         );
         let mut caches: Vec<KvCache> =

@@ -189,33 +189,3 @@ fn results_do_not_depend_on_the_thread_count() {
         }
     }
 }
-
-#[test]
-fn long_context_decode_does_not_depend_on_the_thread_count() {
-    // Past SPLIT_SLOTS a lone decode token's attention is cut into chunks
-    // across threads (not with one thread) and merged: the same bits.
-    let depth = 2 * gpt_fast_kernels::SPLIT_SLOTS + 40;
-    for config in ["test-llama", "test-gpt2"] {
-        let mut h = gpt_fast::synthetic::config(config).unwrap();
-        // test-llama's own 128 positions are too few to reach a second chunk.
-        h.max_seq_len = 1024;
-        let path =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("forward-longctx-{config}-{}", std::process::id()));
-        gpt_fast::synthetic::write(&path, &h, DType::Q8, 3, |_, _| {}).unwrap();
-        let model = Model::open(&path, ModelOptions::default()).unwrap();
-        let tokens = prompt(depth + 12, 300);
-        let run = |threads| {
-            let options = SessionOptions { context: 1024, batch: 64, threads, ..Default::default() };
-            let mut s = Session::new(&model, options).unwrap();
-            let mut all = s.eval(&tokens[..depth]).unwrap().to_vec();
-            for &t in &tokens[depth..] {
-                all.extend_from_slice(s.eval(&[t]).unwrap());
-            }
-            all
-        };
-        let one = run(1);
-        for threads in [2, 3] {
-            assert!(one == run(threads), "{config}: logits differ with {threads} threads at depth {depth}");
-        }
-    }
-}

@@ -8,36 +8,6 @@
 /// together: a block stays in L1/L2 while every query row of a call uses it.
 pub const KEY_BLOCK: usize = 64;
 
-/// Slots per chunk of the softmax: every kernel computes a row's softmax
-/// chunk by chunk from slot 0 of the call ([`merge_partial`] folds each
-/// chunk's normalised output into the row's, in slot order), so one decode
-/// token's chunks may be computed by different threads and merged afterwards
-/// (flash-decoding) with the same bits as one call over all its slots. A
-/// fixed length, not one derived from the thread count, is what keeps the
-/// result independent of how the work was cut.
-pub const SPLIT_SLOTS: usize = 4 * KEY_BLOCK;
-
-/// Folds a chunk's softmax into a row's: `acc` and `part` are normalised
-/// outputs (`head_dim` each), `acc_stats` and `part_stats` their `[max, sum]`
-/// (the largest score and `Σ exp(s - max)`). The result is the softmax over
-/// the slots of both, with its own `[max, sum]`.
-///
-/// Scalar, and the only place this arithmetic lives: the kernels call it
-/// between their chunks and the forward pass after splitting a token's
-/// chunks across threads, so both get the same bits.
-pub fn merge_partial(acc: &mut [f32], acc_stats: &mut [f32], part: &[f32], part_stats: &[f32]) {
-    let (m0, l0, m1, l1) = (acc_stats[0], acc_stats[1], part_stats[0], part_stats[1]);
-    let max = m0.max(m1);
-    let (w0, w1) = (l0 * (m0 - max).exp(), l1 * (m1 - max).exp());
-    let sum = w0 + w1;
-    let (a0, a1) = (w0 / sum, w1 / sum);
-    for (x, &y) in acc.iter_mut().zip(part) {
-        *x = a0 * *x + a1 * y;
-    }
-    acc_stats[0] = max;
-    acc_stats[1] = sum;
-}
-
 /// One attention call: one KV head and the `group` query heads that share it
 /// (grouped-query attention), at `n_tokens` consecutive positions.
 ///
@@ -73,15 +43,9 @@ impl AttnShape {
 
     /// f32 scratch an attention kernel needs for calls of up to `max_rows`
     /// rows with this `head_dim`: a block of keys and one of values widened to
-    /// f32, and per row a block of scores, the current chunk's output and its
-    /// running max and sum, and the merged chunks' max and sum.
+    /// f32, and per row a block of scores plus its running max and sum.
     pub fn scratch_len(head_dim: usize, max_rows: usize) -> usize {
-        2 * KEY_BLOCK * head_dim + max_rows * (KEY_BLOCK + head_dim + 4)
-    }
-
-    /// Chunks of [`SPLIT_SLOTS`] the last token's slots fall into.
-    pub fn chunks(&self) -> usize {
-        self.slots().div_ceil(SPLIT_SLOTS)
+        2 * KEY_BLOCK * head_dim + max_rows * (KEY_BLOCK + 2)
     }
 
     /// Row `r`'s query.
@@ -103,7 +67,7 @@ impl AttnShape {
 
     /// The entry checks every kernel makes once: lengths that let the loops
     /// index without further checks failing.
-    pub fn check(&self, q: usize, kv: [usize; 2], scratch: usize, out: usize, stats: usize) {
+    pub fn check(&self, q: usize, kv: [usize; 2], scratch: usize, out: usize) {
         let hd = self.head_dim;
         assert!(self.n_pos >= 1 && hd >= 1, "attention: n_pos {} head_dim {hd}", self.n_pos);
         if self.rows() == 0 {
@@ -115,8 +79,6 @@ impl AttnShape {
         assert!(kv[0] >= need_kv && kv[1] >= need_kv, "attention: keys/values hold {kv:?}, {need_kv} needed");
         let need_out = self.rows() * hd;
         assert!(out >= need_out, "attention: out holds {out}, {need_out} needed");
-        let need_stats = 2 * self.rows();
-        assert!(stats == 0 || stats >= need_stats, "attention: stats hold {stats}, 0 or {need_stats} needed");
         let need_scratch = Self::scratch_len(hd, self.rows());
         assert!(scratch >= need_scratch, "attention: scratch of {scratch}, {need_scratch} needed");
     }

@@ -24,7 +24,7 @@ mod table;
 #[allow(unsafe_code)]
 mod x86_64;
 
-pub use attention::{merge_partial, AttnShape, KEY_BLOCK, SPLIT_SLOTS};
+pub use attention::{AttnShape, KEY_BLOCK};
 pub use table::{Attention, Isa, Kernels, Matmul};
 
 pub use gpt_fast_quant::q8::{BLOCK as Q8_BLOCK, TILE_ROWS as Q8_TILE_ROWS};

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use crate::{merge_partial, Acts, AttnShape, DType, Matmul, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS, SPLIT_SLOTS};
+use crate::{Acts, AttnShape, DType, Matmul, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
 /// Every dtype's reference matmul, by [`DType::index`]: the table every ISA
 /// starts from, and what the tests compare each ISA's kernels with.
@@ -200,18 +200,13 @@ pub fn add(acc: &mut [f32], x: &[f32]) {
 
 /// Causal attention of one KV head for `shape.rows()` query rows (see
 /// [`AttnShape`] for the layout): each row gets
-/// `softmax(q·K^T / sqrt(head_dim)) V` over the slots it attends to, and, if
-/// `stats` is not empty, `stats[2r..2r + 2]` its `[max, sum]`: the largest
-/// score and `Σ exp(s - max)` (what [`merge_partial`] takes to merge calls).
+/// `softmax(q·K^T / sqrt(head_dim)) V` over the slots it attends to.
 ///
-/// The slots are taken in chunks of [`SPLIT_SLOTS`] from slot 0, each a
-/// softmax of its own folded into the row's by [`merge_partial`] in slot
-/// order (the forward pass may run one token's chunks on several threads).
-/// Within a chunk, one pass over the keys with a running maximum `m` and sum
-/// `l` (online softmax): when a score exceeds `m`, what was accumulated so far
-/// is rescaled by `exp(m_old - m_new)`, so no exponent is ever positive. Keys
-/// and values are `f32` or `f16` (widened exactly). `scratch` holds a chunk's
-/// output (the SIMD kernels need more; it is checked for their length).
+/// One pass over the keys with a running maximum `m` and sum `l` (online
+/// softmax): when a score exceeds `m`, what was accumulated so far is rescaled
+/// by `exp(m_old - m_new)`, so no exponent is ever positive. Keys and values are
+/// `f32` or `f16` (widened exactly). `scratch` is unused here but checked, as
+/// the SIMD kernels need it.
 pub fn attention<T: Copy + Into<f32>>(
     shape: &AttnShape,
     q: &[f32],
@@ -219,49 +214,31 @@ pub fn attention<T: Copy + Into<f32>>(
     values: &[T],
     scratch: &mut [f32],
     out: &mut [f32],
-    stats: &mut [f32],
 ) {
-    shape.check(q.len(), [keys.len(), values.len()], scratch.len(), out.len(), stats.len());
-    if shape.rows() == 0 {
-        return;
-    }
+    shape.check(q.len(), [keys.len(), values.len()], scratch.len(), out.len());
     let hd = shape.head_dim;
     let scale = 1.0 / (hd as f32).sqrt();
-    let part = &mut scratch[..hd];
     for r in 0..shape.rows() {
         let q = shape.query(q, r);
         let o = &mut out[r * hd..][..hd];
-        let mut merged = [0f32; 2];
-        let slots = shape.n_pos + r / shape.group;
-        for c0 in (0..slots).step_by(SPLIT_SLOTS) {
-            part.fill(0.0);
-            let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-            for slot in c0..slots.min(c0 + SPLIT_SLOTS) {
-                let (k, v) = (&keys[slot * hd..][..hd], &values[slot * hd..][..hd]);
-                let s = k.iter().zip(q).map(|(&k, q)| k.into() * q).sum::<f32>() * scale;
-                if s > m {
-                    let alpha = (m - s).exp();
-                    l *= alpha;
-                    part.iter_mut().for_each(|o| *o *= alpha);
-                    m = s;
-                }
-                let p = (s - m).exp();
-                l += p;
-                for (o, &v) in part.iter_mut().zip(v) {
-                    *o += p * v.into();
-                }
+        o.fill(0.0);
+        let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+        for slot in 0..shape.n_pos + r / shape.group {
+            let (k, v) = (&keys[slot * hd..][..hd], &values[slot * hd..][..hd]);
+            let s = k.iter().zip(q).map(|(&k, q)| k.into() * q).sum::<f32>() * scale;
+            if s > m {
+                let alpha = (m - s).exp();
+                l *= alpha;
+                o.iter_mut().for_each(|o| *o *= alpha);
+                m = s;
             }
-            let inv = 1.0 / l;
-            part.iter_mut().for_each(|o| *o *= inv);
-            if c0 == 0 {
-                o.copy_from_slice(part);
-                merged = [m, l];
-            } else {
-                merge_partial(o, &mut merged, part, &[m, l]);
+            let p = (s - m).exp();
+            l += p;
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o += p * v.into();
             }
         }
-        if !stats.is_empty() {
-            stats[2 * r..2 * r + 2].copy_from_slice(&merged);
-        }
+        let inv = 1.0 / l;
+        o.iter_mut().for_each(|o| *o *= inv);
     }
 }

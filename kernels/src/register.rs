@@ -73,12 +73,10 @@ macro_rules! isa_table {
             elementwise::gelu_tanh => fn gelu_tanh(x: &mut [f32]);
             elementwise::add => fn add(acc: &mut [f32], x: &[f32]);
             attention::attention_f32 => fn attention_f32(
-                shape: &$crate::AttnShape, q: &[f32], keys: &[f32], values: &[f32], scratch: &mut [f32], out: &mut [f32],
-                stats: &mut [f32]
+                shape: &$crate::AttnShape, q: &[f32], keys: &[f32], values: &[f32], scratch: &mut [f32], out: &mut [f32]
             );
             attention::attention_f16 => fn attention_f16(
-                shape: &$crate::AttnShape, q: &[f32], keys: &[half::f16], values: &[half::f16], scratch: &mut [f32], out: &mut [f32],
-                stats: &mut [f32]
+                shape: &$crate::AttnShape, q: &[f32], keys: &[half::f16], values: &[half::f16], scratch: &mut [f32], out: &mut [f32]
             );
         }
     };

@@ -41,8 +41,8 @@ impl Isa {
 /// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,
 /// `t < n`, reading `x` in the form `w.dtype.act()` names.
 pub type Matmul = fn(&Matrix, Range<usize>, &Acts, usize, &mut [f32], usize);
-/// `(shape, q, keys, values, scratch, out, stats)`: see [`reference::attention`].
-pub type Attention<T> = fn(&AttnShape, &[f32], &[T], &[T], &mut [f32], &mut [f32], &mut [f32]);
+/// `(shape, q, keys, values, scratch, out)`: see [`reference::attention`].
+pub type Attention<T> = fn(&AttnShape, &[f32], &[T], &[T], &mut [f32], &mut [f32]);
 
 /// The kernels the model calls, for one instruction set.
 #[derive(Clone, Copy, Debug)]

@@ -26,10 +26,7 @@ mod common;
 use std::ops::Range;
 
 use common::{assert_bits, assert_close, random_acts, row_ranges, tables, Rng};
-use gpt_fast_kernels::{
-    merge_partial, reference, Acts, Attention, AttnShape, DType, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS,
-    SPLIT_SLOTS,
-};
+use gpt_fast_kernels::{reference, Acts, Attention, AttnShape, DType, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 use half::f16;
 
 // ---------------------------------------------------------------- q8 matmul
@@ -577,7 +574,7 @@ impl AttnCase {
 fn run_attention<T>(f: Attention<T>, shape: &AttnShape, q: &[f32], keys: &[T], values: &[T]) -> Vec<f32> {
     let mut scratch = vec![f32::NAN; AttnShape::scratch_len(shape.head_dim, shape.rows())];
     let mut out = vec![f32::NAN; shape.rows() * shape.head_dim];
-    f(shape, q, keys, values, &mut scratch, &mut out, &mut []);
+    f(shape, q, keys, values, &mut scratch, &mut out);
     out
 }
 
@@ -751,83 +748,6 @@ fn attention_rows_do_not_depend_on_the_call() {
                 let alone = run_attention(k.attention_f16, &one, q, &k16, &v16);
                 assert_bits(&format!("{what} f16"), &alone, &batch16[row]);
             }
-        }
-    }
-}
-
-/// One attention call and its `[max, sum]` per row, on NaN-filled buffers.
-fn run_attention_stats<T>(
-    f: Attention<T>,
-    shape: &AttnShape,
-    q: &[f32],
-    keys: &[T],
-    values: &[T],
-) -> (Vec<f32>, Vec<f32>) {
-    let mut scratch = vec![f32::NAN; AttnShape::scratch_len(shape.head_dim, shape.rows())];
-    let (mut out, mut stats) = (vec![f32::NAN; shape.rows() * shape.head_dim], vec![f32::NAN; 2 * shape.rows()]);
-    f(shape, q, keys, values, &mut scratch, &mut out, &mut stats);
-    (out, stats)
-}
-
-/// A decode token's chunks of [`SPLIT_SLOTS`], each a call of its own, merged
-/// in slot order with `merge_partial`: what the forward pass does across
-/// threads.
-fn split_attention<T>(f: Attention<T>, shape: &AttnShape, q: &[f32], keys: &[T], values: &[T]) -> (Vec<f32>, Vec<f32>) {
-    let hd = shape.head_dim;
-    let (mut acc, mut merged) = (Vec::new(), Vec::new());
-    for c0 in (0..shape.n_pos).step_by(SPLIT_SLOTS) {
-        let part = AttnShape { n_pos: SPLIT_SLOTS.min(shape.n_pos - c0), ..*shape };
-        let (out, stats) = run_attention_stats(f, &part, q, &keys[c0 * hd..], &values[c0 * hd..]);
-        if c0 == 0 {
-            (acc, merged) = (out, stats);
-            continue;
-        }
-        for ((a, m), (o, s)) in acc
-            .chunks_exact_mut(hd)
-            .zip(merged.chunks_exact_mut(2))
-            .zip(out.chunks_exact(hd).zip(stats.chunks_exact(2)))
-        {
-            merge_partial(a, m, o, s);
-        }
-    }
-    (acc, merged)
-}
-
-/// A decode token's attention computed chunk by chunk and merged (as the
-/// forward pass splits it across threads) equals one call over all its
-/// slots bit for bit, outputs and `[max, sum]`, in every table; and a run of
-/// tokens that crosses chunk boundaries equals one call per token.
-#[test]
-#[cfg_attr(miri, ignore = "Miri perturbs each f32::exp result; run with -Zmiri-no-extra-rounding-error")]
-fn attention_split_into_chunks_equals_one_call() {
-    let mut all = vec![Kernels::scalar()];
-    all.extend(tables());
-    for k in all {
-        let mut rng = Rng::new(11);
-        for (head_dim, group) in [(64, 3), (80, 1), (20, 8)] {
-            let lengths = [1, SPLIT_SLOTS - 1, SPLIT_SLOTS, SPLIT_SLOTS + 1, 2 * SPLIT_SLOTS + 70, 5 * SPLIT_SLOTS];
-            for n_pos in lengths {
-                let case = AttnCase::new(&mut rng, head_dim, group, 1, n_pos, 8.0, Keys::Rising);
-                let (k16, v16, _) = case.f16();
-                let what = format!("{} head_dim {head_dim} group {group} n_pos {n_pos}", k.name());
-                let whole = run_attention_stats(k.attention_f32, &case.shape, &case.q, &case.keys, &case.values);
-                let split = split_attention(k.attention_f32, &case.shape, &case.q, &case.keys, &case.values);
-                assert_bits(&format!("{what} f32 out"), &split.0, &whole.0);
-                assert_bits(&format!("{what} f32 stats"), &split.1, &whole.1);
-                let whole = run_attention_stats(k.attention_f16, &case.shape, &case.q, &k16, &v16);
-                let split = split_attention(k.attention_f16, &case.shape, &case.q, &k16, &v16);
-                assert_bits(&format!("{what} f16 out"), &split.0, &whole.0);
-                assert_bits(&format!("{what} f16 stats"), &split.1, &whole.1);
-            }
-        }
-        // Tokens from before a chunk boundary to past the next one.
-        let case = AttnCase::new(&mut rng, 64, 3, SPLIT_SLOTS + 20, SPLIT_SLOTS - 10, 8.0, Keys::Random);
-        let batch = run_attention(k.attention_f32, &case.shape, &case.q, &case.keys, &case.values);
-        for t in [0, 9, 10, 11, SPLIT_SLOTS + 9, SPLIT_SLOTS + 10, SPLIT_SLOTS + 19] {
-            let one = AttnShape { n_tokens: 1, n_pos: case.shape.n_pos + t, ..case.shape };
-            let alone = run_attention(k.attention_f32, &one, &case.q[t * one.q_stride..], &case.keys, &case.values);
-            let row = t * 3 * 64..(t + 1) * 3 * 64;
-            assert_bits(&format!("{} token {t} across chunks", k.name()), &alone, &batch[row]);
         }
     }
 }

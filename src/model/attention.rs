@@ -14,20 +14,12 @@
 //! write each item's `[token][group][head_dim]` to `staging`, then copy it
 //! into place.
 //!
-//! A lone decode token (one sequence, one token) has only the KV heads to
-//! share out, which leaves threads idle (SmolLM2's 3 heads on 2 threads) and
-//! at depth is where the time goes: there each head's slots are cut into the
-//! kernels' own chunks of [`SPLIT_SLOTS`], one item each, and the chunks'
-//! softmaxes are merged afterwards in slot order with [`merge_partial`], as
-//! the kernel merges them within a call. So the cut changes no bit of the
-//! result, whatever the thread count.
-//!
 //! A sliding window is chosen here, not in the kernels: a call's rows attend
 //! to a prefix of the keys it is given that grows by one per token, so where
 //! a window cuts off old positions each token gets its own call, starting at
 //! its window's first slot ([`KvCache::window`]).
 
-use gpt_fast_kernels::{merge_partial, AttnShape, Kernels, SPLIT_SLOTS};
+use gpt_fast_kernels::{AttnShape, Kernels};
 
 use super::forward::SeqRun;
 use super::kv_cache::{KvCache, KvHead};
@@ -68,17 +60,8 @@ pub(super) struct AttnAt<'a> {
     pub window: Option<usize>,
 }
 
-/// Where one layer's attention writes: see [`attention`].
-pub(super) struct AttnOut<'a> {
-    /// Room for one run per token of the batch.
-    pub runs: &'a mut Vec<AttnRun>,
-    /// `[call][token][group][head_dim]`: calls' outputs before they go to `att`.
-    pub staging: &'a mut [f32],
-    /// `[chunk][kv_head][group][head_dim + 2]`: a lone token's chunks.
-    pub parts: &'a mut [f32],
-}
-
-/// See the module's documentation.
+/// See the module's documentation. `runs` is scratch with room for one run
+/// per token of the batch.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     par: &Parallel,
@@ -88,75 +71,17 @@ pub(super) fn attention(
     at: AttnAt,
     qkv: &[f32],
     scratch: Scratch,
-    to: AttnOut,
+    runs: &mut Vec<AttnRun>,
+    staging: &mut [f32],
     att: &mut [f32],
 ) {
     let AttnAt { layer, seqs, window } = at;
-    let AttnOut { runs, staging, parts } = to;
     let (hd, n_heads, n_kv) = (h.head_dim as usize, h.n_heads as usize, h.n_kv_heads as usize);
     let (group, q_dim) = (n_heads / n_kv, n_heads * hd);
     let qkv_rows = q_dim + 2 * n_kv * hd;
     let n: usize = seqs.iter().map(|s| s.len).sum();
     // Only a window that cuts off a position of this batch matters.
     let window = window.filter(|&w| seqs.iter().any(|s| s.pos + s.len > w));
-    let call = |head: usize, run: AttnRun, chunk: Option<usize>, scratch: &mut [f32], out: &mut [f32]| {
-        let cache = &caches[run.seq];
-        // Within a run `filled(pos + t)` is this plus t (a run never wraps).
-        let (mut first, mut n_pos) = match window {
-            Some(w) => cache.window(run.pos, w),
-            None => (0, cache.filled(run.pos)),
-        };
-        let q = &qkv[run.t0 * qkv_rows + head * group * hd..];
-        let (out, stats) = match chunk {
-            Some(c) => {
-                first += c * SPLIT_SLOTS;
-                n_pos = SPLIT_SLOTS.min(n_pos - c * SPLIT_SLOTS);
-                out.split_at_mut(group * hd)
-            }
-            None => (out, <&mut [f32]>::default()),
-        };
-        let shape = AttnShape { head_dim: hd, group, n_tokens: run.len, n_pos, q_stride: qkv_rows };
-        match cache.head(layer, head, first, shape.slots()) {
-            KvHead::F16 { keys, values } => (k.attention_f16)(&shape, q, keys, values, scratch, out, stats),
-            KvHead::F32 { keys, values } => (k.attention_f32)(&shape, q, keys, values, scratch, out, stats),
-        }
-    };
-
-    if let [s] = seqs {
-        let run = AttnRun { seq: s.seq, pos: s.pos, t0: 0, len: 1 };
-        let n_pos = match window {
-            Some(w) => caches[s.seq].window(s.pos, w).1,
-            None => caches[s.seq].filled(s.pos),
-        };
-        let chunks = n_pos.div_ceil(SPLIT_SLOTS);
-        let piece = group * (hd + 2);
-        if s.len == 1 && chunks > 1 && par.n_threads() > 1 && chunks * n_kv * piece <= parts.len() {
-            // One token: its KV heads alone would leave threads idle (3 heads
-            // on 2 threads), so each head's chunks are items of their own,
-            // merged in slot order as the kernel would merge them.
-            let parts = &mut parts[..chunks * n_kv * piece];
-            par.for_each_chunk(chunks * n_kv, parts, piece, scratch.all, scratch.len, &|i, out, scratch| {
-                call(i % n_kv, run, Some(i / n_kv), scratch, out);
-            });
-            for (row, acc) in att[..q_dim].chunks_exact_mut(hd).enumerate() {
-                let (head, g) = (row / group, row % group);
-                // Chunk `c`'s output and `[max, sum]` for this row.
-                let part = |c: usize| {
-                    let p = &parts[(c * n_kv + head) * piece..][..piece];
-                    (&p[g * hd..][..hd], &p[group * hd + 2 * g..][..2])
-                };
-                let (out, stats) = part(0);
-                acc.copy_from_slice(out);
-                let mut merged = [stats[0], stats[1]];
-                for c in 1..chunks {
-                    let (out, stats) = part(c);
-                    merge_partial(acc, &mut merged, out, stats);
-                }
-            }
-            return;
-        }
-    }
-
     // About 4 items per thread (the runs' costs differ), within the scratch.
     let runs_wanted = (4 * par.n_threads()).div_ceil(n_kv);
     let longest = seqs.iter().map(|s| s.len).max().unwrap_or(1);
@@ -176,7 +101,18 @@ pub(super) fn attention(
     let item = |i: usize| (i % n_kv, runs[i / n_kv]); // (KV head, run)
     par.for_each_chunk(n_kv * runs.len(), out, chunk, scratch.all, scratch.len, &|i, out, scratch| {
         let (head, run) = item(i);
-        call(head, run, None, scratch, out);
+        let cache = &caches[run.seq];
+        // Within a run `filled(pos + t)` is this plus t (a run never wraps).
+        let (first, n_pos) = match window {
+            Some(w) => cache.window(run.pos, w),
+            None => (0, cache.filled(run.pos)),
+        };
+        let shape = AttnShape { head_dim: hd, group, n_tokens: run.len, n_pos, q_stride: qkv_rows };
+        let q = &qkv[run.t0 * qkv_rows + head * group * hd..];
+        match cache.head(layer, head, first, shape.slots()) {
+            KvHead::F16 { keys, values } => (k.attention_f16)(&shape, q, keys, values, scratch, out),
+            KvHead::F32 { keys, values } => (k.attention_f32)(&shape, q, keys, values, scratch, out),
+        }
     });
     if n == 1 {
         return;

@@ -5,9 +5,9 @@
 //! QK-norm, RoPE scaling and partial rotary, sliding windows, post-norms,
 //! GeGLU, embedding and query scales).
 
-use gpt_fast_kernels::{AttnShape, Kernels, SPLIT_SLOTS};
+use gpt_fast_kernels::{AttnShape, Kernels};
 
-use super::attention::{attention, AttnAt, AttnOut, AttnRun, Scratch, ATTN_ROWS};
+use super::attention::{attention, AttnAt, AttnRun, Scratch, ATTN_ROWS};
 use super::kv_cache::KvCache;
 use super::parallel::{Parallel, ROW_SPLIT_TOKENS};
 use super::weights::{Linear, Norm, Weights};
@@ -71,10 +71,6 @@ pub struct Forward {
     attn_staging: Vec<f32>,
     /// `(batch_cap)`: the attention calls of a layer.
     attn_runs: Vec<AttnRun>,
-    /// `(context / SPLIT_SLOTS rounded up, n_kv_heads, group (head_dim + 2))`:
-    /// a lone decode token's attention chunks, each query head's normalised
-    /// output then its `[max, sum]`, before they are merged into `att`.
-    attn_parts: Vec<f32>,
     parallel: Parallel,
     /// `[global, sliding][(batch_cap + max_seqs sinks, rope_dim / 2)]` each:
     /// RoPE cos and sin for the batch's positions, then for each sequence's
@@ -101,8 +97,6 @@ pub struct ForwardSize {
     pub max_seqs: usize,
     /// Whether batches may ask for every position's logits.
     pub all_logits: bool,
-    /// The most slots a sequence's cache holds (its capacity).
-    pub context: usize,
 }
 
 /// The lengths of [`Forward`]'s buffers, in elements, computed with checked
@@ -118,8 +112,6 @@ struct Lengths {
     attn_tokens: u64,
     attn_staging: u64,
     attn_runs: u64,
-    attn_parts: u64,
-    attn_items: u64,
     /// Activation values and staged outputs of [`Parallel`].
     acts: u64,
     staged: u64,
@@ -131,16 +123,14 @@ struct Lengths {
 
 impl Lengths {
     fn of(h: &HParams, size: ForwardSize, n_threads: usize) -> Option<Self> {
-        let ForwardSize { sinks, batch_cap, max_seqs, all_logits, context } = size;
+        let ForwardSize { sinks, batch_cap, max_seqs, all_logits } = size;
         let (batch, seqs, dim, ffn) =
             (batch_cap as u64, max_seqs.max(1) as u64, u64::from(h.dim), u64::from(h.ffn_dim));
         let q_dim = h.q_dim();
         let qkv_rows = q_dim.checked_add(h.kv_dim().checked_mul(2)?)?;
         let up_rows = if h.arch.gated_ffn() { 2 * ffn } else { ffn };
         let widest = dim.max(q_dim).max(ffn);
-        let (n_heads, n_kv) = (u64::from(h.n_heads), u64::from(h.n_kv_heads));
-        let group = n_heads / n_kv;
-        let split_chunks = (context as u64).div_ceil(SPLIT_SLOTS as u64);
+        let group = u64::from(h.n_heads / h.n_kv_heads);
         let attn_tokens = (ATTN_ROWS as u64 / group).max(1);
         let attn_scratch_len = AttnShape::scratch_len(h.head_dim as usize, (attn_tokens * group) as usize) as u64;
         let half = u64::from(h.rope_dim()) / 2;
@@ -172,8 +162,6 @@ impl Lengths {
                 0
             },
             attn_runs: batch,
-            attn_parts: split_chunks.checked_mul(n_heads)?.checked_mul(u64::from(h.head_dim) + 2)?,
-            attn_items: batch.checked_mul(n_kv)?.max(split_chunks.checked_mul(n_kv)?),
             acts: batch.checked_mul(widest)?,
             staged: staged.max(head_staged),
             rope,
@@ -194,7 +182,6 @@ impl Lengths {
             self.hidden,
             self.attn_scratch,
             self.attn_staging,
-            self.attn_parts,
             2 * self.rope,
             2 * self.sliding_rope,
             u64::from(h.head_dim),
@@ -241,8 +228,7 @@ impl Forward {
             attn_tokens: len(l.attn_tokens),
             attn_staging: f32s(l.attn_staging),
             attn_runs: Vec::with_capacity(len(l.attn_runs)),
-            attn_parts: f32s(l.attn_parts),
-            parallel: Parallel::new(pool, len(l.attn_items), len(l.acts), len(l.staged)),
+            parallel: Parallel::new(pool, batch_cap * h.n_kv_heads as usize, len(l.acts), len(l.staged)),
             rope_cos: [f32s(l.rope), f32s(l.sliding_rope)],
             rope_sin: [f32s(l.rope), f32s(l.sliding_rope)],
             head_tmp: f32s(u64::from(h.head_dim)),
@@ -269,7 +255,6 @@ impl Forward {
             &self.hidden,
             &self.attn_scratch,
             &self.attn_staging,
-            &self.attn_parts,
             &self.rope_cos[0],
             &self.rope_cos[1],
             &self.rope_sin[0],
@@ -425,9 +410,8 @@ impl Forward {
             let scratch = Scratch { all: &mut self.attn_scratch, len: self.attn_scratch_len, tokens: self.attn_tokens };
             let window = sliding.then_some(h.variant.sliding_window as usize);
             let at = AttnAt { layer, seqs, window };
-            let out =
-                AttnOut { runs: &mut self.attn_runs, staging: &mut self.attn_staging, parts: &mut self.attn_parts };
-            attention(&self.parallel, k, h, caches, at, &self.qkv, scratch, out, &mut self.att);
+            let (runs, staging) = (&mut self.attn_runs, &mut self.attn_staging);
+            attention(&self.parallel, k, h, caches, at, &self.qkv, scratch, runs, staging, &mut self.att);
             lw.attn_output.forward(&mut self.parallel, k, &self.att, n, &mut self.proj);
             residual(k, h, lw.attn_post_norm.as_ref(), &mut self.x, &self.proj, &mut self.xn, n, dim);
 
@@ -571,7 +555,7 @@ mod tests {
             for (batch, seqs, all_logits, threads) in
                 [(1, 1, false, 1), (16, 1, true, 3), (128, 1, false, 2), (72, 8, false, 2)]
             {
-                let size = ForwardSize { sinks: 4, batch_cap: batch, max_seqs: seqs, all_logits, context: 1000 };
+                let size = ForwardSize { sinks: 4, batch_cap: batch, max_seqs: seqs, all_logits };
                 let f = Forward::new(&h, size, threads);
                 let predicted = Forward::scratch_bytes(&h, size, threads);
                 assert_eq!(predicted, Some(f.allocated_bytes() as u64), "{name} batch {batch}");

@@ -174,13 +174,7 @@ pub fn run(
     let batch_cap = PREFILL_CHUNK + options.parallel;
     let mut forward = Forward::new(
         h,
-        ForwardSize {
-            sinks: DEFAULT_SINKS,
-            batch_cap,
-            max_seqs: options.parallel,
-            all_logits: false,
-            context: options.context,
-        },
+        ForwardSize { sinks: DEFAULT_SINKS, batch_cap, max_seqs: options.parallel, all_logits: false },
         options.threads,
     );
     let mut caches = Vec::with_capacity(options.parallel);

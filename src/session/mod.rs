@@ -236,13 +236,7 @@ impl<'m> Session<'m> {
         };
         // Sized with checked math and refused before anything is allocated: a
         // header's max_seq_len can be 16,777,216 (386 GiB of cache for SmolLM2).
-        let size = ForwardSize {
-            sinks: DEFAULT_SINKS,
-            batch_cap: batch,
-            max_seqs: 1,
-            all_logits: options.all_logits,
-            context,
-        };
+        let size = ForwardSize { sinks: DEFAULT_SINKS, batch_cap: batch, max_seqs: 1, all_logits: options.all_logits };
         let needed = KvCache::bytes_for(h, context, DEFAULT_SINKS, options.kv_type)
             .zip(Forward::scratch_bytes(h, size, threads))
             .and_then(|(kv, scratch)| kv.checked_add(scratch))

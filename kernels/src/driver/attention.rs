@@ -28,7 +28,7 @@
 //! pass may cut a batch into calls any way (by thread count) without changing
 //! a bit of the result.
 
-use crate::{merge_partial, AttnShape, KEY_BLOCK, SPLIT_SLOTS};
+use crate::{AttnShape, KEY_BLOCK};
 
 /// The most rows a score tile may have (the query slices of a tile are
 /// passed in an array of this length).
@@ -77,13 +77,11 @@ struct Rows<'a> {
     max: &'a mut [f32],
     /// Each row's running `Σ exp(s - max)`.
     sum: &'a mut [f32],
-    /// `[row][head_dim]`: `Σ exp(s - max) v` of the current chunk, divided
-    /// by `sum` at its end.
+    /// `[row][head_dim]`: `Σ exp(s - max) v`, divided by `sum` at the end.
     out: &'a mut [f32],
 }
 
 /// As [`crate::reference::attention`], with `k`'s tiles.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn attention<T, K: AttnKernels + AttnTiles<T>>(
     k: &K,
@@ -93,60 +91,33 @@ pub(crate) fn attention<T, K: AttnKernels + AttnTiles<T>>(
     values: &[T],
     scratch: &mut [f32],
     out: &mut [f32],
-    stats: &mut [f32],
 ) {
     const { assert!(K::SCORE_ROWS <= MAX_SCORE_ROWS) };
-    const { assert!(SPLIT_SLOTS.is_multiple_of(KEY_BLOCK)) };
-    shape.check(q.len(), [keys.len(), values.len()], scratch.len(), out.len(), stats.len());
+    shape.check(q.len(), [keys.len(), values.len()], scratch.len(), out.len());
     let (rows, hd) = (shape.rows(), shape.head_dim);
     if rows == 0 {
         return;
     }
-    let Scratch { keys: kbuf, values: vbuf, scores, max, sum, part, merged } = Scratch::new(scratch, hd, rows);
+    let Scratch { keys: kbuf, values: vbuf, scores, max, sum } = Scratch::new(scratch, hd, rows);
     let out = &mut out[..rows * hd];
-    let mut st = Rows { shape: *shape, q, scores, max, sum, out: part };
+    out.fill(0.0);
+    let mut st = Rows { shape: *shape, q, scores, max, sum, out };
     let widen = size_of::<T>() != size_of::<f32>() && rows > K::SCORE_ROWS;
     let slots = shape.slots();
-    for c0 in (0..slots).step_by(SPLIT_SLOTS) {
-        for j0 in (c0..slots.min(c0 + SPLIT_SLOTS)).step_by(KEY_BLOCK) {
-            let nk = KEY_BLOCK.min(slots - j0);
-            let (kb, vb) = (&keys[j0 * hd..(j0 + nk) * hd], &values[j0 * hd..(j0 + nk) * hd]);
-            if widen {
-                let (kw, vw) = (&mut kbuf[..nk * hd], &mut vbuf[..nk * hd]);
-                k.widen(kb, kw);
-                k.widen(vb, vw);
-                block::<f32, K>(k, &mut st, j0, nk, kw, vw);
-            } else {
-                block::<T, K>(k, &mut st, j0, nk, kb, vb);
-            }
-        }
-        end_chunk(k, &mut st, c0, out, merged);
-    }
-    if !stats.is_empty() {
-        stats[..2 * rows].copy_from_slice(merged);
-    }
-}
-
-/// Ends the chunk from slot `c0` for the rows that attend to it: normalises
-/// each one's output, folds it into `out` (`merged`: `[row][max, sum]`) and
-/// starts the row's next chunk from nothing.
-#[inline(always)]
-fn end_chunk<K: AttnKernels>(k: &K, st: &mut Rows, c0: usize, out: &mut [f32], merged: &mut [f32]) {
-    let hd = st.shape.head_dim;
-    for r in st.shape.first_row(c0)..st.shape.rows() {
-        let part = &mut st.out[r * hd..][..hd];
-        k.scale_row(part, 1.0 / st.sum[r]);
-        let (acc, acc_stats) = (&mut out[r * hd..][..hd], &mut merged[2 * r..2 * r + 2]);
-        let part_stats = [st.max[r], st.sum[r]];
-        if c0 == 0 {
-            acc.copy_from_slice(part);
-            acc_stats.copy_from_slice(&part_stats);
+    for j0 in (0..slots).step_by(KEY_BLOCK) {
+        let nk = KEY_BLOCK.min(slots - j0);
+        let (kb, vb) = (&keys[j0 * hd..(j0 + nk) * hd], &values[j0 * hd..(j0 + nk) * hd]);
+        if widen {
+            let (kw, vw) = (&mut kbuf[..nk * hd], &mut vbuf[..nk * hd]);
+            k.widen(kb, kw);
+            k.widen(vb, vw);
+            block::<f32, K>(k, &mut st, j0, nk, kw, vw);
         } else {
-            merge_partial(acc, acc_stats, part, &part_stats);
+            block::<T, K>(k, &mut st, j0, nk, kb, vb);
         }
-        part.fill(0.0);
-        st.max[r] = f32::NEG_INFINITY;
-        st.sum[r] = 0.0;
+    }
+    for (o, &l) in st.out.chunks_exact_mut(hd).zip(st.sum.iter()) {
+        k.scale_row(o, 1.0 / l);
     }
 }
 
@@ -204,30 +175,22 @@ struct Scratch<'a> {
     pub values: &'a mut [f32],
     /// `[row][KEY_BLOCK]`: the current block's scores, then its weights.
     pub scores: &'a mut [f32],
-    /// Each row's running maximum score in the current chunk.
+    /// Each row's running maximum score.
     pub max: &'a mut [f32],
-    /// Each row's running `Σ exp(s - max)` in the current chunk.
+    /// Each row's running `Σ exp(s - max)`.
     pub sum: &'a mut [f32],
-    /// `[row][head_dim]`: the current chunk's `Σ exp(s - max) v`.
-    pub part: &'a mut [f32],
-    /// `[row][max, sum]` of the chunks merged so far.
-    pub merged: &'a mut [f32],
 }
 
 impl<'a> Scratch<'a> {
-    /// Cuts the scratch, with every row's chunk state empty (max at -inf,
-    /// sum and output at 0).
+    /// Cuts the scratch, with every row's max at -inf and sum at 0.
     fn new(scratch: &'a mut [f32], head_dim: usize, rows: usize) -> Self {
         let (keys, rest) = scratch.split_at_mut(KEY_BLOCK * head_dim);
         let (values, rest) = rest.split_at_mut(KEY_BLOCK * head_dim);
         let (scores, rest) = rest.split_at_mut(rows * KEY_BLOCK);
         let (max, rest) = rest.split_at_mut(rows);
-        let (sum, rest) = rest.split_at_mut(rows);
-        let (part, rest) = rest.split_at_mut(rows * head_dim);
-        let merged = &mut rest[..2 * rows];
+        let sum = &mut rest[..rows];
         max.fill(f32::NEG_INFINITY);
         sum.fill(0.0);
-        part.fill(0.0);
-        Self { keys, values, scores, max, sum, part, merged }
+        Self { keys, values, scores, max, sum }
     }
 }

@@ -38,9 +38,8 @@ pub unsafe fn attention_f32(
     values: &[f32],
     scratch: &mut [f32],
     out: &mut [f32],
-    stats: &mut [f32],
 ) {
-    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out, stats);
+    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out);
 }
 
 /// As [`crate::reference::attention`], for f16 keys and values.
@@ -55,9 +54,8 @@ pub unsafe fn attention_f16(
     values: &[f16],
     scratch: &mut [f32],
     out: &mut [f32],
-    stats: &mut [f32],
 ) {
-    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out, stats);
+    attention::attention(&Avx2Attn(()), shape, q, keys, values, scratch, out);
 }
 
 /// The AVX2 attention kernels, for [`attention::attention`]. A value exists
