@@ -74,6 +74,17 @@ fn sum_errors(x: &[f32], q: &mut [u8], quant: impl Fn(f32) -> (u8, f32)) -> f32 
     lanes.iter().sum()
 }
 
+/// The most values one search fits (the encoders' blocks are 32): its trial
+/// quants live on the stack, since a search runs once per block and a heap
+/// buffer per block was an allocation per 32 weights.
+const MAX_VALUES: usize = 256;
+
+/// The first `len` bytes of `buf` as a search's trial quants.
+fn trial_quants(buf: &mut [u8; MAX_VALUES], len: usize) -> &mut [u8] {
+    assert!(len <= MAX_VALUES, "affine search: {len} values in one block, at most {MAX_VALUES}");
+    &mut buf[..len]
+}
+
 /// Rounds each `x` to a quant against `(scale, min)`, clamped to `0..=nmax`,
 /// and returns the squared error.
 pub fn quantize_against(x: &[f32], scale: f32, min: f32, nmax: u8, q: &mut [u8]) -> f32 {
@@ -148,7 +159,8 @@ pub fn search_steps(
     let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lo = if min_le_zero { lo.min(0.0) } else { lo };
     let mut best = Fit { scale: 0.0, min: lo, err: f32::INFINITY };
-    let mut trial = vec![0u8; x.len()];
+    let mut buf = [0u8; MAX_VALUES];
+    let trial = trial_quants(&mut buf, x.len());
     let consider = |scale: f32, min: f32, trial: &mut [u8], q: &mut [u8], best: &mut Fit| {
         let (scale, min) = store(scale, min)?;
         let err = quantize_against(x, scale, min, nmax, trial);
@@ -161,7 +173,7 @@ pub fn search_steps(
     let range = hi - lo;
     // The min/max fit (the baseline the search must not lose to); a constant
     // block is exactly `min` with every quant 0.
-    consider(range / f32::from(nmax), lo, &mut trial, q, &mut best);
+    consider(range / f32::from(nmax), lo, trial, q, &mut best);
     if range.is_nan() || range <= 0.0 {
         return best;
     }
@@ -169,15 +181,15 @@ pub fn search_steps(
         let levels = f32::from(nmax) + STEP_DELTA * k as f32;
         let (mut scale, mut min) = (range / levels, lo);
         for _ in 0..REFITS {
-            if consider(scale, min, &mut trial, q, &mut best).is_none() {
+            if consider(scale, min, trial, q, &mut best).is_none() {
                 break;
             }
-            match refit(x, &trial, min_le_zero) {
+            match refit(x, trial, min_le_zero) {
                 Some((s, m)) if s > 0.0 && s.is_finite() && m.is_finite() => (scale, min) = (s, m),
                 _ => break,
             }
         }
-        consider(scale, min, &mut trial, q, &mut best);
+        consider(scale, min, trial, q, &mut best);
     }
     best
 }
@@ -210,7 +222,8 @@ pub fn search_symmetric(x: &[f32], nmax: u8, offset: u8, store: impl Fn(f32) -> 
     let extreme = x.iter().copied().fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
     let off = f32::from(offset);
     let mut best = Fit { scale: 0.0, min: 0.0, err: f32::INFINITY };
-    let mut trial = vec![0u8; x.len()];
+    let mut buf = [0u8; MAX_VALUES];
+    let trial = trial_quants(&mut buf, x.len());
     let mut consider = |scale: f32, trial: &mut [u8], q: &mut [u8]| {
         let scale = store(scale)?;
         let err = quantize_symmetric(x, scale, offset, nmax, trial);
@@ -220,7 +233,7 @@ pub fn search_symmetric(x: &[f32], nmax: u8, offset: u8, store: impl Fn(f32) -> 
         }
         Some(err)
     };
-    consider(extreme / -off, &mut trial, q);
+    consider(extreme / -off, trial, q);
     if extreme == 0.0 || !extreme.is_finite() {
         return best;
     }
@@ -229,15 +242,15 @@ pub fn search_symmetric(x: &[f32], nmax: u8, offset: u8, store: impl Fn(f32) -> 
             let level = end + end.signum() * STEP_DELTA * k as f32;
             let mut scale = extreme / level;
             for _ in 0..REFITS {
-                if consider(scale, &mut trial, q).is_none() {
+                if consider(scale, trial, q).is_none() {
                     break;
                 }
-                match refit_symmetric(x, &trial, offset) {
+                match refit_symmetric(x, trial, offset) {
                     Some(s) if s != 0.0 && s.is_finite() => scale = s,
                     _ => break,
                 }
             }
-            consider(scale, &mut trial, q);
+            consider(scale, trial, q);
         }
     }
     best

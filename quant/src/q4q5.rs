@@ -307,8 +307,8 @@ const fn traits<const KIND: usize>(id: u32, name: &'static str, block_bytes: usi
         precision,
         act: ActForm::Q8Sums,
         decode_row: decode_row_of::<KIND>,
-        // Q4_0 is the own q4's type for rows that are not whole Q4_K
-        // super-blocks (docs/FORMAT.md, "q4"); Q4_1 is `--quant q4_1`.
+        // Q4_1 is the own q4's type for rows that are not whole Q4_K
+        // super-blocks (docs/FORMAT.md, "q4"); Q4_0 is `--quant q4_0` only.
         encode: match KIND {
             0 => Some(encode_of::<0>),
             1 => Some(encode_of::<1>),
