@@ -2,11 +2,15 @@
 //! directly: `ppN` evaluates a prompt of N tokens in one batch, `tgN` generates
 //! N tokens one at a time from an empty context; tokenization and sampling are
 //! excluded, and each test is run once to warm up, then `repetitions` times.
+//! `tgN` of B sequences (llama-batched-bench's S_TG) decodes B sequences
+//! together, one token of each per step through [`Forward::run_seqs`], the
+//! step `gpt-fast serve` runs for its slots.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use crate::model::Model;
+use crate::model::kv_cache::DEFAULT_SINKS;
+use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, SeqRun};
 use crate::session::{KvType, Session, SessionError, SessionOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,13 +126,81 @@ pub fn run(
     };
     once(&mut Vec::new())?; // warm-up: page in the weights, settle the threads
     let samples_tps = (0..repetitions.max(1)).map(|_| once(&mut step_times)).collect::<Result<Vec<_>, _>>()?;
-    let mean = samples_tps.iter().sum::<f64>() / samples_tps.len() as f64;
-    let var = if samples_tps.len() > 1 {
-        samples_tps.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (samples_tps.len() - 1) as f64
-    } else {
-        0.0
+    Ok(BenchResult::of(test, samples_tps, &step_times))
+}
+
+/// `tgN` for `seqs` sequences decoding together: each step evaluates one
+/// token of every sequence in one batch, each sequence from a context that
+/// holds `depth` tokens of its own. `mean_tps` is the aggregate (all the
+/// sequences' tokens per second; one sequence's is that over `seqs`), the
+/// step latencies those of the batched steps.
+pub fn run_batched(
+    model: &Model,
+    n: usize,
+    seqs: usize,
+    depth: usize,
+    repetitions: usize,
+    threads: usize,
+    kv_type: KvType,
+) -> Result<BenchResult, SessionError> {
+    let (n, seqs) = (n.max(1), seqs.max(1));
+    let h = model.hparams();
+    let max = h.max_seq_len as usize;
+    let needed = depth + n + 1;
+    let context = needed.next_power_of_two().max(64).min(max).max(needed);
+    if context > max {
+        return Err(SessionError::BadContext { context, max });
+    }
+    let alloc = |e: std::io::Error| SessionError::Alloc { context, reason: e.to_string() };
+    let caches = (0..seqs).map(|_| KvCache::new(h, context, DEFAULT_SINKS, kv_type).map_err(alloc));
+    let mut caches = caches.collect::<Result<Vec<_>, _>>()?;
+    let prefill = depth.clamp(1, 512);
+    let size = ForwardSize { sinks: DEFAULT_SINKS, batch_cap: prefill.max(seqs), max_seqs: seqs, all_logits: false };
+    let mut forward = Forward::new(h, size, threads);
+    let (w, k) = (model.weights(), model.kernels());
+    // Each sequence its own tokens, as the server's slots have.
+    let history: Vec<Vec<u32>> = (0..seqs).map(|s| tokens(depth + s, h.vocab_size).split_off(s)).collect();
+    let input: Vec<Vec<u32>> =
+        (0..seqs).map(|s| tokens(depth + n * (s + 1), h.vocab_size).split_off(depth + n * s)).collect();
+    let mut batch = vec![0u32; seqs];
+    let mut runs: Vec<SeqRun> = Vec::with_capacity(seqs);
+    let mut step_times = Vec::with_capacity(n * repetitions.max(1));
+    let mut once = |step_times: &mut Vec<Duration>| {
+        // A cache's positions are overwritten from 0, so nothing needs clearing.
+        for (seq, history) in history.iter().enumerate() {
+            for (c, chunk) in history.chunks(prefill).enumerate() {
+                let run = [SeqRun { seq, pos: c * prefill, len: chunk.len(), logits: LogitsMode::None }];
+                forward.run_seqs(&w, h, k, &mut caches, chunk, &run);
+            }
+        }
+        let start = Instant::now();
+        for step in 0..n {
+            let at = Instant::now();
+            runs.clear();
+            for (seq, input) in input.iter().enumerate() {
+                batch[seq] = input[step];
+                runs.push(SeqRun { seq, pos: depth + step, len: 1, logits: LogitsMode::Last });
+            }
+            forward.run_seqs(&w, h, k, &mut caches, &batch, &runs);
+            step_times.push(at.elapsed());
+        }
+        (n * seqs) as f64 / start.elapsed().as_secs_f64()
     };
-    Ok(BenchResult { test, samples_tps, mean_tps: mean, stddev_tps: var.sqrt(), steps: StepLatency::of(&step_times) })
+    once(&mut Vec::new()); // warm-up
+    let samples_tps: Vec<f64> = (0..repetitions.max(1)).map(|_| once(&mut step_times)).collect();
+    Ok(BenchResult::of(Test::Generate(n), samples_tps, &step_times))
+}
+
+impl BenchResult {
+    fn of(test: Test, samples_tps: Vec<f64>, step_times: &[Duration]) -> Self {
+        let mean = samples_tps.iter().sum::<f64>() / samples_tps.len() as f64;
+        let var = if samples_tps.len() > 1 {
+            samples_tps.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (samples_tps.len() - 1) as f64
+        } else {
+            0.0
+        };
+        Self { test, samples_tps, mean_tps: mean, stddev_tps: var.sqrt(), steps: StepLatency::of(step_times) }
+    }
 }
 
 /// Decode without the arithmetic, to read decode's tail against: `steps`

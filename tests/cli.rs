@@ -131,6 +131,27 @@ fn perplexity_and_bench_print_their_figures() {
     assert!(stdout.contains("gb_per_second") && stdout.contains("\"roofline\":"), "{stdout}");
 }
 
+#[test]
+fn bench_decodes_several_sequences_together() {
+    let out = gpt_fast(&["bench", model_arg(), "-p", "0", "-n", "4", "-np", "1,3", "-d", "0,5", "-r", "1", "--json"]);
+    let stdout = succeeded(&out);
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 4, "tg4 at two depths for 1 and 3 sequences: {stdout}");
+    let field = |line: &str, key: &str| -> f64 {
+        let at = line.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {line}")) + key.len() + 3;
+        line[at..].split([',', '}']).next().unwrap().parse().unwrap()
+    };
+    for (line, (depth, seqs)) in lines.iter().zip([(0.0, 1.0), (0.0, 3.0), (5.0, 1.0), (5.0, 3.0)]) {
+        assert!(line.contains("\"test\":\"tg4\""), "{line}");
+        assert_eq!((field(line, "depth"), field(line, "sequences")), (depth, seqs), "{line}");
+        let (all, one) = (field(line, "tokens_per_second"), field(line, "sequence_tokens_per_second"));
+        assert!(all > 0.0 && (one * seqs - all).abs() < 0.01 * all, "{line}");
+    }
+    let table = succeeded(&gpt_fast(&["bench", model_arg(), "-p", "0", "-n", "2", "--parallel", "2", "-r", "1"]));
+    assert!(table.contains("| tg2 x2 |") && table.contains(" a sequence)"), "{table}");
+    refused(&gpt_fast(&["bench", model_arg(), "-np", "0"]), 2, "--parallel");
+}
+
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -12,6 +12,8 @@ pub struct BenchArgs<'a> {
     pub prompt: &'a [usize],
     pub generate: &'a [usize],
     pub depth: &'a [usize],
+    /// Sequences decoding together in the tgN tests.
+    pub parallel: &'a [usize],
     pub repetitions: usize,
     pub json: bool,
 }
@@ -43,17 +45,35 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         ))?;
     }
     let depths = if args.depth.is_empty() { &[0][..] } else { args.depth };
-    let runs: Vec<_> = tests.flat_map(|t| depths.iter().map(move |&d| (t, d))).collect();
+    let parallel = if args.parallel.is_empty() { &[1][..] } else { args.parallel };
+    // Prompts run as one sequence; generation once per number of sequences.
+    let runs: Vec<_> = tests
+        .flat_map(|t| depths.iter().map(move |&d| (t, d)))
+        .flat_map(|(t, d)| {
+            let seqs = if matches!(t, Test::Generate(_)) { parallel } else { &[1][..] };
+            seqs.iter().map(move |&b| (t, d, b))
+        })
+        .collect();
     let bar = progress::bar(runs.len() as u64, "tests");
-    for (test, depth) in runs {
-        bar.set_message(format!("{} @ d{depth}, {} runs", test.name(), args.repetitions + 1));
-        let r = bench::run(&model, test, depth, args.repetitions, threads, kv)?;
+    for (test, depth, seqs) in runs {
+        // llama-bench's name for a test at depth; `xB` for B sequences together.
+        let mut name = test.name();
+        if seqs > 1 {
+            write!(name, " x{seqs}")?;
+        }
+        if depth > 0 {
+            write!(name, " @ d{depth}")?;
+        }
+        bar.set_message(format!("{name}, {} runs", args.repetitions + 1));
+        let r = match test {
+            Test::Generate(n) if seqs > 1 => bench::run_batched(&model, n, seqs, depth, args.repetitions, threads, kv)?,
+            _ => bench::run(&model, test, depth, args.repetitions, threads, kv)?,
+        };
         bar.inc(1);
-        // llama-bench's name for a test at depth.
-        let name = if depth > 0 { format!("{} @ d{depth}", test.name()) } else { test.name() };
-        // Decode reads every weight once per token: bytes per token × tokens/s.
+        // Decode reads every weight once per step (one token of each
+        // sequence): bytes per step × steps/s.
         let gbps = match test {
-            Test::Generate(_) => Some(size as f64 * r.mean_tps / 1e9),
+            Test::Generate(_) => Some(size as f64 * r.mean_tps / seqs as f64 / 1e9),
             Test::Prompt(_) => None,
         };
         // As many steps that only read the weights: the machine's own tail,
@@ -63,13 +83,14 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
         if args.json {
             write!(
                 line,
-                "{{\"model\":{},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"kv_type\":\"{}\",\"test\":\"{}\",\"depth\":{depth},\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?}",
+                "{{\"model\":{},\"weight_type\":\"{dtype}\",\"weight_bytes\":{size},\"params\":{n_params},\"isa\":\"{isa}\",\"threads\":{threads},\"kv_type\":\"{}\",\"test\":\"{}\",\"depth\":{depth},\"sequences\":{seqs},\"tokens_per_second\":{:.3},\"stddev\":{:.3},\"samples\":{:?},\"sequence_tokens_per_second\":{:.3}",
                 json_string(&path.display().to_string()),
                 kv.name(),
                 test.name(),
                 r.mean_tps,
                 r.stddev_tps,
-                r.samples_tps
+                r.samples_tps,
+                r.mean_tps / seqs as f64
             )?;
             if let Some(g) = gbps {
                 write!(line, ",\"gb_per_second\":{g:.3},\"roofline\":{:.4}", g / read_gbps)?;
@@ -84,7 +105,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
             let dash = || "-".to_string();
             writeln!(
                 line,
-                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |",
+                "| {} | {dtype} {:.1} MiB | {:.1} M | {isa} | {threads} | {} | {} | {:.2} ± {:.2}{} | {} | {} | {} |",
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
                 size as f64 / (1 << 20) as f64,
                 n_params as f64 / 1e6,
@@ -92,6 +113,7 @@ pub fn bench(path: &Path, model_args: &ModelArgs, args: &BenchArgs) -> CliResult
                 name,
                 r.mean_tps,
                 r.stddev_tps,
+                if seqs > 1 { format!(" ({:.2} a sequence)", r.mean_tps / seqs as f64) } else { String::new() },
                 gbps.map_or_else(dash, |g| format!("{g:.2}")),
                 gbps.map_or_else(dash, |g| format!("{:.0}%", 100.0 * g / read_gbps)),
                 r.steps.map_or_else(dash, |l| format!("{:.2} ({:.2} / {:.2} ms)", l.tail(), l.p99_ms, l.median_ms)),

@@ -118,6 +118,11 @@ enum Command {
         /// `-d`): decode at depth pays for attention over them.
         #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_values_t = [0], value_name = "N,..")]
         depth: Vec<usize>,
+        /// Sequences decoding together in each tgN test (also -np; llama-batched-bench's
+        /// -npl): one token of each per step, in one batch, as `serve` steps its slots.
+        #[arg(long, value_delimiter = ',', default_values_t = [1], value_name = "B,..",
+              value_parser = clap::value_parser!(u64).range(1..=256))]
+        parallel: Vec<u64>,
         /// Timed repetitions per test (after one warm-up run).
         #[arg(short = 'r', long, default_value_t = 5, value_name = "N",
               value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -248,7 +253,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<ExitCode, Box<dyn st
             let text = prompt::read_text(None, Some(&file))?;
             done(text::perplexity(&model, &model_args, &text, ctx_size as usize, stream))
         }
-        Command::Bench { model, model_args, prompt, generate, depth, repetitions, json } => {
+        Command::Bench { model, model_args, prompt, generate, depth, parallel, repetitions, json } => {
             for (flag, lengths) in [("-p", &prompt), ("-n", &generate), ("-d", &depth)] {
                 if let Some(n) = lengths.iter().find(|&&n| n > values::MAX_CONTEXT) {
                     usage_error(
@@ -264,6 +269,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<ExitCode, Box<dyn st
                     prompt: &prompt,
                     generate: &generate,
                     depth: &depth,
+                    parallel: &parallel.iter().map(|&b| b as usize).collect::<Vec<_>>(),
                     repetitions: repetitions as usize,
                     json,
                 },
