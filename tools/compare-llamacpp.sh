@@ -27,11 +27,17 @@
 # in the machine's load hits all; a ratio is the median of the per-round
 # ratios (each round's is printed too: one bad round should show, not hide).
 #
+# tgN @ dD (-d) decodes N tokens after a D-token prompt, timing only the N
+# (llama-bench's `-d D`, ik_llama.cpp's `-gp D,N`). llama.cpp and
+# ik_llama.cpp run it with flash attention off and on and the faster counts:
+# the peer at its best at that depth (llama-bench's default `-fa auto` picks
+# on on a CPU; llama-cpp-python's default is off).
+#
 # "start to first token": gpt-fast is `gpt-fast run -n 1 --temp 0` timed from
 # process start to exit; llama.cpp is model load + tokenize + prompt eval +
 # greedy token inside a Python process that has already imported llama_cpp.
 #
-# Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-q QUANTS] [-r ROUNDS] [-i avx2]
+# Usage: tools/compare-llamacpp.sh [-t THREADS[,THREADS...]] [-q QUANTS] [-r ROUNDS] [-i avx2] [-d DEPTHS]
 #   -t  thread counts (default 2)
 #   -q  weight types, of q4_1, q8, f16 (default q4_1,q8,f16), and the other
 #       mixes of llama-quantize that gpt-fast keeps natively: q4_0, q5_0,
@@ -43,6 +49,8 @@
 #       llama.cpp and ik_llama.cpp are built a second time with their native
 #       tuning off (.cache/venv-llamacpp-avx2, .cache/ik_llama.cpp-build-avx2)
 #       and gpt-fast runs with GPT_FAST_ISA=avx2.
+#   -d  depths for tg64 @ dD, comma-separated (default none: 4096 adds a
+#       4096-token prompt evaluation per engine, round and thread count)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,17 +58,23 @@ threads=2
 rounds=3
 isa=native
 quants=q4_1,q8,f16
-while getopts "t:q:r:i:h" opt; do
+depths=""
+while getopts "t:q:r:i:d:h" opt; do
   case $opt in
     t) threads=$OPTARG ;;
     q) quants=$OPTARG ;;
     r) rounds=$OPTARG ;;
     i) isa=$OPTARG ;;
+    d) depths=$OPTARG ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
 IFS=, read -r -a thread_list <<<"$threads"
 IFS=, read -r -a quant_list <<<"$quants"
+IFS=, read -r -a depth_list <<<"$depths"
+for depth in "${depth_list[@]}"; do
+  [[ $depth =~ ^[1-9][0-9]*$ ]] || { echo "-d: expected positive token counts, got '$depth'" >&2; exit 2; }
+done
 
 for quant in "${quant_list[@]}"; do
   case $quant in
@@ -190,11 +204,12 @@ load_start=$(cat /proc/loadavg)
 # One llama.cpp process per quant, thread count and round: pp128, pp512, tg64
 # (each warmed up once), then a fresh load + first token.
 llama_round() { # quant threads round
-  "$py" - "${gguf_of[$1]}" "$2" "$1" "$3" "$prompt" "$extra_bufts" <<'PY' >>"$results"
+  "$py" - "${gguf_of[$1]}" "$2" "$1" "$3" "$prompt" "$extra_bufts" "$depths" <<'PY' >>"$results"
 import sys, time
 import llama_cpp
 import numpy as np
 path, threads, quant, rnd, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+depths = [int(d) for d in sys.argv[7].split(",") if d]
 if sys.argv[6] == "0":
     # Llama() takes no such option: patch the defaults it starts from.
     defaults = llama_cpp.llama_cpp.llama_model_default_params
@@ -205,9 +220,9 @@ if sys.argv[6] == "0":
     llama_cpp.llama_cpp.llama_model_default_params = no_extra_bufts
     llama_cpp.llama.llama_cpp.llama_model_default_params = no_extra_bufts
 
-def make():
-    return llama_cpp.Llama(model_path=path, n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads,
-                           n_threads_batch=threads, logits_all=False, verbose=False)
+def make(n_ctx=1024, flash_attn=False):
+    return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=threads,
+                           n_threads_batch=threads, logits_all=False, flash_attn=flash_attn, verbose=False)
 
 llm = make()
 vocab = llm.n_vocab()
@@ -234,6 +249,19 @@ for name, run, n in [("pp128", pp, 128), ("pp512", pp, 512), ("tg64", tg, 64)]:
     print(f"llama.cpp\t{quant}\t{threads}\t{name}\t{rnd}\t{run(n):.3f}")
 del llm
 
+def tg_at_depth(depth, n, flash_attn):
+    deep = make(n_ctx=depth + n + 64, flash_attn=flash_attn)
+    toks = ids(depth + n)
+    deep.eval(toks[:depth])  # untimed, in n_batch pieces
+    t = time.perf_counter()
+    for tok in toks[depth:]:
+        deep.eval([tok])
+    return n / (time.perf_counter() - t)
+
+for depth in depths:
+    best = max(tg_at_depth(depth, 64, fa) for fa in (False, True))
+    print(f"llama.cpp\t{quant}\t{threads}\ttg64 @ d{depth}\t{rnd}\t{best:.3f}")
+
 t = time.perf_counter()
 llm = make()
 toks = llm.tokenize(prompt.encode(), add_bos=False, special=False)
@@ -257,10 +285,25 @@ for r in csv.DictReader(sys.stdin):
     test = f"pp{n_prompt}" if n_gen == "0" else f"tg{n_gen}"
     print(f"ik_llama.cpp\t{quant}\t{threads}\t{test}\t{rnd}\t{tps:.3f}")
 ' "$1" "$2" "$3" >>"$results"
+  local depth
+  for depth in "${depth_list[@]}"; do
+    # -gp D,64: 64 tokens timed after a D-token prompt; flash attention off and on, the faster counts.
+    "$ik_bench" -m "${gguf_of[$1]}" -p 0 -n 0 -gp "$depth,64" -fa 0,1 -t "$2" -r 1 -rtr 1 -o csv 2>/dev/null |
+      "$py" -c '
+import csv, sys
+quant, threads, rnd, depth = sys.argv[1:5]
+best = max(float(r["avg_ts"]) for r in csv.DictReader(sys.stdin))
+print(f"ik_llama.cpp\t{quant}\t{threads}\ttg64 @ d{depth}\t{rnd}\t{best:.3f}")
+' "$1" "$2" "$3" "$depth" >>"$results"
+  done
 }
 
 gptfast_round() { # quant threads round
-  "$bin/gpt-fast" bench "${gf_of[$1]}" -p 128,512 -n 64 -r 1 -t "$2" --json |
+  local depth_runs=()
+  [ -z "$depths" ] || depth_runs=(-d "$depths")
+  { "$bin/gpt-fast" bench "${gf_of[$1]}" -p 128,512 -n 64 -r 1 -t "$2" --json
+    [ -z "$depths" ] || "$bin/gpt-fast" bench "${gf_of[$1]}" -p 0 -n 64 "${depth_runs[@]}" -r 1 -t "$2" --json
+  } |
     "$py" -c '
 import json, sys
 quant, threads, rnd = sys.argv[1:4]
@@ -268,10 +311,12 @@ for line in sys.stdin:
     r = json.loads(line)
     if "tokens_per_second" not in r:
         continue  # the read loop (each tg row gives its share of it as "roofline")
-    test, tps = r["test"], r["tokens_per_second"]
+    test, tps, depth = r["test"], r["tokens_per_second"], r.get("depth", 0)
+    if depth:
+        test = f"{test} @ d{depth}"  # the name the peers get
     print(f"gpt-fast\t{quant}\t{threads}\t{test}\t{rnd}\t{tps:.3f}")
     share = r.get("roofline")
-    if share is not None:
+    if share is not None and not depth:
         print(f"roofline\t{quant}\t{threads}\t{test}\t{rnd}\t{share:.4f}")
 ' "$1" "$2" "$3" >>"$results"
   local t0 t1
@@ -324,7 +369,7 @@ print()
 print("| quant | threads | test | llama.cpp (mean ± sd) | ik_llama.cpp (mean ± sd) | gpt-fast (mean ± sd) "
       "| gpt-fast / llama.cpp: median (each round) | gpt-fast / ik_llama.cpp: median (each round) |")
 print("|---|---|---|---|---|---|---|---|")
-order = {"pp128": 0, "pp512": 1, "tg64": 2, "first_token_s": 3}
+order = {"pp128": 0, "pp512": 1, "tg64": 2, "first_token_s": 9}
 sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
 
 def versus(r, other, digits):
@@ -337,7 +382,7 @@ def versus(r, other, digits):
     each = " ".join(f"{v:.2f}" for v in ratios)
     return f"{statistics.mean(theirs):.{digits}f} ± {sd(theirs):.{digits}f}", f"{statistics.median(ratios):.2f} ({each})"
 
-for (quant, threads, test) in sorted(runs, key=lambda k: ({"q4_1": 0, "q4_0": 1, "q4_k_m": 2, "q8": 5}.get(k[0], 4), k[1], order.get(k[2], 9))):
+for (quant, threads, test) in sorted(runs, key=lambda k: ({"q4_1": 0, "q4_0": 1, "q4_k_m": 2, "q8": 5}.get(k[0], 4), k[1], order.get(k[2], 2 + int(k[2].partition("@ d")[2] or 0) / 1e6))):
     r = runs[(quant, threads, test)]
     # Seconds for the first token (lower is better; the ratio is still gpt-fast / other), else t/s.
     digits, label = (3, "start to first token (s)") if test == "first_token_s" else (1, f"{test} (t/s)")
