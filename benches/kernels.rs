@@ -33,6 +33,12 @@
 //!
 //! The machine is shared and noisy: compare figures as ratios within one run
 //! (q8 GEMV / memory_read, avx512 / scalar), not across runs.
+//!
+//! A case whose ids the filter excludes builds none of its inputs (the large
+//! matrices took most of a filtered run), and every matrix starts on a cache
+//! line, as the model file's tensors do (docs/FORMAT.md): a heap block of
+//! that size starts 16 bytes into a page, so each 64-byte AVX-512 load
+//! straddled two lines and the AVX-512 GEMVs read slower than the model runs.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -71,13 +77,70 @@ impl Rng {
     }
 }
 
-/// A weight matrix owned by the bench, stored as its dtype stores it (in
-/// u64 words, so that every element type's alignment holds).
+/// The filter criterion was given (a regex on `group/function/parameter`),
+/// read from the command line as criterion reads it, so that a case can skip
+/// building inputs that no benchmark would time.
+struct Filter(Option<regex::Regex>);
+
+impl Filter {
+    fn from_args() -> Self {
+        // criterion's options that take a value: the argument after one is
+        // not the filter.
+        const WITH_VALUE: [&str; 17] = [
+            "--save-baseline",
+            "-s",
+            "--baseline",
+            "-b",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+            "--significance-level",
+            "--profile-time",
+            "--color",
+            "--plotting-backend",
+            "--output-format",
+        ];
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let exact = args.iter().any(|a| a == "--exact");
+        let mut after_option = false;
+        for a in &args {
+            if !after_option && !a.starts_with('-') {
+                let pattern = if exact { format!("^{}$", regex::escape(a)) } else { a.clone() };
+                return Self(regex::Regex::new(&pattern).ok());
+            }
+            after_option = WITH_VALUE.contains(&a.as_str()) || a == "-c";
+        }
+        Self(None)
+    }
+
+    /// Whether any of the benchmark ids `group/id` would run.
+    fn any(&self, group: &str, ids: impl IntoIterator<Item = String>) -> bool {
+        match &self.0 {
+            None => true,
+            Some(re) => ids.into_iter().any(|id| re.is_match(&format!("{group}/{id}"))),
+        }
+    }
+}
+
+/// The ids `function/isa` of one case for every table in `tables`.
+fn ids_for(function: &str, tables: &[Kernels]) -> Vec<String> {
+    tables.iter().map(|k| format!("{function}/{}", k.isa.name())).collect()
+}
+
+/// A weight matrix owned by the bench, stored as its dtype stores it, from a
+/// cache-line boundary: `start` bytes into u64 words (so that every element
+/// type's alignment holds).
 struct OwnedMatrix {
     rows: usize,
     cols: usize,
     dtype: DType,
     words: Vec<u64>,
+    start: usize,
     len: usize,
 }
 
@@ -90,9 +153,10 @@ impl OwnedMatrix {
     }
 
     fn from_bytes(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Self {
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        Self { rows, cols, dtype, words, len: bytes.len() }
+        let mut words = vec![0u64; bytes.len().div_ceil(8) + 8];
+        let start = 8 * words.as_ptr().align_offset(64);
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[start..][..bytes.len()].copy_from_slice(bytes);
+        Self { rows, cols, dtype, words, start, len: bytes.len() }
     }
 
     /// A packed q8 matrix of random quants in [-127, 127] and scales in
@@ -116,7 +180,7 @@ impl OwnedMatrix {
     }
 
     fn view(&self) -> Matrix<'_> {
-        let data = &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len];
+        let data = &bytemuck::cast_slice::<u64, u8>(&self.words)[self.start..][..self.len];
         Matrix { rows: self.rows, cols: self.cols, dtype: self.dtype, data }
     }
 
@@ -216,6 +280,9 @@ const STREAM_BYTES: usize = 1 << 30;
 /// One core's streaming read bandwidth: sum of u64 over [`STREAM_BYTES`].
 fn memory_read(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
     const BYTES: usize = STREAM_BYTES;
+    if !Filter::from_args().any("gemv", ["memory_read/1GiB".to_string()]) {
+        return;
+    }
     let words: Vec<u64> = (0..(BYTES / 8) as u64).collect();
     let n = words.len() as u64;
     // Eight independent sums so the loop is bound by loads, not by one add chain.
@@ -235,12 +302,15 @@ fn memory_read(group: &mut criterion::BenchmarkGroup<criterion::measurement::Wal
 
 fn gemv(c: &mut Criterion) {
     let tables = tables();
+    let filter = Filter::from_args();
     let mut group = c.benchmark_group("gemv");
     group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     memory_read(&mut group);
     // The q8 GEMV over as many bytes as memory_read: 32768 × 32768 quants.
-    {
+    // Not scalar: at well under 1 GB/s, ten samples would take a minute.
+    let simd: Vec<Kernels> = tables.iter().filter(|k| k.isa != Isa::Scalar).copied().collect();
+    if filter.any("gemv", ids_for("q8/32768x32768", &simd)) {
         let (rows, cols) = (32768, 32768);
         assert_eq!(rows * cols, STREAM_BYTES);
         let w = OwnedMatrix::random_q8(rows, cols, 11);
@@ -248,8 +318,7 @@ fn gemv(c: &mut Criterion) {
         let acts = Acts::new(1, cols, 7);
         let mut out = vec![0f32; rows];
         group.throughput(Throughput::Bytes(w.bytes()));
-        // Not scalar: at well under 1 GB/s, ten samples would take a minute.
-        for k in tables.iter().filter(|k| k.isa != Isa::Scalar) {
+        for k in &simd {
             run_matmul(k, &m, &acts, 1, &mut out);
             check_matmul(k, &w, &acts, 1, &out);
             let id = BenchmarkId::new(format!("q8/{rows}x{cols}"), k.isa.name());
@@ -263,6 +332,9 @@ fn gemv(c: &mut Criterion) {
         let acts = Acts::new(1, cols, 7);
         let mut out = vec![0f32; rows];
         for dtype in DTYPES {
+            if !filter.any("gemv", ids_for(&format!("{}/{rows}x{cols}", dtype.name()), &tables)) {
+                continue;
+            }
             let w = OwnedMatrix::new(dtype, rows, cols, 1);
             let m = w.view();
             group.throughput(Throughput::Bytes(w.bytes()));
@@ -279,15 +351,21 @@ fn gemv(c: &mut Criterion) {
 
 fn gemm(c: &mut Criterion) {
     let tables = tables();
+    let filter = Filter::from_args();
     let mut group = c.benchmark_group("gemm");
     group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     // SmolLM2's FFN up/gate (1536×576) and down (576×1536) projections.
     for (rows, cols) in [(1536, 576), (576, 1536)] {
         for dtype in DTYPES {
+            let ns = [2, 4, 8, 9, 16, 64, 128];
+            let function = |n| format!("{}/{rows}x{cols}/n{n}", dtype.name());
+            if !filter.any("gemm", ns.iter().flat_map(|&n| ids_for(&function(n), &tables))) {
+                continue;
+            }
             let w = OwnedMatrix::new(dtype, rows, cols, 2);
             let m = w.view();
-            for n in [2, 4, 8, 9, 16, 64, 128] {
+            for n in ns {
                 let acts = Acts::new(n, cols, 3);
                 let mut out = vec![0f32; n * rows];
                 // One element = one FLOP (a multiply and an add per weight per token).
@@ -295,7 +373,7 @@ fn gemm(c: &mut Criterion) {
                 for k in &tables {
                     run_matmul(k, &m, &acts, n, &mut out);
                     check_matmul(k, &w, &acts, n, &out);
-                    let id = BenchmarkId::new(format!("{}/{rows}x{cols}/n{n}", dtype.name()), k.isa.name());
+                    let id = BenchmarkId::new(function(n), k.isa.name());
                     group.bench_function(id, |b| b.iter(|| run_matmul(k, &m, black_box(&acts), n, &mut out)));
                 }
             }
@@ -502,11 +580,16 @@ fn check_kquant(k: &Kernels, ty: &KType, w: &Matrix, acts: &Acts, n: usize, out:
 
 fn kquant(c: &mut Criterion) {
     let tables: Vec<Kernels> = tables().into_iter().filter(|k| k.isa != Isa::Scalar).collect();
+    let filter = Filter::from_args();
     let mut group = c.benchmark_group("kquant");
     group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     for ty in &KTYPES {
         for (rows, cols, n) in [(32768, 32768, 1), (4096, 4096, 16), (4096, 4096, 128)] {
+            let function = format!("{}/{rows}x{cols}/n{n}", ty.name);
+            if !filter.any("kquant", ids_for(&function, &tables)) {
+                continue;
+            }
             let w = random_kquant(ty, rows, cols, 5);
             let m = w.view();
             let acts = Acts::new(n, cols, 7);
@@ -519,7 +602,7 @@ fn kquant(c: &mut Criterion) {
             for k in &tables {
                 run_matmul(k, &m, &acts, n, &mut out);
                 check_kquant(k, ty, &m, &acts, n, &out);
-                let id = BenchmarkId::new(format!("{}/{rows}x{cols}/n{n}", ty.name), k.isa.name());
+                let id = BenchmarkId::new(&function, k.isa.name());
                 group.bench_function(id, |b| b.iter(|| run_matmul(k, &m, black_box(&acts), n, &mut out)));
             }
         }
@@ -552,6 +635,7 @@ fn random_q4q5(kind: Kind, rows: usize, cols: usize, seed: u64) -> Vec<u32> {
 
 fn q4q5_bench(c: &mut Criterion) {
     let tables: Vec<Kernels> = tables().into_iter().filter(|k| k.isa != Isa::Scalar).collect();
+    let filter = Filter::from_args();
     let mut group = c.benchmark_group("q4q5");
     group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
@@ -560,6 +644,10 @@ fn q4q5_bench(c: &mut Criterion) {
         .flat_map(|kind| [(kind, 32768, 32768, 1), (kind, 1536, 576, 1)])
         .chain([(Kind::Q4_1, 4096, 4096, 16), (Kind::Q4_1, 4096, 4096, 128)]);
     for (kind, rows, cols, n) in shapes {
+        let function = format!("{}/{rows}x{cols}/n{n}", kind.name());
+        if !filter.any("q4q5", ids_for(&function, &tables)) {
+            continue;
+        }
         let words = random_q4q5(kind, rows, cols, 5);
         let n_bytes = q4q5::PackedLayout::new(kind, rows, cols).unwrap().n_bytes();
         let w = OwnedMatrix::from_bytes(kind.dtype(), rows, cols, &bytemuck::cast_slice(&words)[..n_bytes]);
@@ -586,7 +674,7 @@ fn q4q5_bench(c: &mut Criterion) {
                     assert!(ok, "{} {} token {t} row {r}: {got} vs {want}", k.name(), kind.name());
                 }
             }
-            let id = BenchmarkId::new(format!("{}/{rows}x{cols}/n{n}", kind.name()), k.isa.name());
+            let id = BenchmarkId::new(&function, k.isa.name());
             group.bench_function(id, |b| b.iter(|| run_matmul(k, &m, black_box(&acts), n, &mut out)));
         }
     }
