@@ -198,9 +198,38 @@ impl Sampler {
         }
     }
 
+    /// The most likely token after the penalty and the bans, found without
+    /// building the candidates (a server samples every sequence of a step in
+    /// turn, 49,152 logits each for SmolLM2): the raw argmax, then the few
+    /// tokens the penalty or a ban changes. `None` when the raw argmax is one
+    /// of those, for the full path to decide.
+    fn greedy(&self, logits: &[f32]) -> Option<u32> {
+        let best = argmax(logits)? as u32;
+        let changed =
+            |id: &u32| self.banned.contains(id) || (self.params.repeat_penalty != 1.0 && self.recent.contains(id));
+        if changed(&best) {
+            return None;
+        }
+        // Ordered as the full path orders candidates: by logit (total order), then the lower id.
+        let key = |id: u32, logit: f32| (total_key(logit), std::cmp::Reverse(id));
+        let mut top = key(best, logits[best as usize]);
+        let others = self.banned.iter().chain(self.recent.iter().filter(|_| self.params.repeat_penalty != 1.0));
+        for &id in others.filter(|&&id| (id as usize) < logits.len()) {
+            let logit =
+                if self.banned.contains(&id) { f32::NEG_INFINITY } else { self.penalized(id, logits[id as usize]) };
+            top = top.max(key(id, logit));
+        }
+        Some(top.1 .0)
+    }
+
     /// Picks the next token from `logits` (one per vocabulary entry).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let p = self.params;
+        if p.temperature <= 0.0 {
+            if let Some(token) = self.greedy(logits) {
+                return token;
+            }
+        }
         self.candidates.clear();
         if p.repeat_penalty == 1.0 {
             self.candidates.extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
@@ -266,9 +295,76 @@ impl Sampler {
     }
 }
 
+/// `v`'s order under [`f32::total_cmp`] as an integer's (the same bit trick).
+fn total_key(v: f32) -> i32 {
+    let bits = v.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
+}
+
+/// The first index of `v`'s greatest value under [`f32::total_cmp`]; `None` if empty.
+fn argmax(v: &[f32]) -> Option<usize> {
+    // Lanes of maxima first (the loop vectorizes), then where the first one is.
+    const LANES: usize = 16;
+    let mut lanes = [i32::MIN; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = (*m).max(total_key(x));
+        }
+    }
+    let max = lanes.into_iter().chain(tail.iter().map(|&x| total_key(x))).max()?;
+    v.iter().position(|&x| total_key(x) == max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn greedy_is_the_full_paths_argmax() {
+        // The full path's choice, spelled out: the greatest penalized logit
+        // (total order, so NaN and -0 < +0 count), the lower id among equals.
+        let reference = |s: &Sampler, logits: &[f32]| {
+            let value = |i: usize| {
+                if s.banned.contains(&(i as u32)) {
+                    f32::NEG_INFINITY
+                } else {
+                    s.penalized(i as u32, logits[i])
+                }
+            };
+            (0..logits.len()).min_by(|&a, &b| value(b).total_cmp(&value(a)).then(a.cmp(&b))).unwrap() as u32
+        };
+        let mut rng = 7u64;
+        let mut next = || {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (rng >> 33) as u32
+        };
+        let specials = [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 3.0];
+        let mut fast_paths = 0;
+        for round in 0..400 {
+            let len = [1, 15, 16, 17, 100, 1000][round % 6];
+            // Few distinct values, so ties (and ties with seen tokens) are common.
+            let mut logits: Vec<f32> = (0..len).map(|_| (next() % 7) as f32 - 3.0).collect();
+            if round % 5 == 0 {
+                let at = next() as usize % len;
+                logits[at] = specials[next() as usize % specials.len()];
+            }
+            let penalty = [1.0, 2.0, 0.5][round % 3];
+            let mut s = Sampler::new(
+                SamplerParams { repeat_penalty: penalty, repeat_last_n: 8, ..SamplerParams::greedy() },
+                len,
+            );
+            for _ in 0..next() % 12 {
+                s.accept(next() % len as u32);
+            }
+            let banned: Vec<u32> = (0..next() % 3).map(|_| next() % (len as u32 + 2)).collect();
+            s.ban(&banned);
+            fast_paths += usize::from(s.greedy(&logits).is_some());
+            assert_eq!(s.sample(&logits), reference(&s, &logits), "round {round}: {logits:?}");
+        }
+        assert!(fast_paths > 200, "the fast path ran {fast_paths} times");
+    }
 
     #[test]
     fn greedy_takes_the_argmax() {
