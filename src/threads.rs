@@ -34,9 +34,17 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
-/// Spins before parking: long enough to cover the gap between two operations
-/// of one token, short enough that an idle pool sleeps almost at once.
-const SPIN_ITERATIONS: u32 = 20_000;
+/// A waiting thread first spins this many times, pausing: the gap between
+/// two operations of a decode step is a few microseconds.
+const SPIN_PAUSES: u32 = 2_000;
+
+/// Then it goes on spinning but yields the CPU each time: a wait that long
+/// is likely one for a thread that is not running (preempted by the HTTP
+/// runtime, a client, another process), and on a machine with no core to
+/// spare, pausing would keep that thread off a core. After these, a worker
+/// parks (about a millisecond in all: an idle pool sleeps almost at once).
+const SPIN_YIELDS: u32 = 1_000;
+const SPIN_ITERATIONS: u32 = SPIN_PAUSES + SPIN_YIELDS;
 
 /// Set in `joined` when a job takes no more workers.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -94,6 +102,9 @@ struct Shared {
     job_epoch: AtomicU64,
     /// Workers park here after spinning.
     wake: Condvar,
+    /// The epoch after whose job workers park at once instead of spinning
+    /// ([`ThreadPool::rest`]); `u64::MAX`: none.
+    rest_after: AtomicU64,
     sleepers: Mutex<usize>,
     stop: AtomicBool,
     /// Workers that have started running (`new` waits for all of them).
@@ -173,6 +184,7 @@ impl ThreadPool {
             job: AtomicPtr::new(std::ptr::null_mut()),
             job_epoch: AtomicU64::new(0),
             wake: Condvar::new(),
+            rest_after: AtomicU64::new(u64::MAX),
             sleepers: Mutex::new(0),
             stop: AtomicBool::new(false),
             started: AtomicUsize::new(0),
@@ -242,7 +254,7 @@ impl ThreadPool {
         let mut spins = 0u32;
         while self.shared.done.0.load(Ordering::Acquire) < joined {
             spins += 1;
-            if spins < SPIN_ITERATIONS {
+            if spins < SPIN_PAUSES {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -255,6 +267,18 @@ impl ThreadPool {
         if let Some(payload) = self.take_worker_panic() {
             resume_unwind(payload);
         }
+    }
+
+    /// Tells the workers that no job follows soon: they park now rather
+    /// than spin for the next one. A caller that is about to do a long stretch
+    /// of serial work (the server sampling and sending a step's tokens) thus
+    /// leaves the other cores to the threads that need them then (the HTTP
+    /// runtime, the clients); the next [`ThreadPool::run`] wakes the workers
+    /// as it does after any idle spell.
+    pub fn rest(&self) {
+        let _one_job = lock(&self.one_job);
+        let last = self.shared.epoch.0.load(Ordering::Relaxed);
+        self.shared.rest_after.store(last, Ordering::Relaxed);
     }
 
     /// The payload a worker caught in the job that just finished, if any.
@@ -277,8 +301,12 @@ fn worker(shared: &Shared, index: usize) {
                 break epoch;
             }
             spins += 1;
-            if spins < SPIN_ITERATIONS {
-                std::hint::spin_loop();
+            if spins < SPIN_ITERATIONS && shared.rest_after.load(Ordering::Relaxed) != seen {
+                if spins < SPIN_PAUSES {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             let mut sleepers = lock(&shared.sleepers);
@@ -468,6 +496,28 @@ mod tests {
             }
         });
         assert!(joined.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[test]
+    fn resting_workers_park_and_the_next_job_wakes_them() {
+        let pool = ThreadPool::new(3);
+        for _ in 0..rounds(20) {
+            still_usable(&pool);
+            pool.rest();
+            // Parked without waiting out their spins (bounded: a stuck pool fails, not hangs).
+            let start = std::time::Instant::now();
+            while *lock(&pool.shared.sleepers) < 2 {
+                assert!(start.elapsed().as_secs() < 30, "the workers never parked");
+                std::thread::yield_now();
+            }
+            let joined = AtomicUsize::new(0);
+            pool.run(&|_| {
+                joined.fetch_add(1, Ordering::SeqCst);
+                while joined.load(Ordering::SeqCst) < 3 {
+                    std::hint::spin_loop();
+                }
+            });
+        }
     }
 
     /// Runs a job that spins until a worker has joined, so both the caller's

@@ -267,6 +267,11 @@ impl Forward {
             + self.parallel.allocated_bytes()
     }
 
+    /// The thread pool the passes run on.
+    pub fn pool(&self) -> &std::sync::Arc<crate::threads::ThreadPool> {
+        self.parallel.pool()
+    }
+
     pub fn batch_cap(&self) -> usize {
         self.batch_cap
     }
@@ -292,7 +297,8 @@ impl Forward {
     /// holds each of `seqs`'s tokens in turn, sequence `s` at its positions
     /// of `caches[s.seq]`, which it fills; each token attends to its own
     /// sequence only. Returns the logits the sequences ask for, in order
-    /// (`(rows, vocab)`). A token's results do not depend on the rest of the
+    /// (`(rows, vocab)`; the caller may change them in place, as a sampler's
+    /// penalties do, rather than copy them). A token's results do not depend on the rest of the
     /// batch (bit for bit: the kernels' outputs do not depend on the call
     /// they were computed in).
     ///
@@ -308,7 +314,7 @@ impl Forward {
         caches: &mut [KvCache],
         tokens: &[u32],
         seqs: &[SeqRun],
-    ) -> &[f32] {
+    ) -> &mut [f32] {
         let n = tokens.len();
         assert!(n >= 1 && n <= self.batch_cap, "batch of {n} tokens (cap {})", self.batch_cap);
         assert!(seqs.len() <= self.max_seqs, "batch of {} sequences (cap {})", seqs.len(), self.max_seqs);
@@ -455,11 +461,11 @@ impl Forward {
             t0 += s.len;
         }
         if rows == 0 {
-            return &[];
+            return &mut [];
         }
         let head = Linear { w: w.lm_head, bias: None };
         head.forward(&mut self.parallel, k, &self.xn, rows, &mut self.logits);
-        &self.logits[..rows * h.vocab_size as usize]
+        &mut self.logits[..rows * h.vocab_size as usize]
     }
 }
 

@@ -93,6 +93,10 @@ impl Parallel {
         self.pool.n_threads()
     }
 
+    pub fn pool(&self) -> &Arc<ThreadPool> {
+        &self.pool
+    }
+
     /// `out[t] = W x[t]` for `n` rows of `x`, which are first prepared in
     /// the form `w.dtype` multiplies (q8 blocks, with or without sums, or
     /// f32 as they are) into the scratch.

@@ -188,10 +188,10 @@ pub fn run(
     }
     ready();
     let vocab = h.vocab_size as usize;
-    let mut logits = vec![0f32; vocab];
     let mut batch: Vec<u32> = Vec::with_capacity(batch_cap);
     let mut runs: Vec<SeqRun> = Vec::with_capacity(options.parallel);
     let mut open = true;
+    let pool = Arc::clone(forward.pool());
     loop {
         // Admit queued jobs into free slots; wait for one only when idle.
         while open && slots.iter().any(|s| s.active.is_none()) {
@@ -227,7 +227,10 @@ pub fn run(
             continue;
         }
         let out = forward.run_seqs(&weights, h, model.kernels(), &mut caches, &batch, &runs);
-        let mut rows = out.chunks_exact(vocab);
+        // Sampling and sending the tokens is serial work the HTTP runtime and
+        // the clients wait for: leave them the other core rather than spin there.
+        pool.rest();
+        let mut rows = out.chunks_exact_mut(vocab);
         let mut at = 0;
         for run in &runs {
             let slot = &mut slots[run.seq];
@@ -240,8 +243,8 @@ pub fn run(
             if run.logits != LogitsMode::Last {
                 continue;
             }
-            logits.copy_from_slice(rows.next().expect("a logits row per sequence that asked"));
-            if let Some(reason) = emit(a, &mut logits, model, slot.tokens.len(), options.context, &metrics) {
+            let logits = rows.next().expect("a logits row per sequence that asked");
+            if let Some(reason) = emit(a, logits, model, slot.tokens.len(), options.context, &metrics) {
                 let a = slot.active.take().expect("active");
                 let _ = a.job.events.send(Event::Done(Finish {
                     reason,
