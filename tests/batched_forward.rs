@@ -1,8 +1,8 @@
 //! A batch of sequences in one forward gives each sequence, bit for bit, the
 //! logits it gets alone: SmolLM2-135M-Instruct (tools/fetch-model.sh),
-//! converted to each quantized weight type the converter can write (the
-//! kernels' batch invariance, which this rests on, is tested for every
-//! quantized type in kernels/tests), four prompts through a
+//! converted to each weight type the converter can write a whole model in,
+//! f32 and f16 among them (the kernels' batch invariance, which this rests
+//! on, is tested for every type in kernels/tests), four prompts through a
 //! [`Session`] each (one thread), against the same prompts through one
 //! [`Forward::run_seqs`] (two threads) where they join at different steps,
 //! prefill in chunks beside the others' decode steps, and decode together.
@@ -82,12 +82,13 @@ struct Seq {
 #[test]
 fn a_sequence_gets_the_same_logits_in_a_batch_as_alone() {
     let gguf = fetch();
-    let quantized = DType::ALL.into_iter().filter(|d| d.act() != gpt_fast_quant::ActForm::F32);
     // Each type `--quant` can convert a whole model to (q4_k's 256-value
     // super-blocks cannot hold SmolLM2's 576-column rows; it is only a part
     // of the own q4 mix).
-    let dtypes: Vec<DType> = quantized.filter(|d| d.is_whole_model_target()).collect();
-    assert!(dtypes.contains(&DType::Q8), "{dtypes:?}");
+    let dtypes: Vec<DType> = DType::ALL.into_iter().filter(|d| d.is_whole_model_target()).collect();
+    for needed in [DType::Q8, DType::F16, DType::F32] {
+        assert!(dtypes.contains(&needed), "{dtypes:?}");
+    }
     for dtype in dtypes {
         let path = convert(&gguf, dtype);
         let model = Model::open(&path, ModelOptions::default()).unwrap();

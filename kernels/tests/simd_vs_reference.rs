@@ -316,9 +316,8 @@ fn matmul_f32_f16_match_reference() {
     }
 }
 
-/// Every token count from 1 to 13, and around the GEMM's token groups (8, 16
-/// and 32 tokens) and passes (64 tokens), with row counts that cut the
-/// register tiles.
+/// Every token count from 1 to 13, and more up to 129 (several blocks of
+/// rows' token groups), with row counts that cut the register tiles.
 #[test]
 fn matmul_f32_f16_token_counts() {
     for k in tables() {
@@ -331,18 +330,18 @@ fn matmul_f32_f16_token_counts() {
     }
 }
 
-/// A float matmul output does not depend on the call it was computed in,
-/// for two or more tokens: the same token and row give the same bits
-/// whatever the token count (the few-token path up to 16 tokens, the GEMM
-/// above), the token's position in the batch and the row range, with one
-/// column block (576) and two (2100). The model's prefill relies on it
-/// (results independent of the thread split). One token is the GEMV, which
-/// sums in another order.
+/// A float matmul output does not depend on the call it was computed in:
+/// the same token and row give the same bits whatever the token count (one
+/// token, the decode GEMV, included), the token's position in the batch and
+/// the row range, with row and column counts that cut the vectors and tiles
+/// (67), SmolLM2's width (576) and a wide one (2100). The model's prefill
+/// relies on it (results independent of the thread split), and batched
+/// decode (a sequence's token alone or beside others').
 #[test]
 fn matmul_f32_f16_are_batch_invariant() {
     for k in tables() {
         let mut rng = Rng::new(5);
-        for (rows, cols, n) in [(300, 576, 100), (30, 2100, 40)] {
+        for (rows, cols, n) in [(300, 576, 100), (45, 67, 40), (30, 2100, 40)] {
             let w32 = rng.vec(rows * cols, 1.0);
             let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
             let x = rng.vec(n * cols, 3.0);
@@ -350,7 +349,8 @@ fn matmul_f32_f16_are_batch_invariant() {
             let mut all16 = vec![0f32; n * rows];
             table_matmul_float(&k, DType::F32, &w32, cols, 0..rows, &x, n, &mut all32, rows);
             table_matmul_float(&k, DType::F16, &w16, cols, 0..rows, &x, n, &mut all16, rows);
-            let groups = [(0, 33), (7, 17), (3, 16), (20, 9), (11, 8), (30, 5), (n - 2, 2), (1, 2)];
+            let groups =
+                [(0, 33), (7, 17), (3, 16), (20, 9), (11, 8), (30, 5), (n - 2, 2), (1, 2), (0, 1), (13, 1), (n - 1, 1)];
             for (t0, tn) in groups {
                 let xt = &x[t0 * cols..][..tn * cols];
                 for range in row_ranges(rows) {

@@ -18,8 +18,8 @@ use gpt_fast_kernels::{ActForm, Acts, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE
 
 use crate::threads::{ChunkCounter, DisjointChunks, ThreadPool};
 
-/// The most tokens one thread multiplies at once in prefill: the f16/f32
-/// GEMM's pass (its packed activations stay in L2).
+/// The most tokens one thread multiplies at once in prefill (their prepared
+/// activations stay in L2).
 const MAX_GROUP: usize = 64;
 
 /// Up to this many tokens, a matmul's threads split the weight rows rather
@@ -143,18 +143,14 @@ impl Parallel {
             return;
         }
         // Groups of tokens, one per thread per round, as few rounds as keep a
-        // group within 64 tokens. Each group passes over the whole matrix
-        // (and widens f16 weights once per 64 tokens), so smaller groups only
-        // add passes: a 17-token prompt on 2 threads is 9 + 8 tokens, not
-        // 8 + 8 + 1.
-        // No group is a single token: a one-token matmul is a GEMV, which
-        // sums in another order than the kernels' multi-token paths, so the
-        // result would depend on the thread count.
+        // group within 64 tokens. Each group passes over the whole matrix, so
+        // smaller groups only add passes: a 17-token prompt on 2 threads is
+        // 9 + 8 tokens, not 8 + 8 + 1. Any cut gives the same results, a
+        // group of one token included: every kernel computes a token's
+        // outputs the same way whatever the tokens beside it (the
+        // `*_batch_invariant` tests in kernels/tests).
         let rounds = n.div_ceil(MAX_GROUP * threads);
-        let mut group = n.div_ceil(rounds * threads).max(2);
-        while n % group == 1 {
-            group += 1;
-        }
+        let group = n.div_ceil(rounds * threads);
         let outs = DisjointChunks::new(&mut out[..n * rows], group * rows, &self.flags[0]);
         let quants = DisjointChunks::new(&mut xq[..n * cols], group * cols, &self.flags[1]);
         let scales = DisjointChunks::new(&mut xs[..n * nb], (group * nb).max(1), &self.flags[2]);

@@ -1,99 +1,28 @@
-//! The f32/f16 matmul drivers: the entry checks and, for several tokens, the
-//! GEMM's blocking and the few-token path's, both feeding an ISA's register
-//! tiles (x86's AVX2 and AVX-512 modules use them).
+//! The f32/f16 matmul driver of every ISA (AVX2, AVX-512, NEON): the entry
+//! checks and the loops that cut a matmul into register tiles of `R` rows ×
+//! `T` tokens.
 //!
-//! - many tokens (prefill, [`gemm`]): every weight is used `n` times, so FMA
-//!   throughput is the limit. Outer-product register tiles (BLIS-style) with
-//!   the tokens along the vector lanes: activations are packed token-major per
-//!   column (a small transpose of `n × cols`), weights are broadcast one at a
-//!   time straight from their rows (f32) or from rows widened once into
-//!   scratch (f16), so the large operand is never transposed. Each output is
-//!   one FMA chain over its columns; the tile is transposed in registers to
-//!   write each token's row of outputs. The packed activations and widened
-//!   weights live in per-thread scratch that grows to the largest shape seen,
-//!   so only a thread's first prefill (of a new size) allocates; decode never
-//!   touches it.
-//! - a few tokens (2 to [`FEW_TOKENS`], what one thread multiplies for a
-//!   short prompt, [`few_tokens`]): the GEMM's register tiles and arithmetic,
-//!   without its blocking, which only pays off over many tokens; tiles shaped
-//!   so that few lanes idle. Every output is computed exactly as the GEMM
-//!   computes it, so results do not depend on how a prompt's tokens are
-//!   split into calls (the model's prefill relies on it); one token (the
-//!   GEMV, the ISA's own) sums in another order.
-//!
-//! The GEMM's next block of weights is pulled into L2 while the current one
-//! is computed (see [`Prefetch`]): each block is too short a stream for the
-//! hardware prefetcher to ramp up on.
+//! Every output is one dot product summed the GEMV's way whatever the call:
+//! the ISA's tile kernel gives each (row, token) pair its own vector
+//! accumulators over the columns and one horizontal sum at the end (the
+//! dot-product form of ggml's `vec_dot`); a tile only shares the loads of a
+//! row's weights between its tokens and of a token's activations between its
+//! rows. So a token gets the same bits alone (decode, `T = 1`) as beside other
+//! tokens (a server's batched decode, prefill), whatever the row range, the
+//! token group or the thread split. The outer-product GEMM this replaced
+//! (tokens along the vector lanes, one FMA chain per output in column order)
+//! could not give one token its order without transposing every weight in
+//! registers, which cost decode 44% (branch `batch`, 63bd48a).
 
 use std::cell::Cell;
 use std::ops::Range;
 
 use half::f16;
 
-/// `pack(x, cols, tn, kc, tokens, out)`: the ISA's packing of `tn`
-/// activation rows (row `t` at `x[t * cols..][..kc]`) token-major,
-/// `out[k * tokens + t] = x[t * cols + k]`, tokens `tn..tokens` zero.
-pub(crate) trait Pack: Fn(&[f32], usize, usize, usize, usize, &mut [f32]) {}
-impl<F: Fn(&[f32], usize, usize, usize, usize, &mut [f32])> Pack for F {}
-
-/// The body of every f32/f16 matmul entry (`out[t * out_stride + (r -
-/// rows.start)] = dot(w[r], x[t])`, as [`crate::reference::matmul_f32`]): the
-/// shape checks, then `gemv(w, x, out)` for one token or `tokens(w, x, out)`
-/// for more, with `w` cut to the rows in range and `x` to the `n` tokens.
-/// Zero columns give zeros without calling either.
-#[inline(always)]
-pub(crate) fn matmul<W: FloatWeight>(
-    w: &[W],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    gemv: impl FnOnce(&[W], &[f32], &mut [f32]),
-    tokens: impl FnOnce(&[W], &[f32], &mut [f32]),
-) {
-    if !super::matmul_out_checked(&rows, n, out, out_stride) {
-        return;
-    }
-    if cols == 0 {
-        for t in 0..n {
-            out[t * out_stride..][..rows.len()].fill(0.0);
-        }
-        return;
-    }
-    let w = &w[rows.start * cols..rows.end * cols];
-    if n == 1 {
-        gemv(w, &x[..cols], &mut out[..rows.len()]);
-    } else {
-        tokens(w, &x[..n * cols], out);
-    }
-}
-
-/// Activation columns per cache block of the GEMM: typical widths (576 to
-/// 2048) are one block, so each output is written once. Wider matrices are
-/// cut into blocks whose partial sums are added to the output.
-const GEMM_BLOCK_COLS: usize = 2048;
-/// Tokens per pass of the GEMM: their packed activations (at most
-/// `64 × 2048 × 4` bytes = 512 KiB) stay in L2 while every weight row
-/// passes over them once.
-const GEMM_BLOCK_TOKENS: usize = 64;
-/// Floats of widened weight rows per cache block (64 KiB, in L2 next to the
-/// activations): every token group passes over one block of rows before the
-/// next is widened, so each f16 weight is widened once per pass.
-const GEMM_BLOCK_WEIGHTS: usize = 16 * 1024;
-
-/// The most tokens the few-token tiles take (see [`few_tokens`]); more go to
-/// the GEMM.
-pub(crate) const FEW_TOKENS: usize = 16;
-/// Columns of weights the few-token tiles widen at a time (see
-/// [`fill_chunk`]): at most 24 rows × 64 × 4 bytes = 6 KiB, in L1.
-pub(crate) const FEW_CHUNK: usize = 64;
-
 /// A weight type the float matmuls read: f32, or f16 widened exactly to f32.
-pub(crate) trait FloatWeight: Copy + Into<f32> + bytemuck::Pod {
-    /// The weights as f32 when they already are: the GEMM then broadcasts
-    /// them in place instead of widening them into scratch.
+pub(crate) trait FloatWeight: Copy + Into<f32> {
+    /// The weights as f32 when they already are: the tiles then read them in
+    /// place instead of from a widened copy.
     fn as_f32(w: &[Self]) -> Option<&[f32]>;
 }
 
@@ -109,330 +38,118 @@ impl FloatWeight for f16 {
     }
 }
 
-/// An ISA's register tile: `rows` weight rows × `tokens` tokens (two vectors
-/// of `tokens / 2`).
+thread_local! {
+    /// A block of f16 weight rows widened to f32 (see [`matmul`]), one per
+    /// thread, grown to the largest block seen: only a thread's first
+    /// prefill of a shape allocates; decode never touches it.
+    static WIDENED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// An ISA's register tile for one call: `rows` weight rows × `tokens`
+/// tokens, and the bytes of f32 weights per block of rows (see [`matmul`]).
 pub(crate) struct TileShape {
     pub rows: usize,
     pub tokens: usize,
+    pub block_bytes: usize,
 }
 
-/// One register tile's inputs and outputs, as the [`gemm`] driver (f32
-/// weights) and the [`few_tokens`] driver (the matrix's own weights) hand them
-/// to an ISA's tile kernel.
-pub(crate) struct Tile<'a, W = f32> {
-    /// The tile's weight rows: row `r`, column `k` at `w[r * w_stride + k]`.
-    pub w: &'a [W],
-    pub w_stride: usize,
-    /// Packed activations: column `k`, token `t` at `x[k * tokens + t]`, where
-    /// `tokens` is `token_vectors` times the ISA's vector width (for the
-    /// few-token tiles, the lanes of their vectors, each token `copies` times:
-    /// see [`few_tokens`]).
-    pub x: &'a [f32],
-    /// Columns to sum over.
-    pub kc: usize,
-    /// Vectors of tokens: the full tile's count, or 1 for a last group that
-    /// fits one vector (0 for the few-token tiles, whose count is a const
-    /// parameter).
-    pub token_vectors: usize,
-    /// Memory to pull into L2 while the tile computes (see [`Prefetch`]).
-    pub prefetch: &'a [u8],
-    pub out: TileOut<'a>,
-}
-
-/// Software prefetches spread evenly over a tile's columns: one cache line
-/// of `bytes` before each of `lines` chunks of columns.
-pub(crate) struct Prefetch<'a> {
-    bytes: &'a [u8],
-    /// Columns per prefetched line.
-    pub chunk: usize,
-}
-
-impl<'a> Prefetch<'a> {
-    pub fn new(bytes: &'a [u8], kc: usize) -> Self {
-        let lines = bytes.len().div_ceil(64);
-        Self { bytes, chunk: kc.checked_div(lines).unwrap_or(kc).max(1) }
-    }
-
-    /// Line `i` (due before the `chunk`-column chunk `i`), if there is one:
-    /// the ISA's tile prefetches it into L2.
-    #[inline(always)]
-    pub fn line(&self, i: usize) -> Option<&'a u8> {
-        self.bytes.get(i * 64)
-    }
-}
-
-/// Where a tile's results go: token `t`, tile row `r` at `out[t * stride + r]`
-/// for `r < rows`, `t < tokens` (the rows and tokens that exist: the last tile
-/// of a matrix or token group may have fewer).
-pub(crate) struct TileOut<'a> {
-    pub out: &'a mut [f32],
-    pub stride: usize,
-    pub rows: usize,
-    pub tokens: usize,
-    /// Add to the outputs (a later column block) instead of writing them.
-    pub accumulate: bool,
-}
-
-impl TileOut<'_> {
-    /// Writes (or adds) token `t`'s results from `v[..N]`, the tile's rows in
-    /// order; `N` is the tile's row count, `N > self.rows` for a cut tile.
-    #[inline]
-    pub fn put<const N: usize>(&mut self, t: usize, v: &[f32; N]) {
-        if self.rows == N {
-            put(self.out[t * self.stride..].first_chunk_mut::<N>().expect("tile output"), v, self.accumulate);
-        } else {
-            put(&mut self.out[t * self.stride..][..self.rows], &v[..self.rows], self.accumulate);
-        }
-    }
-}
-
-#[inline]
-fn put(out: &mut [f32], v: &[f32], accumulate: bool) {
-    if accumulate {
-        out.iter_mut().zip(v).for_each(|(o, v)| *o += v);
-    } else {
-        out.copy_from_slice(v);
-    }
-}
-
-/// Scratch for [`gemm`], one per thread, grown to the largest shape seen and
-/// then reused: prefill allocates only on its first call for a shape.
-#[derive(Default)]
-struct Scratch {
-    /// Packed activations of one pass ([`GEMM_BLOCK_TOKENS`] tokens × one block
-    /// of columns), token-major per column, in groups of one tile's tokens.
-    x: Vec<f32>,
-    /// One block of weight rows, widened to f32 (f16 weights, or the last
-    /// block of rows when it does not fill whole tiles).
-    w: Vec<f32>,
-}
-
-thread_local! {
-    static SCRATCH: Cell<Scratch> = const { Cell::new(Scratch { x: Vec::new(), w: Vec::new() }) };
-}
-
-/// `out[t * out_stride + r] = dot(w[r], x[t])` for the rows of the row-major
-/// `w` and the tokens of `x` (both `cols` wide), with `tile_kernel` computing
-/// one register tile of `shape` (see [`Tile`]) and `widen(w, out)` widening
-/// weights to f32 (the f16 rows, and f32 rows that do not fill a tile);
-/// shared by AVX2 and AVX-512.
+/// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for the rows in
+/// `rows` of the row-major `w` (`cols` wide) and the `n` tokens of `x`, as
+/// [`crate::reference::matmul_f32`]; zero columns give zeros.
 ///
-/// Loops, outermost first: passes of up to [`GEMM_BLOCK_TOKENS`] tokens,
-/// blocks of up to [`GEMM_BLOCK_COLS`] columns (packing that pass's
-/// activations for them), blocks of rows (widened into scratch unless they
-/// are f32 and fill whole tiles), token groups of one tile, row tiles. The
-/// first column block writes the outputs, later ones add to them.
+/// `tile(rn, tn, w, x, out)` computes one register tile: `out[t * out_stride
+/// + r] = dot(w[r], x[t])` for the `rn` rows of `w` and the `tn` tokens of
+/// `x`, with `rn` either `shape.rows` or 1 and `tn <= shape.tokens`;
+/// `tile_f32` the same from f32 weights, and `widen(w, out)` widens weights to
+/// f32 (exactly, as `Into<f32>`).
 ///
-/// Each tile sums its columns in order (an FMA chain per output), so results
-/// do not depend on the blocking except where a column block ends.
+/// Loops, outermost first: blocks of about `shape.block_bytes` of f32 weight
+/// rows (kept in cache while every token group passes over them; one block
+/// when there is one token group), token groups of `shape.tokens`, row tiles
+/// of `shape.rows`, the block's last rows one at a time. With several token
+/// groups, f16 blocks are widened once into per-thread scratch and the tiles
+/// read that, instead of widening each weight once per group. None of this
+/// changes a result: each output is computed by itself, from the same f32
+/// values.
 #[inline(always)]
-pub(crate) fn gemm<W: FloatWeight>(
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the tile shape and kernels
+pub(crate) fn matmul<W: FloatWeight>(
     w: &[W],
     cols: usize,
+    rows: Range<usize>,
     x: &[f32],
+    n: usize,
     out: &mut [f32],
     out_stride: usize,
     shape: TileShape,
-    pack: impl Pack,
+    tile: impl Fn(usize, usize, &[W], &[f32], &mut [f32]),
+    tile_f32: impl Fn(usize, usize, &[f32], &[f32], &mut [f32]),
     widen: impl Fn(&[W], &mut [f32]),
-    tile_kernel: impl Fn(Tile),
 ) {
-    let TileShape { rows: tile_rows, tokens: tile_tokens } = shape;
-    assert!(cols > 0 && tile_tokens.is_multiple_of(2));
-    let (n_rows, n) = (w.len() / cols, x.len() / cols);
-    let block_cols = cols.min(GEMM_BLOCK_COLS);
-    let block_rows = (GEMM_BLOCK_WEIGHTS / block_cols / tile_rows).max(1) * tile_rows;
-    let pass_tokens = n.min(GEMM_BLOCK_TOKENS).next_multiple_of(tile_tokens);
-    let mut scratch = SCRATCH.take();
-    scratch.x.resize(scratch.x.len().max(pass_tokens * block_cols), 0.0);
-    scratch.w.resize(scratch.w.len().max(block_rows * block_cols), 0.0);
-
-    for t_pass in (0..n).step_by(GEMM_BLOCK_TOKENS) {
-        let pass_n = (n - t_pass).min(GEMM_BLOCK_TOKENS);
-        for k0 in (0..cols).step_by(block_cols) {
-            let kc = (cols - k0).min(block_cols);
-            let xp = &mut scratch.x[..pass_n.next_multiple_of(tile_tokens) * kc];
-            for (g, group) in xp.chunks_exact_mut(tile_tokens * kc).enumerate() {
-                let t0 = t_pass + g * tile_tokens;
-                let tn = (n - t0).min(tile_tokens);
-                pack(&x[t0 * cols + k0..], cols, tn, kc, group_tokens(tn, tile_tokens), group);
-            }
-            for r_block in (0..n_rows).step_by(block_rows) {
-                let rb_n = (n_rows - r_block).min(block_rows);
-                let padded = rb_n.next_multiple_of(tile_rows);
-                // The next block's weights, to be pulled into L2 while this
-                // block is computed: each block is too short for the
-                // hardware prefetcher to ramp up on. Only when the block's
-                // rows are contiguous (one column block, the usual case).
-                let next_rows = (r_block + block_rows).min(n_rows)..(r_block + 2 * block_rows).min(n_rows);
-                let next: &[u8] = if kc == cols {
-                    bytemuck::cast_slice(&w[next_rows.start * cols..next_rows.end * cols])
-                } else {
-                    &[]
-                };
-                // In place (f32 filling whole tiles): row r at w[r * cols];
-                // otherwise widened rows, zero-padded to whole tiles.
-                let (wb, w_stride) = match W::as_f32(w) {
-                    Some(w32) if padded == rb_n => (&w32[r_block * cols + k0..], cols),
-                    _ => {
-                        let wp = &mut scratch.w[..padded * kc];
-                        for (r, row) in wp.chunks_exact_mut(kc).enumerate() {
-                            if r < rb_n {
-                                widen(&w[(r_block + r) * cols + k0..][..kc], row);
-                            } else {
-                                row.fill(0.0);
-                            }
-                        }
-                        (&scratch.w[..padded * kc], kc)
-                    }
-                };
-                for (g, group) in xp.chunks_exact(tile_tokens * kc).enumerate() {
-                    let t0 = t_pass + g * tile_tokens;
-                    let tn = (n - t0).min(tile_tokens);
-                    let tokens = group_tokens(tn, tile_tokens);
-                    let vectors = tokens / (tile_tokens / 2);
-                    let tiles = padded / tile_rows;
-                    for (i, r0) in (0..rb_n).step_by(tile_rows).enumerate() {
-                        let w_tile = &wb[r0 * w_stride..][..(tile_rows - 1) * w_stride + kc];
-                        // The first token group's tiles share the prefetching.
-                        let prefetch =
-                            if g == 0 { &next[i * next.len() / tiles..(i + 1) * next.len() / tiles] } else { &[] };
-                        let rn = (rb_n - r0).min(tile_rows);
-                        let out = TileOut {
-                            out: &mut out[t0 * out_stride + r_block + r0..],
-                            stride: out_stride,
-                            rows: rn,
-                            tokens: tn,
-                            accumulate: k0 > 0,
-                        };
-                        let x = &group[..kc * tokens];
-                        tile_kernel(Tile { w: w_tile, w_stride, x, kc, token_vectors: vectors, prefetch, out });
-                    }
-                }
+    if !super::matmul_out_checked(&rows, n, out, out_stride) {
+        return;
+    }
+    if cols == 0 {
+        for t in 0..n {
+            out[t * out_stride..][..rows.len()].fill(0.0);
+        }
+        return;
+    }
+    let n_rows = rows.len();
+    let w = &w[rows.start * cols..rows.end * cols];
+    let x = &x[..n * cols];
+    if n <= shape.tokens {
+        tiles(w, cols, 0..n_rows, x, n, out, out_stride, &shape, &tile);
+        return;
+    }
+    let block_rows = (shape.block_bytes / (cols * size_of::<f32>()) / shape.rows).max(1) * shape.rows;
+    let mut widened = match W::as_f32(w) {
+        Some(_) => Vec::new(),
+        None => WIDENED.take(),
+    };
+    for r_block in (0..n_rows).step_by(block_rows) {
+        let block = r_block..n_rows.min(r_block + block_rows);
+        let out = &mut out[block.start..];
+        match W::as_f32(w) {
+            Some(w) => tiles(w, cols, block, x, n, out, out_stride, &shape, &tile_f32),
+            None => {
+                let len = block.len() * cols;
+                widened.resize(widened.len().max(len), 0.0);
+                widen(&w[block.start * cols..block.end * cols], &mut widened[..len]);
+                let rows = 0..block.len();
+                tiles(&widened[..len], cols, rows, x, n, out, out_stride, &shape, &tile_f32);
             }
         }
     }
-    SCRATCH.set(scratch);
-}
-
-/// The tokens of a group of `tn`: a whole tile's, or half of it (one vector)
-/// for a last group that fits there.
-fn group_tokens(tn: usize, tile_tokens: usize) -> usize {
-    if tn <= tile_tokens / 2 {
-        tile_tokens / 2
-    } else {
-        tile_tokens
+    if W::as_f32(w).is_none() {
+        WIDENED.set(widened);
     }
 }
 
-/// `out[t * out_stride + r] = dot(w[r], x[t])` for a few tokens (at most the
-/// `shape.tokens` of one register tile), with the same arithmetic as [`gemm`]:
-/// the tokens are packed once per block of [`GEMM_BLOCK_COLS`] columns
-/// (`copies` times each, for a tile that puts that many rows in a vector), and
-/// `tile_kernel` computes each tile of `shape.rows` rows from the matrix's own
-/// weights (see [`Tile`]; a last tile with fewer rows than the kernel's has
-/// `out.rows` < `shape.rows`), one FMA chain per output in column order, so
-/// each result is bit-identical to what [`gemm`] computes for it.
-///
-/// Why not [`gemm`]: with one token group, each weight is used by one FMA, so
-/// the GEMM's overheads are not amortized: its block of widened rows (55 KiB)
-/// does not fit L1 next to the packed tokens, its tiles broadcast from 12
-/// row pointers (spilled), and a group of 8 tokens fills half the AVX-512
-/// tile's lanes. The few-token tiles widen [`FEW_CHUNK`] columns at a time
-/// into a small buffer (see [`fill_chunk`]) and are shaped for the token
-/// count: f16, 1536 × 576, 8 tokens on AVX-512 went from 350 to 180 µs.
+/// The token groups and row tiles of [`matmul`] over the rows `rows` of `w`,
+/// writing `out[t * out_stride + (r - rows.start)]`.
 #[inline(always)]
-pub(crate) fn few_tokens<W: FloatWeight>(
-    w: &[W],
+fn tiles<V>(
+    w: &[V],
     cols: usize,
+    rows: Range<usize>,
     x: &[f32],
+    n: usize,
     out: &mut [f32],
     out_stride: usize,
-    shape: TileShape,
-    copies: usize,
-    pack: impl Pack,
-    tile_kernel: impl Fn(Tile<W>),
+    shape: &TileShape,
+    tile: &impl Fn(usize, usize, &[V], &[f32], &mut [f32]),
 ) {
-    let TileShape { rows: tile_rows, tokens } = shape;
-    let (n_rows, n) = (w.len() / cols, x.len() / cols);
-    assert!(n <= tokens, "few_tokens: more tokens than a tile");
-    let block_cols = cols.min(GEMM_BLOCK_COLS);
-    let mut scratch = SCRATCH.take();
-    scratch.x.resize(scratch.x.len().max(copies * tokens * block_cols), 0.0);
-    for k0 in (0..cols).step_by(block_cols) {
-        let kc = (cols - k0).min(block_cols);
-        let xp = &mut scratch.x[..copies * tokens * kc];
-        if copies == 1 {
-            pack(&x[k0..], cols, n, kc, tokens, xp);
-        } else {
-            // Lane `copies * t + c` holds token t, for the tile's rows
-            // interleaved along the lanes.
-            xp.fill(0.0);
-            for (k, col) in xp.chunks_exact_mut(copies * tokens).enumerate() {
-                for (t, lanes) in col.chunks_exact_mut(copies).take(n).enumerate() {
-                    lanes.fill(x[t * cols + k0 + k]);
-                }
-            }
-        }
-        for r0 in (0..n_rows).step_by(tile_rows) {
-            let rn = (n_rows - r0).min(tile_rows);
-            // The next tile's weights, pulled into L2 while this one computes
-            // (as in `gemm`, when its rows are contiguous).
-            let next_rows = (r0 + tile_rows).min(n_rows)..(r0 + 2 * tile_rows).min(n_rows);
-            let next: &[u8] =
-                if kc == cols { bytemuck::cast_slice(&w[next_rows.start * cols..next_rows.end * cols]) } else { &[] };
-            let out = TileOut { out: &mut out[r0..], stride: out_stride, rows: rn, tokens: n, accumulate: k0 > 0 };
-            let w = &w[r0 * cols + k0..][..(rn - 1) * cols + kc];
-            tile_kernel(Tile { w, w_stride: cols, x: xp, kc, token_vectors: 0, prefetch: next, out });
-        }
-    }
-    SCRATCH.set(scratch);
-}
-
-/// Where a few-token tile is in its prefetching (see [`Prefetch`]): line
-/// `line` is due before column `next`.
-pub(crate) struct PrefetchCursor<'a> {
-    prefetch: Prefetch<'a>,
-    line: usize,
-    next: usize,
-}
-
-impl<'a> PrefetchCursor<'a> {
-    pub fn new(bytes: &'a [u8], kc: usize) -> Self {
-        Self { prefetch: Prefetch::new(bytes, kc), line: 0, next: 0 }
-    }
-
-    /// Called before each column `k` of the tile, in order: the line to
-    /// prefetch now, if one is due.
-    #[inline(always)]
-    pub fn column(&mut self, k: usize) -> Option<&'a u8> {
-        if k != self.next {
-            return None;
-        }
-        let line = self.prefetch.line(self.line);
-        self.line += 1;
-        self.next += self.prefetch.chunk;
-        line
-    }
-}
-
-/// Fills `buf[r][..len]` with columns `k0..k0 + len` of `rows[r]` as f32:
-/// the few-token tiles broadcast their weights from this one small buffer
-/// (in L1, every row at a fixed offset from one pointer) rather than from
-/// `R` rows of the matrix.
-#[inline(always)]
-pub(crate) fn fill_chunk<W: FloatWeight, const R: usize>(
-    rows: &[&[W]; R],
-    k0: usize,
-    len: usize,
-    buf: &mut [[f32; FEW_CHUNK]; R],
-    widen: impl Fn(&[W], &mut [f32]),
-) {
-    for (row, buf) in rows.iter().zip(buf) {
-        let row = &row[k0..k0 + len];
-        match W::as_f32(row) {
-            Some(row) => buf[..len].copy_from_slice(row),
-            None => widen(row, &mut buf[..len]),
+    let &TileShape { rows: tile_rows, tokens: tile_tokens, .. } = shape;
+    for t0 in (0..n).step_by(tile_tokens) {
+        let tn = (n - t0).min(tile_tokens);
+        let xg = &x[t0 * cols..(t0 + tn) * cols];
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let rn = if rows.end - r0 >= tile_rows { tile_rows } else { 1 };
+            let o = r0 - rows.start;
+            tile(rn, tn, &w[r0 * cols..(r0 + rn) * cols], xg, &mut out[t0 * out_stride + o..]);
+            r0 += rn;
         }
     }
 }

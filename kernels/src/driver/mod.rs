@@ -10,7 +10,7 @@
 //! calls it, with that entry's features, and the micro-kernels (closures or
 //! trait methods defined in the ISA module) inline into it there.
 
-// Not every ISA uses every driver (the float GEMM driver is x86's).
+// Not every ISA uses every driver.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 pub(crate) mod attention;

@@ -7,23 +7,19 @@ use std::ops::Range;
 use half::f16;
 
 use super::simd::{dot16_sdot, dot16_widening, hmax, hsum, load16_i8, load4, load8, load8_f16, store16_i8, store4};
-use crate::driver::float::{self, FloatWeight};
+use crate::driver::float::{self, FloatWeight, TileShape};
 use crate::driver::q8::{self, Q8Tile, TileSums};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
-/// Weight rows per register tile in the f32/f16 matmuls with one token (sharing
-/// each `x` load).
-const FLOAT_ROWS: usize = 4;
-/// Weight rows × tokens per register tile in the f32/f16 matmuls with several
-/// tokens: each weight load serves 4 tokens, each activation load 4 rows. 16
-/// accumulators, 8 activation registers (4 tokens × 8 columns) and a row's 2
-/// widened weight registers fit the 32 vector registers.
-const TILE_ROWS: usize = 4;
-const TILE_TOKENS: usize = 4;
-/// Weight bytes per cache block in the f32/f16 matmuls with several tokens:
-/// every token passes over one block of rows, which stays in L1, before the
-/// next block is read.
-const FLOAT_BLOCK_BYTES: usize = 32 * 1024;
+/// The f32/f16 tile for one token (decode): 4 rows sharing each load of
+/// `x`, two accumulators each.
+const FLOAT_GEMV: TileShape = TileShape { rows: 4, tokens: 1, block_bytes: 0 };
+/// The f32/f16 tile for several tokens: 4 rows × 2 tokens, each weight load
+/// (and widening) serving both tokens, each activation load the 4 rows. 16
+/// accumulators (two per output), 4 activation registers and a row's 2
+/// weight registers fit the 32 vector registers. Blocks of 32 KiB of weight
+/// rows (widened to f32) stay in L1 while the token groups pass.
+const FLOAT_TILE: TileShape = TileShape { rows: 4, tokens: 2, block_bytes: 32 * 1024 };
 
 /// As [`crate::reference::matmul_q8`], with SDOT (the dotprod extension).
 ///
@@ -149,10 +145,9 @@ fn q8_tile<const T: usize>(
     }
 }
 
-/// As [`crate::reference::matmul_f32`]. One token (decode): 4 rows at a time
-/// sharing each load of `x`; more (prefill): register tiles of
-/// [`TILE_ROWS`] rows × [`TILE_TOKENS`] tokens (see [`gemm`]), so each weight
-/// is read from memory once, not once per token.
+/// As [`crate::reference::matmul_f32`]: [`dot_tile`] for every token count
+/// (see [`crate::driver::float`]), so one token sums each output exactly as
+/// several do.
 ///
 /// # Safety
 /// The CPU must support NEON.
@@ -169,8 +164,9 @@ pub unsafe fn matmul_f32(
     float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8(s));
 }
 
-/// As [`crate::reference::matmul_f16`]: `fcvtl` widens 8 weights at a time, and
-/// each widened vector serves every token of a register tile, as in [`matmul_f32`].
+/// As [`crate::reference::matmul_f16`]: as [`matmul_f32`], `fcvtl` widening
+/// 8 weights at a time as they are loaded (one token group) or once per
+/// block of rows (more).
 ///
 /// # Safety
 /// The CPU must support NEON.
@@ -187,9 +183,8 @@ pub unsafe fn matmul_f16(
     float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8_f16(s));
 }
 
-/// The body of [`matmul_f32`] and [`matmul_f16`] (checks in
-/// [`float::matmul`]): one token on the GEMV path ([`dot_rows`]), more on the
-/// tiled one ([`gemm`]); `load` widens 8 weights to f32.
+/// The body of [`matmul_f32`] and [`matmul_f16`]: the driver with the tile
+/// shape for the token count; `load` widens 8 weights to f32.
 #[inline]
 #[target_feature(enable = "neon")]
 fn float_matmul<W: FloatWeight>(
@@ -202,7 +197,7 @@ fn float_matmul<W: FloatWeight>(
     out_stride: usize,
     load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
 ) {
-    let n_rows = rows.len();
+    let shape = if n == 1 { FLOAT_GEMV } else { FLOAT_TILE };
     float::matmul(
         w,
         cols,
@@ -211,59 +206,18 @@ fn float_matmul<W: FloatWeight>(
         n,
         out,
         out_stride,
-        |w, x, out| dot_rows(w, cols, x, out, load),
-        |w, x, out| gemm(w, cols, n_rows, x, n, out, out_stride, load),
+        shape,
+        |rn, tn, w, x, out| float_tile(rn, tn, w, cols, x, out, out_stride, load),
+        |rn, tn, w, x, out| float_tile(rn, tn, w, cols, x, out, out_stride, |s| load8(s)),
+        |w, out| widen(w, out, load),
     );
 }
 
-/// `out[t * out_stride + r] = dot(w[r], x[t])` for the `n_rows` rows of the
-/// row-major `w` (`cols` wide) and the `n` tokens of `x`; `load` widens 8
-/// weights to f32.
-///
-/// Rows are cut into blocks of about [`FLOAT_BLOCK_BYTES`] of weights, so each
-/// weight comes from memory once and from L1 once per token group; each token
-/// group's activations (`TILE_TOKENS × cols` f32) are read once per block.
-/// Within a block, register tiles of [`TILE_ROWS`] rows pass over the token
-/// group ([`float_tile`]); the last rows of a block that do not fill a tile go
-/// one at a time, the last tokens as a smaller tile.
+/// [`dot_tile`] for the driver's `rn` rows × `tn` tokens.
 #[inline]
 #[target_feature(enable = "neon")]
-fn gemm<W: Copy + Into<f32>>(
-    w: &[W],
-    cols: usize,
-    n_rows: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
-) {
-    let block_rows = (FLOAT_BLOCK_BYTES / (cols * size_of::<W>()).max(1) / TILE_ROWS).max(1) * TILE_ROWS;
-    for r_block in (0..n_rows).step_by(block_rows) {
-        let r_end = n_rows.min(r_block + block_rows);
-        for t0 in (0..n).step_by(TILE_TOKENS) {
-            let tn = (n - t0).min(TILE_TOKENS);
-            let xg = &x[t0 * cols..(t0 + tn) * cols];
-            let mut r0 = r_block;
-            while r0 < r_end {
-                let rn = if r_end - r0 >= TILE_ROWS { TILE_ROWS } else { 1 };
-                let wg = &w[r0 * cols..(r0 + rn) * cols];
-                let out = &mut out[t0 * out_stride + r0..];
-                if rn == TILE_ROWS {
-                    tile_tokens::<W, TILE_ROWS>(tn, wg, cols, xg, out, out_stride, load);
-                } else {
-                    tile_tokens::<W, 1>(tn, wg, cols, xg, out, out_stride, load);
-                }
-                r0 += rn;
-            }
-        }
-    }
-}
-
-/// [`float_tile`] for `tn <= 4` tokens.
-#[inline]
-#[target_feature(enable = "neon")]
-fn tile_tokens<W: Copy + Into<f32>, const R: usize>(
+fn float_tile<W: FloatWeight>(
+    rn: usize,
     tn: usize,
     w: &[W],
     cols: usize,
@@ -272,22 +226,40 @@ fn tile_tokens<W: Copy + Into<f32>, const R: usize>(
     out_stride: usize,
     load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
 ) {
-    match tn {
-        4 => float_tile::<W, R, 4>(w, cols, x, out, out_stride, load),
-        3 => float_tile::<W, R, 3>(w, cols, x, out, out_stride, load),
-        2 => float_tile::<W, R, 2>(w, cols, x, out, out_stride, load),
-        _ => float_tile::<W, R, 1>(w, cols, x, out, out_stride, load),
+    let (c, s) = (cols, out_stride);
+    match (rn, tn) {
+        (4, 1) => dot_tile::<W, 4, 1>(w, c, x, out, s, load),
+        (4, 2) => dot_tile::<W, 4, 2>(w, c, x, out, s, load),
+        (1, 1) => dot_tile::<W, 1, 1>(w, c, x, out, s, load),
+        (1, 2) => dot_tile::<W, 1, 2>(w, c, x, out, s, load),
+        _ => unreachable!("NEON float tile {rn} x {tn}"),
     }
 }
 
-/// One register tile: `out[t * out_stride + r] = dot(w[r], x[t])` for `R` rows
-/// of `w` and `T` tokens of `x` (each `cols` wide), one accumulator of 4 lanes
-/// per (row, token) taking both halves of each 8-column step. Each weight
-/// vector is loaded (and widened) once for all `T` tokens, each activation
-/// vector once for all `R` rows.
+/// Widens `w` to f32 into `out` (same length), 8 at a time with `load`.
 #[inline]
 #[target_feature(enable = "neon")]
-fn float_tile<W: Copy + Into<f32>, const R: usize, const T: usize>(
+fn widen<W: FloatWeight>(w: &[W], out: &mut [f32], load: impl Fn(&[W]) -> [float32x4_t; 2]) {
+    let (w8, w_tail) = w.as_chunks::<8>();
+    let (o8, o_tail) = out.as_chunks_mut::<8>();
+    for (o, w) in o8.iter_mut().zip(w8) {
+        let [lo, hi] = load(w);
+        store4(o, lo);
+        store4(&mut o[4..], hi);
+    }
+    for (o, &v) in o_tail.iter_mut().zip(w_tail) {
+        *o = v.into();
+    }
+}
+
+/// `out[t * out_stride + r] = dot(w[r], x[t])` for the `R` consecutive rows
+/// of `w` and the `T` tokens of `x` (each `cols` wide). Each output sums
+/// alone, the same whatever `R` and `T`: two accumulators (the halves of
+/// each 8-column step), their sum's [`hsum`], plus the last 0-7 products
+/// summed in order.
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     w: &[W],
     cols: usize,
     x: &[f32],
@@ -301,7 +273,7 @@ fn float_tile<W: Copy + Into<f32>, const R: usize, const T: usize>(
     // Groups of 8 columns, every slice cut to exactly `steps` groups.
     let w8: [&[[W; 8]]; R] = std::array::from_fn(|r| &wr[r].as_chunks::<8>().0[..steps]);
     let x8: [&[[f32; 8]]; T] = std::array::from_fn(|t| &xt[t].as_chunks::<8>().0[..steps]);
-    let mut acc = [[vdupq_n_f32(0.0); T]; R];
+    let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; R];
     for c in 0..steps {
         // Unchecked: LLVM does not see that the R + T slices share one length
         // and would keep a compare-and-branch per load in this loop.
@@ -310,66 +282,18 @@ fn float_tile<W: Copy + Into<f32>, const R: usize, const T: usize>(
         for r in 0..R {
             // SAFETY: c < steps, and every `w8[r]` is `[..steps]` above.
             let wv = load(unsafe { w8[r].get_unchecked(c) });
-            for t in 0..T {
-                acc[r][t] = vfmaq_f32(vfmaq_f32(acc[r][t], wv[0], xv[t][0]), wv[1], xv[t][1]);
+            for (acc, xv) in acc[r].iter_mut().zip(&xv) {
+                acc[0] = vfmaq_f32(acc[0], wv[0], xv[0]);
+                acc[1] = vfmaq_f32(acc[1], wv[1], xv[1]);
             }
         }
     }
     for t in 0..T {
-        let tail = |r: usize| -> f32 { wr[r][main..].iter().zip(&xt[t][main..]).map(|(&a, b)| a.into() * b).sum() };
-        let o = &mut out[t * out_stride..][..R];
-        for (r, o) in o.iter_mut().enumerate() {
-            *o = hsum(acc[r][t]) + tail(r);
-        }
-    }
-}
-
-/// `out[r] = dot(w[r], x)` for the `out.len()` rows of the row-major `w`
-/// (`cols` wide), [`FLOAT_ROWS`] rows at a time; `load` widens 8 weights to f32.
-#[inline]
-#[target_feature(enable = "neon")]
-pub(super) fn dot_rows<W: Copy + Into<f32>>(
-    w: &[W],
-    cols: usize,
-    x: &[f32],
-    out: &mut [f32],
-    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
-) {
-    let mut row_groups = w.chunks_exact(FLOAT_ROWS * cols);
-    let mut out_groups = out.chunks_exact_mut(FLOAT_ROWS);
-    for (wg, og) in (&mut row_groups).zip(&mut out_groups) {
-        let wr: [&[W]; FLOAT_ROWS] = std::array::from_fn(|r| &wg[r * cols..][..cols]);
-        let sums = dot_n::<W, FLOAT_ROWS>(wr, x, load);
-        og.copy_from_slice(&sums);
-    }
-    for (wr, o) in row_groups.remainder().chunks_exact(cols).zip(out_groups.into_remainder()) {
-        *o = dot_n::<W, 1>([wr], x, load)[0];
-    }
-}
-
-/// `R` dot products against the same `x`, sharing its loads; two accumulators
-/// per row (8 columns a step).
-#[inline]
-#[target_feature(enable = "neon")]
-fn dot_n<W: Copy + Into<f32>, const R: usize>(
-    w: [&[W]; R],
-    x: &[f32],
-    load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
-) -> [f32; R] {
-    let main = x.len() / 8 * 8;
-    let mut acc = [[vdupq_n_f32(0.0); 2]; R];
-    for c in (0..main).step_by(8) {
-        let xv = load8(&x[c..]);
         for r in 0..R {
-            let wv = load(&w[r][c..]);
-            acc[r][0] = vfmaq_f32(acc[r][0], wv[0], xv[0]);
-            acc[r][1] = vfmaq_f32(acc[r][1], wv[1], xv[1]);
+            let tail: f32 = wr[r][main..].iter().zip(&xt[t][main..]).map(|(&a, b)| a.into() * b).sum();
+            out[t * out_stride + r] = hsum(vaddq_f32(acc[r][t][0], acc[r][t][1])) + tail;
         }
     }
-    std::array::from_fn(|r| {
-        let tail: f32 = w[r][main..].iter().zip(&x[main..]).map(|(&a, b)| a.into() * b).sum();
-        hsum(vaddq_f32(acc[r][0], acc[r][1])) + tail
-    })
 }
 
 /// As [`crate::reference::quantize_q8_acts`], bit for bit: the same
