@@ -4,6 +4,7 @@
 //! modules implement the same signatures and are tested against these.
 
 mod kquant;
+mod q4_kr;
 mod q4q5;
 
 use std::ops::Range;
@@ -40,10 +41,14 @@ pub fn matmul_for(dtype: DType) -> Matmul {
         DType::Q6_K => {
             |w, rows, x: &Acts, n, out, stride| matmul_q6_k(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, stride)
         }
+        DType::Q4_KR => {
+            |w, rows, x: &Acts, n, out, stride| matmul_q4_kr(w.data, w.cols, rows, &x.q8, x.q8.sums, n, out, stride)
+        }
     }
 }
 
 pub use kquant::{matmul_q4_k, matmul_q5_k, matmul_q6_k};
+pub use q4_kr::matmul_q4_kr;
 pub use q4q5::matmul_q4q5;
 
 /// `out[t * out_stride + (r - rows.start)] = dot(w[r], x[t])` for every `r` in

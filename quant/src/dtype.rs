@@ -9,7 +9,7 @@
 //! (docs/DESIGN.md, "Adding a dtype").
 
 use crate::ggml::GgmlType;
-use crate::{float, kquant, q4q5, q8};
+use crate::{float, kquant, q4_kr, q4q5, q8};
 
 /// A weight type of the model file. The discriminant is dense (an index into
 /// per-dtype tables such as the kernels' matmuls); the file stores
@@ -42,6 +42,10 @@ pub enum DType {
     Q5_K,
     /// 6-bit super-blocks of 256, 8-bit sub-block scales, symmetric.
     Q6_K,
+    /// gpt-fast's own: Q4_K's 6-bit sub-block scales and mins under one
+    /// f16 `d`, `dmin` per row, for rows that are not whole super-blocks
+    /// ([`crate::q4_kr`]).
+    Q4_KR,
 }
 
 /// What a dtype's matmul multiplies its weights with.
@@ -78,6 +82,10 @@ pub struct DTypeTraits {
     pub block_cols: usize,
     /// Bytes of one block of one row (values and their scales).
     pub block_bytes: usize,
+    /// Bytes of one row `cols` wide where that is not `cols / block_cols ×
+    /// block_bytes` (a type with scales per row); `None` if the width does
+    /// not fit.
+    pub row_bytes: Option<fn(usize) -> Option<usize>>,
     /// Rows interleaved per tile (1: row-major); a tensor holds whole tiles.
     pub tile_rows: usize,
     /// Rank for refusing to run weights at more precision than they hold.
@@ -97,7 +105,7 @@ pub struct DTypeTraits {
 
 impl DType {
     /// Every dtype, in discriminant order.
-    pub const ALL: [DType; 10] = [
+    pub const ALL: [DType; 11] = [
         DType::F32,
         DType::F16,
         DType::Q8,
@@ -108,6 +116,7 @@ impl DType {
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
+        DType::Q4_KR,
     ];
     /// How many dtypes there are (the length of per-dtype tables).
     pub const COUNT: usize = Self::ALL.len();
@@ -125,6 +134,7 @@ impl DType {
             DType::Q4_K => &kquant::Q4_K_TRAITS,
             DType::Q5_K => &kquant::Q5_K_TRAITS,
             DType::Q6_K => &kquant::Q6_K_TRAITS,
+            DType::Q4_KR => &q4_kr::TRAITS,
         }
     }
 
@@ -176,7 +186,11 @@ impl DType {
             return None;
         }
         let padded_rows = rows.div_ceil(t.tile_rows as u64).checked_mul(t.tile_rows as u64)?;
-        let bytes = padded_rows.checked_mul(cols / t.block_cols as u64)?.checked_mul(t.block_bytes as u64)?;
+        let row_bytes = match t.row_bytes {
+            Some(row_bytes) => row_bytes(usize::try_from(cols).ok()?)? as u64,
+            None => (cols / t.block_cols as u64).checked_mul(t.block_bytes as u64)?,
+        };
+        let bytes = padded_rows.checked_mul(row_bytes)?;
         // Every byte must be addressable here, with room for offsets into it.
         usize::try_from(bytes).ok().filter(|&b| b <= isize::MAX as usize)?;
         Some(bytes)
@@ -275,7 +289,7 @@ mod tests {
                 DType::Q8 => 2.0 / 127.0,
                 // One 4-bit step of the range [-2, 2]: a least-squares fit
                 // may clip an outlier by more than half a step.
-                DType::Q4_1 | DType::Q4_K => 4.0 / 15.0,
+                DType::Q4_1 | DType::Q4_K | DType::Q4_KR => 4.0 / 15.0,
                 // One symmetric step of 2 / 7 (the side with 7 levels).
                 DType::Q4_0 => 2.0 / 7.0,
                 // Only kept from GGUF, never encoded (the filter above).

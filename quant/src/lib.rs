@@ -9,6 +9,7 @@ mod error;
 mod float;
 pub mod ggml;
 pub mod kquant;
+pub mod q4_kr;
 pub mod q4q5;
 pub mod q8;
 

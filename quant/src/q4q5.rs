@@ -303,6 +303,7 @@ const fn traits<const KIND: usize>(id: u32, name: &'static str, block_bytes: usi
         name,
         block_cols: BLOCK,
         block_bytes,
+        row_bytes: None,
         tile_rows: TILE_ROWS,
         precision,
         act: ActForm::Q8Sums,

@@ -13,6 +13,7 @@ pub(crate) const TRAITS: DTypeTraits = DTypeTraits {
     name: "q8",
     block_cols: BLOCK,
     block_bytes: BLOCK + 2,
+    row_bytes: None,
     tile_rows: TILE_ROWS,
     precision: 8,
     act: ActForm::Q8,

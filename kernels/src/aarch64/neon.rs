@@ -15,6 +15,7 @@ mod attention;
 mod elementwise;
 mod matmul;
 mod matmul_k;
+mod matmul_kr;
 mod matmul_q4q5;
 mod simd;
 
@@ -52,6 +53,7 @@ pub fn kernels() -> Option<Kernels> {
         register_matmul!(k, DType::Q4_K, kquant => matmul_k::matmul_q4_k_sdot);
         register_matmul!(k, DType::Q5_K, kquant => matmul_k::matmul_q5_k_sdot);
         register_matmul!(k, DType::Q6_K, kquant => matmul_k::matmul_q6_k_sdot);
+        register_matmul!(k, DType::Q4_KR, kquant => matmul_kr::matmul_q4_kr_sdot);
     } else {
         register_matmul!(k, DType::Q8, q8 => matmul::matmul_q8);
         for dtype in q4q5::dtypes() {
@@ -60,6 +62,7 @@ pub fn kernels() -> Option<Kernels> {
         register_matmul!(k, DType::Q4_K, kquant => matmul_k::matmul_q4_k);
         register_matmul!(k, DType::Q5_K, kquant => matmul_k::matmul_q5_k);
         register_matmul!(k, DType::Q6_K, kquant => matmul_k::matmul_q6_k);
+        register_matmul!(k, DType::Q4_KR, kquant => matmul_kr::matmul_q4_kr);
     }
     Some(k)
 }

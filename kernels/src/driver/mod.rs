@@ -16,6 +16,7 @@
 pub(crate) mod attention;
 pub(crate) mod float;
 pub(crate) mod ktile;
+pub(crate) mod q4_kr;
 pub(crate) mod q4q5;
 pub(crate) mod q8;
 pub(crate) mod tiles;

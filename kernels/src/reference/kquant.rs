@@ -89,7 +89,7 @@ pub fn matmul_q6_k(
 }
 
 /// Q4_K / Q5_K's block term: `(d·sc) · (x_scale · isum) − (dmin·m) · x_sum`.
-fn with_minimum(d: f32, dmin: f32, sc: u8, m: u8, isum: i32, xs: f32, xsum: f32) -> f32 {
+pub(super) fn with_minimum(d: f32, dmin: f32, sc: u8, m: u8, isum: i32, xs: f32, xsum: f32) -> f32 {
     (d * f32::from(sc)) * (xs * isum as f32) - (dmin * f32::from(m)) * xsum
 }
 

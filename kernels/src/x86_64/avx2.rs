@@ -15,6 +15,7 @@ mod gemm_q8;
 pub(super) mod matmul;
 pub(super) mod matmul_float;
 pub(super) mod matmul_k;
+mod matmul_kr;
 pub(super) mod matmul_q4q5;
 pub(super) mod simd;
 
@@ -55,6 +56,7 @@ pub fn kernels() -> Option<Kernels> {
     register_matmul!(k, DType::Q4_K, kquant => matmul_k::matmul_q4_k);
     register_matmul!(k, DType::Q5_K, kquant => matmul_k::matmul_q5_k);
     register_matmul!(k, DType::Q6_K, kquant => matmul_k::matmul_q6_k);
+    register_matmul!(k, DType::Q4_KR, kquant => matmul_kr::matmul_q4_kr);
     Some(k)
 }
 

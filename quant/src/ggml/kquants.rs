@@ -21,7 +21,7 @@ const K_SCALE_SIZE: usize = 12;
 /// Bytes 0..4 hold scales 0..4 in their low 6 bits, bytes 4..8 minimums 0..4;
 /// sub-blocks 4..8 keep their low 4 bits in bytes 8..12 (scale low, minimum
 /// high nibble) and their top 2 bits in the spare top bits of bytes 0..8.
-fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -24,6 +24,7 @@ use half::f16;
 
 use crate::QuantError;
 
+pub(crate) use kquants::scale_min_k4;
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK4_1, QK5_0, QK5_1, QK8_0};
 pub use lookup::{BlockIq4Nl, BlockIq4Xs, BlockMxfp4, QK4_NL, QK_MXFP4};

@@ -37,6 +37,7 @@ const fn traits<F: KFormat>(id: u32, name: &'static str, precision: u32, encode:
         name,
         block_cols: crate::ggml::QK_K,
         block_bytes: F::BLOCK_BYTES,
+        row_bytes: None,
         tile_rows: TILE_ROWS,
         precision,
         act: ActForm::Q8Sums,

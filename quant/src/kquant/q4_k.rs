@@ -42,35 +42,79 @@ impl KFormat for Q4K {
     }
 }
 
-/// Sub-blocks of 32 values in a super-block.
-const SUBS: usize = QK_K / 32;
 /// Largest 6-bit sub-block scale or minimum.
 const MAX6: f32 = 63.0;
 
+/// Sub-blocks of 32 values under one `d`, `dmin`, as searched: a Q4_K
+/// super-block's (8 of them), or a whole row's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedScales {
+    /// Scale of the 6-bit sub-block scales.
+    pub d: f16,
+    /// Scale of the 6-bit sub-block minimums.
+    pub dmin: f16,
+    /// Per sub-block: 6-bit scale `sc` and minimum `m`.
+    pub scale_min: Vec<(u8, u8)>,
+    /// Per value: its 4-bit quant; value `x = d·sc·q − dmin·m`.
+    pub quants: Vec<u8>,
+}
+
+impl SharedScales {
+    /// The values these scales and quants decode to, in ggml's
+    /// `dequantize_row_q4_K` order of operations.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
+        for ((y, q), &(sc, m)) in out.chunks_exact_mut(32).zip(self.quants.chunks_exact(32)).zip(&self.scale_min) {
+            let (d_sub, m_sub) = (d * f32::from(sc), dmin * f32::from(m));
+            for (y, &q) in y.iter_mut().zip(q) {
+                *y = d_sub * f32::from(q) - m_sub;
+            }
+        }
+    }
+}
+
 /// Quantizes one super-block of 256 values as GGUF Q4_K
-/// (`x = d × sc × q - dmin × m`, 6-bit `sc` and `m` per sub-block of 32).
+/// (`x = d × sc × q - dmin × m`, 6-bit `sc` and `m` per sub-block of 32):
+/// [`quantize_shared`], packed.
+pub fn quantize_block(x: &[f32; QK_K]) -> BlockQ4K {
+    let fit = quantize_shared(x);
+    let mut block = BlockQ4K { d: fit.d, dmin: fit.dmin, scales: [0; 12], qs: [0; QK_K / 2] };
+    for (j, &(sc, m)) in fit.scale_min.iter().enumerate() {
+        set_scale_min(&mut block.scales, j, sc, m);
+        for (l, &ql) in fit.quants[32 * j..32 * j + 32].iter().enumerate() {
+            block.qs[32 * (j / 2) + l] |= ql << (4 * (j % 2));
+        }
+    }
+    block
+}
+
+/// Quantizes `x` (whole sub-blocks of 32) under one `d`, `dmin`.
 ///
 /// Each sub-block's scale and minimum are searched for least squared error
-/// (`affine::search`, private); the super-block's `d` and `dmin` then put the
-/// largest on the 6-bit grid, and each sub-block is searched again with its
-/// candidates rounded to that grid, so the error compared is the stored one.
-/// `d`, `dmin` are then refitted by least squares for the chosen integers and
-/// the grid search repeated, keeping the best super-block. The plain min/max
-/// fit is among the candidates, so the result is never worse than it.
-pub fn quantize_block(x: &[f32; QK_K]) -> BlockQ4K {
-    let mut best: Option<(f32, BlockQ4K)> = None;
+/// (`affine::search`, private); `d` and `dmin` then put the largest on the
+/// 6-bit grid, and each sub-block is searched again with its candidates
+/// rounded to that grid, so the error compared is the stored one. `d`,
+/// `dmin` are then refitted by least squares for the chosen integers and the
+/// grid search repeated, keeping the best. The plain min/max fit is among the
+/// candidates, so the result is never worse than it.
+pub fn quantize_shared(x: &[f32]) -> SharedScales {
+    assert!(x.len().is_multiple_of(32), "{} values are not whole sub-blocks of 32", x.len());
+    let subs = x.len() / 32;
+    let mut best: Option<(f32, SharedScales)> = None;
     for searched in [false, true] {
-        let mut targets = [(0f32, 0f32); SUBS];
-        for (j, sub) in x.chunks_exact(32).enumerate() {
-            targets[j] = if searched {
-                let fit = crate::affine::search(sub, 15, true, |s, m| Some((s, m)), &mut [0u8; 32]);
-                (fit.scale, -fit.min)
-            } else {
-                let lo = sub.iter().copied().fold(0f32, f32::min);
-                let hi = sub.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                ((hi - lo) / 15.0, -lo)
-            };
-        }
+        let targets: Vec<(f32, f32)> = x
+            .chunks_exact(32)
+            .map(|sub| {
+                if searched {
+                    let fit = crate::affine::search(sub, 15, true, |s, m| Some((s, m)), &mut [0u8; 32]);
+                    (fit.scale, -fit.min)
+                } else {
+                    let lo = sub.iter().copied().fold(0f32, f32::min);
+                    let hi = sub.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    ((hi - lo) / 15.0, -lo)
+                }
+            })
+            .collect();
         let mut d = targets.iter().fold(0f32, |a, t| a.max(t.0)) / MAX6;
         let mut dmin = targets.iter().fold(0f32, |a, t| a.max(t.1)) / MAX6;
         for _ in 0..3 {
@@ -78,29 +122,33 @@ pub fn quantize_block(x: &[f32; QK_K]) -> BlockQ4K {
             if !(dh.is_finite() && dminh.is_finite()) {
                 break;
             }
-            let (err, block) = encode_with(x, &targets, dh, dminh, searched);
+            let (err, fit) = encode_with(x, &targets, dh, dminh, searched);
+            let refit = refit_super(x, &fit);
             if best.as_ref().is_none_or(|(e, _)| err < *e) {
-                best = Some((err, block));
+                best = Some((err, fit));
             }
-            match refit_super(x, &block) {
+            match refit {
                 Some((nd, ndmin)) => (d, dmin) = (nd, ndmin),
                 None => break,
             }
         }
     }
-    best.map_or_else(bytemuck::Zeroable::zeroed, |(_, block)| block)
+    best.map_or_else(
+        || SharedScales { d: f16::ZERO, dmin: f16::ZERO, scale_min: vec![(0, 0); subs], quants: vec![0; x.len()] },
+        |(_, fit)| fit,
+    )
 }
 
-/// The super-block under `d`, `dmin`, and its squared error: per sub-block,
+/// The sub-blocks under `d`, `dmin`, and their squared error: per sub-block,
 /// the grid point nearest its target `(scale, -min)` and its neighbours,
 /// plus (`search`) a search whose candidates are rounded to the grid.
-fn encode_with(x: &[f32; QK_K], targets: &[(f32, f32); SUBS], d: f16, dmin: f16, search: bool) -> (f32, BlockQ4K) {
+fn encode_with(x: &[f32], targets: &[(f32, f32)], d: f16, dmin: f16, search: bool) -> (f32, SharedScales) {
     let (df, dminf) = (d.to_f32(), dmin.to_f32());
     let step = |v: f32, unit: f32| if unit > 0.0 { (v / unit).round().clamp(0.0, MAX6) } else { 0.0 };
-    let mut block = BlockQ4K { d, dmin, scales: [0; 12], qs: [0; QK_K / 2] };
+    let mut fit = SharedScales { d, dmin, scale_min: Vec::with_capacity(targets.len()), quants: vec![0; x.len()] };
     let mut total = 0.0;
-    for (j, sub) in x.chunks_exact(32).enumerate() {
-        let (sc0, m0) = (step(targets[j].0, df), step(targets[j].1, dminf));
+    for ((j, sub), target) in x.chunks_exact(32).enumerate().zip(targets) {
+        let (sc0, m0) = (step(target.0, df), step(target.1, dminf));
         let mut best = (f32::INFINITY, 0u8, 0u8, [0u8; 32]);
         let mut q = [0u8; 32];
         let mut try_grid = |sc: f32, m: f32, best: &mut (f32, u8, u8, [u8; 32])| {
@@ -120,27 +168,24 @@ fn encode_with(x: &[f32; QK_K], targets: &[(f32, f32); SUBS], d: f16, dmin: f16,
         if search {
             let on_grid = |s: f32, m: f32| Some((df * step(s, df), -(dminf * step(-m, dminf))));
             // Around the grid point the first search found: its neighbourhood.
-            let fit = crate::affine::search_steps(sub, 15, true, 2, on_grid, &mut [0u8; 32]);
-            try_grid(step(fit.scale, df), step(-fit.min, dminf), &mut best);
+            let found = crate::affine::search_steps(sub, 15, true, 2, on_grid, &mut [0u8; 32]);
+            try_grid(step(found.scale, df), step(-found.min, dminf), &mut best);
         }
         let (err, sc, m, q) = best;
         total += err;
-        set_scale_min(&mut block.scales, j, sc, m);
-        for (l, &ql) in q.iter().enumerate() {
-            block.qs[32 * (j / 2) + l] |= ql << (4 * (j % 2));
-        }
+        fit.scale_min.push((sc, m));
+        fit.quants[32 * j..32 * j + 32].copy_from_slice(&q);
     }
-    (total, block)
+    (total, fit)
 }
 
-/// Least-squares `(d, dmin)` for the block's integers: `x ≈ d × (sc q) - dmin × m`.
-fn refit_super(x: &[f32; QK_K], block: &BlockQ4K) -> Option<(f32, f32)> {
+/// Least-squares `(d, dmin)` for the fit's integers: `x ≈ d × (sc q) - dmin × m`.
+fn refit_super(x: &[f32], fit: &SharedScales) -> Option<(f32, f32)> {
     let (mut aa, mut ab, mut bb, mut xa, mut xb) = (0f32, 0f32, 0f32, 0f32, 0f32);
-    for (j, sub) in x.chunks_exact(32).enumerate() {
-        let (sc, m) = block.scale_min(j);
+    for ((sub, q), &(sc, m)) in x.chunks_exact(32).zip(fit.quants.chunks_exact(32)).zip(&fit.scale_min) {
         let b = f32::from(m);
-        for (l, &xi) in sub.iter().enumerate() {
-            let a = f32::from(sc) * f32::from(block.quant(j, l));
+        for (&xi, &ql) in sub.iter().zip(q) {
+            let a = f32::from(sc) * f32::from(ql);
             aa += a * a;
             ab += a * b;
             bb += b * b;
@@ -150,7 +195,7 @@ fn refit_super(x: &[f32; QK_K], block: &BlockQ4K) -> Option<(f32, f32)> {
     }
     let det = aa * bb - ab * ab;
     let (d, dmin) = if bb == 0.0 {
-        (xa / aa, block.dmin.to_f32())
+        (xa / aa, fit.dmin.to_f32())
     } else if det > 0.0 {
         ((xa * bb - ab * xb) / det, (ab * xa - aa * xb) / det)
     } else {
@@ -161,7 +206,7 @@ fn refit_super(x: &[f32; QK_K], block: &BlockQ4K) -> Option<(f32, f32)> {
 
 /// Stores sub-block `j`'s 6-bit scale and minimum as ggml's
 /// `get_scale_min_k4` reads them (see [`BlockQ4K::scale_min`]).
-fn set_scale_min(scales: &mut [u8; 12], j: usize, sc: u8, m: u8) {
+pub(crate) fn set_scale_min(scales: &mut [u8; 12], j: usize, sc: u8, m: u8) {
     if j < 4 {
         scales[j] |= sc;
         scales[j + 4] |= m;

@@ -89,7 +89,7 @@ entry!(
 /// `sadalp` the pairs of those into the i32 lanes.
 #[inline]
 #[target_feature(enable = "neon")]
-fn dot4_widening(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+pub(super) fn dot4_widening(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
     let (lo, hi) = (vmull_s8(vget_low_s8(w), vget_low_s8(x)), vmull_high_s8(w, x));
     vpadalq_s16(acc, vpaddq_s16(lo, hi))
 }
@@ -104,14 +104,14 @@ fn load16(s: &[u8]) -> uint8x16_t {
 /// The 32 bytes at the front of `s` (rows 0-3, rows 4-7 of a 4-byte unit).
 #[inline]
 #[target_feature(enable = "neon")]
-fn load32(s: &[u8]) -> [uint8x16_t; 2] {
+pub(super) fn load32(s: &[u8]) -> [uint8x16_t; 2] {
     [load16(s), load16(&s[16..])]
 }
 
 /// 8 f16 (16 little-endian bytes) from the front of `s`, widened to f32.
 #[inline]
 #[target_feature(enable = "neon")]
-fn load8_f16_bytes(s: &[u8]) -> [float32x4_t; 2] {
+pub(super) fn load8_f16_bytes(s: &[u8]) -> [float32x4_t; 2] {
     let v: [f16; 8] = bytemuck::pod_read_unaligned(&s[..16]);
     load8_f16(&v)
 }
@@ -119,7 +119,7 @@ fn load8_f16_bytes(s: &[u8]) -> [float32x4_t; 2] {
 /// 8 bytes (one per row) as f32, rows 0-3 and 4-7.
 #[inline]
 #[target_feature(enable = "neon")]
-fn u8x8_to_f32(s: &[u8]) -> [float32x4_t; 2] {
+pub(super) fn u8x8_to_f32(s: &[u8]) -> [float32x4_t; 2] {
     let wide = vmovl_u8(vcreate_u8(u64::from_le_bytes(s[..8].try_into().expect("8 bytes"))));
     [vcvtq_f32_u32(vmovl_u16(vget_low_u16(wide))), vcvtq_f32_u32(vmovl_high_u16(wide))]
 }
@@ -135,7 +135,7 @@ fn i8x8_to_i32(s: &[u8]) -> [int32x4_t; 2] {
 /// The 4 activation quants at `xq[at..at + 4]` in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "neon")]
-fn broadcast4(xq: &[i8], at: usize) -> int8x16_t {
+pub(super) fn broadcast4(xq: &[i8], at: usize) -> int8x16_t {
     let x: [i8; 4] = xq[at..at + 4].try_into().expect("4 quants");
     vreinterpretq_s8_u32(vdupq_n_u32(u32::from_le_bytes(x.map(|v| v as u8))))
 }
@@ -145,7 +145,7 @@ fn broadcast4(xq: &[i8], at: usize) -> int8x16_t {
 /// for all of them at once), as `[sub-block][row]` bytes.
 #[inline]
 #[target_feature(enable = "neon")]
-fn scales_mins(planes: &[u8]) -> ([u8; 64], [u8; 64]) {
+pub(super) fn scales_mins(planes: &[u8]) -> ([u8; 64], [u8; 64]) {
     let (mut sc, mut m) = ([0u8; 64], [0u8; 64]);
     let (low6, low4) = (vdupq_n_u8(63), vdupq_n_u8(0x0F));
     for i in 0..2 {

@@ -73,7 +73,7 @@ entry!(
 /// 32 bytes from the front of `s`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load32(s: &[u8]) -> __m256i {
+pub(in crate::x86_64) fn load32(s: &[u8]) -> __m256i {
     load32_i8(bytemuck::cast_slice(&s[..32]))
 }
 
@@ -107,7 +107,7 @@ pub(in crate::x86_64) fn group8(v: __m256i, k: usize) -> __m128i {
 /// The 4 activation quants at `xq[at..at + 4]` in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn broadcast4(xq: &[i8], at: usize) -> __m256i {
+pub(in crate::x86_64) fn broadcast4(xq: &[i8], at: usize) -> __m256i {
     let x: [i8; 4] = xq[at..at + 4].try_into().expect("4 quants");
     _mm256_set1_epi32(i32::from_le_bytes(x.map(|v| v as u8)))
 }
