@@ -41,7 +41,7 @@ fn fake(candidate: &str, name: &str, rows: usize, cols: usize, x: &[f32]) -> Res
     if matches!(name, "token_embd.weight" | "output.weight") {
         return Ok(roundtrip(DType::Q8, rows, cols, x));
     }
-    let whole = cols % 256 == 0;
+    let whole = cols.is_multiple_of(256);
     Ok(match candidate {
         "q4" if whole => roundtrip(DType::Q4_K, rows, cols, x),
         "q4" => roundtrip(DType::Q4_1, rows, cols, x),
