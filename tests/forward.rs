@@ -87,7 +87,7 @@ fn lower_precision_at_load_and_higher_refused() {
 }
 
 /// `--quant q4`'s mix on a llama whose 256-wide rows take Q4_K and whose
-/// 288-wide `ffn_down` rows Q4_1: the file holds both (and its embedding as
+/// 288-wide `ffn_down` rows q4_kr: the file holds both (and its embedding as
 /// q8), runs, and its logits stay near the f32 model's, further than q8's.
 #[test]
 fn own_q4_runs_close_to_f32() {
@@ -108,7 +108,7 @@ fn own_q4_runs_close_to_f32() {
         .iter()
         .map(|spec| model.file().tensor(&spec.name).unwrap().dtype)
         .collect();
-    for dtype in [DType::Q4_K, DType::Q4_1, DType::Q8] {
+    for dtype in [DType::Q4_K, DType::Q4_KR, DType::Q8] {
         assert!(types.contains(&dtype), "{dtype:?} in {types:?}");
     }
     let tokens = prompt(12, h.vocab_size);

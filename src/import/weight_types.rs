@@ -103,12 +103,11 @@ pub fn plan(source: &dyn Source, specs: &[TensorSpec], quant: Quant) -> Vec<Tens
 
 /// The own q4's type for one tensor (docs/FORMAT.md, "q4"). Matrices whose
 /// rows are whole 256-value super-blocks are Q4_K (6-bit scales and minimums
-/// per 32 values: the least error at 4.5 bits per weight), the others Q4_1
-/// (an f16 scale and minimum per 32: 5 bits per weight; SmolLM2's and Gemma 3's
-/// 576- and 640-wide rows are not whole super-blocks). Q4_0, the 4.5-bit type
-/// with kernels that fits them, loses too much: +3.2 perplexity on SmolLM2
-/// and +4.3 on Gemma 3 where llama.cpp's Q4_K_M loses +0.7 and +0.04
-/// (docs/FORMAT.md). The token embedding
+/// per 32 values: the least error at 4.5 bits per weight), the others q4_kr
+/// (the same sub-blocks under a scale per row: 4.5 bits on SmolLM2's
+/// 576-wide rows, 4.45 on Gemma 3's 640-wide ones, which are not whole
+/// super-blocks). Measured against Q4_1 (5 bits), Q4_0 and a row split into
+/// Q4_K + Q4_0 in docs/FORMAT.md, "q4_kr". The token embedding
 /// and output head stay q8, as llama.cpp's Q4_K_M keeps its output head at
 /// 6 bits or more: their error reaches every logit, and the embedding is read
 /// one row per token.
@@ -117,7 +116,7 @@ pub fn q4_dtype(spec: &TensorSpec) -> DType {
         TensorRole::Small => spec.dtype(DType::Q8),
         _ if matches!(spec.name.as_str(), "token_embd.weight" | "output.weight") => DType::Q8,
         _ if DType::Q4_K.fits(spec.cols) => DType::Q4_K,
-        _ => DType::Q4_1,
+        _ => DType::Q4_KR,
     }
 }
 
@@ -179,14 +178,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn q4_is_q4_k_on_whole_super_blocks_else_q4_1_with_q8_embedding() {
+    fn q4_is_q4_k_on_whole_super_blocks_else_q4_kr_with_q8_embedding() {
         let h = crate::synthetic::config("smollm2-135m").unwrap();
         for spec in crate::format::expected_tensors(&h) {
             let want = match (spec.role, spec.name.as_str(), spec.cols) {
                 (TensorRole::Small, _, _) => DType::F32,
                 (_, "token_embd.weight" | "output.weight", _) => DType::Q8,
                 (_, _, 1536) => DType::Q4_K,
-                (_, _, 576) => DType::Q4_1,
+                (_, _, 576) => DType::Q4_KR,
                 _ => panic!("{} has {} columns", spec.name, spec.cols),
             };
             assert_eq!(q4_dtype(&spec), want, "{}", spec.name);
