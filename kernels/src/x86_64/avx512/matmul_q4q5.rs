@@ -137,6 +137,8 @@ fn fifth_bit_masks(qh: &[u32]) -> [[__mmask64; 2]; 2] {
         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
     );
     let m = _mm256_shuffle_epi8(v, gather);
-    let lane = |v: __m128i| [_mm_cvtsi128_si64(v) as u64, _mm_extract_epi64::<1>(v) as u64];
-    [lane(_mm256_castsi256_si128(m)), lane(_mm256_extracti128_si256::<1>(m))]
+    let mut masks = [[0u64; 2]; 2];
+    // SAFETY: `masks` is 32 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(masks.as_mut_ptr().cast(), m) };
+    masks
 }
