@@ -2,8 +2,9 @@
 # Perplexity of gpt-fast's own q4 against llama.cpp's Q4_K_M, both made from
 # the same f32 weights (#13's target: own q4's delta over f32 no worse than
 # Q4_K_M's). For each model: the f32 GGUF (written by llama.cpp's quantize
-# API: `smollm2f16` from SmolLM2's F16 GGUF, the released weights, when
-# .cache/models has it; `smollm2` from the shipped Q4_1 file, so its values
+# API: `smollm2f16` from SmolLM2's F16 GGUF when .cache/models has it (not
+# the released weights: tools/compare-llamacpp.sh writes it from the Q4_1
+# file, so its values are Q4_1's too); `smollm2` from the shipped Q4_1 file, so its values
 # are Q4_1's; Gemma 3 270M's is .cache/families-gemma3-f32.gguf, from its
 # Q4_K_M file), llama.cpp's Q4_K_M made from
 # it by llama_model_quantize, and gpt-fast `convert --quant q4` of it. Each is
