@@ -44,7 +44,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use gpt_fast_kernels::{reference, ActForm, AttnShape, DType, Isa, Kernels, Matrix, Q8Acts, Q8_BLOCK};
+use gpt_fast_kernels::{reference, ActForm, AttnShape, DType, Isa, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 use gpt_fast_quant::kquant::{self, q4_k::Q4K, q5_k::Q5K, q6_k::Q6K, KFormat, PackedKLayout};
 use gpt_fast_quant::q4q5::{self, Kind};
 use gpt_fast_quant::q8::PackedQ8Layout;
@@ -375,6 +375,21 @@ fn gemm(c: &mut Criterion) {
                     check_matmul(k, &w, &acts, n, &out);
                     let id = BenchmarkId::new(function(n), k.isa.name());
                     group.bench_function(id, |b| b.iter(|| run_matmul(k, &m, black_box(&acts), n, &mut out)));
+                    if n == 8 && dtype == DType::Q8 {
+                        // The batched decode step's cut: the matrix in 8 calls
+                        // of whole tiles, as two threads take it.
+                        let id = BenchmarkId::new(format!("{}/chunks8", function(n)), k.isa.name());
+                        let chunk = rows.div_ceil(8).next_multiple_of(Q8_TILE_ROWS);
+                        group.bench_function(id, |b| {
+                            b.iter(|| {
+                                for (c, out) in out.chunks_mut(chunk * n).enumerate() {
+                                    let r0 = c * chunk;
+                                    let len = out.len() / n;
+                                    k.matmul(&m, r0..r0 + len, &black_box(&acts).view(), n, out, len);
+                                }
+                            })
+                        });
+                    }
                 }
             }
         }

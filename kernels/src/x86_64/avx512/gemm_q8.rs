@@ -3,7 +3,8 @@
 //! lanes; here tokens sit in lanes instead, so a block needs no horizontal sum.
 //!
 //! Per call the activations are repacked once so that one 512-bit register
-//! holds 4 consecutive quants (offset to u8) of each of 16 tokens; per weight
+//! holds 4 consecutive quants (offset to u8 but in a half vector, see
+//! [`gemm_q8`]) of each of 16 tokens; per weight
 //! row, 4 quants broadcast from the q8 layout as one i32 multiply that whole
 //! register in one `vpdpbusd`. A register tile of a q8 tile's 8 rows × 1 or 2
 //! vectors of 16 tokens accumulates a block's 8 steps of 4 columns in i32,
@@ -58,12 +59,16 @@ struct Scratch {
     /// Activation scales `[vector][block][token]` (0 past `n`; a half vector
     /// has each token twice).
     xs: [[f32; LANES]; PACKED_BLOCKS],
+    /// `-128 Σ x` of the half vector's tokens, `[block][lane]`: cancels the
+    /// offset of the paired weights.
+    x_bias: [[i32; LANES]; MAX_BLOCKS],
     /// `-128 Σ w` of the current tile, `[block][row in tile]`: cancels the
-    /// activations' offset.
+    /// offset of the whole vectors' activations.
     bias: [[i32; Q8_TILE_ROWS]; MAX_BLOCKS],
     /// The current tile's weight scales as f32, `[block][row in tile]`.
     ws: [[f32; Q8_TILE_ROWS]; MAX_BLOCKS],
-    /// The current tile's blocks with rows in pairs, when there is a half vector.
+    /// The current tile's blocks with rows in pairs and offset by 128 (as
+    /// u8), when there is a half vector.
     paired: [PairedBlock; MAX_BLOCKS],
 }
 
@@ -72,6 +77,7 @@ thread_local! {
         RefCell::new(Scratch {
             x: [[0; PACKED_BLOCK]; PACKED_BLOCKS],
             xs: [[0.0; LANES]; PACKED_BLOCKS],
+            x_bias: [[0; LANES]; MAX_BLOCKS],
             bias: [[0; Q8_TILE_ROWS]; MAX_BLOCKS],
             ws: [[0.0; Q8_TILE_ROWS]; MAX_BLOCKS],
             paired: [[[[0; 8]; STEPS]; Q8_TILE_ROWS / 2]; MAX_BLOCKS],
@@ -85,10 +91,16 @@ thread_local! {
 /// converted to f32, one FMA with `w_scale × x_scale` per block), so an output
 /// does not depend on the batch it was computed in.
 ///
-/// `vpdpbusd` multiplies unsigned by signed bytes: the activations (the
-/// register operand) are offset by 128 when packed, and each block's i32 sum
-/// starts at `-128 Σw` of its row, computed once per tile (exact, no
-/// saturation: any i8 weights, activations in [-128, 127]).
+/// `vpdpbusd` multiplies unsigned by signed bytes, so one operand is offset
+/// by 128 and each block's i32 sum starts at minus 128 × the other's sum
+/// (exact, no saturation: any i8 weights and activations). Whole vectors
+/// offset the activations when packing them and start at `-128 Σw` of the
+/// row, computed once per tile. The half vector (decode: one token of each of
+/// up to 8 sequences) offsets the weights instead, in the paired copy it
+/// makes of each tile anyway, and starts at `-128 Σx` of the token, computed
+/// once per call: a tile then needs no sums of its weights (4 `vpdpbusd` and
+/// a reduction per block, against its 32 `vpdpbusd` for 8 tokens) and a
+/// block one bias load for all its rows. Both give the same i32 per lane.
 ///
 /// Loops: passes over as many tokens as the scratch holds (one for up to 80
 /// tokens of 1536 columns), tiles of 8 rows (a tile's weights stay in L1),
@@ -159,11 +171,13 @@ fn gemm_pass(
     let half = (n - 1) % LANES < LANES / 2;
     let xp = &mut scratch.x[..vectors * nb];
     let xsp = &mut scratch.xs[..vectors * nb];
-    pack_acts(xq, xs, nb, n, half, xp, xsp);
-    let (xp, xs) = (&*xp, &*xsp);
-    let (bias, ws) = (&mut scratch.bias[..nb], &mut scratch.ws[..nb]);
-    let paired = &mut scratch.paired[..if half { nb } else { 0 }];
+    let x_bias = &mut scratch.x_bias[..if half { nb } else { 0 }];
+    pack_acts(xq, xs, nb, n, half, xp, xsp, x_bias);
+    let (xp, xs, x_bias) = (&*xp, &*xsp, &*x_bias);
     let full_vectors = vectors - usize::from(half);
+    // The weights' sums only for whole vectors (see `gemm_q8`).
+    let (bias, ws) = (&mut scratch.bias[..if full_vectors > 0 { nb } else { 0 }], &mut scratch.ws[..nb]);
+    let paired = &mut scratch.paired[..if half { nb } else { 0 }];
 
     for tile in weights.tiles.clone() {
         let wq = &blocks[tile * nb..][..nb];
@@ -193,7 +207,7 @@ fn gemm_pass(
         if half {
             let (x, xs) = (&xp[v0 * nb..][..nb], &xs[v0 * nb..][..nb]);
             let prefetch = if v0 == 0 { next } else { &[] };
-            dst.write_pairs(register_pairs(paired, bias, ws, x, xs, prefetch), v0 * LANES, n - v0 * LANES);
+            dst.write_pairs(register_pairs(paired, x_bias, ws, x, xs, prefetch), v0 * LANES, n - v0 * LANES);
         }
     }
 }
@@ -300,8 +314,9 @@ fn vec_i64(i: [i64; 8]) -> __m512i {
     _mm512_setr_epi64(i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7])
 }
 
-/// `bias[b][r] = -128 Σ_k wq[b][r][k]`, `ws[b][r] = scales[b * 8 + r]` as f32,
-/// and `paired[b]` (if not empty) block `b` with rows in pairs.
+/// `bias[b][r] = -128 Σ_k wq[b][r][k]` (if not empty), `ws[b][r] = scales[b * 8 + r]`
+/// as f32, and `paired[b]` (if not empty) block `b` with rows in pairs, offset
+/// by 128.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn prepare_tile(
@@ -315,18 +330,20 @@ fn prepare_tile(
     let to_row_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     // Register k holds rows 2k (steps 0-7) and 2k + 1; interleave their steps.
     let to_pairs = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-    for (b, ((w, bias), ws)) in wq.iter().zip(bias.iter_mut()).zip(ws.iter_mut()).enumerate() {
+    for (b, (w, ws)) in wq.iter().zip(ws.iter_mut()).enumerate() {
         let bytes: &[i8; Q8_BLOCK * Q8_TILE_ROWS] = bytemuck::cast_ref(w);
         let w: [__m512i; 4] = std::array::from_fn(|k| load64_i8(&bytes[k * 2 * Q8_BLOCK..]));
         if let Some(paired) = paired.get_mut(b) {
             let paired: &mut [i8; Q8_BLOCK * Q8_TILE_ROWS] = bytemuck::cast_mut(paired);
             for (k, &w) in w.iter().enumerate() {
-                store64_i8(&mut paired[k * 64..], _mm512_permutexvar_epi32(to_pairs, w));
+                store64_i8(&mut paired[k * 64..], _mm512_xor_si512(_mm512_permutexvar_epi32(to_pairs, w), offset));
             }
         }
-        let sums = w.map(|w| _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, w));
-        let sums = _mm256_permutevar8x32_epi32(reduce(sums), to_row_order);
-        store8_i32(bias, _mm256_sub_epi32(_mm256_setzero_si256(), sums));
+        if let Some(bias) = bias.get_mut(b) {
+            let sums = w.map(|w| _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, w));
+            let sums = _mm256_permutevar8x32_epi32(reduce(sums), to_row_order);
+            store8_i32(bias, _mm256_sub_epi32(_mm256_setzero_si256(), sums));
+        }
         store8_f32(ws, load8_f16(&scales[b * Q8_TILE_ROWS..]));
     }
 }
@@ -391,14 +408,15 @@ fn register_tile<const V: usize>(
 
 /// The half-vector register tile: `acc[p]` lane `2 t + h`, the dot product
 /// of the tile's row `2 p + h` with token `t` of `x`/`xs` (packed as a half
-/// vector: token `t` in lanes `2t` and `2t + 1`), over every block in order.
-/// A 64-bit broadcast of `paired` holds a step of both rows of a pair; the
-/// float operations per output are those of [`register_tile`].
+/// vector: token `t` in lanes `2t` and `2t + 1`, not offset; `x_bias` its
+/// `-128 Σx`), over every block in order. A 64-bit broadcast of `paired`
+/// (offset weights) holds a step of both rows of a pair; the float
+/// operations per output are those of [`register_tile`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn register_pairs(
     paired: &[PairedBlock],
-    bias: &[[i32; Q8_TILE_ROWS]],
+    x_bias: &[[i32; LANES]],
     ws: &[[f32; Q8_TILE_ROWS]],
     x: &[[i8; PACKED_BLOCK]],
     xs: &[[f32; LANES]],
@@ -406,7 +424,7 @@ fn register_pairs(
 ) -> [__m512; Q8_TILE_ROWS / 2] {
     const P: usize = Q8_TILE_ROWS / 2;
     let nb = paired.len();
-    let (bias, ws, x, xs) = (&bias[..nb], &ws[..nb], &x[..nb], &xs[..nb]);
+    let (x_bias, ws, x, xs) = (&x_bias[..nb], &ws[..nb], &x[..nb], &xs[..nb]);
     let mut acc = [_mm512_setzero_ps(); P];
     for b in 0..nb {
         if let Some(next) = prefetch.get(b) {
@@ -414,19 +432,16 @@ fn register_pairs(
                 _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(next).cast::<i8>().wrapping_add(line));
             }
         }
-        let bias_pairs: &[[i32; 2]; P] = bytemuck::cast_ref(&bias[b]);
         let ws_pairs: &[[f32; 2]; P] = bytemuck::cast_ref(&ws[b]);
         // Two chains per pair (even and odd steps): 8 chains of 4 `vpdpbusd`
         // rather than 4 of 8, which would leave the units waiting on latency.
-        let mut dot = [[_mm512_setzero_si512(); 2]; P];
-        for p in 0..P {
-            dot[p][0] = _mm512_set1_epi64(bytemuck::cast(bias_pairs[p]));
-        }
+        let bias = load16_i32(&x_bias[b]);
+        let mut dot = [[bias, _mm512_setzero_si512()]; P];
         for k in 0..STEPS {
             let xv = load64_i8(&x[b][k * 64..]);
             for p in 0..P {
                 let wk = _mm512_set1_epi64(bytemuck::cast(paired[b][p][k]));
-                dot[p][k % 2] = _mm512_dpbusd_epi32(dot[p][k % 2], xv, wk);
+                dot[p][k % 2] = _mm512_dpbusd_epi32(dot[p][k % 2], wk, xv);
             }
         }
         let x_scale = load16(&xs[b]);
@@ -442,7 +457,8 @@ fn register_pairs(
 
 /// Packs `n` tokens' activations (`xq`: `n × 32 nb` quants, `xs`: `n × nb`
 /// scales) into `out` and `out_scales` (see [`Scratch`]); if `half`, the last
-/// vector as a half vector (token `t` in lanes `2t` and `2t + 1`).
+/// vector as a half vector (token `t` in lanes `2t` and `2t + 1`, not offset)
+/// with its `-128 Σx` per block and lane in `x_bias`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn pack_acts(
@@ -453,6 +469,7 @@ fn pack_acts(
     half: bool,
     out: &mut [[i8; PACKED_BLOCK]],
     out_scales: &mut [[f32; LANES]],
+    x_bias: &mut [[i32; LANES]],
 ) {
     let cols = nb * Q8_BLOCK;
     let vectors = n.div_ceil(LANES);
@@ -474,9 +491,18 @@ fn pack_acts(
             for (j, reg) in regs.iter_mut().enumerate() {
                 *reg = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(token(j, b)), token(j + 8, b));
             }
-            for (k, reg) in transpose_16x8(regs).into_iter().enumerate() {
-                let reg = if pairs { _mm512_permutexvar_epi32(twice, reg) } else { reg };
-                store64_i8(&mut out[k * 64..], _mm512_xor_si512(reg, offset));
+            if pairs {
+                let mut sum = _mm512_setzero_si512();
+                for (k, reg) in transpose_16x8(regs).into_iter().enumerate() {
+                    let reg = _mm512_permutexvar_epi32(twice, reg);
+                    sum = _mm512_dpbusd_epi32(sum, offset, reg);
+                    store64_i8(&mut out[k * 64..], reg);
+                }
+                store16_i32(&mut x_bias[b], _mm512_sub_epi32(_mm512_setzero_si512(), sum));
+            } else {
+                for (k, reg) in transpose_16x8(regs).into_iter().enumerate() {
+                    store64_i8(&mut out[k * 64..], _mm512_xor_si512(reg, offset));
+                }
             }
             for (l, s) in out_scales.iter_mut().enumerate() {
                 let t = if pairs { l / 2 } else { l };
@@ -549,6 +575,22 @@ fn vec_i32(i: [i32; LANES]) -> __m512i {
 fn store64_i8(s: &mut [i8], v: __m512i) {
     let a: &mut [i8; 64] = s.first_chunk_mut().expect("store64_i8: fewer than 64 values");
     // SAFETY: `a` is 64 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm512_storeu_si512(a.as_mut_ptr().cast(), v) }
+}
+
+/// 16 i32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn load16_i32(a: &[i32; LANES]) -> __m512i {
+    // SAFETY: `a` is 16 readable i32 (64 bytes); `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
+}
+
+/// Stores 16 i32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn store16_i32(a: &mut [i32; LANES], v: __m512i) {
+    // SAFETY: `a` is 16 writable i32 (64 bytes); `storeu` has no alignment requirement.
     unsafe { _mm512_storeu_si512(a.as_mut_ptr().cast(), v) }
 }
 
