@@ -10,7 +10,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use crate::model::kv_cache::DEFAULT_SINKS;
-use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, SeqRun};
+use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, Role, SeqRun};
 use crate::session::{KvType, Session, SessionError, SessionOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn run(
             Test::Generate(_) => {
                 for &t in &input {
                     let step = Instant::now();
-                    session.eval(&[t])?;
+                    session.decode(t)?;
                     step_times.push(step.elapsed());
                 }
             }
@@ -169,7 +169,8 @@ pub fn run_batched(
         // A cache's positions are overwritten from 0, so nothing needs clearing.
         for (seq, history) in history.iter().enumerate() {
             for (c, chunk) in history.chunks(prefill).enumerate() {
-                let run = [SeqRun { seq, pos: c * prefill, len: chunk.len(), logits: LogitsMode::None }];
+                let (pos, len) = (c * prefill, chunk.len());
+                let run = [SeqRun { seq, pos, len, logits: LogitsMode::None, role: Role::Prefill }];
                 forward.run_seqs(&w, h, k, &mut caches, chunk, &run);
             }
         }
@@ -179,7 +180,7 @@ pub fn run_batched(
             runs.clear();
             for (seq, input) in input.iter().enumerate() {
                 batch[seq] = input[step];
-                runs.push(SeqRun { seq, pos: depth + step, len: 1, logits: LogitsMode::Last });
+                runs.push(SeqRun { seq, pos: depth + step, len: 1, logits: LogitsMode::Last, role: Role::Decode });
             }
             forward.run_seqs(&w, h, k, &mut caches, &batch, &runs);
             step_times.push(at.elapsed());

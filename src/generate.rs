@@ -325,7 +325,7 @@ impl<'m> Generator<'m> {
             if generated >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            match self.session.eval(&[token]) {
+            match self.session.decode(token) {
                 Ok(logits) => token = self.sampler.sample(logits),
                 Err(SessionError::ContextFull { .. }) => break StopReason::ContextFull,
                 Err(e) => return Err(e.into()),

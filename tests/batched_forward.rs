@@ -6,12 +6,15 @@
 //! [`Session`] each (one thread), against the same prompts through one
 //! [`Forward::run_seqs`] (two threads) where they join at different steps,
 //! prefill in chunks beside the others' decode steps, and decode together.
+//! Each token keeps its role (a prompt's tokens prefill, however the prompt
+//! is cut; a generated token decodes), and the float matmuls sum each role
+//! in its own order: what must not matter is the batch.
 
 use std::path::{Path, PathBuf};
 
 use gpt_fast::format::DType;
 use gpt_fast::model::kv_cache::{KvType, DEFAULT_SINKS};
-use gpt_fast::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, ModelOptions, SeqRun};
+use gpt_fast::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, ModelOptions, Role, SeqRun};
 use gpt_fast::session::{Session, SessionOptions};
 
 fn fetch() -> PathBuf {
@@ -61,7 +64,7 @@ fn alone(model: &Model, prompt: &[u32]) -> (Vec<Vec<u32>>, Vec<u32>) {
         logits.push(bits(&out));
         let next = argmax(&out);
         tokens.push(next);
-        out = session.eval(&[next]).unwrap().to_vec();
+        out = session.decode(next).unwrap().to_vec();
     }
     logits.push(bits(&out));
     (logits, tokens)
@@ -129,15 +132,16 @@ fn a_sequence_gets_the_same_logits_in_a_batch_as_alone() {
                 if step < s.joins || s.logits.len() > DECODED {
                     continue;
                 }
-                let (from, logits) = if s.prefilled < s.prompt.len() {
+                let (from, logits, role) = if s.prefilled < s.prompt.len() {
                     let end = (s.prefilled + CHUNK).min(s.prompt.len());
                     tokens.extend_from_slice(&s.prompt[s.prefilled..end]);
-                    (end - s.prefilled, if end == s.prompt.len() { LogitsMode::Last } else { LogitsMode::None })
+                    let last = end == s.prompt.len();
+                    (end - s.prefilled, if last { LogitsMode::Last } else { LogitsMode::None }, Role::Prefill)
                 } else {
                     tokens.push(s.next);
-                    (1, LogitsMode::Last)
+                    (1, LogitsMode::Last, Role::Decode)
                 };
-                runs.push(SeqRun { seq: i, pos: s.held, len: from, logits });
+                runs.push(SeqRun { seq: i, pos: s.held, len: from, logits, role });
             }
             if runs.is_empty() {
                 break;

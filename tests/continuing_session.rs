@@ -200,7 +200,7 @@ fn a_second_turn_evaluates_only_its_new_tokens() {
         let mut picked = vec![greedy.sample(replay.eval(input).unwrap())];
         for _ in 1..6 {
             let last = *picked.last().unwrap();
-            picked.push(greedy.sample(replay.eval(&[last]).unwrap()));
+            picked.push(greedy.sample(replay.decode(last).unwrap()));
         }
         picked
     };

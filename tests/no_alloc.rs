@@ -66,7 +66,7 @@ fn decode_steps_after_the_first_allocate_nothing() {
         for step in 1..=200 {
             let before = ALLOCATIONS.load(Ordering::Relaxed);
             sampler.accept(token);
-            token = sampler.sample(session.eval(&[token]).unwrap());
+            token = sampler.sample(session.decode(token).unwrap());
             let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
             if step >= 2 {
                 assert_eq!(allocated, 0, "{config}: decode step {step} allocated {allocated} times");
@@ -82,7 +82,7 @@ fn decode_steps_after_the_first_allocate_nothing() {
 fn batched_steps_allocate_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     use gpt_fast::model::kv_cache::{KvType, DEFAULT_SINKS};
-    use gpt_fast::model::{Forward, ForwardSize, KvCache, LogitsMode, SeqRun};
+    use gpt_fast::model::{Forward, ForwardSize, KvCache, LogitsMode, Role, SeqRun};
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("noalloc-batched-{}", std::process::id()));
     let h = gpt_fast::synthetic::config("test-llama").unwrap();
     gpt_fast::synthetic::write(&path, &h, DType::Q8, 5, |_, _| {}).unwrap();
@@ -105,11 +105,12 @@ fn batched_steps_allocate_nothing() {
         // Sequences 0..3 decode; sequence 3 evaluates a chunk of 8 every 5th step.
         for seq in 0..n_seqs - 1 {
             tokens.push((step * 7 + seq) as u32 % h.vocab_size);
-            runs.push(SeqRun { seq, pos: step, len: 1, logits: LogitsMode::Last });
+            runs.push(SeqRun { seq, pos: step, len: 1, logits: LogitsMode::Last, role: Role::Decode });
         }
         if step % 5 == 0 {
             tokens.extend((0..chunk as u32).map(|t| (t * 3 + step as u32) % h.vocab_size));
-            runs.push(SeqRun { seq: n_seqs - 1, pos: step / 5 * chunk, len: chunk, logits: LogitsMode::Last });
+            let (seq, pos, len) = (n_seqs - 1, step / 5 * chunk, chunk);
+            runs.push(SeqRun { seq, pos, len, logits: LogitsMode::Last, role: Role::Prefill });
         }
         let logits = forward.run_seqs(&weights, &h, kernels, &mut caches, &tokens, &runs);
         assert_eq!(logits.len(), runs.len() * h.vocab_size as usize);

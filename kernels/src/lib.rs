@@ -25,7 +25,7 @@ mod table;
 mod x86_64;
 
 pub use attention::{AttnShape, KEY_BLOCK};
-pub use table::{Attention, Isa, Kernels, Matmul};
+pub use table::{Attention, Isa, Kernels, Matmul, Role};
 
 pub use gpt_fast_quant::q8::{BLOCK as Q8_BLOCK, TILE_ROWS as Q8_TILE_ROWS};
 pub use gpt_fast_quant::{ActForm, DType};

@@ -8,7 +8,8 @@
 
 /// Registers `$kernel` as table `$k`'s matmul for `$dtype`, behind a safe
 /// closure with the [`crate::Matmul`] signature that unpacks the views the
-/// entry point takes (`f32`, `f16`, `q8`, `kquant` or `q4q5`).
+/// entry point takes (`f32`, `f16`, `q8`, `kquant` or `q4q5`); `prefill f32`
+/// and `prefill f16` register a float dtype's matmul for prefill tokens.
 ///
 /// Only for an ISA's `kernels()`, after it checked every CPU feature that
 /// `$kernel` enables: the closure is created there, after the check, and is
@@ -23,6 +24,19 @@ macro_rules! register_matmul {
     };
     ($k:expr, $dtype:expr, f16 => $kernel:path) => {
         $k.set_matmul($dtype, |w, rows, x, n, out, out_stride| {
+            // SAFETY: registered by the ISA's `kernels()` after its feature check (see the macro).
+            unsafe { $kernel(w.f16s(), w.cols, rows, x.x, n, out, out_stride) }
+        })
+    };
+    // The GEMM form of a float dtype, for prefill tokens (see [`crate::Role`]).
+    ($k:expr, $dtype:expr, prefill f32 => $kernel:path) => {
+        $k.set_prefill_matmul($dtype, |w, rows, x, n, out, out_stride| {
+            // SAFETY: registered by the ISA's `kernels()` after its feature check (see the macro).
+            unsafe { $kernel(w.f32s(), w.cols, rows, x.x, n, out, out_stride) }
+        })
+    };
+    ($k:expr, $dtype:expr, prefill f16 => $kernel:path) => {
+        $k.set_prefill_matmul($dtype, |w, rows, x, n, out, out_stride| {
             // SAFETY: registered by the ISA's `kernels()` after its feature check (see the macro).
             unsafe { $kernel(w.f16s(), w.cols, rows, x.x, n, out, out_stride) }
         })
@@ -82,7 +96,13 @@ macro_rules! isa_table {
     };
     ($($kernel:path => fn $name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
         fn table(isa: $crate::Isa, name: &'static str) -> $crate::Kernels {
-            $crate::Kernels { isa, name, matmuls: $crate::reference::matmuls(), $($name),* }
+            $crate::Kernels {
+                isa,
+                name,
+                matmuls: $crate::reference::matmuls(),
+                prefill_matmuls: [None; $crate::DType::COUNT],
+                $($name),*
+            }
         }
 
         $(

@@ -41,6 +41,24 @@ impl Isa {
 /// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,
 /// `t < n`, reading `x` in the form `w.dtype.act()` names.
 pub type Matmul = fn(&Matrix, Range<usize>, &Acts, usize, &mut [f32], usize);
+/// Which of its two summation orders a float matmul gives a call's tokens:
+/// the order is a token's role's, never the batch's, so a token's results
+/// do not depend on the tokens beside it (a server's batch, a prompt's
+/// chunks, the thread split). The quantized dtypes have one kernel for both
+/// (each block's dot product is exact in integers, and the blocks are summed
+/// in order whatever the batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Prompt tokens (prefill, perplexity, any count, one included): the
+    /// GEMM form, one FMA chain per output over the columns in order, which
+    /// register tiles with the tokens along the vector lanes compute fast.
+    Prefill,
+    /// Generated tokens fed back (decode, alone or a batch of sequences'):
+    /// the dot form, a one-token GEMV's order (vector accumulators over the
+    /// columns, one horizontal sum), which reads the weights at memory speed.
+    Decode,
+}
+
 /// `(shape, q, keys, values, scratch, out)`: see [`reference::attention`].
 pub type Attention<T> = fn(&AttnShape, &[f32], &[T], &[T], &mut [f32], &mut [f32]);
 
@@ -53,6 +71,10 @@ pub struct Kernels {
     pub(crate) name: &'static str,
     /// By [`DType::index`]: the ISA's kernel where it has one, else the reference.
     pub(crate) matmuls: [Matmul; DType::COUNT],
+    /// By [`DType::index`]: the matmul for [`Role::Prefill`] tokens where a
+    /// dtype has one of its own (the ISAs' float GEMM forms), else `None`
+    /// ([`Kernels::matmuls`]'s kernel serves both roles).
+    pub(crate) prefill_matmuls: [Option<Matmul>; DType::COUNT],
     /// `(x, quants, scales)`: see [`reference::quantize_q8_acts`].
     pub quantize_q8_acts: fn(&[f32], &mut [i8], &mut [f32]),
     /// `(x, weight, eps, out)`: see [`reference::rmsnorm`].
@@ -82,6 +104,7 @@ impl Kernels {
             isa: Isa::Scalar,
             name: "scalar",
             matmuls: reference::matmuls(),
+            prefill_matmuls: [None; DType::COUNT],
             quantize_q8_acts: reference::quantize_q8_acts,
             rmsnorm: reference::rmsnorm,
             layernorm: reference::layernorm,
@@ -125,16 +148,51 @@ impl Kernels {
         self.matmuls[dtype.index()]
     }
 
+    /// `dtype`'s matmul for tokens of `role`.
+    pub fn matmul_for_role(&self, dtype: DType, role: Role) -> Matmul {
+        match role {
+            Role::Prefill => self.prefill_matmuls[dtype.index()].unwrap_or(self.matmuls[dtype.index()]),
+            Role::Decode => self.matmuls[dtype.index()],
+        }
+    }
+
+    /// Whether `dtype`'s matmul sums in another order for each [`Role`]: a
+    /// call's tokens must then all have the same role.
+    pub fn role_changes_order(&self, dtype: DType) -> bool {
+        self.prefill_matmuls[dtype.index()].is_some()
+    }
+
     /// Puts an ISA's kernel for `dtype` into its table.
     pub(crate) fn set_matmul(&mut self, dtype: DType, kernel: Matmul) {
         self.matmuls[dtype.index()] = kernel;
     }
 
+    /// Puts an ISA's kernel for `dtype`'s [`Role::Prefill`] tokens into its table.
+    pub(crate) fn set_prefill_matmul(&mut self, dtype: DType, kernel: Matmul) {
+        self.prefill_matmuls[dtype.index()] = Some(kernel);
+    }
+
     /// `out[t * out_stride + (r - rows.start)] = (W x_t)[r]` for `r` in `rows`,
-    /// `t < n`, with `x` prepared by [`Kernels::quantize_acts`] for `w.dtype.act()`.
+    /// `t < n`, with `x` prepared by [`Kernels::quantize_acts`] for
+    /// `w.dtype.act()`: [`Kernels::matmul_as`] for [`Role::Decode`] tokens.
     pub fn matmul(&self, w: &Matrix, rows: Range<usize>, x: &Acts, n: usize, out: &mut [f32], out_stride: usize) {
+        self.matmul_as(Role::Decode, w, rows, x, n, out, out_stride);
+    }
+
+    /// As [`Kernels::matmul`], for `n` tokens of `role` (see [`Role`]).
+    #[allow(clippy::too_many_arguments)] // the matmul signature and the role
+    pub fn matmul_as(
+        &self,
+        role: Role,
+        w: &Matrix,
+        rows: Range<usize>,
+        x: &Acts,
+        n: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
         debug_assert!(rows.end <= w.rows);
-        (self.matmul_for(w.dtype))(w, rows, x, n, out, out_stride)
+        (self.matmul_for_role(w.dtype, role))(w, rows, x, n, out, out_stride)
     }
 
     /// Prepares rows of activations `x` in `form`: quants and scales (`x.len()`

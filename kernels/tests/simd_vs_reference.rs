@@ -26,7 +26,9 @@ mod common;
 use std::ops::Range;
 
 use common::{assert_bits, assert_close, random_acts, row_ranges, tables, Rng};
-use gpt_fast_kernels::{reference, Acts, Attention, AttnShape, DType, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use gpt_fast_kernels::{
+    reference, Acts, Attention, AttnShape, DType, Kernels, Matrix, Q8Acts, Role, Q8_BLOCK, Q8_TILE_ROWS,
+};
 use half::f16;
 
 // ---------------------------------------------------------------- q8 matmul
@@ -55,10 +57,11 @@ fn table_matmul_q8(
     k.matmul(&w, rows, &Acts { x: &[], q8: *x }, n, out, stride);
 }
 
-/// `k`'s f32 or f16 matmul, through its dtype table.
+/// `k`'s f32 or f16 matmul for tokens of `role`, through its dtype table.
 #[allow(clippy::too_many_arguments)]
 fn table_matmul_float<W: bytemuck::Pod>(
     k: &Kernels,
+    role: Role,
     dtype: DType,
     w: &[W],
     cols: usize,
@@ -70,8 +73,11 @@ fn table_matmul_float<W: bytemuck::Pod>(
 ) {
     let w = Matrix { rows: w.len() / cols, cols, dtype, data: bytemuck::cast_slice(w) };
     let q8 = Q8Acts { cols, quants: &[], scales: &[], sums: &[] };
-    k.matmul(&w, rows, &Acts { x, q8 }, n, out, stride);
+    k.matmul_as(role, &w, rows, &Acts { x, q8 }, n, out, stride);
 }
+
+/// Both roles, each with its own summation order on the SIMD tables.
+const ROLES: [Role; 2] = [Role::Prefill, Role::Decode];
 
 /// A packed q8 matrix (docs/FORMAT.md) with random quants and scales, including
 /// all-zero blocks, ±127 blocks and extreme scales; padding rows are zero.
@@ -262,7 +268,7 @@ fn quantize_q8_acts_is_bit_identical() {
 
 // ------------------------------------------------------------ float matmuls
 
-fn float_matmul_case(k: &Kernels, rng: &mut Rng, rows: usize, cols: usize, n: usize) {
+fn float_matmul_case(k: &Kernels, role: Role, rng: &mut Rng, rows: usize, cols: usize, n: usize) {
     let w32 = rng.vec(rows * cols, 1.0);
     let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
     let x = rng.vec(n * cols, 3.0);
@@ -281,16 +287,16 @@ fn float_matmul_case(k: &Kernels, rng: &mut Rng, rows: usize, cols: usize, n: us
             let m: f32 = (0..cols).map(|c| (w(r * cols + c) * x[t * cols + c]).abs()).sum();
             1e-5 * m + f32::MIN_POSITIVE
         };
-        let what = format!("{} matmul rows {range:?}/{rows} cols {cols} n {n}", k.name());
+        let what = format!("{} {role:?} matmul rows {range:?}/{rows} cols {cols} n {n}", k.name());
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         reference::matmul_f32(&w32, cols, range.clone(), &x, n, &mut want, stride);
-        table_matmul_float(k, DType::F32, &w32, cols, range.clone(), &x, n, &mut got, stride);
+        table_matmul_float(k, role, DType::F32, &w32, cols, range.clone(), &x, n, &mut got, stride);
         assert_close(&format!("{what} f32"), &got, &want, |i| magnitude(i, &|j| w32[j]));
         let mut want = vec![f32::NAN; n * stride];
         let mut got = want.clone();
         reference::matmul_f16(&w16, cols, range.clone(), &x, n, &mut want, stride);
-        table_matmul_float(k, DType::F16, &w16, cols, range.clone(), &x, n, &mut got, stride);
+        table_matmul_float(k, role, DType::F16, &w16, cols, range.clone(), &x, n, &mut got, stride);
         assert_close(&format!("{what} f16"), &got, &want, |i| magnitude(i, &|j| w16[j].to_f32()));
     }
 }
@@ -309,7 +315,9 @@ fn matmul_f32_f16_match_reference() {
                     if rows * cols * n > 2_000_000 {
                         continue;
                     }
-                    float_matmul_case(&k, &mut rng, rows, cols, n);
+                    for role in ROLES {
+                        float_matmul_case(&k, role, &mut rng, rows, cols, n);
+                    }
                 }
             }
         }
@@ -324,19 +332,24 @@ fn matmul_f32_f16_token_counts() {
         let mut rng = Rng::new(9);
         for n in (1..=13).chain([15, 16, 24, 31, 32, 47, 48, 63, 64, 65, 100, 129]) {
             for (rows, cols) in [(13, 40), (25, 67)] {
-                float_matmul_case(&k, &mut rng, rows, cols, n);
+                for role in ROLES {
+                    float_matmul_case(&k, role, &mut rng, rows, cols, n);
+                }
             }
         }
     }
 }
 
-/// A float matmul output does not depend on the call it was computed in:
-/// the same token and row give the same bits whatever the token count (one
-/// token, the decode GEMV, included), the token's position in the batch and
+/// A float matmul output does not depend on the call it was computed in,
+/// for either role: the same token and row give the same bits whatever the
+/// token count (every count from 1 to 13, one token included: the decode
+/// GEMV, a prompt's lone last token), the token's position in the batch and
 /// the row range, with row and column counts that cut the vectors and tiles
-/// (67), SmolLM2's width (576) and a wide one (2100). The model's prefill
-/// relies on it (results independent of the thread split), and batched
-/// decode (a sequence's token alone or beside others').
+/// (67), SmolLM2's width (576) and a wide one (2100: two GEMM column
+/// blocks). The model relies on it: prefill results independent of the
+/// thread split and of a prompt's chunks, a decode token's alone or beside
+/// other sequences'. The two roles may differ from each other (that is the
+/// point of having two), and on the SIMD tables do.
 #[test]
 fn matmul_f32_f16_are_batch_invariant() {
     for k in tables() {
@@ -345,26 +358,40 @@ fn matmul_f32_f16_are_batch_invariant() {
             let w32 = rng.vec(rows * cols, 1.0);
             let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
             let x = rng.vec(n * cols, 3.0);
-            let mut all32 = vec![0f32; n * rows];
-            let mut all16 = vec![0f32; n * rows];
-            table_matmul_float(&k, DType::F32, &w32, cols, 0..rows, &x, n, &mut all32, rows);
-            table_matmul_float(&k, DType::F16, &w16, cols, 0..rows, &x, n, &mut all16, rows);
-            let groups =
-                [(0, 33), (7, 17), (3, 16), (20, 9), (11, 8), (30, 5), (n - 2, 2), (1, 2), (0, 1), (13, 1), (n - 1, 1)];
-            for (t0, tn) in groups {
-                let xt = &x[t0 * cols..][..tn * cols];
-                for range in row_ranges(rows) {
-                    let what = format!("{} matmul rows {range:?}/{rows} cols {cols} tokens {t0}..+{tn}", k.name());
-                    let want = |all: &[f32]| -> Vec<f32> {
-                        (t0..t0 + tn).flat_map(|t| all[t * rows..][range.clone()].to_vec()).collect()
-                    };
-                    let mut got = vec![0f32; tn * range.len()];
-                    table_matmul_float(&k, DType::F32, &w32, cols, range.clone(), xt, tn, &mut got, range.len());
-                    assert_bits(&format!("{what} f32"), &got, &want(&all32));
-                    table_matmul_float(&k, DType::F16, &w16, cols, range.clone(), xt, tn, &mut got, range.len());
-                    assert_bits(&format!("{what} f16"), &got, &want(&all16));
+            let mut orders_differ = false;
+            let mut prefill = Vec::new();
+            for role in ROLES {
+                let mut all32 = vec![0f32; n * rows];
+                let mut all16 = vec![0f32; n * rows];
+                table_matmul_float(&k, role, DType::F32, &w32, cols, 0..rows, &x, n, &mut all32, rows);
+                table_matmul_float(&k, role, DType::F16, &w16, cols, 0..rows, &x, n, &mut all16, rows);
+                let mut groups = vec![(0, 33), (7, 17), (3, 16), (20, 9), (n - 2, 2), (13, 1), (n - 1, 1)];
+                groups.extend((1..=13).map(|tn| (tn + 2, tn)));
+                for (t0, tn) in groups {
+                    let xt = &x[t0 * cols..][..tn * cols];
+                    for range in row_ranges(rows) {
+                        let what = format!(
+                            "{} {role:?} matmul rows {range:?}/{rows} cols {cols} tokens {t0}..+{tn}",
+                            k.name()
+                        );
+                        let want = |all: &[f32]| -> Vec<f32> {
+                            (t0..t0 + tn).flat_map(|t| all[t * rows..][range.clone()].to_vec()).collect()
+                        };
+                        let mut got = vec![0f32; tn * range.len()];
+                        let r = range.clone();
+                        table_matmul_float(&k, role, DType::F32, &w32, cols, r.clone(), xt, tn, &mut got, r.len());
+                        assert_bits(&format!("{what} f32"), &got, &want(&all32));
+                        table_matmul_float(&k, role, DType::F16, &w16, cols, r.clone(), xt, tn, &mut got, r.len());
+                        assert_bits(&format!("{what} f16"), &got, &want(&all16));
+                    }
+                }
+                match role {
+                    Role::Prefill => prefill = all32,
+                    Role::Decode => orders_differ = prefill != all32,
                 }
             }
+            // Else the prefill entry would not be the GEMM form at all.
+            assert!(orders_differ, "{}: both roles sum {rows} x {cols} in the same order", k.name());
         }
     }
 }

@@ -5,7 +5,7 @@
 //! QK-norm, RoPE scaling and partial rotary, sliding windows, post-norms,
 //! GeGLU, embedding and query scales).
 
-use gpt_fast_kernels::{AttnShape, Kernels};
+use gpt_fast_kernels::{AttnShape, Kernels, Role};
 
 use super::attention::{attention, AttnAt, AttnRun, Scratch, ATTN_ROWS};
 use super::kv_cache::KvCache;
@@ -26,7 +26,8 @@ pub enum LogitsMode {
 
 /// One sequence's part of a batch: its next `len` tokens (the batch's token
 /// list holds each sequence's tokens in turn), at positions `pos..` of cache
-/// `seq`, and which of them get logits. A sequence appears at most once per batch.
+/// `seq`, which of them get logits, and their role. A sequence appears at
+/// most once per batch.
 #[derive(Clone, Copy, Debug)]
 pub struct SeqRun {
     /// Index of the sequence's cache.
@@ -37,6 +38,10 @@ pub struct SeqRun {
     pub len: usize,
     /// Which of them get logits.
     pub logits: LogitsMode,
+    /// Prompt tokens ([`Role::Prefill`], however few) or a generated token
+    /// fed back ([`Role::Decode`]): the float matmuls sum each in its role's
+    /// order, so a token's bits depend on its role and never on the batch.
+    pub role: Role,
 }
 
 /// Scratch for the forward pass, allocated once for batches of up to
@@ -276,8 +281,8 @@ impl Forward {
         self.batch_cap
     }
 
-    /// Runs one sequence's `tokens` at positions `pos..` of `cache` (the
-    /// batch of one sequence: see [`Forward::run_seqs`]).
+    /// Runs one sequence's `tokens` of `role` at positions `pos..` of `cache`
+    /// (the batch of one sequence: see [`Forward::run_seqs`]).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
@@ -288,8 +293,9 @@ impl Forward {
         tokens: &[u32],
         pos: usize,
         mode: LogitsMode,
+        role: Role,
     ) -> &[f32] {
-        let seq = [SeqRun { seq: 0, pos, len: tokens.len(), logits: mode }];
+        let seq = [SeqRun { seq: 0, pos, len: tokens.len(), logits: mode, role }];
         self.run_seqs(w, h, k, std::slice::from_mut(cache), tokens, &seq)
     }
 
@@ -298,9 +304,11 @@ impl Forward {
     /// of `caches[s.seq]`, which it fills; each token attends to its own
     /// sequence only. Returns the logits the sequences ask for, in order
     /// (`(rows, vocab)`; the caller may change them in place, as a sampler's
-    /// penalties do, rather than copy them). A token's results do not depend on the rest of the
-    /// batch (bit for bit: the kernels' outputs do not depend on the call
-    /// they were computed in).
+    /// penalties do, rather than copy them). A token's results do not depend
+    /// on the rest of the batch (bit for bit: the kernels' outputs do not
+    /// depend on the call they were computed in, and where a weight's sum
+    /// order depends on the tokens' [`Role`], each role's tokens are
+    /// multiplied in calls of their own).
     ///
     /// At most `batch_cap` tokens, `max_seqs` sequences and the logits rows
     /// the state was made for; a sequence's tokens may not wrap its cache
@@ -359,6 +367,8 @@ impl Forward {
             }
         }
 
+        // Each token's role, as (tokens, role) runs in batch order.
+        let roles = || seqs.iter().map(|s| (s.len, s.role));
         let embed_scale = h.embed_scale();
         let positions = || seqs.iter().flat_map(|s| s.pos..s.pos + s.len);
         for (t, (&tok, p)) in tokens.iter().zip(positions()).enumerate() {
@@ -377,7 +387,7 @@ impl Forward {
             let (cos, sin) = (&self.rope_cos[sliding as usize], &self.rope_sin[sliding as usize]);
             // Attention: x += W_o · attention(rope(W_qkv · norm(x)))
             norm(k, h, &lw.attn_norm, &self.x, &mut self.xn, n, dim);
-            lw.attn_qkv.forward(&mut self.parallel, k, &self.xn, n, &mut self.qkv);
+            by_role(&mut self.parallel, k, &lw.attn_qkv, roles(), &self.xn, &mut self.qkv);
             let mut t = 0;
             for s in seqs {
                 let cache = &mut caches[s.seq];
@@ -418,12 +428,12 @@ impl Forward {
             let at = AttnAt { layer, seqs, window };
             let (runs, staging) = (&mut self.attn_runs, &mut self.attn_staging);
             attention(&self.parallel, k, h, caches, at, &self.qkv, scratch, runs, staging, &mut self.att);
-            lw.attn_output.forward(&mut self.parallel, k, &self.att, n, &mut self.proj);
+            by_role(&mut self.parallel, k, &lw.attn_output, roles(), &self.att, &mut self.proj);
             residual(k, h, lw.attn_post_norm.as_ref(), &mut self.x, &self.proj, &mut self.xn, n, dim);
 
             // Feed-forward: x += W_down · act(W_up · norm(x))
             norm(k, h, &lw.ffn_norm, &self.x, &mut self.xn, n, dim);
-            lw.ffn_up.forward(&mut self.parallel, k, &self.xn, n, &mut self.up);
+            by_role(&mut self.parallel, k, &lw.ffn_up, roles(), &self.xn, &mut self.up);
             if h.arch.gated_ffn() {
                 for t in 0..n {
                     let (gate, up) = self.up[t * 2 * ffn..][..2 * ffn].split_at(ffn);
@@ -440,7 +450,7 @@ impl Forward {
                 self.hidden[..n * ffn].copy_from_slice(&self.up[..n * ffn]);
                 (k.gelu_tanh)(&mut self.hidden[..n * ffn]);
             }
-            lw.ffn_down.forward(&mut self.parallel, k, &self.hidden, n, &mut self.proj);
+            by_role(&mut self.parallel, k, &lw.ffn_down, roles(), &self.hidden, &mut self.proj);
             residual(k, h, lw.ffn_post_norm.as_ref(), &mut self.x, &self.proj, &mut self.xn, n, dim);
         }
 
@@ -448,12 +458,7 @@ impl Forward {
         let mut rows = 0;
         let mut t0 = 0;
         for s in seqs {
-            let first = match s.logits {
-                LogitsMode::Last => s.len - 1,
-                LogitsMode::All => 0,
-                LogitsMode::None => s.len,
-            };
-            for t in t0 + first..t0 + s.len {
+            for t in t0 + s.len - s.logits_rows()..t0 + s.len {
                 assert!(rows < self.logits_rows, "more logits rows than the state was made for");
                 norm(k, h, &w.output_norm, &self.x[t * dim..], &mut self.xn[rows * dim..], 1, dim);
                 rows += 1;
@@ -464,8 +469,54 @@ impl Forward {
             return &mut [];
         }
         let head = Linear { w: w.lm_head, bias: None };
-        head.forward(&mut self.parallel, k, &self.xn, rows, &mut self.logits);
+        let logits_roles = seqs.iter().map(|s| (s.logits_rows(), s.role));
+        by_role(&mut self.parallel, k, &head, logits_roles, &self.xn, &mut self.logits);
         &mut self.logits[..rows * h.vocab_size as usize]
+    }
+}
+
+impl SeqRun {
+    /// How many of its tokens get logits (its last ones).
+    fn logits_rows(&self) -> usize {
+        match self.logits {
+            LogitsMode::Last => 1,
+            LogitsMode::All => self.len,
+            LogitsMode::None => 0,
+        }
+    }
+}
+
+/// `out[t] = lin(x[t])` for the rows `roles` describes, `(rows, role)` in
+/// order: in one call when `lin`'s kernels sum the same way for both roles
+/// (the quantized dtypes, the scalar table), else one call per run of rows
+/// of one role (the float dtypes' SIMD kernels: see [`Role`]), so that no
+/// row's order depends on the rows beside it.
+fn by_role(
+    par: &mut Parallel,
+    k: &Kernels,
+    lin: &Linear,
+    roles: impl Iterator<Item = (usize, Role)>,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let (cols, rows) = (lin.w.cols, lin.w.rows);
+    let split = k.role_changes_order(lin.w.dtype);
+    // (first row, rows, role) of the run being gathered.
+    let mut run: Option<(usize, usize, Role)> = None;
+    let mut t = 0;
+    for (len, role) in roles.filter(|&(len, _)| len > 0) {
+        run = match run {
+            Some((t0, n, r)) if r == role || !split => Some((t0, n + len, r)),
+            Some((t0, n, r)) => {
+                lin.forward(par, k, r, &x[t0 * cols..], n, &mut out[t0 * rows..]);
+                Some((t, len, role))
+            }
+            None => Some((t, len, role)),
+        };
+        t += len;
+    }
+    if let Some((t0, n, r)) = run {
+        lin.forward(par, k, r, &x[t0 * cols..], n, &mut out[t0 * rows..]);
     }
 }
 

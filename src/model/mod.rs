@@ -14,6 +14,7 @@ use std::path::Path;
 use gpt_fast_kernels::{Isa, Kernels};
 
 pub use forward::{Forward, ForwardSize, LogitsMode, SeqRun};
+pub use gpt_fast_kernels::Role;
 pub use kv_cache::KvCache;
 pub use weights::Weights;
 

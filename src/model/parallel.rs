@@ -14,7 +14,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use gpt_fast_kernels::{ActForm, Acts, Kernels, Matrix, Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
+use gpt_fast_kernels::{ActForm, Acts, Kernels, Matrix, Q8Acts, Role, Q8_BLOCK, Q8_TILE_ROWS};
 
 use crate::threads::{ChunkCounter, DisjointChunks, ThreadPool};
 
@@ -97,10 +97,10 @@ impl Parallel {
         &self.pool
     }
 
-    /// `out[t] = W x[t]` for `n` rows of `x`, which are first prepared in
-    /// the form `w.dtype` multiplies (q8 blocks, with or without sums, or
-    /// f32 as they are) into the scratch.
-    pub fn matmul(&mut self, k: &Kernels, w: &Matrix, x: &[f32], n: usize, out: &mut [f32]) {
+    /// `out[t] = W x[t]` for `n` rows of `x`, tokens of `role` (see
+    /// [`Role`]), which are first prepared in the form `w.dtype` multiplies
+    /// (q8 blocks, with or without sums, or f32 as they are) into the scratch.
+    pub fn matmul(&mut self, k: &Kernels, role: Role, w: &Matrix, x: &[f32], n: usize, out: &mut [f32]) {
         let (rows, cols) = (w.rows, w.cols);
         let nb = cols / Q8_BLOCK;
         let form = w.dtype.act();
@@ -129,7 +129,7 @@ impl Parallel {
                     let o = outs.claim(c);
                     let r0 = c * chunk;
                     let len = o.len() / n;
-                    k.matmul(w, r0..r0 + len, &acts, n, o, len);
+                    k.matmul_as(role, w, r0..r0 + len, &acts, n, o, len);
                 }
             });
             if staged {
@@ -147,7 +147,7 @@ impl Parallel {
         // smaller groups only add passes: a 17-token prompt on 2 threads is
         // 9 + 8 tokens, not 8 + 8 + 1. Any cut gives the same results, a
         // group of one token included: every kernel computes a token's
-        // outputs the same way whatever the tokens beside it (the
+        // outputs the same way whatever the tokens beside it of its role (the
         // `*_batch_invariant` tests in kernels/tests).
         let rounds = n.div_ceil(MAX_GROUP * threads);
         let group = n.div_ceil(rounds * threads);
@@ -165,7 +165,7 @@ impl Parallel {
                 let sum: &mut [f32] = if form == ActForm::Q8Sums { sums.claim(c) } else { &mut [] };
                 k.quantize_acts(form, xt, q, s, sum);
                 let acts = Acts { x: xt, q8: Q8Acts { cols, quants: q, scales: s, sums: sum } };
-                k.matmul(w, 0..rows, &acts, nt, outs.claim(c), rows);
+                k.matmul_as(role, w, 0..rows, &acts, nt, outs.claim(c), rows);
             }
         });
     }

@@ -1,7 +1,7 @@
 //! Typed views of a model's tensors: every field names its role and shape, so
 //! the forward pass never does offset arithmetic.
 
-use gpt_fast_kernels::{Kernels, Matrix};
+use gpt_fast_kernels::{Kernels, Matrix, Role};
 
 use super::parallel::Parallel;
 use crate::format::{DType, HParams};
@@ -15,11 +15,12 @@ pub struct Linear<'a> {
 }
 
 impl Linear<'_> {
-    /// `out[t] = W x[t] (+ b)` for `n` rows of `x`; the activations are
-    /// prepared for `W`'s dtype on the way (see [`Parallel::matmul`]).
-    pub fn forward(&self, par: &mut Parallel, k: &Kernels, x: &[f32], n: usize, out: &mut [f32]) {
+    /// `out[t] = W x[t] (+ b)` for `n` rows of `x`, tokens of `role`; the
+    /// activations are prepared for `W`'s dtype on the way (see
+    /// [`Parallel::matmul`]).
+    pub fn forward(&self, par: &mut Parallel, k: &Kernels, role: Role, x: &[f32], n: usize, out: &mut [f32]) {
         let rows = self.w.rows;
-        par.matmul(k, &self.w, x, n, out);
+        par.matmul(k, role, &self.w, x, n, out);
         if let Some(b) = self.bias {
             for t in 0..n {
                 (k.add)(&mut out[t * rows..][..rows], b);
@@ -70,6 +71,17 @@ pub struct Weights<'a> {
     pub output_norm: Norm<'a>,
     /// `(vocab_size, dim)`: `output.weight`, or `token_embd` when tied.
     pub lm_head: Matrix<'a>,
+}
+
+impl Weights<'_> {
+    /// Whether `k` sums some matrix of the layers in another order for each
+    /// [`Role`] (float weights on a SIMD table): a token's keys and values
+    /// then depend on whether it was evaluated as a prompt token or as a
+    /// generated one.
+    pub fn role_changes_kv(&self, k: &Kernels) -> bool {
+        let matrices = self.layers.iter().flat_map(|l| [l.attn_qkv.w, l.attn_output.w, l.ffn_up.w, l.ffn_down.w]);
+        matrices.into_iter().any(|m| k.role_changes_order(m.dtype))
+    }
 }
 
 /// Builds [`Weights`] from a lookup of tensors by name (`(dtype, rows, cols, bytes)`).

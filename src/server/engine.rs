@@ -12,7 +12,10 @@
 //! Prefix reuse: a slot keeps the tokens its cache holds after a request
 //! ends. A new request goes to the free slot whose tokens share the longest
 //! prefix with its prompt, and only the rest of the prompt is evaluated (the
-//! same conversation's next turn, a shared system prompt).
+//! same conversation's next turn, a shared system prompt). With float
+//! weights, a generated token's keys and values (evaluated in the decode
+//! order) are not the bits the prompt evaluating it gets, so only a slot's
+//! prompt tokens are reused there (see `Slot::prompt_held`).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -24,7 +27,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::metrics::Metrics;
 use super::request::Sampling;
 use crate::model::kv_cache::DEFAULT_SINKS;
-use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, SeqRun};
+use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, Role, SeqRun};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::KvType;
 use crate::tokenizer::StreamDecoder;
@@ -121,6 +124,11 @@ pub struct EngineOptions {
 struct Slot {
     /// The tokens the cache holds, in order.
     tokens: Vec<u32>,
+    /// How many of `tokens` (the first ones) were evaluated as prompt
+    /// tokens ([`Role::Prefill`]): what a request may reuse when the
+    /// model's keys and values depend on the role
+    /// ([`crate::model::Weights::role_changes_kv`]).
+    prompt_held: usize,
     /// When the slot last finished a request (least recently used goes first).
     last_used: Instant,
     active: Option<Active>,
@@ -184,7 +192,8 @@ pub fn run(
             KvCache::new(h, options.context, DEFAULT_SINKS, options.kv_type)
                 .map_err(|e| format!("allocating the KV cache: {e}"))?,
         );
-        slots.push(Slot { tokens: Vec::with_capacity(options.context), last_used: Instant::now(), active: None });
+        let tokens = Vec::with_capacity(options.context);
+        slots.push(Slot { tokens, prompt_held: 0, last_used: Instant::now(), active: None });
     }
     ready();
     let vocab = h.vocab_size as usize;
@@ -239,6 +248,7 @@ pub fn run(
             at += run.len;
             if a.prefilled < a.job.prompt.len() {
                 a.prefilled += run.len;
+                slot.prompt_held = a.prefilled;
             }
             if run.logits != LogitsMode::Last {
                 continue;
@@ -267,7 +277,7 @@ fn plan_step(slots: &[Slot], batch: &mut Vec<u32>, runs: &mut Vec<SeqRun>) {
     for (i, slot) in slots.iter().enumerate() {
         let Some(a) = slot.active.as_ref().filter(|a| a.prefilled == a.job.prompt.len()) else { continue };
         batch.push(a.next);
-        runs.push(SeqRun { seq: i, pos: slot.tokens.len(), len: 1, logits: LogitsMode::Last });
+        runs.push(SeqRun { seq: i, pos: slot.tokens.len(), len: 1, logits: LogitsMode::Last, role: Role::Decode });
     }
     let mut budget = PREFILL_CHUNK;
     while budget > 0 {
@@ -280,7 +290,8 @@ fn plan_step(slots: &[Slot], batch: &mut Vec<u32>, runs: &mut Vec<SeqRun>) {
         let last = end == a.job.prompt.len();
         batch.extend_from_slice(&a.job.prompt[a.prefilled..end]);
         let logits = if last { LogitsMode::Last } else { LogitsMode::None };
-        runs.push(SeqRun { seq: i, pos: slot.tokens.len(), len: end - a.prefilled, logits });
+        let len = end - a.prefilled;
+        runs.push(SeqRun { seq: i, pos: slot.tokens.len(), len, logits, role: Role::Prefill });
         budget -= end - a.prefilled;
     }
 }
@@ -289,7 +300,11 @@ fn plan_step(slots: &[Slot], batch: &mut Vec<u32>, runs: &mut Vec<SeqRun>) {
 /// with its prompt (least recently used among equals); the slot forgets the
 /// rest of its tokens.
 fn admit(slots: &mut [Slot], job: Job, model: &Model) {
-    let common = |s: &Slot| s.tokens.iter().zip(&job.prompt).take_while(|(a, b)| a == b).count();
+    let all_reusable = !model.weights().role_changes_kv(model.kernels());
+    let common = |s: &Slot| {
+        let held = if all_reusable { s.tokens.len() } else { s.prompt_held };
+        s.tokens[..held].iter().zip(&job.prompt).take_while(|(a, b)| a == b).count()
+    };
     let slot = slots
         .iter_mut()
         .filter(|s| s.active.is_none())
@@ -298,6 +313,7 @@ fn admit(slots: &mut [Slot], job: Job, model: &Model) {
     // At least the prompt's last token is evaluated: its logits give the first token.
     let kept = common(slot).min(job.prompt.len() - 1);
     slot.tokens.truncate(kept);
+    slot.prompt_held = kept;
     let s = &job.sampling;
     let seed = s.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)

@@ -14,7 +14,7 @@ pub use state_file::StateError;
 use crate::format::Arch;
 pub use crate::model::kv_cache::KvType;
 use crate::model::kv_cache::DEFAULT_SINKS;
-use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, Weights};
+use crate::model::{Forward, ForwardSize, KvCache, LogitsMode, Model, Role, Weights};
 use crate::threads::ThreadPool;
 use std::sync::Arc;
 
@@ -395,14 +395,14 @@ impl<'m> Session<'m> {
         while done < keep {
             let n = (keep - done).min(self.options.batch);
             let chunk = &self.tokens[done..done + n];
-            self.forward.run(&self.weights, h, k, &mut self.cache, chunk, self.pos, LogitsMode::None);
+            self.forward.run(&self.weights, h, k, &mut self.cache, chunk, self.pos, LogitsMode::None, Role::Prefill);
             self.pos += n;
             done += n;
         }
     }
 
-    /// Runs one batch; returns the logits `mode` asks for.
-    fn run_batch(&mut self, chunk: &[u32], mode: LogitsMode) -> &[f32] {
+    /// Runs one batch of tokens of `role`; returns the logits `mode` asks for.
+    fn run_batch(&mut self, chunk: &[u32], mode: LogitsMode, role: Role) -> &[f32] {
         let learned = self.model.hparams().arch == Arch::Gpt2;
         if learned && self.pos == self.context() {
             self.shift_learned_positions();
@@ -417,21 +417,29 @@ impl<'m> Session<'m> {
         self.pos += chunk.len();
         self.evaluated += chunk.len();
         let (h, k) = (self.model.hparams(), self.model.kernels());
-        self.forward.run(&self.weights, h, k, &mut self.cache, chunk, pos, mode)
+        self.forward.run(&self.weights, h, k, &mut self.cache, chunk, pos, mode, role)
     }
 
-    /// Appends `tokens` (prefill in batches) and returns the logits after the last one.
+    /// Appends `tokens` (prefill in batches: [`Role::Prefill`], however
+    /// few) and returns the logits after the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32], SessionError> {
         self.check(tokens)?;
         let mut start = 0;
         loop {
             let n = self.next_batch(tokens.len() - start);
             if start + n == tokens.len() {
-                return Ok(self.run_batch(&tokens[start..], LogitsMode::Last));
+                return Ok(self.run_batch(&tokens[start..], LogitsMode::Last, Role::Prefill));
             }
-            self.run_batch(&tokens[start..start + n], LogitsMode::None);
+            self.run_batch(&tokens[start..start + n], LogitsMode::None, Role::Prefill);
             start += n;
         }
+    }
+
+    /// Appends one generated token (decode: [`Role::Decode`], the order a
+    /// server's batched decode gives it too) and returns the logits after it.
+    pub fn decode(&mut self, token: u32) -> Result<&[f32], SessionError> {
+        self.check(&[token])?;
+        Ok(self.run_batch(&[token], LogitsMode::Last, Role::Decode))
     }
 
     /// Appends tokens and calls `each(index, logits)` with every token's logits
@@ -445,7 +453,7 @@ impl<'m> Session<'m> {
         let mut start = 0;
         while start < tokens.len() {
             let n = self.next_batch(tokens.len() - start);
-            let logits = self.run_batch(&tokens[start..start + n], LogitsMode::All);
+            let logits = self.run_batch(&tokens[start..start + n], LogitsMode::All, Role::Prefill);
             for (i, row) in logits.chunks_exact(vocab).enumerate() {
                 each(start + i, row);
             }
@@ -465,6 +473,6 @@ impl<'m> Session<'m> {
         if room != tokens.len() {
             return Err(SessionError::NotOneBatch { tokens: tokens.len(), room });
         }
-        Ok(self.run_batch(tokens, LogitsMode::All))
+        Ok(self.run_batch(tokens, LogitsMode::All, Role::Prefill))
     }
 }

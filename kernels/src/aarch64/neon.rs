@@ -44,6 +44,8 @@ pub fn kernels() -> Option<Kernels> {
     let mut k = table(Isa::Neon, "neon");
     register_matmul!(k, DType::F32, f32 => matmul::matmul_f32);
     register_matmul!(k, DType::F16, f16 => matmul::matmul_f16);
+    register_matmul!(k, DType::F32, prefill f32 => matmul::gemm_f32);
+    register_matmul!(k, DType::F16, prefill f16 => matmul::gemm_f16);
     if has_dotprod() {
         k.name = "neon+dotprod";
         register_matmul!(k, DType::Q8, q8 => matmul::matmul_q8_sdot);

@@ -1,6 +1,10 @@
-//! The f32/f16 matmul driver of every ISA (AVX2, AVX-512, NEON): the entry
-//! checks and the loops that cut a matmul into register tiles of `R` rows ×
-//! `T` tokens.
+//! The dot form of the f32/f16 matmuls, for decode tokens whatever their
+//! count (one token's GEMV, a server's batched decode), on every ISA (AVX2,
+//! AVX-512, NEON; NEON's GEMM form is these loops too, with its own tile):
+//! the entry checks and the loops that cut a matmul into register tiles of
+//! `R` rows × `T` tokens. Prefill tokens take the GEMM form
+//! ([`super::float_gemm`]), which is faster over many tokens and sums in
+//! another order: a token's form is its role's, never the batch's.
 //!
 //! Every output is one dot product summed the GEMV's way whatever the call:
 //! the ISA's tile kernel gives each (row, token) pair its own vector
@@ -20,7 +24,7 @@ use std::ops::Range;
 use half::f16;
 
 /// A weight type the float matmuls read: f32, or f16 widened exactly to f32.
-pub(crate) trait FloatWeight: Copy + Into<f32> {
+pub(crate) trait FloatWeight: Copy + Into<f32> + bytemuck::Pod {
     /// The weights as f32 when they already are: the tiles then read them in
     /// place instead of from a widened copy.
     fn as_f32(w: &[Self]) -> Option<&[f32]>;
@@ -86,13 +90,7 @@ pub(crate) fn matmul<W: FloatWeight>(
     tile_f32: impl Fn(usize, usize, &[f32], &[f32], &mut [f32]),
     widen: impl Fn(&[W], &mut [f32]),
 ) {
-    if !super::matmul_out_checked(&rows, n, out, out_stride) {
-        return;
-    }
-    if cols == 0 {
-        for t in 0..n {
-            out[t * out_stride..][..rows.len()].fill(0.0);
-        }
+    if !checked(cols, &rows, n, out, out_stride) {
         return;
     }
     let n_rows = rows.len();
@@ -124,6 +122,22 @@ pub(crate) fn matmul<W: FloatWeight>(
     if W::as_f32(w).is_none() {
         WIDENED.set(widened);
     }
+}
+
+/// The entry checks of both forms ([`super::matmul_out_checked`]); zero
+/// columns give zeros. `true` when there is something left to compute.
+#[inline(always)]
+pub(crate) fn checked(cols: usize, rows: &Range<usize>, n: usize, out: &mut [f32], out_stride: usize) -> bool {
+    if !super::matmul_out_checked(rows, n, out, out_stride) {
+        return false;
+    }
+    if cols == 0 {
+        for t in 0..n {
+            out[t * out_stride..][..rows.len()].fill(0.0);
+        }
+        return false;
+    }
+    true
 }
 
 /// The token groups and row tiles of [`matmul`] over the rows `rows` of `w`,

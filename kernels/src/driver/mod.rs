@@ -15,6 +15,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod float;
+pub(crate) mod float_gemm;
 pub(crate) mod ktile;
 pub(crate) mod q4_kr;
 pub(crate) mod q4q5;

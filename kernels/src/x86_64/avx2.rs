@@ -1,7 +1,8 @@
 //! AVX2 + FMA + F16C kernels (Intel Haswell and later, AMD Zen and later).
 //!
 //! Layout: `matmul` holds the q8 matmul (where decode spends its time) and
-//! the activation quantizer, `matmul_float` the f32/f16 matmuls,
+//! the activation quantizer, `matmul_float` the f32/f16 matmuls' dot form
+//! (decode), `gemm_float` their GEMM form (prefill),
 //! `attention` the attention over the KV cache, `elementwise` the norms,
 //! activations and RoPE, `simd` the load/store and reduction helpers (with a
 //! few unchecked loads in the inner loops, the only `unsafe` blocks besides
@@ -11,6 +12,7 @@
 
 mod attention;
 mod elementwise;
+pub(super) mod gemm_float;
 mod gemm_q8;
 pub(super) mod matmul;
 pub(super) mod matmul_float;
@@ -44,6 +46,8 @@ pub fn kernels() -> Option<Kernels> {
     let mut k = table(Isa::Avx2, "avx2");
     register_matmul!(k, DType::F32, f32 => matmul_float::matmul_f32);
     register_matmul!(k, DType::F16, f16 => matmul_float::matmul_f16);
+    register_matmul!(k, DType::F32, prefill f32 => gemm_float::gemm_f32);
+    register_matmul!(k, DType::F16, prefill f16 => gemm_float::gemm_f16);
     if has_avx_vnni() {
         k.name = "avx2+vnni";
         register_matmul!(k, DType::Q8, q8 => matmul::matmul_q8_vnni);

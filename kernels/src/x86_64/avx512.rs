@@ -4,10 +4,11 @@
 //!
 //! Layout: `matmul_q8` holds the q8 matmul (`vpdpbusd`), `gemm_q8` its
 //! many-token register tile (tokens in lanes), `matmul_float` the
-//! f32/f16 GEMV and GEMM register tile (the GEMM's blocking is the AVX2
-//! module's driver), `matmul_q4q5` and `matmul_k` the GGUF block types'
+//! f32/f16 matmuls' dot form (decode) and `gemm_float` their GEMM form
+//! (prefill; the blocking is the driver's), `matmul_q4q5` and `matmul_k` the GGUF block types'
 //! matmuls, `simd` the load/store helpers.
 
+mod gemm_float;
 mod gemm_q8;
 mod matmul_float;
 mod matmul_k;
@@ -37,6 +38,8 @@ pub fn kernels() -> Option<Kernels> {
     let mut k = Kernels { isa: Isa::Avx512, name: "avx512", ..avx2::kernels()? };
     register_matmul!(k, DType::F32, f32 => matmul_float::matmul_f32);
     register_matmul!(k, DType::F16, f16 => matmul_float::matmul_f16);
+    register_matmul!(k, DType::F32, prefill f32 => gemm_float::gemm_f32);
+    register_matmul!(k, DType::F16, prefill f16 => gemm_float::gemm_f16);
     register_matmul!(k, DType::Q8, q8 => matmul_q8::matmul_q8_vnni);
     for dtype in q4q5::dtypes() {
         register_matmul!(k, dtype, q4q5 => matmul_q4q5::matmul_q4q5_vnni);

@@ -11,15 +11,19 @@ use crate::driver::float::{self, FloatWeight, TileShape};
 use crate::driver::q8::{self, Q8Tile, TileSums};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
-/// The f32/f16 tile for one token (decode): 4 rows sharing each load of
-/// `x`, two accumulators each.
+/// The f32/f16 dot-form tile for one decode token: 4 rows sharing each
+/// load of `x`, two accumulators each.
 const FLOAT_GEMV: TileShape = TileShape { rows: 4, tokens: 1, block_bytes: 0 };
-/// The f32/f16 tile for several tokens: 4 rows × 2 tokens, each weight load
-/// (and widening) serving both tokens, each activation load the 4 rows. 16
-/// accumulators (two per output), 4 activation registers and a row's 2
-/// weight registers fit the 32 vector registers. Blocks of 32 KiB of weight
+/// The dot-form tile for several decode tokens: 4 rows × 2 tokens, each
+/// weight load (and widening) serving both tokens, each activation load the 4
+/// rows. 16 accumulators (two per output), 4 activation registers and a row's
+/// 2 weight registers fit the 32 vector registers. Blocks of 32 KiB of weight
 /// rows (widened to f32) stay in L1 while the token groups pass.
 const FLOAT_TILE: TileShape = TileShape { rows: 4, tokens: 2, block_bytes: 32 * 1024 };
+/// The GEMM-form tile for prefill tokens, any count: 4 rows × 4 tokens with
+/// one accumulator per output (both halves of each 8-column step), so each
+/// weight load serves 4 tokens; 16 accumulators and 8 activation registers.
+const FLOAT_GEMM_TILE: TileShape = TileShape { rows: 4, tokens: 4, block_bytes: 32 * 1024 };
 
 /// As [`crate::reference::matmul_q8`], with SDOT (the dotprod extension).
 ///
@@ -145,8 +149,9 @@ fn q8_tile<const T: usize>(
     }
 }
 
-/// As [`crate::reference::matmul_f32`]: [`dot_tile`] for every token count
-/// (see [`crate::driver::float`]), so one token sums each output exactly as
+/// As [`crate::reference::matmul_f32`], in the dot form for decode tokens:
+/// [`dot_tile`] with two accumulators per output for every token count (see
+/// [`crate::driver::float`]), so one token sums each output exactly as
 /// several do.
 ///
 /// # Safety
@@ -161,7 +166,8 @@ pub unsafe fn matmul_f32(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8(s));
+    let shape = if n == 1 { FLOAT_GEMV } else { FLOAT_TILE };
+    float_matmul::<_, 2>(w, cols, rows, x, n, out, out_stride, shape, |s| load8(s));
 }
 
 /// As [`crate::reference::matmul_f16`]: as [`matmul_f32`], `fcvtl` widening
@@ -180,14 +186,51 @@ pub unsafe fn matmul_f16(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    float_matmul(w, cols, rows, x, n, out, out_stride, |s| load8_f16(s));
+    let shape = if n == 1 { FLOAT_GEMV } else { FLOAT_TILE };
+    float_matmul::<_, 2>(w, cols, rows, x, n, out, out_stride, shape, |s| load8_f16(s));
 }
 
-/// The body of [`matmul_f32`] and [`matmul_f16`]: the driver with the tile
-/// shape for the token count; `load` widens 8 weights to f32.
+/// As [`matmul_f32`], in the GEMM form for prefill tokens (any count): the
+/// same loops with [`FLOAT_GEMM_TILE`], one accumulator per output.
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn gemm_f32(
+    w: &[f32],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    float_matmul::<_, 1>(w, cols, rows, x, n, out, out_stride, FLOAT_GEMM_TILE, |s| load8(s));
+}
+
+/// As [`gemm_f32`], for f16 weights (widened as in [`matmul_f16`]).
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn gemm_f16(
+    w: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    float_matmul::<_, 1>(w, cols, rows, x, n, out, out_stride, FLOAT_GEMM_TILE, |s| load8_f16(s));
+}
+
+/// The body of the f32/f16 entries: the driver with the tile `shape` and
+/// `A` accumulators per output; `load` widens 8 weights to f32.
 #[inline]
 #[target_feature(enable = "neon")]
-fn float_matmul<W: FloatWeight>(
+#[allow(clippy::too_many_arguments)] // the matmul signature plus the tile
+fn float_matmul<W: FloatWeight, const A: usize>(
     w: &[W],
     cols: usize,
     rows: Range<usize>,
@@ -195,9 +238,9 @@ fn float_matmul<W: FloatWeight>(
     n: usize,
     out: &mut [f32],
     out_stride: usize,
+    shape: TileShape,
     load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
 ) {
-    let shape = if n == 1 { FLOAT_GEMV } else { FLOAT_TILE };
     float::matmul(
         w,
         cols,
@@ -207,8 +250,8 @@ fn float_matmul<W: FloatWeight>(
         out,
         out_stride,
         shape,
-        |rn, tn, w, x, out| float_tile(rn, tn, w, cols, x, out, out_stride, load),
-        |rn, tn, w, x, out| float_tile(rn, tn, w, cols, x, out, out_stride, |s| load8(s)),
+        |rn, tn, w, x, out| float_tile::<W, A>(rn, tn, w, cols, x, out, out_stride, load),
+        |rn, tn, w, x, out| float_tile::<f32, A>(rn, tn, w, cols, x, out, out_stride, |s| load8(s)),
         |w, out| widen(w, out, load),
     );
 }
@@ -216,7 +259,8 @@ fn float_matmul<W: FloatWeight>(
 /// [`dot_tile`] for the driver's `rn` rows × `tn` tokens.
 #[inline]
 #[target_feature(enable = "neon")]
-fn float_tile<W: FloatWeight>(
+#[allow(clippy::too_many_arguments)] // the tile's shape and operands
+fn float_tile<W: FloatWeight, const A: usize>(
     rn: usize,
     tn: usize,
     w: &[W],
@@ -228,11 +272,15 @@ fn float_tile<W: FloatWeight>(
 ) {
     let (c, s) = (cols, out_stride);
     match (rn, tn) {
-        (4, 1) => dot_tile::<W, 4, 1>(w, c, x, out, s, load),
-        (4, 2) => dot_tile::<W, 4, 2>(w, c, x, out, s, load),
-        (1, 1) => dot_tile::<W, 1, 1>(w, c, x, out, s, load),
-        (1, 2) => dot_tile::<W, 1, 2>(w, c, x, out, s, load),
-        _ => unreachable!("NEON float tile {rn} x {tn}"),
+        (4, 1) => dot_tile::<W, 4, 1, A>(w, c, x, out, s, load),
+        (4, 2) => dot_tile::<W, 4, 2, A>(w, c, x, out, s, load),
+        (4, 3) if A == 1 => dot_tile::<W, 4, 3, A>(w, c, x, out, s, load),
+        (4, 4) if A == 1 => dot_tile::<W, 4, 4, A>(w, c, x, out, s, load),
+        (1, 1) => dot_tile::<W, 1, 1, A>(w, c, x, out, s, load),
+        (1, 2) => dot_tile::<W, 1, 2, A>(w, c, x, out, s, load),
+        (1, 3) if A == 1 => dot_tile::<W, 1, 3, A>(w, c, x, out, s, load),
+        (1, 4) if A == 1 => dot_tile::<W, 1, 4, A>(w, c, x, out, s, load),
+        _ => unreachable!("NEON float tile {rn} x {tn} with {A} accumulators"),
     }
 }
 
@@ -254,12 +302,12 @@ fn widen<W: FloatWeight>(w: &[W], out: &mut [f32], load: impl Fn(&[W]) -> [float
 
 /// `out[t * out_stride + r] = dot(w[r], x[t])` for the `R` consecutive rows
 /// of `w` and the `T` tokens of `x` (each `cols` wide). Each output sums
-/// alone, the same whatever `R` and `T`: two accumulators (the halves of
-/// each 8-column step), their sum's [`hsum`], plus the last 0-7 products
-/// summed in order.
+/// alone, the same whatever `R` and `T`: `A` accumulators (2: one per half of
+/// each 8-column step, the dot form; 1: both halves in turn, the GEMM form),
+/// their sum's [`hsum`], plus the last 0-7 products summed in order.
 #[inline]
 #[target_feature(enable = "neon")]
-fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
+fn dot_tile<W: FloatWeight, const R: usize, const T: usize, const A: usize>(
     w: &[W],
     cols: usize,
     x: &[f32],
@@ -283,15 +331,21 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
             // SAFETY: c < steps, and every `w8[r]` is `[..steps]` above.
             let wv = load(unsafe { w8[r].get_unchecked(c) });
             for (acc, xv) in acc[r].iter_mut().zip(&xv) {
-                acc[0] = vfmaq_f32(acc[0], wv[0], xv[0]);
-                acc[1] = vfmaq_f32(acc[1], wv[1], xv[1]);
+                if A == 1 {
+                    acc[0] = vfmaq_f32(vfmaq_f32(acc[0], wv[0], xv[0]), wv[1], xv[1]);
+                } else {
+                    acc[0] = vfmaq_f32(acc[0], wv[0], xv[0]);
+                    acc[1] = vfmaq_f32(acc[1], wv[1], xv[1]);
+                }
             }
         }
     }
     for t in 0..T {
         for r in 0..R {
             let tail: f32 = wr[r][main..].iter().zip(&xt[t][main..]).map(|(&a, b)| a.into() * b).sum();
-            out[t * out_stride + r] = hsum(vaddq_f32(acc[r][t][0], acc[r][t][1])) + tail;
+            let [a0, a1] = acc[r][t];
+            let sum = if A == 1 { a0 } else { vaddq_f32(a0, a1) };
+            out[t * out_stride + r] = hsum(sum) + tail;
         }
     }
 }

@@ -1,6 +1,8 @@
-//! AVX2 f32/f16 matmuls: the register tile [`dot_tile`] that the driver in
-//! [`crate::driver::float`] runs for every token count, so one token (decode,
-//! the GEMV) sums each output exactly as several tokens do.
+//! AVX2 f32/f16 matmuls in the dot form (decode tokens: see
+//! [`crate::driver::float`]): the register tile [`dot_tile`] that driver runs
+//! for every token count, so one token (the GEMV) sums each output exactly as
+//! several decode tokens do. Prefill tokens take the GEMM form
+//! ([`super::gemm_float`]).
 //!
 //! - one token: every weight is used once, so the kernel only has to keep up
 //!   with memory: 4 rows, enough independent FMA chains and loads in flight
@@ -133,7 +135,7 @@ fn tile<W: FloatWeight>(
 /// Widens `w` to f32 into `out` (same length), 8 at a time with `load`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn widen<W: FloatWeight>(w: &[W], out: &mut [f32], load: impl Fn(&[W]) -> __m256) {
+pub(in crate::x86_64) fn widen<W: FloatWeight>(w: &[W], out: &mut [f32], load: impl Fn(&[W]) -> __m256) {
     let (w8, w_tail) = w.as_chunks::<8>();
     let (o8, o_tail) = out.as_chunks_mut::<8>();
     for (o, w) in o8.iter_mut().zip(w8) {

@@ -1,7 +1,8 @@
-//! AVX-512 f32/f16 matmuls: the AVX2 module's design (one register tile,
-//! [`dot_tile`], for every token count, run by the driver in
-//! [`crate::driver::float`]) with 16-lane registers, using the 32 zmm
-//! registers for a larger several-token tile.
+//! AVX-512 f32/f16 matmuls in the dot form (decode tokens): the AVX2
+//! module's design (one register tile, [`dot_tile`], for every token count,
+//! run by the driver in [`crate::driver::float`]) with 16-lane registers,
+//! using the 32 zmm registers for a larger several-token tile. Prefill tokens
+//! take the GEMM form ([`super::gemm_float`]).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -118,7 +119,7 @@ fn tile<W: FloatWeight>(
 /// Widens `w` to f32 into `out` (same length), 16 at a time.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn widen<W: FloatWeight>(
+pub(super) fn widen<W: FloatWeight>(
     w: &[W],
     out: &mut [f32],
     load: impl Fn(&[W]) -> __m512,
