@@ -220,6 +220,44 @@ fn matmul_q8_is_batch_invariant() {
     }
 }
 
+/// A matmul's row chunks share their activations, and a kernel may keep what
+/// it prepared from them for the next chunk (the AVX-512 GEMM keeps its
+/// packing): the same buffer filled with other values (one quant changed, a
+/// scale's sign, a scale) must give that call's own results, bit for bit those
+/// of each token alone in a fresh buffer.
+#[test]
+fn matmul_q8_sees_new_values_in_the_same_buffer() {
+    for k in tables() {
+        let mut rng = Rng::new(4);
+        let (rows, cols) = (40, 576);
+        let nb = cols / Q8_BLOCK;
+        let (quants, scales) = random_q8(&mut rng, rows, cols);
+        for n in [3, 5, 8, 16] {
+            let (mut xq, mut xs) = random_acts(&mut rng, n, cols);
+            for change in 0..4 {
+                match change {
+                    0 => {}
+                    1 => xq[n * cols - 1] = xq[n * cols - 1].wrapping_add(1),
+                    2 => xs[0] = -xs[0],
+                    _ => xs[n * nb - 1] *= 2.0,
+                }
+                let acts = Q8Acts { cols, quants: &xq, scales: &xs, sums: &[] };
+                for range in [0..16, 16..rows] {
+                    let mut got = vec![0f32; n * range.len()];
+                    table_matmul_q8(&k, &quants, &scales, cols, range.clone(), &acts, n, &mut got, range.len());
+                    let mut want = vec![0f32; n * range.len()];
+                    for (t, want) in want.chunks_exact_mut(range.len()).enumerate() {
+                        let (q, s) = (xq[t * cols..][..cols].to_vec(), xs[t * nb..][..nb].to_vec());
+                        let alone = Q8Acts { cols, quants: &q, scales: &s, sums: &[] };
+                        table_matmul_q8(&k, &quants, &scales, cols, range.clone(), &alone, 1, want, range.len());
+                    }
+                    assert_bits(&format!("{} matmul_q8 n {n} change {change} rows {range:?}", k.name()), &got, &want);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn quantize_q8_acts_is_bit_identical() {
     for k in tables() {
