@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gpt_fast::format::spec::{RawHeader, RawTensorEntry, DIR_ENTRY_BYTES, HEADER_BYTES, HEADER_CRC_START};
-use gpt_fast::format::{DType, LoadErrorKind, ModelFile};
+use gpt_fast::format::{DType, LoadErrorKind, ModelFile, ModelWriter};
 
 fn tmp(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("model_file-{name}-{}", std::process::id()))
@@ -103,6 +103,42 @@ fn truncated_files_are_refused() {
     assert!(matches!(open_bytes("longer", &longer).err().unwrap().kind, LoadErrorKind::Length { .. }));
 }
 
+/// Version 4 keeps q5_0/q5_1's fifth bits in another order than version 3
+/// did: a file with such a tensor is written as version 4, and the same file
+/// stamped version 3 is refused (its bits would read as other values).
+#[test]
+fn q5_tensors_need_version_4() {
+    let path = tmp("q5");
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    let q5 = |t: &gpt_fast::format::TensorSpec| t.name.ends_with("ffn_down.weight");
+    let tokenizer = gpt_fast::synthetic::tokenizer(h.vocab_size);
+    let typed = |t: &gpt_fast::format::TensorSpec| if q5(t) { DType::Q5_0 } else { DType::Q8 };
+    let mut writer = ModelWriter::create_typed(&path, &h, DType::Q8, typed, &tokenizer).unwrap();
+    for (i, spec) in writer.tensors().to_vec().iter().enumerate() {
+        let (dtype, rows, cols) = (writer.entry_dtype(i), spec.rows as usize, spec.cols as usize);
+        let mut bytes = Vec::new();
+        if dtype == DType::Q5_0 {
+            // No encoder: any bytes of the size do (zero scales).
+            bytes.resize(dtype.n_bytes(spec.rows, spec.cols).unwrap() as usize, 0);
+        } else {
+            dtype.encode(rows, cols, &vec![0.01; rows * cols], &mut bytes);
+        }
+        writer.write_tensor(&spec.name, &bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(header(&bytes).version, 4);
+    ModelFile::open(&path).unwrap();
+    let b = patched(&bytes, |h, _| h.version = 3);
+    match open_bytes("q5-v3", &b).err().unwrap().kind {
+        LoadErrorKind::Tensor { name, reason, .. } => {
+            assert!(name.ends_with("ffn_down.weight") && reason.contains("old order"), "{name}: {reason}")
+        }
+        other => panic!("q5_0 in version 3: {other:?}"),
+    }
+    cli_refuses("q5-v3", &b, "fifth bits in the old order");
+}
+
 #[test]
 fn bad_magic_version_and_checksum_are_refused() {
     let (_, bytes) = synthetic("test-llama", DType::Q8, "magic");
@@ -112,9 +148,9 @@ fn bad_magic_version_and_checksum_are_refused() {
     cli_refuses("magic", &b, "not a gpt-fast model file");
     assert!(matches!(open_bytes("gguf", b"GGUF\x03\0\0\0").err().unwrap().kind, LoadErrorKind::BadMagic(_)));
 
-    let b = patched(&bytes, |h, _| h.version = 4);
-    assert!(matches!(open_bytes("version", &b).err().unwrap().kind, LoadErrorKind::Version(4)));
-    cli_refuses("version", &b, "unsupported format version 4");
+    let b = patched(&bytes, |h, _| h.version = 5);
+    assert!(matches!(open_bytes("version", &b).err().unwrap().kind, LoadErrorKind::Version(5)));
+    cli_refuses("version", &b, "unsupported format version 5");
     // Version 3 only widens what a matmul entry's dtype may be: a version 1 file is one.
     assert!(open_bytes("v3", &patched(&bytes, |h, _| h.version = 3)).is_ok());
     // Version 1 has neither version 2's header fields nor its flags; version 2

@@ -7,7 +7,7 @@ use gpt_fast_quant::DType;
 use half::f16;
 
 pub use gpt_fast_quant::q4q5::{
-    BLOCK as Q4Q5_BLOCK, ROW_NIBBLE_BYTES, TILE_BLOCK_NIBBLE_BYTES, TILE_ROWS as Q4Q5_TILE_ROWS,
+    BLOCK as Q4Q5_BLOCK, ROW_NIBBLE_BYTES, TILE_BLOCK_FIFTH_BYTES, TILE_BLOCK_NIBBLE_BYTES, TILE_ROWS as Q4Q5_TILE_ROWS,
 };
 
 /// A packed Q4_0/Q4_1/Q5_0/Q5_1 weight `[rows, cols]`, each plane ordered
@@ -22,8 +22,9 @@ pub struct Q4Q5Weight<'a> {
     pub layout: PackedLayout,
     /// 16 bytes per row and block: GGUF's `qs`.
     pub nibbles: &'a [u8],
-    /// Q5_0/Q5_1: one u32 of fifth bits per row and block (bit `i`: value `i`); empty otherwise.
-    pub high_bits: &'a [u32],
+    /// Q5_0/Q5_1: [`TILE_BLOCK_FIFTH_BYTES`] of fifth bits per tile and block,
+    /// arranged as `gpt_fast_quant::q4q5::fifth_bit_at` says; empty otherwise.
+    pub high_bits: &'a [u8],
     /// `d`, one per row and block.
     pub scales: &'a [f16],
     /// Q4_1/Q5_1: `m`, one per row and block; empty otherwise.
@@ -32,7 +33,7 @@ pub struct Q4Q5Weight<'a> {
 
 impl<'a> Q4Q5Weight<'a> {
     /// Views the planes of a packed tensor; `None` if `bytes` is not exactly
-    /// the layout's size or not aligned for its u32 and f16 planes.
+    /// the layout's size or not aligned for its f16 planes.
     pub fn from_bytes(kind: Kind, rows: usize, cols: usize, bytes: &'a [u8]) -> Option<Self> {
         let layout = PackedLayout::new(kind, rows, cols)?;
         if bytes.len() != layout.n_bytes() {
@@ -44,7 +45,7 @@ impl<'a> Q4Q5Weight<'a> {
             bytes,
             layout,
             nibbles: &bytes[p.nibbles],
-            high_bits: bytemuck::try_cast_slice(&bytes[p.high_bits]).ok()?,
+            high_bits: &bytes[p.high_bits],
             scales: bytemuck::try_cast_slice(&bytes[p.scales]).ok()?,
             mins: bytemuck::try_cast_slice(&bytes[p.mins]).ok()?,
         })

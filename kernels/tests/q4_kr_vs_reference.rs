@@ -10,44 +10,13 @@
 //! Outputs are bit-identical whatever the call's token count, token offset
 //! and row range.
 
+mod common;
+
 use std::ops::Range;
 
-use gpt_fast_kernels::{reference, Acts, DType, Isa, Kernels, Matrix, Q8Acts, Q8_BLOCK};
+use common::{assert_close, random_acts_with_sums as random_acts, row_ranges, tables, Rng};
+use gpt_fast_kernels::{reference, Acts, DType, Kernels, Matrix, Q8Acts, Q8_BLOCK};
 use gpt_fast_quant::q4_kr::{Q4KrLayout, DMIN, TILE_ROWS};
-
-fn tables() -> Vec<Kernels> {
-    let mut found = Vec::new();
-    for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
-        match Kernels::for_isa(isa) {
-            Some(k) => {
-                println!("testing: {}", k.name());
-                found.push(k);
-            }
-            None => println!("skipped: {} not available on this CPU (or in this build)", isa.name()),
-        }
-    }
-    found
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
 
 /// A random packed `[rows, cols]` q4_kr tensor.
 fn random_weights(rng: &mut Rng, rows: usize, cols: usize) -> (Q4KrLayout, Vec<u8>) {
@@ -64,24 +33,6 @@ fn random_weights(rng: &mut Rng, rows: usize, cols: usize) -> (Q4KrLayout, Vec<u
         }
     }
     (layout, bytes)
-}
-
-/// `n` activation rows quantized by the reference, some blocks zero or large,
-/// with their block sums.
-fn random_acts(rng: &mut Rng, n: usize, cols: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
-    let nb = cols / Q8_BLOCK;
-    let mut x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 2.0).collect();
-    for block in x.chunks_exact_mut(Q8_BLOCK) {
-        match rng.below(8) {
-            0 => block.fill(0.0),
-            1 => block.iter_mut().for_each(|v| *v *= 1000.0),
-            _ => {}
-        }
-    }
-    let (mut quants, mut scales, mut sums) = (vec![0i8; n * cols], vec![0f32; n * nb], vec![0f32; n * nb]);
-    reference::quantize_q8_acts(&x, &mut quants, &mut scales);
-    reference::q8_block_sums(&quants, &scales, &mut sums);
-    (quants, scales, sums)
 }
 
 /// `M` of the error budget for row `row` and one token's activations.
@@ -102,18 +53,6 @@ fn magnitude(layout: &Q4KrLayout, packed: &[u8], row: usize, xq: &[i8], xs: &[f3
                 * f64::from(xs[b]).abs()
         })
         .sum()
-}
-
-fn row_ranges(rows: usize) -> Vec<Range<usize>> {
-    let mut r = Vec::new();
-    r.push(0..rows);
-    if rows > 3 {
-        r.extend([3..rows, 0..rows - 2, rows / 2..rows / 2 + 1]);
-    }
-    if rows > 20 {
-        r.push(5..rows - 11);
-    }
-    r
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -181,17 +120,14 @@ fn matmul_q4_kr_matches_reference() {
                         let mut got = want.clone();
                         reference::matmul_q4_kr(&packed, cols, range.clone(), &acts, &sums, n, &mut want, stride);
                         table_matmul(&k, &packed, cols, range.clone(), &acts, &sums, n, &mut got, stride);
-                        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        let what = format!("{} rows {range:?}/{rows} cols {cols} n {n}", k.name());
+                        assert_close(&what, &got, &want, |i| {
                             let (t, j) = (i / stride, i % stride);
-                            let tol = if j >= range.len() {
-                                0.0 // must stay NaN
-                            } else {
-                                1e-5 * magnitude(&layout, &packed, range.start + j, &xq[t * cols..], &xs[t * nb..])
-                                    + 1e-30
-                            };
-                            let ok = g == w || (g.is_nan() && w.is_nan()) || f64::from((g - w).abs()) <= tol;
-                            assert!(ok, "{} rows {range:?}/{rows} cols {cols} n {n} [{i}]: got {g:e}, want {w:e} (tolerance {tol:e})", k.name());
-                        }
+                            if j >= range.len() {
+                                return 0.0; // must stay NaN
+                            }
+                            1e-5 * magnitude(&layout, &packed, range.start + j, &xq[t * cols..], &xs[t * nb..]) + 1e-30
+                        });
                     }
                 }
             }

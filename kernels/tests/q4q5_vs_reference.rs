@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{assert_bits, assert_close, random_acts, row_ranges, tables, Rng};
+use common::{assert_bits, assert_close, block_sums, random_acts, row_ranges, tables, Rng};
 use gpt_fast_kernels::q4q5::{Q4Q5Weight, Q8SumActs};
 use gpt_fast_kernels::{reference, Acts, Kernels, Matrix, Q8Acts, Q8_BLOCK};
 use gpt_fast_quant::q4q5::{block_quants, dequantize_row, pack_rows, Kind, PackedLayout};
@@ -55,12 +55,6 @@ fn weight<'a>(words: &'a [u32], layout: &PackedLayout) -> Q4Q5Weight<'a> {
     Q4Q5Weight::from_bytes(layout.kind, layout.rows, layout.cols, &bytes[..layout.n_bytes()]).unwrap()
 }
 
-fn sums_of(xq: &[i8], xs: &[f32]) -> Vec<f32> {
-    let mut sums = vec![0f32; xs.len()];
-    reference::q8_block_sums(xq, xs, &mut sums);
-    sums
-}
-
 /// `Σ_b |d·xs·isum_b| + |m'·sum_b|` for one output.
 fn magnitude(w: &Q4Q5Weight, row: usize, xq: &[i8], xs: &[f32], sums: &[f32]) -> f64 {
     (0..w.layout.blocks_per_row)
@@ -93,7 +87,7 @@ fn table_matmul(
 fn check(k: &Kernels, rng: &mut Rng, w: &Q4Q5Weight, n: usize) {
     let (rows, cols) = (w.layout.rows, w.layout.cols);
     let (xq, xs) = random_acts(rng, n, cols);
-    let sums = sums_of(&xq, &xs);
+    let sums = block_sums(&xq, &xs);
     let acts = Q8SumActs { cols, quants: &xq, scales: &xs, sums: &sums };
     let nb = cols / Q8_BLOCK;
     for range in row_ranges(rows) {
@@ -143,7 +137,7 @@ fn reference_is_the_dot_product_of_the_gguf_values() {
         let (words, layout) = random_packed(&mut rng, kind, rows, cols);
         let w = weight(&words, &layout);
         let (xq, xs) = random_acts(&mut rng, n, cols);
-        let sums = sums_of(&xq, &xs);
+        let sums = block_sums(&xq, &xs);
         let acts = Q8SumActs { cols, quants: &xq, scales: &xs, sums: &sums };
         let mut got = vec![0f32; n * rows];
         reference::matmul_q4q5(&w, cols, 0..rows, &acts, n, &mut got, rows);
@@ -173,7 +167,7 @@ fn matmul_q4q5_is_batch_invariant() {
             let (words, layout) = random_packed(&mut rng, kind, rows, cols);
             let w = weight(&words, &layout);
             let (xq, xs) = random_acts(&mut rng, n, cols);
-            let sums = sums_of(&xq, &xs);
+            let sums = block_sums(&xq, &xs);
             let nb = cols / Q8_BLOCK;
             let mut all = vec![0f32; n * rows];
             let acts = Q8SumActs { cols, quants: &xq, scales: &xs, sums: &sums };

@@ -14,6 +14,12 @@
 //! GGUF's: value `j < 16` is the low nibble of byte `j`, value `j + 16` its
 //! high nibble, so the low nibbles line up with the block's first 16
 //! activations and the high nibbles with the last 16.
+//!
+//! The fifth bits of Q5_0/Q5_1 are rearranged per tile and block
+//! ([`fifth_bit_at`]): a kernel takes the bits of the values it holds in one
+//! register with one shift and mask of the tile-block's 32 bytes, instead of
+//! gathering them bit by bit from each row's GGUF `qh` (which held AVX2's
+//! Q5_0 GEMV to half the read bandwidth).
 
 use crate::dtype::{ActForm, DTypeTraits};
 use half::f16;
@@ -28,6 +34,23 @@ pub const TILE_ROWS: usize = 8;
 pub const ROW_NIBBLE_BYTES: usize = BLOCK / 2;
 /// Nibble bytes of one block of one whole tile.
 pub const TILE_BLOCK_NIBBLE_BYTES: usize = TILE_ROWS * ROW_NIBBLE_BYTES;
+/// Fifth-bit bytes of one block of one whole tile (Q5_0/Q5_1).
+pub const TILE_BLOCK_FIFTH_BYTES: usize = TILE_ROWS * BLOCK / 8;
+
+/// Where the fifth bit of value `i` (`< 32`) of a tile's row `row` (`< 8`)
+/// lies in the tile-block's [`TILE_BLOCK_FIFTH_BYTES`]: `(byte, bit)`.
+///
+/// Byte `16 s + j` holds the bits of byte `j` of the nibbles of the rows
+/// `2p + s` (`s` = 0, 1): bit `2p` for its low nibble (value `j`), bit
+/// `2p + 1` for its high one (value `j + 16`). So the 32 bytes line up with
+/// any two rows' nibble bytes `(2p, 2p + 1)` loaded side by side, and the
+/// bits of the values one mask or shift of the nibbles gives are one bit
+/// position: AVX2 and NEON shift that bit to `0x10`, AVX-512 tests it into
+/// a byte mask.
+pub const fn fifth_bit_at(row: usize, i: usize) -> (usize, u32) {
+    let (pair, side) = (row / 2, row % 2);
+    (16 * side + i % 16, (2 * pair + i / 16) as u32)
+}
 
 /// Which of GGUF's four types a packed tensor holds; each quant `q` (4 or 5
 /// bits, unsigned) decodes to `(q - offset) × d` or, with a minimum,
@@ -109,8 +132,8 @@ impl Kind {
 /// Shape of a packed matrix and where its planes are. In order, each
 /// `[tile][block][row in tile]`:
 /// 1. nibbles, 16 bytes per row and block (GGUF's `qs`);
-/// 2. Q5_0/Q5_1 only: fifth bits, one little-endian u32 per row and block
-///    (GGUF's `qh`: bit `i` is value `i`'s);
+/// 2. Q5_0/Q5_1 only: fifth bits, [`TILE_BLOCK_FIFTH_BYTES`] per tile and
+///    block (GGUF's `qh` of its 8 rows, each bit where [`fifth_bit_at`] says);
 /// 3. scales `d`, f16;
 /// 4. Q4_1/Q5_1 only: minimums `m`, f16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,7 +155,8 @@ pub struct PackedLayout {
 pub struct Planes {
     /// The 4-bit quants, 16 bytes per row and block; starts at 0.
     pub nibbles: std::ops::Range<usize>,
-    /// The fifth bits, a u32 per row and block; empty for Q4_0/Q4_1.
+    /// The fifth bits, 4 bytes per row and block ([`fifth_bit_at`]); empty
+    /// for Q4_0/Q4_1.
     pub high_bits: std::ops::Range<usize>,
     /// The f16 scales `d`.
     pub scales: std::ops::Range<usize>,
@@ -185,9 +209,14 @@ impl PackedLayout {
     }
 
     /// Index of block `b` of row `row` within each plane (in elements of the
-    /// plane: 16-byte nibble groups, u32s, f16s).
+    /// plane: 16-byte nibble groups, 4-byte fifth-bit shares, f16s).
     fn group(&self, row: usize, b: usize) -> usize {
-        ((row / TILE_ROWS) * self.blocks_per_row + b) * TILE_ROWS + row % TILE_ROWS
+        self.tile_block(row, b) * TILE_ROWS + row % TILE_ROWS
+    }
+
+    /// Index of the tile-block holding block `b` of row `row`.
+    fn tile_block(&self, row: usize, b: usize) -> usize {
+        (row / TILE_ROWS) * self.blocks_per_row + b
     }
 }
 
@@ -232,7 +261,9 @@ pub fn pack_rows<'a>(layout: &PackedLayout, gguf_row: impl Fn(usize) -> &'a [u8]
             let g = layout.group(row, b);
             dst[planes.nibbles.start + g * ROW_NIBBLE_BYTES..][..ROW_NIBBLE_BYTES].copy_from_slice(&f.qs);
             if layout.kind.has_high_bits() {
-                dst[planes.high_bits.start + g * 4..][..4].copy_from_slice(&f.qh);
+                let bits = &mut dst[planes.high_bits.start + layout.tile_block(row, b) * TILE_BLOCK_FIFTH_BYTES..]
+                    [..TILE_BLOCK_FIFTH_BYTES];
+                scatter_fifth_bits(u32::from_le_bytes(f.qh), row % TILE_ROWS, bits);
             }
             dst[planes.scales.start + g * 2..][..2].copy_from_slice(&f.d.to_le_bytes());
             if layout.kind.has_min() {
@@ -240,6 +271,23 @@ pub fn pack_rows<'a>(layout: &PackedLayout, gguf_row: impl Fn(usize) -> &'a [u8]
             }
         }
     }
+}
+
+/// Sets the bits of a tile-block's fifth-bit bytes that hold GGUF `qh` of
+/// the tile's row `row` (bit `i`: value `i`'s).
+fn scatter_fifth_bits(qh: u32, row: usize, bits: &mut [u8]) {
+    for i in 0..BLOCK {
+        let (byte, bit) = fifth_bit_at(row, i);
+        bits[byte] = (bits[byte] & !(1 << bit)) | ((((qh >> i) & 1) as u8) << bit);
+    }
+}
+
+/// The GGUF `qh` of the tile's row `row` from a tile-block's fifth-bit bytes.
+fn gather_fifth_bits(bits: &[u8], row: usize) -> u32 {
+    (0..BLOCK).fold(0, |qh, i| {
+        let (byte, bit) = fifth_bit_at(row, i);
+        qh | (u32::from((bits[byte] >> bit) & 1) << i)
+    })
 }
 
 /// Block `b` of row `row` of a packed tensor, as its fields.
@@ -252,7 +300,9 @@ fn fields(packed: &[u8], layout: &PackedLayout, planes: &Planes, row: usize, b: 
         ..Fields::default()
     };
     if layout.kind.has_high_bits() {
-        f.qh = packed[planes.high_bits.start + g * 4..][..4].try_into().expect("4 bytes");
+        let bits = &packed[planes.high_bits.start + layout.tile_block(row, b) * TILE_BLOCK_FIFTH_BYTES..]
+            [..TILE_BLOCK_FIFTH_BYTES];
+        f.qh = gather_fifth_bits(bits, row % TILE_ROWS).to_le_bytes();
     }
     if layout.kind.has_min() {
         f.m = u16_at(planes.mins.start + g * 2);
@@ -569,6 +619,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fifth_bits_fill_a_tile_block_once_each() {
+        let mut seen = [0u8; TILE_BLOCK_FIFTH_BYTES];
+        for row in 0..TILE_ROWS {
+            for i in 0..BLOCK {
+                let (byte, bit) = fifth_bit_at(row, i);
+                assert_eq!(seen[byte] & (1 << bit), 0, "row {row} value {i}: byte {byte} bit {bit} taken twice");
+                seen[byte] |= 1 << bit;
+                // The byte lines up with the nibble byte that holds the value
+                // in a load of the row pair (2p, 2p + 1): row 2p + s at 16 s.
+                assert_eq!(byte, 16 * (row % 2) + i % 16);
+            }
+        }
+        assert!(seen.iter().all(|&b| b == 0xFF));
     }
 
     #[test]

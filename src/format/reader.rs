@@ -10,7 +10,7 @@ use super::spec::{
     expected_tensor_count, expected_tensors, Arch, DType, HParams, RawHeader, RawTensorEntry, TensorRole, Variant,
     DATA_ALIGN, DIR_ENTRY_BYTES, FLAG_GELU_GATE, FLAG_POST_NORMS, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_ROPE_FREQS,
     FLAG_TIED_EMBEDDINGS, HEADER_BYTES, HEADER_CRC_START, KNOWN_FLAGS, MAGIC, MAX_NAME_BYTES, MIN_VERSION,
-    PER_TENSOR_DTYPES, TENSOR_ALIGN, VERSION,
+    PER_TENSOR_DTYPES, Q5_FIFTH_BITS_BY_TILE, TENSOR_ALIGN, VERSION,
 };
 use super::tokenizer_section;
 use crate::mmap::MappedFile;
@@ -388,6 +388,12 @@ fn check_against_hparams(
         let own_type = version >= PER_TENSOR_DTYPES && spec.role == TensorRole::Matmul;
         if t.dtype != dtype && !own_type {
             return Err(fail(format!("dtype {}, expected {}", t.dtype.name(), dtype.name())));
+        }
+        if matches!(t.dtype, DType::Q5_0 | DType::Q5_1) && version < Q5_FIFTH_BITS_BY_TILE {
+            return Err(fail(format!(
+                "{} in a version {version} file has its fifth bits in the old order (convert the model again)",
+                t.dtype.name()
+            )));
         }
     }
     if tensors.len() != expected.len() {

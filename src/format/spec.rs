@@ -10,10 +10,17 @@ pub const MAGIC: [u8; 8] = *b"GPTFAST\0";
 /// Version 1's header has the [`Variant`] fields still reserved (zero: plain
 /// Llama or GPT-2); version 2 gives them; version 3 lets each matmul tensor
 /// have its own dtype (a GGUF's types kept as they are) and has the 4- and
-/// 5-bit dtypes, which older builds do not know.
-pub const VERSION: u32 = 3;
+/// 5-bit dtypes, which older builds do not know; version 4 stores q5_0/q5_1's
+/// fifth bits in a new order ([`Q5_FIFTH_BITS_BY_TILE`]).
+pub const VERSION: u32 = 4;
 /// The first version whose matmul tensors may each have their own dtype.
 pub const PER_TENSOR_DTYPES: u32 = 3;
+/// The first version whose q5_0/q5_1 tensors keep their fifth bits arranged
+/// per tile (`gpt_fast_quant::q4q5::fifth_bit_at`) rather than per row as
+/// GGUF's `qh`: such a tensor in an older file would read as other values,
+/// so readers refuse it, and only files with such tensors are written as
+/// this version.
+pub const Q5_FIFTH_BITS_BY_TILE: u32 = 4;
 pub const MIN_VERSION: u32 = 1;
 pub const HEADER_BYTES: u64 = 256;
 pub const DIR_ENTRY_BYTES: u64 = 128;

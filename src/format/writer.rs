@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::spec::{
     expected_tensors, DType, HParams, RawHeader, RawTensorEntry, TensorRole, TensorSpec, Variant, DATA_ALIGN,
-    DIR_ENTRY_BYTES, HEADER_BYTES, HEADER_CRC_START, MAGIC, TENSOR_ALIGN, VERSION,
+    DIR_ENTRY_BYTES, HEADER_BYTES, HEADER_CRC_START, MAGIC, PER_TENSOR_DTYPES, Q5_FIFTH_BITS_BY_TILE, TENSOR_ALIGN,
 };
 use super::temp_files;
 use super::tokenizer_section;
@@ -178,9 +178,11 @@ impl ModelWriter {
         let mut entries = Vec::with_capacity(tensors.len());
         // Files older builds read stay in their versions (see `version` below).
         let mut needs_v3 = !matches!(weight_dtype, DType::F32 | DType::F16 | DType::Q8);
+        let mut has_q5 = false;
         for t in &tensors {
             let dtype = if t.role == TensorRole::Matmul { matmul_dtype(t) } else { t.dtype(weight_dtype) };
             needs_v3 |= dtype != t.dtype(weight_dtype);
+            has_q5 |= matches!(dtype, DType::Q5_0 | DType::Q5_1);
             let n_bytes = dtype.n_bytes(t.rows, t.cols).ok_or_else(|| WriteError::Tensor {
                 name: t.name.clone(),
                 reason: format!(
@@ -212,8 +214,11 @@ impl ModelWriter {
             magic: MAGIC,
             // Plain Llama and GPT-2 with one f32/f16/q8 type stay version 1,
             // and other single-type files version 2, which older builds read.
-            version: if needs_v3 {
-                VERSION
+            // Only q5_0/q5_1 need version 4's order of fifth bits.
+            version: if has_q5 {
+                Q5_FIFTH_BITS_BY_TILE
+            } else if needs_v3 {
+                PER_TENSOR_DTYPES
             } else if hparams.variant == Variant::default() {
                 1
             } else {

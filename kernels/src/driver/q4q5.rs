@@ -7,14 +7,14 @@ use std::ops::Range;
 use half::f16;
 
 use super::tiles::{for_each_tile, TileSums, TILE_ROWS};
-use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_NIBBLE_BYTES};
+use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_FIFTH_BYTES, TILE_BLOCK_NIBBLE_BYTES};
 
 /// One tile's inputs, as [`matmul`] hands them to an ISA's tile kernel.
 pub(crate) struct Q4Q5Tile<'a> {
     /// `[block][row in tile][16]`.
     pub nibbles: &'a [u8],
-    /// `[block][row in tile]`; empty for Q4_0/Q4_1.
-    pub high_bits: &'a [u32],
+    /// `[block][32 bytes]` (`gpt_fast_quant::q4q5::fifth_bit_at`); empty for Q4_0/Q4_1.
+    pub high_bits: &'a [u8],
     /// `[block][row in tile]`.
     pub scales: &'a [f16],
     /// `[block][row in tile]`; empty for Q4_0/Q5_0.
@@ -52,16 +52,17 @@ pub(crate) fn matmul(
     let group = nb * TILE_ROWS;
     let end_tile = rows.end.div_ceil(TILE_ROWS);
     // One slice each, checked here; the loops below only index inside them.
-    let plane = |len: usize| if len == 0 { 0 } else { end_tile * group };
+    let fifth_group = nb * TILE_BLOCK_FIFTH_BYTES;
+    let plane = |len: usize, group: usize| if len == 0 { 0 } else { end_tile * group };
     let nibbles = &w.nibbles[..end_tile * nb * TILE_BLOCK_NIBBLE_BYTES];
-    let high_bits = &w.high_bits[..plane(w.high_bits.len())];
+    let high_bits = &w.high_bits[..plane(w.high_bits.len(), fifth_group)];
     let scales = &w.scales[..end_tile * group];
-    let mins = &w.mins[..plane(w.mins.len())];
+    let mins = &w.mins[..plane(w.mins.len(), group)];
     let (xq, xs, sums) = (&x.quants[..n * cols], &x.scales[..n * nb], &x.sums[..n * nb]);
     for_each_tile(rows, n, out, out_stride, |tile, t0, tokens, out| {
         let t = Q4Q5Tile {
             nibbles: &nibbles[tile * nb * TILE_BLOCK_NIBBLE_BYTES..][..nb * TILE_BLOCK_NIBBLE_BYTES],
-            high_bits: tile_of(high_bits, tile, group),
+            high_bits: tile_of(high_bits, tile, fifth_group),
             scales: &scales[tile * group..][..group],
             mins: tile_of(mins, tile, group),
             xq: &xq[t0 * cols..(t0 + tokens) * cols],

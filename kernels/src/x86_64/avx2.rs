@@ -17,7 +17,7 @@ mod gemm_q8;
 pub(super) mod matmul;
 pub(super) mod matmul_float;
 pub(super) mod matmul_k;
-mod matmul_kr;
+pub(super) mod matmul_kr;
 pub(super) mod matmul_q4q5;
 pub(super) mod simd;
 

@@ -6,12 +6,13 @@
 //! many-token register tile (tokens in lanes), `matmul_float` the
 //! f32/f16 matmuls' dot form (decode) and `gemm_float` their GEMM form
 //! (prefill; the blocking is the driver's), `matmul_q4q5` and `matmul_k` the GGUF block types'
-//! matmuls, `simd` the load/store helpers.
+//! matmuls, `matmul_kr` gpt-fast's own q4_kr's, `simd` the load/store helpers.
 
 mod gemm_float;
 mod gemm_q8;
 mod matmul_float;
 mod matmul_k;
+mod matmul_kr;
 mod matmul_q4q5;
 mod matmul_q8;
 mod simd;
@@ -47,5 +48,6 @@ pub fn kernels() -> Option<Kernels> {
     register_matmul!(k, DType::Q4_K, kquant => matmul_k::matmul_q4_k_vnni);
     register_matmul!(k, DType::Q5_K, kquant => matmul_k::matmul_q5_k_vnni);
     register_matmul!(k, DType::Q6_K, kquant => matmul_k::matmul_q6_k_vnni);
+    register_matmul!(k, DType::Q4_KR, kquant => matmul_kr::matmul_q4_kr_vnni);
     Some(k)
 }

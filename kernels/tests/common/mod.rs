@@ -50,11 +50,18 @@ impl Rng {
     }
 }
 
+/// `got[i]` equals `want[i]` (NaN for NaN) or is within `tol(i)` of it
+/// (an f32 or f64 budget; the comparison is exact in f64 either way).
 #[track_caller]
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) {
+pub fn assert_close<T: Into<f64> + std::fmt::LowerExp>(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    tol: impl Fn(usize) -> T,
+) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol(i);
+        let ok = g == w || (g.is_nan() && w.is_nan()) || f64::from((g - w).abs()) <= tol(i).into();
         assert!(ok, "{what}: [{i}] got {g:e}, want {w:e} (tolerance {:e})", tol(i));
     }
 }
@@ -103,4 +110,19 @@ pub fn random_acts(rng: &mut Rng, n: usize, cols: usize) -> (Vec<i8>, Vec<f32>) 
         }
     }
     (quants, scales)
+}
+
+/// Each q8 block's `scale × Σ quants`, as the matmuls of the types with a
+/// minimum or an offset take them (`reference::q8_block_sums`).
+pub fn block_sums(quants: &[i8], scales: &[f32]) -> Vec<f32> {
+    let mut sums = vec![0f32; scales.len()];
+    reference::q8_block_sums(quants, scales, &mut sums);
+    sums
+}
+
+/// [`random_acts`] with their [`block_sums`].
+pub fn random_acts_with_sums(rng: &mut Rng, n: usize, cols: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+    let (quants, scales) = random_acts(rng, n, cols);
+    let sums = block_sums(&quants, &scales);
+    (quants, scales, sums)
 }

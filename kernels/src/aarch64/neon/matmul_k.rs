@@ -164,6 +164,57 @@ pub(super) fn scales_mins(planes: &[u8]) -> ([u8; 64], [u8; 64]) {
     (sc, m)
 }
 
+/// One group's per-row scales as Q4_K's tiles (and q4_kr's) take them: `d`,
+/// `dmin` (rows 0-3, 4-7) and the 6-bit scales and minimums of its 8
+/// sub-blocks ([`scales_mins`]).
+pub(super) struct GroupScales {
+    pub d: [float32x4_t; 2],
+    pub dmin: [float32x4_t; 2],
+    pub scales: [u8; 64],
+    pub mins: [u8; 64],
+}
+
+impl GroupScales {
+    /// Adds sub-block `j`'s share for each token `t` to `acc[t]`: with its
+    /// rows' integer sums `isums[t]` (rows 0-3, 4-7) against activation
+    /// block `b` (of `nb` per token row of `xs`, `xsums`),
+    /// `fma(isum, d·sc·xs, acc)` then `fms(dmin·m, xsum, acc)`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    #[allow(clippy::too_many_arguments)] // the sub-block, its activations and the accumulators
+    pub(super) fn add_sub_block<const T: usize>(
+        &self,
+        acc: &mut [[float32x4_t; 2]; T],
+        j: usize,
+        isums: &[[int32x4_t; 2]; T],
+        xs: &[f32],
+        xsums: &[f32],
+        nb: usize,
+        b: usize,
+    ) {
+        let (sc, m) = (u8x8_to_f32(&self.scales[8 * j..]), u8x8_to_f32(&self.mins[8 * j..]));
+        for t in 0..T {
+            let (x_scale, x_sum) = (xs[t * nb + b], vdupq_n_f32(xsums[t * nb + b]));
+            for h in 0..2 {
+                let scale = vmulq_n_f32(vmulq_f32(self.d[h], sc[h]), x_scale);
+                acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isums[t][h]), scale);
+                acc[t][h] = vfmsq_f32(acc[t][h], vmulq_f32(self.dmin[h], m[h]), x_sum);
+            }
+        }
+    }
+}
+
+/// `[t]`: sub-block `i` of `isums[t][i]`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn sub_block<const T: usize>(isums: &[[[int32x4_t; 2]; 2]; T], i: usize) -> [[int32x4_t; 2]; T] {
+    let mut sub = [[vdupq_n_s32(0); 2]; T];
+    for (sub, isums) in sub.iter_mut().zip(isums) {
+        *sub = isums[i];
+    }
+    sub
+}
+
 /// Q4_K's and Q5_K's tile (`Q5`: OR the fifth bits from `qh_at` into the
 /// nibbles).
 #[inline]
@@ -184,6 +235,7 @@ fn q45_tile<const T: usize, const Q5: bool>(
         let rec = &w[sb * record_bytes..][..record_bytes];
         let (d, dmin) = (load8_f16_bytes(&rec[d_at..]), load8_f16_bytes(&rec[dmin_at..]));
         let (scales, mins) = scales_mins(&rec[scales_at..]);
+        let group = GroupScales { d, dmin, scales, mins };
         // Quant group g: sub-blocks 2g (low nibbles) and 2g + 1 (high).
         for g in 0..BLOCKS / 2 {
             let b0 = sb * BLOCKS + 2 * g;
@@ -211,16 +263,7 @@ fn q45_tile<const T: usize, const Q5: bool>(
                 }
             }
             for i in 0..2 {
-                let (j, b) = (2 * g + i, b0 + i);
-                let (sc, m) = (u8x8_to_f32(&scales[8 * j..]), u8x8_to_f32(&mins[8 * j..]));
-                for t in 0..T {
-                    let (x_scale, x_sum) = (xs[t * nb + b], vdupq_n_f32(xsums[t * nb + b]));
-                    for h in 0..2 {
-                        let scale = vmulq_n_f32(vmulq_f32(d[h], sc[h]), x_scale);
-                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isums[t][i][h]), scale);
-                        acc[t][h] = vfmsq_f32(acc[t][h], vmulq_f32(dmin[h], m[h]), x_sum);
-                    }
-                }
+                group.add_sub_block(&mut acc, 2 * g + i, &sub_block(&isums, i), xs, xsums, nb, b0 + i);
             }
         }
     }

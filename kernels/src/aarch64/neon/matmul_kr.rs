@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use gpt_fast_quant::q4_kr::{self, GROUP_SUBS};
 
-use super::matmul_k::{broadcast4, dot4_widening, load32, load8_f16_bytes, scales_mins, u8x8_to_f32};
+use super::matmul_k::{broadcast4, dot4_widening, load32, load8_f16_bytes, scales_mins, sub_block, GroupScales};
 use super::simd::{dot16_sdot, store4};
 use crate::driver::q4_kr::{self as driver, KrTile};
 use crate::driver::tiles::TileSums;
@@ -93,6 +93,7 @@ fn q4_kr_tile<const T: usize>(
         let rec = &w[layout.group_offset(g)..layout.quants_offset(g)];
         let qs = &w[layout.quants_offset(g)..];
         let (scales, mins) = if rec.len() >= 12 * 8 { scales_mins(rec) } else { scales_mins_low(rec) };
+        let group = GroupScales { d, dmin, scales, mins };
         for p in 0..subs.div_ceil(2) {
             let b0 = g * GROUP_SUBS + 2 * p;
             let halves = if 2 * p + 1 < subs { 2 } else { 1 };
@@ -111,16 +112,7 @@ fn q4_kr_tile<const T: usize>(
                 }
             }
             for i in 0..halves {
-                let (j, b) = (2 * p + i, b0 + i);
-                let (sc, m) = (u8x8_to_f32(&scales[8 * j..]), u8x8_to_f32(&mins[8 * j..]));
-                for t in 0..T {
-                    let (x_scale, x_sum) = (xs[t * nb + b], vdupq_n_f32(xsums[t * nb + b]));
-                    for h in 0..2 {
-                        let scale = vmulq_n_f32(vmulq_f32(d[h], sc[h]), x_scale);
-                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isums[t][i][h]), scale);
-                        acc[t][h] = vfmsq_f32(acc[t][h], vmulq_f32(dmin[h], m[h]), x_sum);
-                    }
-                }
+                group.add_sub_block(&mut acc, 2 * p + i, &sub_block(&isums, i), xs, xsums, nb, b0 + i);
             }
         }
     }

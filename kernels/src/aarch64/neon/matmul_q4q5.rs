@@ -10,7 +10,7 @@ use gpt_fast_quant::q4q5::Kind;
 use super::simd::{dot16_sdot, dot16_widening, load16_i8, load8_f16, store4};
 use crate::driver::q4q5::{self, Q4Q5Tile};
 use crate::driver::tiles::TileSums;
-use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_NIBBLE_BYTES};
+use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_FIFTH_BYTES, TILE_BLOCK_NIBBLE_BYTES};
 
 /// As [`crate::reference::matmul_q4q5`], with SDOT (the dotprod extension).
 ///
@@ -129,7 +129,7 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(
                     let mut lo = vandq_s8(v, low4);
                     let mut hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(vreinterpretq_u8_s8(v)));
                     if Q5 {
-                        let [bits_lo, bits_hi] = fifth_bits(high_bits[b * 8 + r]);
+                        let [bits_lo, bits_hi] = fifth_bits(&high_bits[b * TILE_BLOCK_FIFTH_BYTES..], r);
                         lo = vorrq_s8(lo, bits_lo);
                         hi = vorrq_s8(hi, bits_hi);
                     }
@@ -165,18 +165,14 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(
     }
 }
 
-/// One row's fifth bits (`qh`: bit `i` is value `i`'s) as `0x10` bytes: `[0]`
-/// for values 0-15, `[1]` for 16-31.
+/// Row `r`'s fifth bits as `0x10` bytes, `[0]` for values 0-15, `[1]` for
+/// 16-31, from the tile-block's 32 bytes of them: the 16 that line up with
+/// the row's nibble bytes, tested against the row pair's two bits
+/// (`gpt_fast_quant::q4q5::fifth_bit_at`).
 #[inline]
 #[target_feature(enable = "neon")]
-fn fifth_bits(qh: u32) -> [int8x16_t; 2] {
-    let bytes = vreinterpretq_u8_u32(vdupq_n_u32(qh));
-    // Byte j takes the byte holding its value's bit (j / 8, or 2 + j / 8), then
-    // is tested against bit j % 8.
-    const LO: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
-    const HI: [u8; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
-    const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
-    let load = |a: &[u8; 16]| vreinterpretq_u8_s8(load16_i8(bytemuck::cast_slice(a)));
-    let (bit, sixteen) = (load(&BIT), vdupq_n_u8(0x10));
-    [load(&LO), load(&HI)].map(|idx| vreinterpretq_s8_u8(vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, idx), bit), sixteen)))
+fn fifth_bits(block_bits: &[u8], r: usize) -> [int8x16_t; 2] {
+    let bits = vreinterpretq_u8_s8(load16_i8(bytemuck::cast_slice(&block_bits[16 * (r % 2)..][..16])));
+    let (pair_bit, sixteen) = (1u8 << (r / 2 * 2), vdupq_n_u8(0x10));
+    [pair_bit, pair_bit << 1].map(|bit| vreinterpretq_s8_u8(vandq_u8(vtstq_u8(bits, vdupq_n_u8(bit)), sixteen)))
 }

@@ -132,6 +132,44 @@ pub(in crate::x86_64) fn scales_mins(planes: &[u8]) -> ([__m256i; 2], [__m256i; 
     ([_mm256_and_si256(a, low6), sc_hi], [_mm256_and_si256(b, low6), m_hi])
 }
 
+/// One group's per-row scales as Q4_K's tiles (and q4_kr's) take them: `d`,
+/// `dmin` (f32, row `r` in lane `r`) and the 6-bit scales and minimums of its
+/// 8 sub-blocks ([`scales_mins`]).
+pub(in crate::x86_64) struct GroupScales {
+    pub d: __m256,
+    pub dmin: __m256,
+    pub scales: [__m256i; 2],
+    pub mins: [__m256i; 2],
+}
+
+impl GroupScales {
+    /// Adds sub-block `j`'s share for each token `t` to `acc[t]`: with its
+    /// rows' integer sums `isums[t]` against activation block `b` (of `nb`
+    /// per token row of `xs`, `xsums`), `fma(isum, d·sc·xs, acc)` then
+    /// `fnma(dmin·m, xsum, acc)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)] // the sub-block, its activations and the accumulators
+    pub(in crate::x86_64) fn add_sub_block<const T: usize>(
+        &self,
+        acc: &mut [__m256; T],
+        j: usize,
+        isums: [__m256i; T],
+        xs: &[f32],
+        xsums: &[f32],
+        nb: usize,
+        b: usize,
+    ) {
+        let d_sc = _mm256_mul_ps(self.d, u8x8_to_f32(group8(self.scales[j / 4], j % 4)));
+        let dmin_m = _mm256_mul_ps(self.dmin, u8x8_to_f32(group8(self.mins[j / 4], j % 4)));
+        for t in 0..T {
+            let scale = _mm256_mul_ps(d_sc, _mm256_set1_ps(xs[t * nb + b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isums[t]), scale, acc[t]);
+            acc[t] = _mm256_fnmadd_ps(dmin_m, _mm256_set1_ps(xsums[t * nb + b]), acc[t]);
+        }
+    }
+}
+
 /// Q4_K's and Q5_K's tile (`Q5`: OR the fifth bits from `qh_at` into the
 /// nibbles). Sums of 8 (Q4_K, quants < 16) or 4 (Q5_K, < 32) chunks of i16
 /// pairs stay below 2^15: `8 × 2 × 15 × 128` and `4 × 2 × 31 × 128`.
@@ -157,6 +195,7 @@ fn q45_tile<const T: usize, const Q5: bool>(
         }
         let (d, dmin) = (load8_f16_bytes(&rec[d_at..]), load8_f16_bytes(&rec[dmin_at..]));
         let (scales, mins) = scales_mins(&rec[scales_at..]);
+        let group = GroupScales { d, dmin, scales, mins };
         // Quant group g: sub-blocks 2g (low nibbles) and 2g + 1 (high).
         for g in 0..BLOCKS / 2 {
             let b0 = sb * BLOCKS + 2 * g;
@@ -189,14 +228,11 @@ fn q45_tile<const T: usize, const Q5: bool>(
                 }
             }
             for i in 0..2 {
-                let (j, b) = (2 * g + i, b0 + i);
-                let d_sc = _mm256_mul_ps(d, u8x8_to_f32(group8(scales[j / 4], j % 4)));
-                let dmin_m = _mm256_mul_ps(dmin, u8x8_to_f32(group8(mins[j / 4], j % 4)));
+                let mut sub = [zero; T];
                 for t in 0..T {
-                    let scale = _mm256_mul_ps(d_sc, _mm256_set1_ps(xs[t * nb + b]));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isums[t][i]), scale, acc[t]);
-                    acc[t] = _mm256_fnmadd_ps(dmin_m, _mm256_set1_ps(xsums[t * nb + b]), acc[t]);
+                    sub[t] = isums[t][i];
                 }
+                group.add_sub_block(&mut acc, 2 * g + i, sub, xs, xsums, nb, b0 + i);
             }
         }
     }

@@ -12,7 +12,7 @@ use std::ops::Range;
 use gpt_fast_quant::q4_kr::{self, GROUP_SUBS};
 
 use super::matmul::prefetch_ahead;
-use super::matmul_k::{broadcast4, group8, load32, load8_f16_bytes, scales_mins, u8x8_to_f32};
+use super::matmul_k::{broadcast4, load32, load8_f16_bytes, scales_mins, GroupScales};
 use crate::driver::q4_kr::{self as driver, KrTile};
 use crate::driver::tiles::TileSums;
 use crate::{Q8Acts, Q8_BLOCK};
@@ -46,7 +46,7 @@ pub unsafe fn matmul_q4_kr(
 /// its minimum in byte `j + 4`), as [`scales_mins`] gives a whole group's.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scales_mins_low(planes: &[u8]) -> ([__m256i; 2], [__m256i; 2]) {
+pub(in crate::x86_64) fn scales_mins_low(planes: &[u8]) -> ([__m256i; 2], [__m256i; 2]) {
     let (low6, zero) = (_mm256_set1_epi8(63), _mm256_setzero_si256());
     let v = load32(planes);
     let m = load32(&planes[32..]);
@@ -78,6 +78,7 @@ fn q4_kr_tile<const T: usize>(tile: &KrTile, sums: &mut TileSums) {
             prefetch_ahead(bytemuck::cast_slice(&w[layout.group_offset(g)..]));
         }
         let (scales, mins) = if rec.len() >= 12 * 8 { scales_mins(rec) } else { scales_mins_low(rec) };
+        let group = GroupScales { d, dmin, scales, mins };
         for p in 0..subs.div_ceil(2) {
             let b0 = g * GROUP_SUBS + 2 * p;
             let halves = if 2 * p + 1 < subs { 2 } else { 1 };
@@ -93,15 +94,11 @@ fn q4_kr_tile<const T: usize>(tile: &KrTile, sums: &mut TileSums) {
                 }
             }
             for i in 0..halves {
-                let (j, b) = (2 * p + i, b0 + i);
-                let d_sc = _mm256_mul_ps(d, u8x8_to_f32(group8(scales[j / 4], j % 4)));
-                let dmin_m = _mm256_mul_ps(dmin, u8x8_to_f32(group8(mins[j / 4], j % 4)));
+                let mut isums = [zero; T];
                 for t in 0..T {
-                    let isum = _mm256_madd_epi16(pairs[t][i], ones);
-                    let scale = _mm256_mul_ps(d_sc, _mm256_set1_ps(xs[t * nb + b]));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
-                    acc[t] = _mm256_fnmadd_ps(dmin_m, _mm256_set1_ps(xsums[t * nb + b]), acc[t]);
+                    isums[t] = _mm256_madd_epi16(pairs[t][i], ones);
                 }
+                group.add_sub_block(&mut acc, 2 * p + i, isums, xs, xsums, nb, b0 + i);
             }
         }
     }

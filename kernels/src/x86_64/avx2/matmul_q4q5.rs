@@ -10,7 +10,9 @@ use super::matmul::prefetch_ahead;
 use super::simd::{broadcast16_i8, load32_i8, load8_f16, store8};
 use crate::driver::q4q5::{self, Q4Q5Tile};
 use crate::driver::tiles::TileSums;
-use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, ROW_NIBBLE_BYTES, TILE_BLOCK_NIBBLE_BYTES};
+use crate::q4q5::{
+    Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, ROW_NIBBLE_BYTES, TILE_BLOCK_FIFTH_BYTES, TILE_BLOCK_NIBBLE_BYTES,
+};
 
 /// As [`crate::reference::matmul_q4q5`].
 ///
@@ -84,6 +86,10 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
         if T == 1 {
             prefetch_ahead(wblock);
         }
+        // The block's fifth bits: those of row pair (2k, 2k + 1) lie in
+        // bit 2k (values 0-15) and 2k + 1 (16-31) of the bytes that line up
+        // with the pair's nibble bytes.
+        let fifth = if Q5 { load32_i8(bytemuck::cast_slice(&high_bits[b * TILE_BLOCK_FIFTH_BYTES..])) } else { low4 };
         let xv: [[__m256i; 2]; T] = std::array::from_fn(|t| {
             let xb = &xq[t * cols + b * Q4Q5_BLOCK..][..Q4Q5_BLOCK];
             [broadcast16_i8(xb), broadcast16_i8(&xb[16..])]
@@ -99,9 +105,8 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
                 let mut lo = _mm256_and_si256(v, low4);
                 let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
                 if Q5 {
-                    let [bits_lo, bits_hi] = fifth_bits(&high_bits[b * 8 + 2 * k..][..2]);
-                    lo = _mm256_or_si256(lo, bits_lo);
-                    hi = _mm256_or_si256(hi, bits_hi);
+                    lo = _mm256_or_si256(lo, sixteen_where(fifth, 2 * k));
+                    hi = _mm256_or_si256(hi, sixteen_where(fifth, 2 * k + 1));
                 }
                 for t in 0..T {
                     let prod = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xv[t][0]), _mm256_maddubs_epi16(hi, xv[t][1]));
@@ -132,27 +137,22 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
     }
 }
 
-/// The fifth bits of two rows' block (`qh[0]`, `qh[1]`: bit `i` is value `i`'s)
-/// as `0x10` bytes, laid out as the nibbles of one two-row load: `[0]` holds
-/// values 0-15 of each row (one per 128-bit half), `[1]` values 16-31.
+/// `0x10` in each byte of `bits` whose bit `bit` (`< 8`) is set, else 0:
+/// one 16-bit shift that brings that bit to bit 4 (bits crossing from the
+/// neighbouring byte land elsewhere and are masked off) and a mask.
+/// `bit` is a constant in the unrolled caller, so the match folds.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fifth_bits(qh: &[u32]) -> [__m256i; 2] {
-    let pair = u64::from(qh[0]) | (u64::from(qh[1]) << 32);
-    // Each 128-bit half: bytes [a0 a1 a2 a3 b0 b1 b2 b3] twice (a = row 2k, b = row 2k + 1).
-    let v = _mm256_set1_epi64x(pair as i64);
-    // Byte j of a half takes the byte holding its value's bit (j / 8 within the
-    // row's u32), then is tested against bit j % 8.
-    let values_lo = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5,
-    );
-    let values_hi = _mm256_setr_epi8(
-        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7,
-    );
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let sixteen = _mm256_set1_epi8(0x10);
-    [values_lo, values_hi].map(|idx| {
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, idx), bit), bit);
-        _mm256_and_si256(set, sixteen)
-    })
+fn sixteen_where(bits: __m256i, bit: usize) -> __m256i {
+    let moved = match bit {
+        0 => _mm256_slli_epi16::<4>(bits),
+        1 => _mm256_slli_epi16::<3>(bits),
+        2 => _mm256_slli_epi16::<2>(bits),
+        3 => _mm256_add_epi8(bits, bits),
+        4 => bits,
+        5 => _mm256_srli_epi16::<1>(bits),
+        6 => _mm256_srli_epi16::<2>(bits),
+        _ => _mm256_srli_epi16::<3>(bits),
+    };
+    _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
 }

@@ -18,7 +18,7 @@ use super::simd::load64_i8;
 use crate::driver::ktile::{self, KTile};
 use crate::driver::tiles::TileSums;
 use crate::x86_64::avx2::matmul::prefetch_ahead;
-use crate::x86_64::avx2::matmul_k::{group8, half_sums, load8_bytes, load8_f16_bytes, scales_mins, u8x8_to_f32};
+use crate::x86_64::avx2::matmul_k::{half_sums, load8_bytes, load8_f16_bytes, scales_mins, GroupScales};
 use crate::x86_64::avx2::simd::store8;
 use crate::{Q8Acts, Q8_BLOCK};
 
@@ -70,7 +70,7 @@ entry!(
 /// 64 bytes from the front of `s`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn load64(s: &[u8]) -> __m512i {
+pub(super) fn load64(s: &[u8]) -> __m512i {
     load64_i8(bytemuck::cast_slice(&s[..64]))
 }
 
@@ -87,15 +87,75 @@ fn broadcast4x2(xq: &[i8], at: usize) -> __m512i {
 /// Lanes `r` and `r + 8` added: the 8 row sums.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn fold(v: __m512i) -> __m256i {
+pub(super) fn fold(v: __m512i) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+}
+
+/// `Σ q·x` of one quant group of a tile for `T` tokens: `qs` is its 8 units
+/// of 32 bytes (4 columns of the 8 rows each), sub-block `b0` in the low
+/// nibbles and `b0 + 1` in the high ones (`Q5`: plus 16 where the bits
+/// `bits[i]` of `qh`'s matching units are set); `halves == 1` leaves out the
+/// high sub-block (a cut q4_kr group whose activations end before it).
+/// `[t][i]`: token `t`, sub-block `b0 + i`, row `r`'s sum in lanes `r` and
+/// `r + 8` ([`fold`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)] // the group's quants, its fifth bits and the activations
+pub(super) fn group_dots<const T: usize, const Q5: bool>(
+    qs: &[u8],
+    qh: &[u8],
+    bits: [__m512i; 2],
+    xq: &[i8],
+    cols: usize,
+    b0: usize,
+    halves: usize,
+) -> [[__m512i; 2]; T] {
+    let (low4, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
+    let mut isums = [[_mm512_setzero_si512(); 2]; T];
+    for k in (0..8).step_by(2) {
+        let v = load64(&qs[k * 32..]);
+        let mut q = [_mm512_and_si512(v, low4), _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4)];
+        if Q5 {
+            let qh = load64(&qh[k * 32..]);
+            for (q, bit) in q.iter_mut().zip(bits) {
+                *q = _mm512_mask_add_epi8(*q, _mm512_test_epi8_mask(qh, bit), *q, bit4);
+            }
+        }
+        for (t, isums) in isums.iter_mut().enumerate() {
+            for (i, (isum, &q)) in isums.iter_mut().zip(&q).enumerate().take(halves) {
+                let x = broadcast4x2(xq, t * cols + (b0 + i) * Q8_BLOCK + 4 * k);
+                *isum = _mm512_dpbusd_epi32(*isum, q, x);
+            }
+        }
+    }
+    isums
+}
+
+/// Adds sub-block `j` (`isums[t][i]` of [`group_dots`], activation block `b`)
+/// to the accumulators, with the AVX2 kernels' float steps.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)] // the sub-block, its activations and the accumulators
+pub(super) fn add_sub_block<const T: usize>(
+    group: &GroupScales,
+    acc: &mut [__m256; T],
+    isums: &[[__m512i; 2]; T],
+    i: usize,
+    j: usize,
+    (xs, xsums, nb): (&[f32], &[f32], usize),
+    b: usize,
+) {
+    let mut sub = [_mm256_setzero_si256(); T];
+    for (sub, isums) in sub.iter_mut().zip(isums) {
+        *sub = fold(isums[i]);
+    }
+    group.add_sub_block(acc, j, sub, xs, xsums, nb, b);
 }
 
 /// Q4_K's and Q5_K's tile (`Q5`: the fifth bits from `qh_at` added into the
 /// nibbles as 16 where set).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)] // i picks the sub-block's scales and activations too
 fn q45_tile<const T: usize, const Q5: bool>(
     tile: &KTile,
     sums: &mut TileSums,
@@ -104,8 +164,6 @@ fn q45_tile<const T: usize, const Q5: bool>(
 ) {
     let KTile { w, xq, xs, xsums, superblocks, .. } = *tile;
     let (cols, nb) = (superblocks * SUPERBLOCK, superblocks * BLOCKS);
-    let (low4, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
-    let zero = _mm512_setzero_si512();
     let mut acc = [_mm256_setzero_ps(); T];
     for sb in 0..superblocks {
         let rec = &w[sb * record_bytes..][..record_bytes];
@@ -114,36 +172,16 @@ fn q45_tile<const T: usize, const Q5: bool>(
         }
         let (d, dmin) = (load8_f16_bytes(&rec[d_at..]), load8_f16_bytes(&rec[dmin_at..]));
         let (scales, mins) = scales_mins(&rec[scales_at..]);
+        let group = GroupScales { d, dmin, scales, mins };
+        let qh = if Q5 { &rec[qh_at..][..8 * 32] } else { &[] };
         // Quant group g: sub-blocks 2g (low nibbles) and 2g + 1 (high).
         for g in 0..BLOCKS / 2 {
             let b0 = sb * BLOCKS + 2 * g;
             let bits = [_mm512_set1_epi8(1 << (2 * g)), _mm512_set1_epi8(2 << (2 * g))];
-            let mut isums = [[zero; 2]; T];
-            for k in (0..8).step_by(2) {
-                let v = load64(&rec[qs_at + (8 * g + k) * 32..]);
-                let mut q = [_mm512_and_si512(v, low4), _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4)];
-                if Q5 {
-                    let qh = load64(&rec[qh_at + k * 32..]);
-                    for (q, bit) in q.iter_mut().zip(bits) {
-                        *q = _mm512_mask_add_epi8(*q, _mm512_test_epi8_mask(qh, bit), *q, bit4);
-                    }
-                }
-                for (t, isums) in isums.iter_mut().enumerate() {
-                    for (i, (isum, &q)) in isums.iter_mut().zip(&q).enumerate() {
-                        let x = broadcast4x2(xq, t * cols + (b0 + i) * Q8_BLOCK + 4 * k);
-                        *isum = _mm512_dpbusd_epi32(*isum, q, x);
-                    }
-                }
-            }
+            let qs = &rec[qs_at + 8 * g * 32..][..8 * 32];
+            let isums = group_dots::<T, Q5>(qs, qh, bits, xq, cols, b0, 2);
             for i in 0..2 {
-                let (j, b) = (2 * g + i, b0 + i);
-                let d_sc = _mm256_mul_ps(d, u8x8_to_f32(group8(scales[j / 4], j % 4)));
-                let dmin_m = _mm256_mul_ps(dmin, u8x8_to_f32(group8(mins[j / 4], j % 4)));
-                for t in 0..T {
-                    let scale = _mm256_mul_ps(d_sc, _mm256_set1_ps(xs[t * nb + b]));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold(isums[t][i])), scale, acc[t]);
-                    acc[t] = _mm256_fnmadd_ps(dmin_m, _mm256_set1_ps(xsums[t * nb + b]), acc[t]);
-                }
+                add_sub_block(&group, &mut acc, &isums, i, 2 * g + i, (xs, xsums, nb), b0 + i);
             }
         }
     }

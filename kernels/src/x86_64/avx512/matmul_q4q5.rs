@@ -9,7 +9,7 @@ use gpt_fast_quant::q4q5::Kind;
 use super::simd::{broadcast16_i8, load64_i8};
 use crate::driver::q4q5::{self, Q4Q5Tile};
 use crate::driver::tiles::TileSums;
-use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_NIBBLE_BYTES};
+use crate::q4q5::{Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, TILE_BLOCK_FIFTH_BYTES, TILE_BLOCK_NIBBLE_BYTES};
 use crate::x86_64::avx2::matmul::prefetch_ahead;
 use crate::x86_64::avx2::simd::{load8_f16, store8};
 
@@ -82,10 +82,14 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
         let mut lo = v.map(|v| _mm512_and_si512(v, low4));
         let mut hi = v.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4));
         if Q5 {
-            let masks = fifth_bit_masks(&high_bits[b * 8..][..8]);
+            // The block's 32 bytes of fifth bits line up with each 256-bit
+            // half (a row pair) of the loads; each half's bit for its values
+            // picks the bytes that get 16.
+            let bits = broadcast32(&high_bits[b * TILE_BLOCK_FIFTH_BYTES..]);
             for h in 0..2 {
-                lo[h] = _mm512_mask_add_epi8(lo[h], masks[h][0], lo[h], sixteen);
-                hi[h] = _mm512_mask_add_epi8(hi[h], masks[h][1], hi[h], sixteen);
+                let [lo_bits, hi_bits] = [0, 1].map(|v| pair_bits(4 * h + v));
+                lo[h] = _mm512_mask_add_epi8(lo[h], _mm512_test_epi8_mask(bits, lo_bits), lo[h], sixteen);
+                hi[h] = _mm512_mask_add_epi8(hi[h], _mm512_test_epi8_mask(bits, hi_bits), hi[h], sixteen);
             }
         }
         let d = load8_f16(&scales[b * 8..]);
@@ -118,27 +122,22 @@ fn row_sums(dots: [__m512i; 2]) -> __m256i {
     _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, s))
 }
 
-/// Byte masks of the quants whose fifth bit is set, for the two loads of a
-/// block's four-row nibbles (`qh[r]`: row `r`'s bits, bit `i` for value `i`):
-/// `[h][0]` for rows `4h..4h + 4` masked (values 0-15 of each lane), `[h][1]`
-/// for them shifted (16-31). Mask bit `16c + i` is row `4h + c`'s bit `i`
-/// (or `16 + i`), so each mask is a 2-byte gather from the rows' words: one
-/// byte shuffle of the block's 32 bytes of fifth bits gives all four. Built
-/// bit by bit in scalar code, the masks cost more than the dot products and
-/// held Q5 decode to two thirds of the read bandwidth.
+/// The 32 bytes at the front of `s` in both 256-bit halves.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn fifth_bit_masks(qh: &[u32]) -> [[__mmask64; 2]; 2] {
-    let qh: &[u32; 8] = qh.first_chunk().expect("fifth_bit_masks: fewer than 8 rows");
-    // SAFETY: `qh` is 32 readable bytes; `loadu` has no alignment requirement.
-    let v = unsafe { _mm256_loadu_si256(qh.as_ptr().cast()) };
-    // Per 128-bit lane (four rows' words): their low halves, then their high halves.
-    let gather = _mm256_setr_epi8(
-        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
-    );
-    let m = _mm256_shuffle_epi8(v, gather);
-    let mut masks = [[0u64; 2]; 2];
-    // SAFETY: `masks` is 32 writable bytes; `storeu` has no alignment requirement.
-    unsafe { _mm256_storeu_si256(masks.as_mut_ptr().cast(), m) };
-    masks
+fn broadcast32(s: &[u8]) -> __m512i {
+    let a: &[u8; 32] = s.first_chunk().expect("broadcast32: fewer than 32 bytes");
+    // SAFETY: `a` is 32 readable bytes; `loadu` has no alignment requirement.
+    _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(a.as_ptr().cast()) })
+}
+
+/// Bit `bit` in the bytes of the low 256-bit half, bit `bit + 2` in the high
+/// half: for a load of rows `4h..4h + 4` (`bit = 4h` for the values 0-15,
+/// `4h + 1` for 16-31), the fifth-bit positions of its two row pairs
+/// (`gpt_fast_quant::q4q5::fifth_bit_at`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pair_bits(bit: usize) -> __m512i {
+    let (lo, hi) = (_mm256_set1_epi8((1u8 << bit) as i8), _mm256_set1_epi8((1u8 << (bit + 2)) as i8));
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
