@@ -239,6 +239,8 @@ impl ThreadPool {
         self.shared.done.0.store(0, Ordering::Relaxed);
         // Release: orders the stores above before any worker's join.
         self.shared.joined.0.store(0, Ordering::Release);
+        #[cfg(test)]
+        race::caller_before_bump(&self.shared);
         self.shared.epoch.0.store(epoch, Ordering::Release);
         if *lock(&self.shared.sleepers) > 0 {
             self.shared.wake.notify_all();
@@ -295,9 +297,12 @@ fn worker(shared: &Shared, index: usize) {
     let mut seen = 0u64;
     loop {
         let mut spins = 0u32;
+        // `seen` may be ahead of `epoch`: a worker can join a job through
+        // `joined` (reset before the epoch is bumped) and finish it before
+        // `run` bumps the epoch, so only a later epoch means a new job.
         let epoch = loop {
             let epoch = shared.epoch.0.load(Ordering::Acquire);
-            if epoch != seen || shared.stop.load(Ordering::Relaxed) {
+            if epoch > seen || shared.stop.load(Ordering::Relaxed) {
                 break epoch;
             }
             spins += 1;
@@ -314,7 +319,7 @@ fn worker(shared: &Shared, index: usize) {
             // Re-check under the lock: `run` bumps the epoch before it looks
             // for sleepers under this lock, so either we see the new epoch here
             // or it sees us and notifies.
-            while shared.epoch.0.load(Ordering::Acquire) == seen && !shared.stop.load(Ordering::Relaxed) {
+            while shared.epoch.0.load(Ordering::Acquire) <= seen && !shared.stop.load(Ordering::Relaxed) {
                 sleepers = shared.wake.wait(sleepers).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             *sleepers -= 1;
@@ -324,6 +329,8 @@ fn worker(shared: &Shared, index: usize) {
             return;
         }
         seen = epoch;
+        #[cfg(test)]
+        race::worker_before_join(shared);
         if shared.joined.0.fetch_add(1, Ordering::AcqRel) & CLOSED != 0 {
             continue; // the caller already finished this job without us
         }
@@ -349,6 +356,59 @@ fn worker(shared: &Shared, index: usize) {
             shared.panicked.store(true, Ordering::Release);
         }
         shared.done.0.fetch_add(1, Ordering::Release);
+        #[cfg(test)]
+        race::worker_done(shared);
+    }
+}
+
+/// Pauses that force one interleaving of `run` and a worker (unit tests
+/// only): a worker that has seen job E's epoch stops before joining; the
+/// caller finishes E alone, publishes E+1 and, before bumping the epoch, lets
+/// the worker go and waits until it has finished a job (which can only be
+/// E+1, joined through `joined`), then gives it time to misread the old epoch
+/// as a new job.
+#[cfg(test)]
+mod race {
+    use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::Shared;
+
+    /// 0 off; 1 armed; 2 a worker waits before joining; 3 it may join;
+    /// 4 it has finished a job.
+    pub static STAGE: AtomicU8 = AtomicU8::new(0);
+    /// The pool (its `Shared`'s address) the pauses apply to: the other
+    /// tests' pools run beside it.
+    pub static POOL: AtomicUsize = AtomicUsize::new(0);
+
+    fn step(shared: &Shared, from: u8, to: u8) -> bool {
+        POOL.load(Ordering::SeqCst) == std::ptr::from_ref(shared) as usize
+            && STAGE.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    fn wait_for(stage: u8) {
+        let start = Instant::now();
+        while STAGE.load(Ordering::SeqCst) < stage {
+            assert!(start.elapsed() < Duration::from_secs(30), "the forced interleaving stalled at {stage}");
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn worker_before_join(shared: &Shared) {
+        if step(shared, 1, 2) {
+            wait_for(3);
+        }
+    }
+
+    pub fn caller_before_bump(shared: &Shared) {
+        if step(shared, 2, 3) {
+            wait_for(4);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn worker_done(shared: &Shared) {
+        step(shared, 3, 4);
     }
 }
 
@@ -546,6 +606,105 @@ mod tests {
             }
         });
         assert_eq!(sum.load(Ordering::Relaxed), 99 * 100 / 2);
+    }
+
+    /// The interleaving behind a worker that ran one job twice (claiming
+    /// its scratch twice, "chunk 1 claimed twice", seen in CI): the worker
+    /// joins job E+1 through `joined` before `run` bumps the epoch, finishes
+    /// it, and must not take the still-old epoch for a new job.
+    #[test]
+    fn a_worker_that_joins_before_the_epoch_bump_runs_the_job_once() {
+        if cfg!(miri) {
+            return; // a 20 ms sleep and spins: minutes under Miri
+        }
+        let pool = ThreadPool::new(2);
+        race::POOL.store(Arc::as_ptr(&pool.shared) as usize, Ordering::SeqCst);
+        race::STAGE.store(1, Ordering::SeqCst);
+        // Job E: the caller runs it alone while the worker waits before joining.
+        let start = std::time::Instant::now();
+        pool.run(&|thread| {
+            if thread == 0 {
+                while race::STAGE.load(Ordering::SeqCst) < 2 {
+                    assert!(start.elapsed().as_secs() < 30, "the worker never saw the job");
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let runs = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        pool.run(&|thread| {
+            runs[thread].fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(race::STAGE.swap(0, Ordering::SeqCst), 4, "the interleaving happened");
+        assert_eq!(runs[1].load(Ordering::SeqCst), 1, "the worker ran job E+1 once");
+        still_usable(&pool);
+    }
+
+    /// The forward pass's pattern, run hard: a job whose threads claim
+    /// output chunks by counter, then one where each thread also claims its
+    /// own scratch by thread index, on the same claim flags, over and over,
+    /// with busy threads beside the pool so that its workers get preempted at
+    /// every point of the protocol. A worker that ran a job twice, or a
+    /// straggler still in the previous job, claims a chunk twice and panics.
+    /// `GPT_FAST_POOL_STRESS_MS` runs it longer (default 300 ms).
+    #[test]
+    fn alternating_jobs_on_shared_claim_flags_under_preemption() {
+        let millis = std::env::var("GPT_FAST_POOL_STRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(300u64);
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(if cfg!(miri) { 0 } else { millis });
+        let stop = AtomicBool::new(false);
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        std::thread::scope(|scope| {
+            let _stop_hogs = StopOnDrop(&stop);
+            for _ in 0..if cfg!(miri) { 0 } else { 2 } {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                });
+            }
+            for n in [2, 3] {
+                let pool = ThreadPool::new(n);
+                let flags: [Vec<AtomicBool>; 2] =
+                    std::array::from_fn(|_| (0..16).map(|_| AtomicBool::new(false)).collect());
+                let mut out = vec![0u32; 12 * 8];
+                let mut scratch = vec![0u32; n * 8];
+                let mut round = 0u64;
+                while round < rounds(2) || std::time::Instant::now() < deadline {
+                    round += 1;
+                    {
+                        let chunks = DisjointChunks::new(&mut out, 8, &flags[0]);
+                        let counter = ChunkCounter::new(12);
+                        pool.run(&|_| {
+                            while let Some(c) = counter.next() {
+                                chunks.claim(c).fill(round as u32);
+                            }
+                        });
+                    }
+                    assert!(out.iter().all(|&v| v == round as u32), "round {round}");
+                    {
+                        let chunks = DisjointChunks::new(&mut out[..3 * 8], 8, &flags[0]);
+                        let scratches = DisjointChunks::new(&mut scratch, 8, &flags[1]);
+                        let counter = ChunkCounter::new(3);
+                        pool.run(&|thread| {
+                            let mine = scratches.claim(thread);
+                            while let Some(c) = counter.next() {
+                                mine.fill(c as u32);
+                                chunks.claim(c).copy_from_slice(mine);
+                            }
+                        });
+                    }
+                    assert!(out[..24].iter().enumerate().all(|(i, &v)| v == (i / 8) as u32), "round {round}");
+                    if round.is_multiple_of(64) {
+                        pool.rest();
+                    }
+                }
+            }
+        });
     }
 
     #[test]
