@@ -2,7 +2,7 @@
 //! that each bad input is one clear line and a non-zero exit, never a panic.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use gpt_fast::format::DType;
@@ -372,12 +372,37 @@ fn verify_flag_refuses_corrupted_tensor_data() {
     let run = ["run", corrupt, "-p", "hi", "-n", "2", "--temp", "0"];
     succeeded(&gpt_fast(&run));
     refused(&gpt_fast(&[&run[..], &["--verify"]].concat()), 1, "blk.0.ffn_up.weight");
-    for command in
-        [&["perplexity", corrupt, "-f", "Cargo.toml", "-c", "16"][..], &["bench", corrupt, "-p", "4", "-n", "2"]]
-    {
+    for command in [
+        &["perplexity", corrupt, "-f", "Cargo.toml", "-c", "16"][..],
+        &["bench", corrupt, "-p", "4", "-n", "2"],
+        &["chat", corrupt],
+    ] {
         refused(&gpt_fast(&[command, &["--verify"]].concat()), 1, "checksum");
     }
     succeeded(&gpt_fast(&["run", model_arg(), "-p", "hi", "-n", "2", "--verify"]));
+    // Was: serve took --verify and ignored it. It listens before the model is
+    // loaded (health says when it is ready), so its error follows that line.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_gpt-fast"))
+        .args(["serve", corrupt, "--port", "0", "--verify"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = serve.kill();
+            panic!("serve --verify kept serving a corrupted file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: ") && stderr.contains("checksum") && !stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

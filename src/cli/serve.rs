@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gpt_fast::model::ModelOptions;
 use gpt_fast::server::engine::EngineOptions;
 use gpt_fast::server::http::{serve as serve_http, ServeOptions};
 
@@ -51,7 +50,7 @@ pub fn serve(path: &Path, model_args: &ModelArgs, args: ServeCli) -> Result<(), 
     serve_http(ServeOptions {
         model_file,
         model_name,
-        model: ModelOptions { quant: model_args.quant, ..Default::default() },
+        model: model_args.model_options(),
         engine: EngineOptions { parallel: args.parallel as usize, context, threads, kv_type: model_args.kv_type },
         host: args.host,
         port: args.port,
