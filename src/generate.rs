@@ -203,6 +203,23 @@ impl<'m> Generator<'m> {
         Ok(logits)
     }
 
+    /// Appends one token the caller sampled from the last logits and returns
+    /// the logits after it: a caller's own decode loop. Unlike
+    /// [`Generator::eval`] (prefill), its tokens take the order in which
+    /// generated tokens are summed ([`Session::decode`]: the fast one-token
+    /// path for float weights, and the same bits as `generate` and a
+    /// server's batched decode give them).
+    pub fn decode(&mut self, token: u32) -> Result<&[f32], GenerateError> {
+        if let Some(last) = self.unevaluated {
+            self.session.decode(last)?;
+            self.sampler.accept(last);
+            self.unevaluated = None;
+        }
+        let logits = self.session.decode(token)?;
+        self.sampler.accept(token);
+        Ok(logits)
+    }
+
     /// Forgets the conversation: an empty cache, the sampler restarted.
     pub fn reset(&mut self) {
         self.session.reset();

@@ -148,6 +148,16 @@ enum GfStatus gf_eval(struct GfSession *session,
                       size_t n_tokens,
                       const float **logits);
 
+// Appends one token sampled from the last logits (a caller's own decode
+// loop: [`gf_sample`] then this); `*logits` points to the logits after it,
+// valid until the next call on this session. [`gf_eval`] is for prompts:
+// with float weights it sums in the prompt's order, and a generated token
+// fed to it would not give the bits [`gf_generate`] gives it.
+//
+// # Safety
+// `session` came from [`gf_session_new`]; `logits` is writable.
+enum GfStatus gf_decode(struct GfSession *session, uint32_t token, const float **logits);
+
 // The library's default sampling settings.
 struct GfSamplerParams gf_sampler_default(void);
 

@@ -284,6 +284,29 @@ pub unsafe extern "C" fn gf_eval(
     })
 }
 
+/// Appends one token sampled from the last logits (a caller's own decode
+/// loop: [`gf_sample`] then this); `*logits` points to the logits after it,
+/// valid until the next call on this session. [`gf_eval`] is for prompts:
+/// with float weights it sums in the prompt's order, and a generated token
+/// fed to it would not give the bits [`gf_generate`] gives it.
+///
+/// # Safety
+/// `session` came from [`gf_session_new`]; `logits` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn gf_decode(session: *mut GfSession, token: u32, logits: *mut *const f32) -> GfStatus {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let session = unsafe { session.as_mut() }.ok_or_else(|| invalid("session is null"))?;
+        if logits.is_null() {
+            return Err(invalid("logits is null"));
+        }
+        let out = session.generator.decode(token).map_err(|e| (GfStatus::Session, e.to_string()))?;
+        // SAFETY: `logits` is non-null and writable.
+        unsafe { *logits = out.as_ptr() };
+        Ok(())
+    })
+}
+
 /// Sampling settings (see `gpt_fast::SamplerParams`); [`gf_sampler_default`]
 /// fills them.
 #[repr(C)]

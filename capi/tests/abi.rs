@@ -98,3 +98,47 @@ fn model_tokenizer_ids(path: &std::path::Path, text: &str) -> Vec<u32> {
     let model = gpt_fast::Model::open(path, gpt_fast::ModelOptions::default()).unwrap();
     model.tokenizer().encode_prompt(text, false)
 }
+
+/// A caller's own decode loop (gf_sample, then gf_decode) gets the bits the
+/// library's decode gives a generated token, not gf_eval's (prefill) ones:
+/// with float weights the two sum in different orders.
+#[test]
+fn gf_decode_feeds_a_sampled_token_as_decode_does() {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("capi-f16-{}", std::process::id()));
+    let h = gpt_fast::synthetic::config("test-llama").unwrap();
+    gpt_fast::synthetic::write(&path, &h, gpt_fast::format::DType::F16, 3, |_, _| {}).unwrap();
+    let model = gpt_fast::Model::open(&path, Default::default()).unwrap();
+    let options = gpt_fast::SessionOptions { context: 64, threads: 2, ..Default::default() };
+    let prompt = [1u32, 40, 41, 42, 43, 44];
+    let greedy = GfSamplerParams { temperature: 0.0, ..gf_sampler_default() };
+    let c_path = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: every pointer below is valid as each function's contract asks.
+    unsafe {
+        let (mut c_model, mut session) = (ptr::null_mut(), ptr::null_mut());
+        assert_eq!(gf_model_open(c_path.as_ptr(), &mut c_model), GfStatus::Ok);
+        assert_eq!(gf_session_new(c_model, 64, 2, &mut session), GfStatus::Ok);
+        let vocab = gf_model_n_vocab(c_model);
+        let mut logits = ptr::null();
+        assert_eq!(gf_eval(session, prompt.as_ptr(), prompt.len(), &mut logits), GfStatus::Ok);
+        let mut decoded = gpt_fast::Session::new(&model, options).unwrap();
+        let mut prefilled = gpt_fast::Session::new(&model, options).unwrap();
+        assert_eq!(std::slice::from_raw_parts(logits, vocab), decoded.eval(&prompt).unwrap());
+        prefilled.eval(&prompt).unwrap();
+        let mut differs = false;
+        for step in 0..4 {
+            let mut token = 0u32;
+            assert_eq!(gf_sample(session, &greedy, logits, vocab, &mut token), GfStatus::Ok);
+            assert_eq!(gf_decode(session, token, &mut logits), GfStatus::Ok, "{}", last_error());
+            let row = std::slice::from_raw_parts(logits, vocab);
+            assert_eq!(row, decoded.decode(token).unwrap(), "step {step}: decode's bits");
+            differs |= row != prefilled.eval(&[token]).unwrap();
+        }
+        assert!(differs, "prefill and decode sum f16 in different orders: the test must see it");
+        assert_eq!(gf_decode(session, u32::MAX, &mut logits), GfStatus::Session);
+        assert!(last_error().contains("out of range"), "{}", last_error());
+        assert_eq!(gf_decode(session, 1, ptr::null_mut()), GfStatus::InvalidArgument);
+        gf_session_free(session);
+        gf_model_free(c_model);
+    }
+    let _ = std::fs::remove_file(&path);
+}

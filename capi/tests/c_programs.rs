@@ -154,7 +154,7 @@ fn the_c_example_and_the_error_paths_run_clean() {
 
         let done = run(&error_paths, &[model_arg], valgrind);
         assert!(done.status.success(), "error_paths.c {how}: {:?}\n{}", done.status, text(&done.stderr));
-        assert_eq!(text(&done.stdout).lines().count(), 13, "{}", text(&done.stdout));
+        assert_eq!(text(&done.stdout).lines().count(), 15, "{}", text(&done.stdout));
     }
     for path in [&example, &error_paths, &smollm2, &synthetic] {
         std::fs::remove_file(path).unwrap();

@@ -63,6 +63,10 @@ int main(int argc, char **argv) {
     expect("bad sampler settings", gf_sample(session, &negative_top_p, logits, vocab, &token),
            GF_STATUS_INVALID_ARGUMENT);
     expect("sample", gf_sample(session, &params, logits, vocab, &token), GF_STATUS_OK);
+    expect("decode out of range", gf_decode(session, out_of_range, &logits), GF_STATUS_SESSION);
+    expect("decode null logits", gf_decode(session, token, NULL), GF_STATUS_INVALID_ARGUMENT);
+    expect("decode", gf_decode(session, token, &logits), GF_STATUS_OK);
+    expect("sample after decode", gf_sample(session, &params, logits, vocab, &token), GF_STATUS_OK);
 
     expect("reset", gf_session_reset(session), GF_STATUS_OK);
     expect("empty prompt", gf_generate(session, "", 4, &params, NULL, NULL, NULL), GF_STATUS_GENERATE);
