@@ -1,7 +1,9 @@
 //! The q8 matmul driver for a few tokens (decode's GEMV and the smallest
 //! prefill groups): the loops over tiles of [`Q8_TILE_ROWS`] interleaved rows
 //! and groups of up to [`super::tiles::TILE_TOKENS`] tokens, and the writes of whole or cut
-//! tiles. An ISA supplies the tile: 8 rows × up to 4 tokens over every block.
+//! tiles. An ISA supplies the tile: 8 rows × up to 4 tokens over every block
+//! ([`matmul`]), or two adjacent tiles at once ([`matmul_pairs`], the AVX2
+//! GEMM's).
 
 use std::ops::Range;
 
@@ -25,9 +27,6 @@ pub(crate) struct Q8Tile<'a> {
     pub nb: usize,
     /// Tokens, 1 to [`super::tiles::TILE_TOKENS`].
     pub tokens: usize,
-    /// Whether this is the tile's first token group: a kernel that repacks a
-    /// tile's weights for its register tile does it then, once for all groups.
-    pub first: bool,
 }
 
 /// As [`crate::reference::matmul_q8`], with `tile_kernel(tile, sums)` setting
@@ -62,6 +61,98 @@ pub(crate) fn matmul(
         let wq = &quants[tile * tile_quants..][..tile_quants];
         let ws = &scales[tile * tile_scales..][..tile_scales];
         let (xq, xs) = (&xq[t0 * cols..(t0 + tokens) * cols], &xs[t0 * nb..(t0 + tokens) * nb]);
-        tile_kernel(Q8Tile { wq, ws, xq, xs, nb, tokens, first: t0 == 0 }, sums);
+        tile_kernel(Q8Tile { wq, ws, xq, xs, nb, tokens }, sums);
     });
+}
+
+/// Tiles a register tile may span: [`matmul_pairs`] hands out two adjacent
+/// tiles at once (16 rows), so that each token's broadcast activations serve
+/// twice as many rows.
+pub(crate) const PAIR: usize = 2;
+
+/// One or two adjacent tiles' inputs, as [`matmul_pairs`] hands them out.
+pub(crate) struct Q8Tiles<'a> {
+    /// The tiles' quants, `[tile][block][row in tile][32]`.
+    pub wq: &'a [i8],
+    /// The tiles' scales, `[tile][block][row in tile]`.
+    pub ws: &'a [f16],
+    /// `tokens` activation rows of `32 nb` quants each.
+    pub xq: &'a [i8],
+    /// `tokens` rows of `nb` scales each.
+    pub xs: &'a [f32],
+    /// Blocks of 32 columns.
+    pub nb: usize,
+    /// Tiles: 1 or [`PAIR`].
+    pub tiles: usize,
+    /// Tokens, 1 to [`super::tiles::TILE_TOKENS`].
+    pub tokens: usize,
+    /// Whether this is the tiles' first token group: a kernel that repacks
+    /// the tiles' weights for its register tile does it then, once for all
+    /// groups.
+    pub first: bool,
+}
+
+/// The results of [`Q8Tiles`]: per tile, `[token][row in tile]`.
+pub(crate) type PairSums = [TileSums; PAIR];
+
+/// As [`matmul`], with the tiles taken two at a time (one alone where the
+/// range leaves an odd one at its end): `tile_kernel(tiles, sums)` sets
+/// `sums[h][t][r]` to the dot product of row `r` of the `h`-th tile with token
+/// `t`. Every output is still one row's blocks in order against one token, so
+/// a kernel that sums each as [`matmul`]'s does gives the same bits.
+#[inline(always)]
+pub(crate) fn matmul_pairs(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    mut tile_kernel: impl FnMut(Q8Tiles, &mut PairSums),
+) {
+    use super::tiles::TILE_TOKENS;
+    if !super::matmul_out_checked(&rows, n, out, out_stride) {
+        return;
+    }
+    assert!(cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a multiple of {Q8_BLOCK}");
+    let nb = cols / Q8_BLOCK;
+    let (tile_quants, tile_scales) = (nb * Q8_BLOCK * Q8_TILE_ROWS, nb * Q8_TILE_ROWS);
+    let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
+    // One slice each, checked here; the loops below only index inside them.
+    let (quants, scales) = (&quants[..end_tile * tile_quants], &scales[..end_tile * tile_scales]);
+    let (xq, xs) = (&x.quants[..n * cols], &x.scales[..n * nb]);
+
+    let mut tile = rows.start / Q8_TILE_ROWS;
+    while tile < end_tile {
+        let tiles = (end_tile - tile).min(PAIR);
+        let wq = &quants[tile * tile_quants..(tile + tiles) * tile_quants];
+        let ws = &scales[tile * tile_scales..(tile + tiles) * tile_scales];
+        let mut t0 = 0;
+        while t0 < n {
+            let tokens = (n - t0).min(TILE_TOKENS);
+            let (xq, xs) = (&xq[t0 * cols..(t0 + tokens) * cols], &xs[t0 * nb..(t0 + tokens) * nb]);
+            let mut sums = [[[0f32; Q8_TILE_ROWS]; TILE_TOKENS]; PAIR];
+            tile_kernel(Q8Tiles { wq, ws, xq, xs, nb, tiles, tokens, first: t0 == 0 }, &mut sums);
+            for (h, sums) in sums[..tiles].iter().enumerate() {
+                let row0 = (tile + h) * Q8_TILE_ROWS;
+                // The tile's rows in range (all but for a tile cut by the range).
+                let (lo, hi) = (rows.start.max(row0) - row0, rows.end.min(row0 + Q8_TILE_ROWS) - row0);
+                for (t, sums) in sums[..tokens].iter().enumerate() {
+                    let start = (t0 + t) * out_stride + row0 + lo - rows.start;
+                    if hi - lo == Q8_TILE_ROWS {
+                        // A whole tile (all but a cut one): a fixed-size copy, not a call to memcpy.
+                        let to: &mut [f32; Q8_TILE_ROWS] =
+                            (&mut out[start..start + Q8_TILE_ROWS]).try_into().expect("8 rows");
+                        *to = *sums;
+                    } else {
+                        out[start..start + hi - lo].copy_from_slice(&sums[lo..hi]);
+                    }
+                }
+            }
+            t0 += tokens;
+        }
+        tile += tiles;
+    }
 }

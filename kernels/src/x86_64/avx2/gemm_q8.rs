@@ -3,16 +3,17 @@
 //! register and then needs horizontal adds to gather 8 rows' sums; here the
 //! rows sit in lanes instead, so a block needs no horizontal sum.
 //!
-//! Once per tile of 8 interleaved rows (the driver's first token group), its
-//! weights are repacked into scratch as `[block][step][row][4 quants]`: one
-//! register holds 4 consecutive quants of each of the 8 rows (a step), kept
-//! twice, as `|w|` and as `w` (for the sign trick below). Per step and token
-//! the token's 4 quants are broadcast to every lane from memory; `maddubs`
-//! and `madd` give each row's 4 products summed in one i32 lane. The register
-//! tile is 8 rows × 4 tokens (the driver's token groups): per block 8 steps ×
-//! 4 tokens of `sign, maddubs, madd, add` into 4 i32 sums, then per token one
-//! convert and one FMA as the GEMV does, so the results are the GEMV's bit for
-//! bit and an output does not depend on the batch it was computed in. With
+//! Once per pair of adjacent tiles of 8 interleaved rows (the driver's first
+//! token group, [`q8::matmul_pairs`]), their weights are repacked into scratch
+//! as `[block][step][tile][row][4 quants]`: one register holds 4 consecutive
+//! quants of each of a tile's 8 rows (a step), kept twice, as `|w|` and as `w`
+//! (for the sign trick below). Per step and token the token's 4 quants are
+//! broadcast to every lane from memory, once for both tiles; `maddubs` and
+//! `madd` give each row's 4 products summed in one i32 lane. The register tile
+//! is 16 rows × 4 tokens: per block 8 steps × 4 tokens × 2 tiles of `sign,
+//! maddubs, madd, add` into 8 i32 sums, then per token and tile one convert
+//! and one FMA as the GEMV does, so the results are the GEMV's bit for bit and
+//! an output does not depend on the batch it was computed in. With
 //! AVX-VNNI one `vpdpbusd` replaces `maddubs, madd, add` (`gemm_q8_vnni`).
 
 use std::arch::x86_64::*;
@@ -22,7 +23,7 @@ use std::ops::Range;
 use half::f16;
 
 use super::simd::{load32_i8, load8_f16, store8};
-use crate::driver::q8::{self, Q8Tile, TileSums};
+use crate::driver::q8::{self, PairSums, Q8Tiles, PAIR};
 use crate::{Q8Acts, Q8_BLOCK, Q8_TILE_ROWS};
 
 /// Steps of 4 columns per block.
@@ -36,21 +37,22 @@ const MAX_BLOCKS: usize = 256;
 /// The widest matrix [`gemm_q8`] takes; `matmul_q8` runs wider ones on the GEMV.
 pub(super) const GEMM_MAX_COLS: usize = MAX_BLOCKS * Q8_BLOCK;
 
-/// One tile's weights repacked, per thread, in fixed-size thread-local arrays
-/// (128 KiB) rather than vectors: a prefill after the first (the context shift
-/// of a long generation) must not allocate. A tile of 1536 columns uses 24 KiB.
+/// Two tiles' weights repacked, per thread, in fixed-size thread-local
+/// arrays (256 KiB) rather than vectors: a prefill after the first (the
+/// context shift of a long generation) must not allocate. Two tiles of 1536
+/// columns use 48 KiB.
 struct Repacked {
-    /// `|w|` as u8 (so -128 is 128), `[block][step]`.
-    abs: [[Step; STEPS]; MAX_BLOCKS],
-    /// `w`, `[block][step]`: its signs move onto the activations.
-    signed: [[Step; STEPS]; MAX_BLOCKS],
+    /// `|w|` as u8 (so -128 is 128), `[block][step][tile in pair]`.
+    abs: [[[Step; PAIR]; STEPS]; MAX_BLOCKS],
+    /// `w`, `[block][step][tile in pair]`: its signs move onto the activations.
+    signed: [[[Step; PAIR]; STEPS]; MAX_BLOCKS],
 }
 
 thread_local! {
     static REPACKED: RefCell<Repacked> = const {
         RefCell::new(Repacked {
-            abs: [[[0; 4 * Q8_TILE_ROWS]; STEPS]; MAX_BLOCKS],
-            signed: [[[0; 4 * Q8_TILE_ROWS]; STEPS]; MAX_BLOCKS],
+            abs: [[[[0; 4 * Q8_TILE_ROWS]; PAIR]; STEPS]; MAX_BLOCKS],
+            signed: [[[[0; 4 * Q8_TILE_ROWS]; PAIR]; STEPS]; MAX_BLOCKS],
         })
     };
 }
@@ -122,31 +124,43 @@ fn gemm(
 ) {
     assert!(cols <= GEMM_MAX_COLS, "gemm_q8: cols {cols} above {GEMM_MAX_COLS}");
     REPACKED.with_borrow_mut(|repacked| {
-        q8::matmul(quants, scales, cols, rows, x, n, out, out_stride, |tile, sums| {
-            if tile.first {
-                repack_tile(tile.wq, tile.nb, repacked);
+        q8::matmul_pairs(quants, scales, cols, rows, x, n, out, out_stride, |tiles, sums| {
+            if tiles.first {
+                repack_tiles(&tiles, repacked);
             }
-            match tile.tokens {
-                4 => register_tile::<4>(&tile, repacked, sums, step),
-                3 => register_tile::<3>(&tile, repacked, sums, step),
-                2 => register_tile::<2>(&tile, repacked, sums, step),
-                _ => register_tile::<1>(&tile, repacked, sums, step),
+            if tiles.tiles == PAIR {
+                match tiles.tokens {
+                    4 => register_tile::<4, 2>(&tiles, repacked, sums, step),
+                    3 => register_tile::<3, 2>(&tiles, repacked, sums, step),
+                    2 => register_tile::<2, 2>(&tiles, repacked, sums, step),
+                    _ => register_tile::<1, 2>(&tiles, repacked, sums, step),
+                }
+            } else {
+                match tiles.tokens {
+                    4 => register_tile::<4, 1>(&tiles, repacked, sums, step),
+                    3 => register_tile::<3, 1>(&tiles, repacked, sums, step),
+                    2 => register_tile::<2, 1>(&tiles, repacked, sums, step),
+                    _ => register_tile::<1, 1>(&tiles, repacked, sums, step),
+                }
             }
         });
     });
 }
 
-/// Repacks the tile's `nb` blocks (`wq`: `[block][row][32]`) into `repacked`:
-/// per block a transpose of 8 rows × 8 steps of 4 bytes.
+/// Repacks the tiles' `nb` blocks each (`wq`: `[tile][block][row][32]`) into
+/// `repacked`: per block a transpose of 8 rows × 8 steps of 4 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn repack_tile(wq: &[i8], nb: usize, repacked: &mut Repacked) {
-    let blocks = wq.chunks_exact(Q8_BLOCK * Q8_TILE_ROWS).take(nb);
-    for ((block, abs), signed) in blocks.zip(&mut repacked.abs).zip(&mut repacked.signed) {
-        let rows: [__m256i; Q8_TILE_ROWS] = std::array::from_fn(|r| load32_i8(&block[r * Q8_BLOCK..]));
-        for (k, step) in transpose_8x8(rows).into_iter().enumerate() {
-            store32(&mut signed[k], step);
-            store32(&mut abs[k], _mm256_sign_epi8(step, step));
+fn repack_tiles(tiles: &Q8Tiles, repacked: &mut Repacked) {
+    let nb = tiles.nb;
+    for (h, wq) in tiles.wq.chunks_exact(nb * Q8_BLOCK * Q8_TILE_ROWS).enumerate() {
+        let blocks = wq.chunks_exact(Q8_BLOCK * Q8_TILE_ROWS);
+        for ((block, abs), signed) in blocks.zip(&mut repacked.abs).zip(&mut repacked.signed) {
+            let rows: [__m256i; Q8_TILE_ROWS] = std::array::from_fn(|r| load32_i8(&block[r * Q8_BLOCK..]));
+            for (k, step) in transpose_8x8(rows).into_iter().enumerate() {
+                store32(&mut signed[k][h], step);
+                store32(&mut abs[k][h], _mm256_sign_epi8(step, step));
+            }
         }
     }
 }
@@ -185,41 +199,63 @@ fn transpose_8x8(r: [__m256i; 8]) -> [__m256i; 8] {
     })
 }
 
-/// One tile of 8 rows against `T` tokens from the repacked weights:
-/// `sums[t][r]` = row `r` · token `t`.
+/// `H` tiles of 8 rows against `T` tokens from the repacked weights:
+/// `sums[h][t][r]` = row `r` of tile `h` · token `t`. Per step, `T`
+/// broadcasts of a token's 4 quants and `2 H` loads of weights feed `T H`
+/// steps: at `H` = 2, `T` = 4 that is 8 i32 sums in registers, each broadcast
+/// used twice.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn register_tile<const T: usize>(
-    tile: &Q8Tile,
+fn register_tile<const T: usize, const H: usize>(
+    tiles: &Q8Tiles,
     repacked: &Repacked,
-    sums: &mut TileSums,
+    sums: &mut PairSums,
     step: impl Fn(__m256i, __m256i, __m256i, __m256i) -> __m256i,
 ) {
-    let Q8Tile { ws, xq, xs, nb, .. } = *tile;
+    let Q8Tiles { ws, xq, xs, nb, .. } = *tiles;
     let (abs, signed) = (&repacked.abs[..nb], &repacked.signed[..nb]);
     // The tokens' blocks as arrays, so a step's 4 quants need no bounds check.
     // (Not one slice per token from `array::from_fn`: a closure with target
     // features is not inlined into it, and that call cost 9% of a prefill.)
     let x = &xq.as_chunks::<Q8_BLOCK>().0[..T * nb];
-    let mut acc = [_mm256_setzero_ps(); T];
+    let xs = &xs[..T * nb];
+    // Each tile's scales, `[block][row in tile]`.
+    let ws: [&[f16]; H] = std::array::from_fn(|h| &ws[h * nb * Q8_TILE_ROWS..][..nb * Q8_TILE_ROWS]);
+    let mut acc = [[_mm256_setzero_ps(); H]; T];
     for b in 0..nb {
-        let mut dot = [_mm256_setzero_si256(); T];
+        let mut dot = [[_mm256_setzero_si256(); H]; T];
+        let (abs, signed) = (&abs[b], &signed[b]);
         for k in 0..STEPS {
-            let (w_abs, w) = (load32(&abs[b][k]), load32(&signed[b][k]));
+            let mut w_abs = [_mm256_setzero_si256(); H];
+            let mut w = [_mm256_setzero_si256(); H];
+            for h in 0..H {
+                w_abs[h] = load32(&abs[k][h]);
+                w[h] = load32(&signed[k][h]);
+            }
             for t in 0..T {
                 let steps: &[[i8; 4]; STEPS] = bytemuck::cast_ref(&x[t * nb + b]);
                 let xk = _mm256_set1_epi32(bytemuck::cast(steps[k]));
-                dot[t] = step(dot[t], w_abs, w, xk);
+                for h in 0..H {
+                    dot[t][h] = step(dot[t][h], w_abs[h], w[h], xk);
+                }
             }
         }
-        let w_scales = load8_f16(&ws[b * Q8_TILE_ROWS..]);
+        let mut w_scales = [_mm256_setzero_ps(); H];
+        for h in 0..H {
+            w_scales[h] = load8_f16(&ws[h][b * Q8_TILE_ROWS..]);
+        }
         for t in 0..T {
-            let scale = _mm256_mul_ps(w_scales, _mm256_set1_ps(xs[t * nb + b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), scale, acc[t]);
+            let x_scale = _mm256_set1_ps(xs[t * nb + b]);
+            for h in 0..H {
+                let scale = _mm256_mul_ps(w_scales[h], x_scale);
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t][h]), scale, acc[t][h]);
+            }
         }
     }
-    for (sums, &acc) in sums.iter_mut().zip(&acc) {
-        store8(sums, acc);
+    for h in 0..H {
+        for t in 0..T {
+            store8(&mut sums[h][t], acc[t][h]);
+        }
     }
 }
 
