@@ -156,7 +156,12 @@ fn repack_tiles(tiles: &Q8Tiles, repacked: &mut Repacked) {
     for (h, wq) in tiles.wq.chunks_exact(nb * Q8_BLOCK * Q8_TILE_ROWS).enumerate() {
         let blocks = wq.chunks_exact(Q8_BLOCK * Q8_TILE_ROWS);
         for ((block, abs), signed) in blocks.zip(&mut repacked.abs).zip(&mut repacked.signed) {
-            let rows: [__m256i; Q8_TILE_ROWS] = std::array::from_fn(|r| load32_i8(&block[r * Q8_BLOCK..]));
+            // A loop, not `array::from_fn`: a closure with target features
+            // is not inlined into it.
+            let mut rows = [_mm256_setzero_si256(); Q8_TILE_ROWS];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = load32_i8(&block[r * Q8_BLOCK..]);
+            }
             for (k, step) in transpose_8x8(rows).into_iter().enumerate() {
                 store32(&mut signed[k][h], step);
                 store32(&mut abs[k][h], _mm256_sign_epi8(step, step));
@@ -171,32 +176,30 @@ fn repack_tiles(tiles: &Q8Tiles, repacked: &mut Repacked) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn transpose_8x8(r: [__m256i; 8]) -> [__m256i; 8] {
+    // Loops, not `array::from_fn`: a closure with target features is not
+    // inlined into it.
     // t[2i]: rows 2i, 2i + 1 of lanes 0, 1 (and 4, 5); t[2i + 1]: of lanes 2, 3 (6, 7).
-    let t: [__m256i; 8] = std::array::from_fn(|j| {
+    let mut t = [_mm256_setzero_si256(); 8];
+    for (j, t) in t.iter_mut().enumerate() {
         let (a, b) = (r[j & !1], r[j | 1]);
-        if j % 2 == 0 {
-            _mm256_unpacklo_epi32(a, b)
-        } else {
-            _mm256_unpackhi_epi32(a, b)
-        }
-    });
+        *t = if j % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) };
+    }
     // u[4h + m]: rows 4h..4h + 4 of lane m (low half) and m + 4 (high half).
-    let u: [__m256i; 8] = std::array::from_fn(|j| {
+    let mut u = [_mm256_setzero_si256(); 8];
+    for (j, u) in u.iter_mut().enumerate() {
         let (h, m) = (j / 4, j % 4);
         let (a, b) = (t[4 * h + m / 2], t[4 * h + 2 + m / 2]);
-        if m % 2 == 0 {
-            _mm256_unpacklo_epi64(a, b)
-        } else {
-            _mm256_unpackhi_epi64(a, b)
-        }
-    });
-    std::array::from_fn(|k| {
-        if k < 4 {
+        *u = if m % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) };
+    }
+    let mut out = [_mm256_setzero_si256(); 8];
+    for (k, out) in out.iter_mut().enumerate() {
+        *out = if k < 4 {
             _mm256_permute2x128_si256::<0x20>(u[k], u[4 + k])
         } else {
             _mm256_permute2x128_si256::<0x31>(u[k - 4], u[k])
-        }
-    })
+        };
+    }
+    out
 }
 
 /// `H` tiles of 8 rows against `T` tokens from the repacked weights:
@@ -219,8 +222,11 @@ fn register_tile<const T: usize, const H: usize>(
     // features is not inlined into it, and that call cost 9% of a prefill.)
     let x = &xq.as_chunks::<Q8_BLOCK>().0[..T * nb];
     let xs = &xs[..T * nb];
-    // Each tile's scales, `[block][row in tile]`.
-    let ws: [&[f16]; H] = std::array::from_fn(|h| &ws[h * nb * Q8_TILE_ROWS..][..nb * Q8_TILE_ROWS]);
+    // Each tile's scales, `[block][row in tile]` (a loop, not `from_fn`: see above).
+    let mut tile_ws: [&[f16]; H] = [&[]; H];
+    for (h, tile_ws) in tile_ws.iter_mut().enumerate() {
+        *tile_ws = &ws[h * nb * Q8_TILE_ROWS..][..nb * Q8_TILE_ROWS];
+    }
     let mut acc = [[_mm256_setzero_ps(); H]; T];
     for b in 0..nb {
         let mut dot = [[_mm256_setzero_si256(); H]; T];
@@ -242,7 +248,7 @@ fn register_tile<const T: usize, const H: usize>(
         }
         let mut w_scales = [_mm256_setzero_ps(); H];
         for h in 0..H {
-            w_scales[h] = load8_f16(&ws[h][b * Q8_TILE_ROWS..]);
+            w_scales[h] = load8_f16(&tile_ws[h][b * Q8_TILE_ROWS..]);
         }
         for t in 0..T {
             let x_scale = _mm256_set1_ps(xs[t * nb + b]);
