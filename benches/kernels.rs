@@ -17,7 +17,8 @@
 //! - `rmsnorm`, `quantize_q8_acts`: 576 and 4096 values, as GB/s of input.
 //! - `kquant`: the K-quant matmuls (Q4_K, Q5_K, Q6_K in tiles), one token
 //!   through 32768 × 32768 (0.6 to 0.9 GB: compare with `gemv/memory_read`
-//!   and `gemv/q8`) as GB/s, and prefill shapes (4096 × 4096, 16 and 128
+//!   and `gemv/q8`) and through SmolLM2's `ffn_down` 576 × 1536
+//!   (cache-resident, the compute bound) as GB/s, and prefill shapes (4096 × 4096, 16 and 128
 //!   tokens) as FLOP/s.
 //! - `q4q5`: the Q4_0/Q4_1/Q5_0/Q5_1 matmuls (GGUF blocks in tiles), one token
 //!   through 32768 × 32768 (0.56 to 0.69 GB: compare with `gemv/memory_read`)
@@ -611,7 +612,7 @@ fn kquant(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     for ty in &KTYPES {
-        for (rows, cols, n) in [(32768, 32768, 1), (4096, 4096, 16), (4096, 4096, 128)] {
+        for (rows, cols, n) in [(32768, 32768, 1), (576, 1536, 1), (4096, 4096, 16), (4096, 4096, 128)] {
             let function = format!("{}/{rows}x{cols}/n{n}", ty.name);
             if !filter.any("kquant", ids_for(&function, &tables)) {
                 continue;

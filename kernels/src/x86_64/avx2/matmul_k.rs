@@ -274,6 +274,100 @@ pub(in crate::x86_64) fn half_sums(xq: &[i8], at: usize) -> [__m256i; 2] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q6_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
+    if T <= 2 {
+        q6_k_tile_paired::<T>(tile, sums);
+    } else {
+        q6_k_tile_by_block::<T>(tile, sums);
+    }
+}
+
+/// [`q6_k_tile`] for one or two tokens. Blocks `c` and `c + 2` of a half super-block take their low four bits
+/// from the low and high nibbles of the same `ql` bytes and their top two
+/// from the same `qh` bytes, so each pair of loads unpacks two blocks' quants
+/// (and `qh` is masked where its bits already lie, not shifted down and
+/// back). The integer sums of a half's 4 blocks are finished before their
+/// scales are applied in block order, so the f32 arithmetic (and every bit
+/// of the result) is that of one block at a time.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_tile_paired<const T: usize>(tile: &KTile, sums: &mut TileSums) {
+    let KTile { w, xq, xs, superblocks, .. } = *tile;
+    let (cols, nb) = (superblocks * SUPERBLOCK, superblocks * BLOCKS);
+    let (low4, top2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    let zero = _mm256_setzero_si256();
+    let mut acc = [_mm256_setzero_ps(); T];
+    for sb in 0..superblocks {
+        let rec = &w[sb * q6_k::RECORD_BYTES..][..q6_k::RECORD_BYTES];
+        if T == 1 {
+            prefetch_ahead(bytemuck::cast_slice(rec));
+        }
+        let d = load8_f16_bytes(&rec[q6_k::D..]);
+        for half in 0..2 {
+            // `[token][quarter]`: the rows' integer sums of block 4·half + quarter.
+            let mut isums = [[zero; 4]; T];
+            let qh = q6_k::QH + 8 * half * 32;
+            for quarter in 0..2 {
+                let quarters = [quarter, quarter + 2];
+                let sc16 = quarters.map(|q| q6_pair_scales(rec, 4 * half + q));
+                let ql = q6_k::QL + (16 * half + 8 * quarter) * 32;
+                for pair in 0..4 {
+                    let mut pairs = [[zero; 2]; T];
+                    for m in 2 * pair..2 * pair + 2 {
+                        let (low, high) = (load32(&rec[ql + m * 32..]), load32(&rec[qh + m * 32..]));
+                        // The top bits of quarter q are bits 2q..2q + 2 of `qh`, wanted at 4..6.
+                        let (top_a, top_b) = if quarter == 0 {
+                            (_mm256_slli_epi16::<4>(high), high)
+                        } else {
+                            (_mm256_slli_epi16::<2>(high), _mm256_srli_epi16::<2>(high))
+                        };
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(low, low4), _mm256_and_si256(top_a, top2)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(low), low4),
+                                _mm256_and_si256(top_b, top2),
+                            ),
+                        ];
+                        for (t, pairs) in pairs.iter_mut().enumerate() {
+                            for ((pair, &q), &quarter) in pairs.iter_mut().zip(&q).zip(&quarters) {
+                                let b = sb * BLOCKS + 4 * half + quarter;
+                                let x = broadcast4(xq, t * cols + b * Q8_BLOCK + 4 * m);
+                                *pair = _mm256_add_epi16(*pair, _mm256_maddubs_epi16(q, x));
+                            }
+                        }
+                    }
+                    for (isums, pairs) in isums.iter_mut().zip(&pairs) {
+                        for ((&pair_sum, &q), sc16) in pairs.iter().zip(&quarters).zip(&sc16) {
+                            isums[q] = _mm256_add_epi32(isums[q], _mm256_madd_epi16(pair_sum, sc16[pair / 2]));
+                        }
+                    }
+                }
+            }
+            for (quarter, c) in (4 * half..4 * half + 4).enumerate() {
+                let b = sb * BLOCKS + c;
+                let sc32 = q6_scales(rec, c);
+                for t in 0..T {
+                    let [s_a, s_b] = half_sums(xq, t * cols + b * Q8_BLOCK);
+                    let offset = _mm256_add_epi32(_mm256_mullo_epi32(sc32[0], s_a), _mm256_mullo_epi32(sc32[1], s_b));
+                    let isum = _mm256_sub_epi32(isums[t][quarter], _mm256_slli_epi32::<5>(offset));
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(xs[t * nb + b]));
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
+                }
+            }
+        }
+    }
+    for (sums, &acc) in sums.iter_mut().zip(&acc) {
+        super::simd::store8(sums, acc);
+    }
+}
+
+/// [`q6_k_tile`] for three or four tokens, one block at a time: unpacking
+/// two blocks per load as [`q6_k_tile_paired`] does holds twice the
+/// accumulators, too many registers for this many tokens (prefill measured
+/// slower). The integer sums are the same exact values and the scales are
+/// applied in the same block order, so the bits are those of the paired tile.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_tile_by_block<const T: usize>(tile: &KTile, sums: &mut TileSums) {
     let KTile { w, xq, xs, superblocks, .. } = *tile;
     let (cols, nb) = (superblocks * SUPERBLOCK, superblocks * BLOCKS);
     let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
@@ -325,6 +419,34 @@ fn q6_k_tile<const T: usize>(tile: &KTile, sums: &mut TileSums) {
     for (sums, &acc) in sums.iter_mut().zip(&acc) {
         super::simd::store8(sums, acc);
     }
+}
+
+/// The rows' signed scales of sub-blocks `2c` and `2c + 1` of a Q6_K record,
+/// as i32 (row `r` in lane `r`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_scales(rec: &[u8], c: usize) -> [__m256i; 2] {
+    [0, 8].map(|o| _mm256_cvtepi8_epi32(load8_bytes(&rec[q6_k::SCALES + 16 * c + o..])))
+}
+
+/// [`q6_scales`] as `madd` takes them: row `r`'s scale in both i16 halves
+/// of lane `r` (the scale bytes interleaved with themselves, sign-extended).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_pair_scales(rec: &[u8], c: usize) -> [__m256i; 2] {
+    let v = load16_bytes(&rec[q6_k::SCALES + 16 * c..]);
+    [_mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, v)), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(v, v))]
+}
+
+/// 16 bytes from the front of `s`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load16_bytes(s: &[u8]) -> __m128i {
+    let v: [u8; 16] = s[..16].try_into().expect("16 bytes");
+    _mm_set_epi64x(
+        i64::from_le_bytes(v[8..].try_into().expect("8 bytes")),
+        i64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
+    )
 }
 
 /// 8 bytes from the front of `s`, in the low half.
