@@ -6,13 +6,16 @@ use std::ops::Range;
 
 use gpt_fast_quant::q4q5::Kind;
 
-use super::matmul::prefetch_ahead;
+use super::matmul::{prefetch_ahead, Q8_PREFETCH_BYTES};
 use super::simd::{broadcast16_i8, load32_i8, load8_f16, store8};
 use crate::driver::q4q5::{self, Q4Q5Tile};
 use crate::driver::tiles::TileSums;
 use crate::q4q5::{
     Q4Q5Weight, Q8SumActs, Q4Q5_BLOCK, ROW_NIBBLE_BYTES, TILE_BLOCK_FIFTH_BYTES, TILE_BLOCK_NIBBLE_BYTES,
 };
+
+/// Bytes of one tile's block in a scale or minimum plane (8 rows' f16).
+const F16_BLOCK_BYTES: usize = 8 * std::mem::size_of::<half::f16>();
 
 /// As [`crate::reference::matmul_q4q5`].
 ///
@@ -21,9 +24,10 @@ use crate::q4q5::{
 /// shifting their last 16 (plus the fifth bits for Q5), against the token's
 /// first and last 16 activation quants broadcast to both halves. The quants
 /// are unsigned, as `maddubs` wants its first operand, so no sign trick is
-/// needed: a pair of products is at most `2 × 31 × 128 = 7936` and the sum of
-/// the two halves' pairs `15872 < 32767`, so nothing saturates and the
-/// integer dot product is exact. Per block the row sums become
+/// needed: a pair of products is at most `2 × 31 × 128 = 7936`, the sum of
+/// the two halves' pairs `15872` and `hadd`'s sum of two of those
+/// `31744 < 32767`, so nothing saturates or wraps and the integer dot product
+/// is exact. Per block the row sums become
 /// `fma(isum, d·xs, acc)` then `fma(m', sum, acc)`: two roundings fewer than
 /// the reference, the only difference from it. Every token count runs the same
 /// operations per token, so results do not depend on the batch.
@@ -85,6 +89,17 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
         let wblock: &[i8] = bytemuck::cast_slice(&nibbles[b * TILE_BLOCK_NIBBLE_BYTES..][..TILE_BLOCK_NIBBLE_BYTES]);
         if T == 1 {
             prefetch_ahead(wblock);
+            // The other planes are separate streams: the same number of
+            // blocks ahead, one prefetch per line.
+            if Q5 && b % 2 == 0 {
+                prefetch_plane(high_bits, b * TILE_BLOCK_FIFTH_BYTES, TILE_BLOCK_FIFTH_BYTES);
+            }
+            if b % 4 == 0 {
+                prefetch_plane(bytemuck::cast_slice(scales), b * F16_BLOCK_BYTES, F16_BLOCK_BYTES);
+                if MIN {
+                    prefetch_plane(bytemuck::cast_slice(mins), b * F16_BLOCK_BYTES, F16_BLOCK_BYTES);
+                }
+            }
         }
         // The block's fifth bits: those of row pair (2k, 2k + 1) lie in
         // bit 2k (values 0-15) and 2k + 1 (16-31) of the bytes that line up
@@ -95,10 +110,11 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
             [broadcast16_i8(xb), broadcast16_i8(&xb[16..])]
         });
         // Row pairs are folded by hadd as soon as two exist, so few partial
-        // vectors per token are live.
+        // vectors per token are live: first in i16 (two row pairs' 16-bit
+        // partial sums into one vector), then widened once.
         let mut halves = [[_mm256_setzero_si256(); 2]; T];
         for (h, wquad) in wblock.chunks_exact(4 * ROW_NIBBLE_BYTES).enumerate() {
-            let mut pairs = [[_mm256_setzero_si256(); 2]; T];
+            let mut prods = [[_mm256_setzero_si256(); 2]; T];
             for (p, wpair) in wquad.chunks_exact(2 * ROW_NIBBLE_BYTES).enumerate() {
                 let k = 2 * h + p;
                 let v = load32_i8(wpair);
@@ -109,13 +125,14 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
                     hi = _mm256_or_si256(hi, sixteen_where(fifth, 2 * k + 1));
                 }
                 for t in 0..T {
-                    let prod = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xv[t][0]), _mm256_maddubs_epi16(hi, xv[t][1]));
-                    // Rows 2k (lanes 0-3) and 2k + 1 (lanes 4-7), 4 partial sums each.
-                    pairs[t][p] = _mm256_madd_epi16(prod, ones);
+                    // Rows 2k (low half) and 2k + 1 (high half), 8 partial sums each.
+                    prods[t][p] =
+                        _mm256_add_epi16(_mm256_maddubs_epi16(lo, xv[t][0]), _mm256_maddubs_epi16(hi, xv[t][1]));
                 }
             }
             for t in 0..T {
-                halves[t][h] = _mm256_hadd_epi32(pairs[t][0], pairs[t][1]);
+                // Rows 4h, 4h + 2 (low half) and 4h + 1, 4h + 3 (high), 2 partial sums each.
+                halves[t][h] = _mm256_madd_epi16(_mm256_hadd_epi16(prods[t][0], prods[t][1]), ones);
             }
         }
         let d = _mm256_permutevar8x32_ps(load8_f16(&scales[b * 8..]), to_reduced_order);
@@ -135,6 +152,17 @@ fn tile_kernel<const T: usize, const Q5: bool, const MIN: bool>(tile: &Q4Q5Tile,
     for t in 0..T {
         store8(&mut sums[t], _mm256_permutevar8x32_ps(acc[t], to_row_order));
     }
+}
+
+/// Prefetches (into L2) the line of `plane` (`[block][block_bytes]`) that a
+/// one-token matmul reads as many blocks after the one at byte `at` as
+/// [`prefetch_ahead`] runs ahead in the nibbles. A hint: past the end of the
+/// plane it is dropped.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch_plane(plane: &[u8], at: usize, block_bytes: usize) {
+    let ahead = Q8_PREFETCH_BYTES / TILE_BLOCK_NIBBLE_BYTES * block_bytes;
+    _mm_prefetch::<_MM_HINT_T1>(plane.as_ptr().wrapping_add(at + ahead).cast());
 }
 
 /// `0x10` in each byte of `bits` whose bit `bit` (`< 8`) is set, else 0:
