@@ -29,6 +29,53 @@ pub(crate) struct Q8Tile<'a> {
     pub tokens: usize,
 }
 
+/// What [`matmul`] and [`matmul_pairs`] check and slice before their loops.
+struct Inputs<'a> {
+    nb: usize,
+    tile_quants: usize,
+    tile_scales: usize,
+    end_tile: usize,
+    quants: &'a [i8],
+    scales: &'a [f16],
+    xq: &'a [i8],
+    xs: &'a [f32],
+}
+
+impl<'a> Inputs<'a> {
+    /// `None`: nothing to compute.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn checked(
+        quants: &'a [i8],
+        scales: &'a [f16],
+        cols: usize,
+        rows: &Range<usize>,
+        x: &'a Q8Acts,
+        n: usize,
+        out: &[f32],
+        out_stride: usize,
+    ) -> Option<Self> {
+        if !super::matmul_out_checked(rows, n, out, out_stride) {
+            return None;
+        }
+        assert!(cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a multiple of {Q8_BLOCK}");
+        let nb = cols / Q8_BLOCK;
+        let (tile_quants, tile_scales) = (nb * Q8_BLOCK * Q8_TILE_ROWS, nb * Q8_TILE_ROWS);
+        let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
+        // One slice each, checked here; the loops only index inside them.
+        Some(Self {
+            nb,
+            tile_quants,
+            tile_scales,
+            end_tile,
+            quants: &quants[..end_tile * tile_quants],
+            scales: &scales[..end_tile * tile_scales],
+            xq: &x.quants[..n * cols],
+            xs: &x.scales[..n * nb],
+        })
+    }
+}
+
 /// As [`crate::reference::matmul_q8`], with `tile_kernel(tile, sums)` setting
 /// `sums[t][r]` to the dot product of the tile's row `r` with token `t`
 /// (`t < tile.tokens`). Tiles outer, tokens inner: a tile's weights (nb × 256
@@ -46,16 +93,11 @@ pub(crate) fn matmul(
     out_stride: usize,
     mut tile_kernel: impl FnMut(Q8Tile, &mut TileSums),
 ) {
-    if !super::matmul_out_checked(&rows, n, out, out_stride) {
+    let Some(Inputs { nb, tile_quants, tile_scales, end_tile: _, quants, scales, xq, xs }) =
+        Inputs::checked(quants, scales, cols, &rows, x, n, out, out_stride)
+    else {
         return;
-    }
-    assert!(cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a multiple of {Q8_BLOCK}");
-    let nb = cols / Q8_BLOCK;
-    let (tile_quants, tile_scales) = (nb * Q8_BLOCK * Q8_TILE_ROWS, nb * Q8_TILE_ROWS);
-    let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
-    // One slice each, checked here; the loops below only index inside them.
-    let (quants, scales) = (&quants[..end_tile * tile_quants], &scales[..end_tile * tile_scales]);
-    let (xq, xs) = (&x.quants[..n * cols], &x.scales[..n * nb]);
+    };
 
     super::tiles::for_each_tile(rows, n, out, out_stride, |tile, t0, tokens, sums| {
         let wq = &quants[tile * tile_quants..][..tile_quants];
@@ -113,16 +155,11 @@ pub(crate) fn matmul_pairs(
     mut tile_kernel: impl FnMut(Q8Tiles, &mut PairSums),
 ) {
     use super::tiles::TILE_TOKENS;
-    if !super::matmul_out_checked(&rows, n, out, out_stride) {
+    let Some(Inputs { nb, tile_quants, tile_scales, end_tile, quants, scales, xq, xs }) =
+        Inputs::checked(quants, scales, cols, &rows, x, n, out, out_stride)
+    else {
         return;
-    }
-    assert!(cols.is_multiple_of(Q8_BLOCK), "matmul_q8: cols {cols} is not a multiple of {Q8_BLOCK}");
-    let nb = cols / Q8_BLOCK;
-    let (tile_quants, tile_scales) = (nb * Q8_BLOCK * Q8_TILE_ROWS, nb * Q8_TILE_ROWS);
-    let end_tile = rows.end.div_ceil(Q8_TILE_ROWS);
-    // One slice each, checked here; the loops below only index inside them.
-    let (quants, scales) = (&quants[..end_tile * tile_quants], &scales[..end_tile * tile_scales]);
-    let (xq, xs) = (&x.quants[..n * cols], &x.scales[..n * nb]);
+    };
 
     let mut tile = rows.start / Q8_TILE_ROWS;
     while tile < end_tile {
