@@ -61,16 +61,22 @@ pub(crate) struct TileShape {
 /// `rows` of the row-major `w` (`cols` wide) and the `n` tokens of `x`, as
 /// [`crate::reference::matmul_f32`]; zero columns give zeros.
 ///
-/// `tile(rn, tn, w, x, out)` computes one register tile: `out[t * out_stride
-/// + r] = dot(w[r], x[t])` for the `rn` rows of `w` and the `tn` tokens of
-/// `x`, with `rn` either `shape.rows` or 1 and `tn <= shape.tokens`;
+/// `tile(rn, tn, w, x, out, stripe)` computes one register tile: `out[t *
+/// out_stride + r * stripe] = dot(w[r * stripe], x[t])` for `rn` rows of `w`,
+/// `stripe` rows apart, and the `tn` tokens of `x`, with `rn` either
+/// `shape.rows` or 1 and `tn <= shape.tokens`;
 /// `tile_f32` the same from f32 weights, and `widen(w, out)` widens weights to
 /// f32 (exactly, as `Into<f32>`).
 ///
-/// Loops, outermost first: blocks of about `shape.block_bytes` of f32 weight
-/// rows (kept in cache while every token group passes over them; one block
-/// when there is one token group), token groups of `shape.tokens`, row tiles
-/// of `shape.rows`, the block's last rows one at a time. With several token
+/// One token group (decode: `n <= shape.tokens`) reads every weight once,
+/// so the call only has to keep up with memory: the rows are cut into
+/// `shape.rows` stripes and a tile takes one row of each, so that it reads
+/// `shape.rows` long sequential streams (see [`striped_tiles`]).
+///
+/// Otherwise, loops, outermost first: blocks of about `shape.block_bytes` of
+/// f32 weight rows (kept in cache while every token group passes over them),
+/// token groups of `shape.tokens`, row tiles of `shape.rows` adjacent rows,
+/// the block's last rows one at a time. With several token
 /// groups, f16 blocks are widened once into per-thread scratch and the tiles
 /// read that, instead of widening each weight once per group. None of this
 /// changes a result: each output is computed by itself, from the same f32
@@ -86,8 +92,8 @@ pub(crate) fn matmul<W: FloatWeight>(
     out: &mut [f32],
     out_stride: usize,
     shape: TileShape,
-    tile: impl Fn(usize, usize, &[W], &[f32], &mut [f32]),
-    tile_f32: impl Fn(usize, usize, &[f32], &[f32], &mut [f32]),
+    tile: impl Fn(usize, usize, &[W], &[f32], &mut [f32], usize),
+    tile_f32: impl Fn(usize, usize, &[f32], &[f32], &mut [f32], usize),
     widen: impl Fn(&[W], &mut [f32]),
 ) {
     if !checked(cols, &rows, n, out, out_stride) {
@@ -97,7 +103,7 @@ pub(crate) fn matmul<W: FloatWeight>(
     let w = &w[rows.start * cols..rows.end * cols];
     let x = &x[..n * cols];
     if n <= shape.tokens {
-        tiles(w, cols, 0..n_rows, x, n, out, out_stride, &shape, &tile);
+        striped_tiles(w, cols, n_rows, x, n, out, shape.rows, &tile);
         return;
     }
     let block_rows = (shape.block_bytes / (cols * size_of::<f32>()) / shape.rows).max(1) * shape.rows;
@@ -140,6 +146,41 @@ pub(crate) fn checked(cols: usize, rows: &Range<usize>, n: usize, out: &mut [f32
     true
 }
 
+/// One token group's tiles over the `n_rows` rows of `w`: tile `i` takes
+/// rows `i, i + s, …, i + (tile_rows - 1) s` with `s = n_rows / tile_rows`,
+/// the last `n_rows % tile_rows` rows go one at a time. Each of a tile's rows
+/// then continues where the previous tile's left off: the tiles read
+/// `tile_rows` sequential streams through the matrix, which the hardware
+/// prefetchers follow across rows. Tiles of adjacent rows read `tile_rows`
+/// streams that each jump a row ahead every few cache lines on short rows:
+/// SmolLM2's f16 decode (576 columns, 1152-byte rows) ran at 13 GB/s that
+/// way and at 20-22 GB/s striped on an AVX2 Zen 3 (1 thread, 1 GiB read loop
+/// 18.5 GB/s); on TinyLlama's 2048-8192-byte rows both read alike.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn striped_tiles<V>(
+    w: &[V],
+    cols: usize,
+    n_rows: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    tile_rows: usize,
+    tile: &impl Fn(usize, usize, &[V], &[f32], &mut [f32], usize),
+) {
+    let stripe = n_rows / tile_rows;
+    if tile_rows > 1 && stripe > 0 {
+        let span = ((tile_rows - 1) * stripe + 1) * cols;
+        for i in 0..stripe {
+            tile(tile_rows, n, &w[i * cols..][..span], x, &mut out[i..], stripe);
+        }
+    }
+    let first_single = if tile_rows > 1 { tile_rows * stripe } else { 0 };
+    for r in first_single..n_rows {
+        tile(1, n, &w[r * cols..(r + 1) * cols], x, &mut out[r..], 1);
+    }
+}
+
 /// The token groups and row tiles of [`matmul`] over the rows `rows` of `w`,
 /// writing `out[t * out_stride + (r - rows.start)]`.
 #[inline(always)]
@@ -152,7 +193,7 @@ fn tiles<V>(
     out: &mut [f32],
     out_stride: usize,
     shape: &TileShape,
-    tile: &impl Fn(usize, usize, &[V], &[f32], &mut [f32]),
+    tile: &impl Fn(usize, usize, &[V], &[f32], &mut [f32], usize),
 ) {
     let &TileShape { rows: tile_rows, tokens: tile_tokens, .. } = shape;
     for t0 in (0..n).step_by(tile_tokens) {
@@ -162,7 +203,7 @@ fn tiles<V>(
         while r0 < rows.end {
             let rn = if rows.end - r0 >= tile_rows { tile_rows } else { 1 };
             let o = r0 - rows.start;
-            tile(rn, tn, &w[r0 * cols..(r0 + rn) * cols], xg, &mut out[t0 * out_stride + o..]);
+            tile(rn, tn, &w[r0 * cols..(r0 + rn) * cols], xg, &mut out[t0 * out_stride + o..], 1);
             r0 += rn;
         }
     }

@@ -250,13 +250,13 @@ fn float_matmul<W: FloatWeight, const A: usize>(
         out,
         out_stride,
         shape,
-        |rn, tn, w, x, out| float_tile::<W, A>(rn, tn, w, cols, x, out, out_stride, load),
-        |rn, tn, w, x, out| float_tile::<f32, A>(rn, tn, w, cols, x, out, out_stride, |s| load8(s)),
+        |rn, tn, w, x, out, stripe| float_tile::<W, A>(rn, tn, w, cols, x, out, out_stride, load, stripe),
+        |rn, tn, w, x, out, stripe| float_tile::<f32, A>(rn, tn, w, cols, x, out, out_stride, |s| load8(s), stripe),
         |w, out| widen(w, out, load),
     );
 }
 
-/// [`dot_tile`] for the driver's `rn` rows × `tn` tokens.
+/// [`dot_tile`] for the driver's `rn` rows × `tn` tokens, `stripe` rows apart.
 #[inline]
 #[target_feature(enable = "neon")]
 #[allow(clippy::too_many_arguments)] // the tile's shape and operands
@@ -269,17 +269,18 @@ fn float_tile<W: FloatWeight, const A: usize>(
     out: &mut [f32],
     out_stride: usize,
     load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+    stripe: usize,
 ) {
     let (c, s) = (cols, out_stride);
     match (rn, tn) {
-        (4, 1) => dot_tile::<W, 4, 1, A>(w, c, x, out, s, load),
-        (4, 2) => dot_tile::<W, 4, 2, A>(w, c, x, out, s, load),
-        (4, 3) if A == 1 => dot_tile::<W, 4, 3, A>(w, c, x, out, s, load),
-        (4, 4) if A == 1 => dot_tile::<W, 4, 4, A>(w, c, x, out, s, load),
-        (1, 1) => dot_tile::<W, 1, 1, A>(w, c, x, out, s, load),
-        (1, 2) => dot_tile::<W, 1, 2, A>(w, c, x, out, s, load),
-        (1, 3) if A == 1 => dot_tile::<W, 1, 3, A>(w, c, x, out, s, load),
-        (1, 4) if A == 1 => dot_tile::<W, 1, 4, A>(w, c, x, out, s, load),
+        (4, 1) => dot_tile::<W, 4, 1, A>(w, c, x, out, s, load, stripe),
+        (4, 2) => dot_tile::<W, 4, 2, A>(w, c, x, out, s, load, stripe),
+        (4, 3) if A == 1 => dot_tile::<W, 4, 3, A>(w, c, x, out, s, load, stripe),
+        (4, 4) if A == 1 => dot_tile::<W, 4, 4, A>(w, c, x, out, s, load, stripe),
+        (1, 1) => dot_tile::<W, 1, 1, A>(w, c, x, out, s, load, stripe),
+        (1, 2) => dot_tile::<W, 1, 2, A>(w, c, x, out, s, load, stripe),
+        (1, 3) if A == 1 => dot_tile::<W, 1, 3, A>(w, c, x, out, s, load, stripe),
+        (1, 4) if A == 1 => dot_tile::<W, 1, 4, A>(w, c, x, out, s, load, stripe),
         _ => unreachable!("NEON float tile {rn} x {tn} with {A} accumulators"),
     }
 }
@@ -300,9 +301,9 @@ fn widen<W: FloatWeight>(w: &[W], out: &mut [f32], load: impl Fn(&[W]) -> [float
     }
 }
 
-/// `out[t * out_stride + r] = dot(w[r], x[t])` for the `R` consecutive rows
-/// of `w` and the `T` tokens of `x` (each `cols` wide). Each output sums
-/// alone, the same whatever `R` and `T`: `A` accumulators (2: one per half of
+/// `out[t * out_stride + r * stripe] = dot(w[r * stripe], x[t])` for `R`
+/// rows of `w`, `stripe` rows apart, and the `T` tokens of `x` (each `cols`
+/// wide). Each output sums alone, the same whatever `R` and `T`: `A` accumulators (2: one per half of
 /// each 8-column step, the dot form; 1: both halves in turn, the GEMM form),
 /// their sum's [`hsum`], plus the last 0-7 products summed in order.
 #[inline]
@@ -314,9 +315,10 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize, const A: usize>(
     out: &mut [f32],
     out_stride: usize,
     load: impl Fn(&[W]) -> [float32x4_t; 2] + Copy,
+    stripe: usize,
 ) {
     let (steps, main) = (cols / 8, cols / 8 * 8);
-    let wr: [&[W]; R] = std::array::from_fn(|r| &w[r * cols..][..cols]);
+    let wr: [&[W]; R] = std::array::from_fn(|r| &w[r * stripe * cols..][..cols]);
     let xt: [&[f32]; T] = std::array::from_fn(|t| &x[t * cols..][..cols]);
     // Groups of 8 columns, every slice cut to exactly `steps` groups.
     let w8: [&[[W; 8]]; R] = std::array::from_fn(|r| &wr[r].as_chunks::<8>().0[..steps]);
@@ -345,7 +347,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize, const A: usize>(
             let tail: f32 = wr[r][main..].iter().zip(&xt[t][main..]).map(|(&a, b)| a.into() * b).sum();
             let [a0, a1] = acc[r][t];
             let sum = if A == 1 { a0 } else { vaddq_f32(a0, a1) };
-            out[t * out_stride + r] = hsum(sum) + tail;
+            out[t * out_stride + r * stripe] = hsum(sum) + tail;
         }
     }
 }

@@ -102,15 +102,16 @@ fn float_matmul<W: FloatWeight>(
         out,
         out_stride,
         shape,
-        |rn, tn, w, x, out| tile(rn, tn, w, cols, x, out, out_stride, load),
-        |rn, tn, w, x, out| tile(rn, tn, w, cols, x, out, out_stride, |s| load8(s)),
+        |rn, tn, w, x, out, stripe| tile(rn, tn, w, cols, x, out, out_stride, load, stripe),
+        |rn, tn, w, x, out, stripe| tile(rn, tn, w, cols, x, out, out_stride, |s| load8(s), stripe),
         |w, out| widen(w, out, load),
     );
 }
 
-/// [`dot_tile`] for the driver's `rn` rows × `tn` tokens.
+/// [`dot_tile`] for the driver's `rn` rows × `tn` tokens, `stripe` rows apart.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)] // the tile's shape and operands
 fn tile<W: FloatWeight>(
     rn: usize,
     tn: usize,
@@ -120,14 +121,15 @@ fn tile<W: FloatWeight>(
     out: &mut [f32],
     out_stride: usize,
     load: impl Fn(&[W]) -> __m256 + Copy,
+    stripe: usize,
 ) {
     let (c, s) = (cols, out_stride);
     match (rn, tn) {
-        (4, 1) => dot_tile::<W, 4, 1>(w, c, x, out, s, load),
-        (3, 2) => dot_tile::<W, 3, 2>(w, c, x, out, s, load),
-        (3, 1) => dot_tile::<W, 3, 1>(w, c, x, out, s, load),
-        (1, 2) => dot_tile::<W, 1, 2>(w, c, x, out, s, load),
-        (1, 1) => dot_tile::<W, 1, 1>(w, c, x, out, s, load),
+        (4, 1) => dot_tile::<W, 4, 1>(w, c, x, out, s, load, stripe),
+        (3, 2) => dot_tile::<W, 3, 2>(w, c, x, out, s, load, stripe),
+        (3, 1) => dot_tile::<W, 3, 1>(w, c, x, out, s, load, stripe),
+        (1, 2) => dot_tile::<W, 1, 2>(w, c, x, out, s, load, stripe),
+        (1, 1) => dot_tile::<W, 1, 1>(w, c, x, out, s, load, stripe),
         _ => unreachable!("AVX2 float tile {rn} x {tn}"),
     }
 }
@@ -146,12 +148,14 @@ pub(in crate::x86_64) fn widen<W: FloatWeight>(w: &[W], out: &mut [f32], load: i
     }
 }
 
-/// `out[t * out_stride + r] = dot(w[r], x[t])` for the `R` consecutive rows
-/// of `w` and the `T` tokens of `x` (each `cols` wide). Each output sums
+/// `out[t * out_stride + r * stripe] = dot(w[r * stripe], x[t])` for `R`
+/// rows of `w`, `stripe` rows apart, and the `T` tokens of `x` (each `cols`
+/// wide). Each output sums
 /// alone, the same whatever `R` and `T`: two accumulators (16 columns a step,
 /// then one more step of 8 into the first if 8 columns remain), their sum's
 /// [`hsum`], plus the last 0-7 products summed in order. Each step prefetches
-/// the same columns [`GEMV_PREFETCH_GROUPS`] row groups ahead, or
+/// the same columns [`GEMV_PREFETCH_GROUPS`] × `R` rows ahead in its own
+/// row's stream (the next tiles' rows when striped), or
 /// [`GEMV_PREFETCH_MAX`] bytes ahead if that is nearer (a prefetch is a hint:
 /// past the end of `w` it is simply dropped).
 #[inline]
@@ -163,6 +167,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     out: &mut [f32],
     out_stride: usize,
     load: impl Fn(&[W]) -> __m256 + Copy,
+    stripe: usize,
 ) {
     let steps = cols / 16;
     // Loops, not `array::from_fn`: its closure is not inlined into
@@ -173,7 +178,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     }
     let mut w16: [&[[W; 16]]; R] = [&[]; R];
     for (r, wr) in w16.iter_mut().enumerate() {
-        *wr = &w[r * cols..][..cols].as_chunks::<16>().0[..steps];
+        *wr = &w[r * stripe * cols..][..cols].as_chunks::<16>().0[..steps];
     }
     let ahead = (GEMV_PREFETCH_GROUPS * R * cols * size_of::<W>()).min(GEMV_PREFETCH_MAX);
     let mut acc = [[[_mm256_setzero_ps(); 2]; T]; R];
@@ -204,7 +209,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
             *xv = load8(&x[t * cols + main..]);
         }
         for r in 0..R {
-            let wv = load(&w[r * cols + main..]);
+            let wv = load(&w[r * stripe * cols + main..]);
             for (acc, &xv) in acc[r].iter_mut().zip(&xv) {
                 acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
             }
@@ -214,8 +219,9 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     for t in 0..T {
         let xt = &x[t * cols + main..(t + 1) * cols];
         for r in 0..R {
-            let tail: f32 = w[r * cols + main..(r + 1) * cols].iter().zip(xt).map(|(&a, b)| a.into() * b).sum();
-            out[t * out_stride + r] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1])) + tail;
+            let tail: f32 =
+                w[r * stripe * cols + main..(r * stripe + 1) * cols].iter().zip(xt).map(|(&a, b)| a.into() * b).sum();
+            out[t * out_stride + r * stripe] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1])) + tail;
         }
     }
 }

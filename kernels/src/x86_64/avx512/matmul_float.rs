@@ -84,15 +84,18 @@ fn float_matmul<W: FloatWeight>(
         out,
         out_stride,
         shape,
-        |rn, tn, w, x, out| tile(rn, tn, w, cols, x, out, out_stride, load, load_partial),
-        |rn, tn, w, x, out| tile(rn, tn, w, cols, x, out, out_stride, |s| load16(s), |s| load16_partial(s)),
+        |rn, tn, w, x, out, stripe| tile(rn, tn, w, cols, x, out, out_stride, load, load_partial, stripe),
+        |rn, tn, w, x, out, stripe| {
+            tile(rn, tn, w, cols, x, out, out_stride, |s| load16(s), |s| load16_partial(s), stripe)
+        },
         |w, out| widen(w, out, load, load_partial),
     );
 }
 
-/// [`dot_tile`] for the driver's `rn` rows × `tn` tokens.
+/// [`dot_tile`] for the driver's `rn` rows × `tn` tokens, `stripe` rows apart.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)] // the tile's shape and operands
 fn tile<W: FloatWeight>(
     rn: usize,
     tn: usize,
@@ -103,15 +106,16 @@ fn tile<W: FloatWeight>(
     out_stride: usize,
     load: impl Fn(&[W]) -> __m512 + Copy,
     load_partial: impl Fn(&[W]) -> __m512 + Copy,
+    stripe: usize,
 ) {
     let (c, s, l, p) = (cols, out_stride, load, load_partial);
     match (rn, tn) {
-        (4, 1) => dot_tile::<W, 4, 1>(w, c, x, out, s, l, p),
-        (4, 2) => dot_tile::<W, 4, 2>(w, c, x, out, s, l, p),
-        (4, 3) => dot_tile::<W, 4, 3>(w, c, x, out, s, l, p),
-        (1, 1) => dot_tile::<W, 1, 1>(w, c, x, out, s, l, p),
-        (1, 2) => dot_tile::<W, 1, 2>(w, c, x, out, s, l, p),
-        (1, 3) => dot_tile::<W, 1, 3>(w, c, x, out, s, l, p),
+        (4, 1) => dot_tile::<W, 4, 1>(w, c, x, out, s, l, p, stripe),
+        (4, 2) => dot_tile::<W, 4, 2>(w, c, x, out, s, l, p, stripe),
+        (4, 3) => dot_tile::<W, 4, 3>(w, c, x, out, s, l, p, stripe),
+        (1, 1) => dot_tile::<W, 1, 1>(w, c, x, out, s, l, p, stripe),
+        (1, 2) => dot_tile::<W, 1, 2>(w, c, x, out, s, l, p, stripe),
+        (1, 3) => dot_tile::<W, 1, 3>(w, c, x, out, s, l, p, stripe),
         _ => unreachable!("AVX-512 float tile {rn} x {tn}"),
     }
 }
@@ -137,15 +141,18 @@ pub(super) fn widen<W: FloatWeight>(
     }
 }
 
-/// `out[t * out_stride + r] = dot(w[r], x[t])` for the `R` consecutive rows
-/// of `w` and the `T` tokens of `x` (each `cols` wide). Each output sums
+/// `out[t * out_stride + r * stripe] = dot(w[r * stripe], x[t])` for `R`
+/// rows of `w`, `stripe` rows apart, and the `T` tokens of `x` (each `cols`
+/// wide). Each output sums
 /// alone, the same whatever `R` and `T`: two accumulators (32 columns a step,
 /// the last 0-31 columns as two masked steps), their sum reduced by
 /// `_mm512_reduce_add_ps`. Each step prefetches ahead as the AVX2 tile does
-/// (the same columns [`GEMV_PREFETCH_GROUPS`] row groups ahead, at most
+/// (the same columns [`GEMV_PREFETCH_GROUPS`] × `R` rows ahead in the row's
+/// stream, at most
 /// [`GEMV_PREFETCH_MAX`] bytes), for the same reason.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)] // the tile's shape and operands
 fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     w: &[W],
     cols: usize,
@@ -154,6 +161,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     out_stride: usize,
     load: impl Fn(&[W]) -> __m512 + Copy,
     load_partial: impl Fn(&[W]) -> __m512 + Copy,
+    stripe: usize,
 ) {
     let steps = cols / 32;
     // Loops, not `array::from_fn`: its closure is not inlined into
@@ -164,7 +172,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     }
     let mut w32: [&[[W; 32]]; R] = [&[]; R];
     for (r, wr) in w32.iter_mut().enumerate() {
-        *wr = &w[r * cols..][..cols].as_chunks::<32>().0[..steps];
+        *wr = &w[r * stripe * cols..][..cols].as_chunks::<32>().0[..steps];
     }
     let ahead = (GEMV_PREFETCH_GROUPS * R * cols * size_of::<W>()).min(GEMV_PREFETCH_MAX);
     let mut acc = [[[_mm512_setzero_ps(); 2]; T]; R];
@@ -195,7 +203,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
                 *xv = load16_partial(&x[t * cols + start..(t + 1) * cols]);
             }
             for r in 0..R {
-                let wv = load_partial(&w[r * cols + start..(r + 1) * cols]);
+                let wv = load_partial(&w[r * stripe * cols + start..(r * stripe + 1) * cols]);
                 for (acc, &xv) in acc[r].iter_mut().zip(&xv) {
                     acc[h] = _mm512_fmadd_ps(wv, xv, acc[h]);
                 }
@@ -204,7 +212,7 @@ fn dot_tile<W: FloatWeight, const R: usize, const T: usize>(
     }
     for t in 0..T {
         for r in 0..R {
-            out[t * out_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
+            out[t * out_stride + r * stripe] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
         }
     }
 }
