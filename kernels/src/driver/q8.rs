@@ -3,7 +3,8 @@
 //! and groups of up to [`super::tiles::TILE_TOKENS`] tokens, and the writes of whole or cut
 //! tiles. An ISA supplies the tile: 8 rows × up to 4 tokens over every block
 //! ([`matmul`]), or two adjacent tiles at once ([`matmul_pairs`], the AVX2
-//! GEMM's).
+//! GEMM's), or for one token a tile of each of two stripes of the matrix
+//! ([`matmul_one_token`], the AVX2 GEMV's).
 
 use std::ops::Range;
 
@@ -105,6 +106,48 @@ pub(crate) fn matmul(
         let (xq, xs) = (&xq[t0 * cols..(t0 + tokens) * cols], &xs[t0 * nb..(t0 + tokens) * nb]);
         tile_kernel(Q8Tile { wq, ws, xq, xs, nb, tokens }, sums);
     });
+}
+
+/// [`matmul`] for one token, reading the tiles as
+/// [`super::tiles::STRIPES`] sequential streams
+/// ([`super::tiles::for_each_stripe_group`]): `group_kernel(tiles, sums)`
+/// sets `sums[k][r]` to the dot product of row `r` of `tiles[k]` with the
+/// token, `tile_kernel` one tile's alone (`tokens` is 1 in both). An ISA's
+/// group kernel sums each tile as its one-tile kernel does, so the bits are
+/// [`matmul`]'s.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // AVX2 only so far
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_one_token(
+    quants: &[i8],
+    scales: &[f16],
+    cols: usize,
+    rows: Range<usize>,
+    x: &Q8Acts,
+    out: &mut [f32],
+    out_stride: usize,
+    mut group_kernel: impl FnMut([Q8Tile; super::tiles::STRIPES], &mut [[f32; Q8_TILE_ROWS]; super::tiles::STRIPES]),
+    mut tile_kernel: impl FnMut(Q8Tile, &mut [f32; Q8_TILE_ROWS]),
+) {
+    let Some(Inputs { nb, tile_quants, tile_scales, end_tile: _, quants, scales, xq, xs }) =
+        Inputs::checked(quants, scales, cols, &rows, x, 1, out, out_stride)
+    else {
+        return;
+    };
+    let tile = |t: usize| Q8Tile {
+        wq: &quants[t * tile_quants..][..tile_quants],
+        ws: &scales[t * tile_scales..][..tile_scales],
+        xq,
+        xs,
+        nb,
+        tokens: 1,
+    };
+    super::tiles::for_each_stripe_group(
+        rows,
+        out,
+        |tiles, sums| group_kernel(tiles.map(tile), sums),
+        |t, sums| tile_kernel(tile(t), sums),
+    );
 }
 
 /// Tiles a register tile may span: [`matmul_pairs`] hands out two adjacent
