@@ -169,14 +169,11 @@ fn striped_tiles<V>(
     tile: &impl Fn(usize, usize, &[V], &[f32], &mut [f32], usize),
 ) {
     let stripe = n_rows / tile_rows;
-    if tile_rows > 1 && stripe > 0 {
-        let span = ((tile_rows - 1) * stripe + 1) * cols;
-        for i in 0..stripe {
-            tile(tile_rows, n, &w[i * cols..][..span], x, &mut out[i..], stripe);
-        }
+    let span = ((tile_rows - 1) * stripe + 1) * cols;
+    for i in 0..stripe {
+        tile(tile_rows, n, &w[i * cols..][..span], x, &mut out[i..], stripe);
     }
-    let first_single = if tile_rows > 1 { tile_rows * stripe } else { 0 };
-    for r in first_single..n_rows {
+    for r in tile_rows * stripe..n_rows {
         tile(1, n, &w[r * cols..(r + 1) * cols], x, &mut out[r..], 1);
     }
 }

@@ -216,19 +216,8 @@ pub(crate) fn matmul_pairs(
             let mut sums = [[[0f32; Q8_TILE_ROWS]; TILE_TOKENS]; PAIR];
             tile_kernel(Q8Tiles { wq, ws, xq, xs, nb, tiles, tokens, first: t0 == 0 }, &mut sums);
             for (h, sums) in sums[..tiles].iter().enumerate() {
-                let row0 = (tile + h) * Q8_TILE_ROWS;
-                // The tile's rows in range (all but for a tile cut by the range).
-                let (lo, hi) = (rows.start.max(row0) - row0, rows.end.min(row0 + Q8_TILE_ROWS) - row0);
                 for (t, sums) in sums[..tokens].iter().enumerate() {
-                    let start = (t0 + t) * out_stride + row0 + lo - rows.start;
-                    if hi - lo == Q8_TILE_ROWS {
-                        // A whole tile (all but a cut one): a fixed-size copy, not a call to memcpy.
-                        let to: &mut [f32; Q8_TILE_ROWS] =
-                            (&mut out[start..start + Q8_TILE_ROWS]).try_into().expect("8 rows");
-                        *to = *sums;
-                    } else {
-                        out[start..start + hi - lo].copy_from_slice(&sums[lo..hi]);
-                    }
+                    super::tiles::write_tile(&rows, tile + h, sums, &mut out[(t0 + t) * out_stride..]);
                 }
             }
             t0 += tokens;

@@ -85,7 +85,7 @@ pub(crate) fn for_each_stripe_group(
 /// Writes the rows of `tile` that lie in `rows` (all but for a tile cut by
 /// the range) from `sums` to one token's outputs `out[r - rows.start]`.
 #[inline(always)]
-fn write_tile(rows: &Range<usize>, tile: usize, sums: &[f32; TILE_ROWS], out: &mut [f32]) {
+pub(crate) fn write_tile(rows: &Range<usize>, tile: usize, sums: &[f32; TILE_ROWS], out: &mut [f32]) {
     let row0 = tile * TILE_ROWS;
     let (lo, hi) = (rows.start.max(row0) - row0, rows.end.min(row0 + TILE_ROWS) - row0);
     let start = row0 + lo - rows.start;

@@ -113,47 +113,21 @@ pub unsafe fn matmul_q8_vnni(
 fn q8_tile<const T: usize>(tile: &Q8Tile, sums: &mut TileSums) {
     let Q8Tile { wq, ws, xq, xs, nb, .. } = *tile;
     let cols = nb * Q8_BLOCK;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
         let wblock = &wq[b * Q8_BLOCK * Q8_TILE_ROWS..][..Q8_BLOCK * Q8_TILE_ROWS];
         if T == 1 {
             prefetch_ahead(wblock);
         }
-        let xv: [__m256i; T] = std::array::from_fn(|t| load32_i8(&xq[t * cols + b * Q8_BLOCK..]));
-        // Row dot products are folded by hadd as soon as a pair exists, so at
-        // most a few partial vectors per token are live (no register spills).
-        let mut quads = [[_mm256_setzero_si256(); 2]; T];
-        for (h, wquad) in wblock.chunks_exact(4 * Q8_BLOCK).enumerate() {
-            let mut pairs = [[_mm256_setzero_si256(); 2]; T];
-            for (p, wpair) in wquad.chunks_exact(2 * Q8_BLOCK).enumerate() {
-                let mut dots = [[_mm256_setzero_si256(); 2]; T];
-                for (r, wrow) in wpair.chunks_exact(Q8_BLOCK).enumerate() {
-                    let w = load32_i8(wrow);
-                    // Sign trick: maddubs multiplies unsigned by signed bytes, so
-                    // use |w| and move w's sign onto x. Adjacent pairs are summed
-                    // into i16: |w|, |x| <= 127 so a pair is at most
-                    // 2 × 127 × 127 = 32258 < 32767 and never saturates. madd
-                    // with ones widens the pairs into 8 i32.
-                    let w_abs = _mm256_sign_epi8(w, w);
-                    for t in 0..T {
-                        let prod = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(xv[t], w));
-                        dots[t][r] = _mm256_madd_epi16(prod, ones);
-                    }
-                }
-                for t in 0..T {
-                    pairs[t][p] = _mm256_hadd_epi32(dots[t][0], dots[t][1]);
-                }
-            }
-            for t in 0..T {
-                quads[t][h] = _mm256_hadd_epi32(pairs[t][0], pairs[t][1]);
-            }
+        let mut xv = [_mm256_setzero_si256(); T];
+        for (t, xv) in xv.iter_mut().enumerate() {
+            *xv = load32_i8(&xq[t * cols + b * Q8_BLOCK..]);
         }
+        let isums = block_sums(wblock, &xv);
         let w_scales = load8_f16(&ws[b * Q8_TILE_ROWS..]);
         for t in 0..T {
-            let isum = _mm256_cvtepi32_ps(hsum_quads(quads[t]));
             let scale = _mm256_mul_ps(w_scales, _mm256_set1_ps(xs[t * nb + b]));
-            acc[t] = _mm256_fmadd_ps(isum, scale, acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isums[t]), scale, acc[t]);
         }
     }
     for (sums, &acc) in sums.iter_mut().zip(&acc) {
@@ -164,42 +138,66 @@ fn q8_tile<const T: usize>(tile: &Q8Tile, sums: &mut TileSums) {
 /// One token against one tile of each of [`STRIPES`] stripes at once
 /// (`sums[k]` for `tiles[k]`), so that the GEMV reads that many sequential
 /// streams: per block, the token's quants are loaded once for every tile, and
-/// each tile's rows are summed exactly as [`q8_tile`] sums them (the same
-/// bits).
+/// each tile's block is summed as in [`q8_tile`] (the same bits).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q8_stripes(tiles: &[Q8Tile; STRIPES], sums: &mut [[f32; Q8_TILE_ROWS]; STRIPES]) {
     let Q8Tile { xq, xs, nb, .. } = tiles[0];
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); STRIPES];
     for b in 0..nb {
-        let xv = load32_i8(&xq[b * Q8_BLOCK..]);
+        let xv = [load32_i8(&xq[b * Q8_BLOCK..])];
         for (tile, acc) in tiles.iter().zip(&mut acc) {
             let wblock = &tile.wq[b * Q8_BLOCK * Q8_TILE_ROWS..][..Q8_BLOCK * Q8_TILE_ROWS];
             prefetch_ahead(wblock);
-            let mut quads = [_mm256_setzero_si256(); 2];
-            for (h, wquad) in wblock.chunks_exact(4 * Q8_BLOCK).enumerate() {
-                let mut pairs = [_mm256_setzero_si256(); 2];
-                for (p, wpair) in wquad.chunks_exact(2 * Q8_BLOCK).enumerate() {
-                    let mut dots = [_mm256_setzero_si256(); 2];
-                    for (r, wrow) in wpair.chunks_exact(Q8_BLOCK).enumerate() {
-                        // The sign trick of `q8_tile`.
-                        let w = load32_i8(wrow);
-                        let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-                        dots[r] = _mm256_madd_epi16(prod, ones);
-                    }
-                    pairs[p] = _mm256_hadd_epi32(dots[0], dots[1]);
-                }
-                quads[h] = _mm256_hadd_epi32(pairs[0], pairs[1]);
-            }
-            let isum = _mm256_cvtepi32_ps(hsum_quads(quads));
+            let [isum] = block_sums(wblock, &xv);
             let scale = _mm256_mul_ps(load8_f16(&tile.ws[b * Q8_TILE_ROWS..]), _mm256_set1_ps(xs[b]));
-            *acc = _mm256_fmadd_ps(isum, scale, *acc);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
         }
     }
     for (sums, &acc) in sums.iter_mut().zip(&acc) {
         store8(sums, acc);
     }
+}
+
+/// The exact i32 dot products of one block of a tile's 8 rows (`wblock`,
+/// `[row][32]`) with each of `T` tokens' 32 quants: `[token]` → 8 row sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn block_sums<const T: usize>(wblock: &[i8], xv: &[__m256i; T]) -> [__m256i; T] {
+    let ones = _mm256_set1_epi16(1);
+    // Row dot products are folded by hadd as soon as a pair exists, so at
+    // most a few partial vectors per token are live (no register spills).
+    let mut quads = [[_mm256_setzero_si256(); 2]; T];
+    for (h, wquad) in wblock.chunks_exact(4 * Q8_BLOCK).enumerate() {
+        let mut pairs = [[_mm256_setzero_si256(); 2]; T];
+        for (p, wpair) in wquad.chunks_exact(2 * Q8_BLOCK).enumerate() {
+            let mut dots = [[_mm256_setzero_si256(); 2]; T];
+            for (r, wrow) in wpair.chunks_exact(Q8_BLOCK).enumerate() {
+                let w = load32_i8(wrow);
+                // Sign trick: maddubs multiplies unsigned by signed bytes, so
+                // use |w| and move w's sign onto x. Adjacent pairs are summed
+                // into i16: |w|, |x| <= 127 so a pair is at most
+                // 2 × 127 × 127 = 32258 < 32767 and never saturates. madd
+                // with ones widens the pairs into 8 i32.
+                let w_abs = _mm256_sign_epi8(w, w);
+                for t in 0..T {
+                    let prod = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(xv[t], w));
+                    dots[t][r] = _mm256_madd_epi16(prod, ones);
+                }
+            }
+            for t in 0..T {
+                pairs[t][p] = _mm256_hadd_epi32(dots[t][0], dots[t][1]);
+            }
+        }
+        for t in 0..T {
+            quads[t][h] = _mm256_hadd_epi32(pairs[t][0], pairs[t][1]);
+        }
+    }
+    let mut isums = [_mm256_setzero_si256(); T];
+    for (isum, &quads) in isums.iter_mut().zip(&quads) {
+        *isum = hsum_quads(quads);
+    }
+    isums
 }
 
 /// Prefetches (into L2) the cache lines [`Q8_PREFETCH_BYTES`] after those of
